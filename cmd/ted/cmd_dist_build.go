@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"ted/distribution"
+	"ted/pki"
+	"ted/store"
+)
+
+type distBuildOptions struct {
+	Store           string
+	Name            string
+	From            string
+	Version         string
+	Channels        []string
+	Requires        []string
+	Target          string
+	Pre             []string
+	Post            []string
+	SignKey         string
+	Keep            int
+	SkipUnsupported bool
+}
+
+func (o *distBuildOptions) AddFlags(f *pflag.FlagSet) {
+	f.StringVar(&o.Store, "store", "", "store directory (created if missing)")
+	f.StringVar(&o.Name, "name", "", "distribution name")
+	f.StringVar(&o.From, "from", "", "directory whose content becomes the revision")
+	f.StringVar(&o.Version, "version", "", "semantic version of this revision (1.4.0)")
+	f.StringArrayVar(&o.Channels, "channel", nil, "channel to publish into (repeatable)")
+	f.StringArrayVar(&o.Requires, "requires", nil, `dependency "NAME CONSTRAINT", e.g. "runtime >=2.0, <3" (repeatable)`)
+	f.StringVar(&o.Target, "target", "", "where the content lands under a subscriber's root (default: the name)")
+	f.StringArrayVar(&o.Pre, "pre", nil, "command to run before extraction (repeatable)")
+	f.StringArrayVar(&o.Post, "post", nil, "command to run after extraction (repeatable)")
+	f.StringVar(&o.SignKey, "sign-key", "", "ed25519 signing key file (from ted pki signing-key)")
+	f.IntVar(&o.Keep, "keep", 3, "revisions of this distribution to keep; older ones and their unshared chunks are deleted")
+	f.BoolVar(&o.SkipUnsupported, "skip-unsupported", false, "skip special files, escaping symlinks and unreadable entries, listing each, instead of failing")
+}
+
+// distBuildResult is the JSON document CLI.md promises.
+type distBuildResult struct {
+	Name          string         `json:"name"`
+	Revision      uint64         `json:"revision"`
+	Version       string         `json:"version"`
+	Files         int            `json:"files"`
+	Bytes         int64          `json:"bytes"`
+	Chunks        int            `json:"chunks"`
+	NewChunks     int            `json:"new_chunks"`
+	NewBytes      int64          `json:"new_bytes"`
+	ManifestBytes int            `json:"manifest_bytes"`
+	Unchanged     bool           `json:"unchanged"`
+	Skipped       []skippedEntry `json:"skipped"`
+	Pruned        []uint64       `json:"pruned"`
+	Seconds       float64        `json:"seconds"`
+}
+
+type skippedEntry struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+}
+
+func newDistBuildCommand(g *globalOptions) *cobra.Command {
+	var opts distBuildOptions
+	cmd := &cobra.Command{
+		Use:   "build",
+		Short: "Build a signed revision of a distribution from a directory",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			res, err := runDistBuild(cmd.Context(), opts, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			return printResult(cmd.OutOrStdout(), g.json, res, func(p *printer) {
+				if res.Unchanged {
+					p.linef("%s@%d unchanged (%d files, %s)", res.Name, res.Revision, res.Files, humanBytes(res.Bytes))
+					return
+				}
+				p.linef("%s@%d version %s: %d files, %s in %d chunks; %d new chunks (%s stored)",
+					res.Name, res.Revision, res.Version, res.Files, humanBytes(res.Bytes), res.Chunks, res.NewChunks, humanBytes(res.NewBytes))
+				if len(res.Pruned) > 0 {
+					p.linef("pruned revisions %v", res.Pruned)
+				}
+			})
+		},
+	}
+	opts.AddFlags(cmd.Flags())
+	addJSONFlag(cmd, g)
+	return cmd
+}
+
+// validateVersion accepts a semantic version and returns it in canonical
+// form (2.1 becomes 2.1.0).
+func validateVersion(v string) (string, error) {
+	sv, err := semver.NewVersion(v)
+	if err != nil {
+		return "", usageError{fmt.Errorf("--version %q: not a semantic version: %v", v, err)}
+	}
+	return sv.String(), nil
+}
+
+// validateRequires checks "NAME" or "NAME CONSTRAINT" dependency strings.
+func validateRequires(reqs []string) error {
+	for _, r := range reqs {
+		name, constraint, _ := strings.Cut(strings.TrimSpace(r), " ")
+		if err := distribution.ValidName("--requires "+fmt.Sprintf("%q", r)+": distribution name", name); err != nil {
+			return usageError{err}
+		}
+		if c := strings.TrimSpace(constraint); c != "" {
+			if _, err := semver.NewConstraint(c); err != nil {
+				return usageError{fmt.Errorf("--requires %q: constraint: %v", r, err)}
+			}
+		}
+	}
+	return nil
+}
+
+func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) (*distBuildResult, error) {
+	for _, req := range [][2]string{{"store", opts.Store}, {"name", opts.Name}, {"from", opts.From}, {"version", opts.Version}, {"sign-key", opts.SignKey}} {
+		if err := requireFlag(req[0], req[1]); err != nil {
+			return nil, err
+		}
+	}
+	if len(opts.Channels) == 0 {
+		return nil, usageError{errors.New("--channel is required (at least one)")}
+	}
+	if opts.Keep < 1 {
+		return nil, usageError{fmt.Errorf("--keep %d: keep at least 1 revision", opts.Keep)}
+	}
+	version, err := validateVersion(opts.Version)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateRequires(opts.Requires); err != nil {
+		return nil, err
+	}
+	key, err := pki.LoadSigningKey(opts.SignKey)
+	if err != nil {
+		return nil, err
+	}
+	st, err := openStore(opts.Store, true)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+
+	var next uint64 = 1
+	latest, err := st.Latest(opts.Name)
+	switch {
+	case err == nil:
+		next = latest.Revision + 1
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, err
+	}
+
+	res := &distBuildResult{Name: opts.Name, Version: version, Skipped: []skippedEntry{}, Pruned: []uint64{}}
+	start := time.Now()
+	var bar progress
+	build := distribution.BuildOptions{
+		Name: opts.Name, Revision: next, Version: version, Channels: opts.Channels,
+		Target: opts.Target, Requires: opts.Requires, Pre: opts.Pre, Post: opts.Post,
+		Created:         start,
+		SkipUnsupported: opts.SkipUnsupported,
+		Skipped: func(path string, reason error) {
+			res.Skipped = append(res.Skipped, skippedEntry{Path: path, Reason: reason.Error()})
+			fmt.Fprintf(stderr, "skipped %s: %v\n", path, reason)
+		},
+		Progress: func(p distribution.BuildProgress) {
+			if bar == nil {
+				bar = newProgress(stderr, "build "+opts.Name, p.TotalBytes)
+			}
+			bar.update(p.Bytes)
+		},
+	}
+	m, stats, err := distribution.BuildDir(ctx, opts.From, build, st)
+	if bar != nil {
+		bar.finish(stats.Bytes)
+	}
+	if err != nil {
+		return nil, err
+	}
+	signed, err := distribution.Sign(m, key)
+	if err != nil {
+		return nil, err
+	}
+	res.Files, res.Bytes, res.Chunks = stats.Files, stats.Bytes, stats.Chunks
+	res.NewChunks, res.NewBytes = stats.NewChunks, stats.NewBytes
+	res.ManifestBytes = len(signed.Body)
+
+	if latest.Revision != 0 {
+		_, previous, err := loadSigned(st, revisionRef{Name: opts.Name, Revision: latest.Revision})
+		if err != nil {
+			return nil, err
+		}
+		if previous.SameContent(m) {
+			res.Revision, res.Unchanged = latest.Revision, true
+			res.Seconds = time.Since(start).Seconds()
+			return res, nil
+		}
+	}
+	if _, err := st.AddRevision(signed, m); err != nil {
+		return nil, err
+	}
+	res.Revision = m.Revision
+	pruned, err := st.Prune(opts.Name, opts.Keep)
+	if err != nil {
+		return nil, fmt.Errorf("%s@%d stored, but pruning old revisions failed: %w", opts.Name, m.Revision, err)
+	}
+	res.Pruned = append(res.Pruned, pruned.RemovedRevisions...)
+	res.Seconds = time.Since(start).Seconds()
+	return res, nil
+}
+

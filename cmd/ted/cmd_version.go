@@ -1,0 +1,56 @@
+package main
+
+import (
+	"runtime"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at link time (-ldflags "-X main.version=1.2.3"); a plain
+// build reports the module version or VCS revision that Go recorded.
+var version = ""
+
+type versionInfo struct {
+	Version   string `json:"version"`
+	Revision  string `json:"revision,omitempty"`
+	GoVersion string `json:"go"`
+	Protocol  string `json:"protocol"`
+}
+
+func buildVersion() versionInfo {
+	v := versionInfo{Version: version, GoVersion: runtime.Version(), Protocol: "ted/1"}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v.Version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v.Version = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				v.Revision = s.Value
+			}
+		}
+	}
+	if v.Version == "" {
+		v.Version = "dev"
+	}
+	return v
+}
+
+func newVersionCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version of ted",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			v := buildVersion()
+			return printResult(cmd.OutOrStdout(), g.json, v, func(p *printer) {
+				p.linef("ted %s (%s, protocol %s)", v.Version, v.GoVersion, v.Protocol)
+				if v.Revision != "" {
+					p.linef("revision %s", v.Revision)
+				}
+			})
+		},
+	}
+	addJSONFlag(cmd, g)
+	return cmd
+}

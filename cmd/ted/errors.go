@@ -1,0 +1,45 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"ted/distribution"
+	"ted/store"
+)
+
+// usageError marks a command line the user must correct (exit 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+// verifyError marks a verification failure found by a check that is not one
+// of distribution's own sentinel errors (exit 3).
+type verifyError struct{ err error }
+
+func (e verifyError) Error() string { return e.err.Error() }
+func (e verifyError) Unwrap() error { return e.err }
+
+// exitCode maps an error to the exit code CLI.md promises: the one place that
+// does so.
+func exitCode(err error) int {
+	var usage usageError
+	var verify verifyError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &usage):
+		return exitUsage
+	case errors.As(err, &verify),
+		errors.Is(err, distribution.ErrUntrustedKey),
+		errors.Is(err, distribution.ErrBadSignature),
+		errors.Is(err, distribution.ErrChunkCorrupt):
+		return exitVerify
+	case errors.Is(err, store.ErrNotFound):
+		return exitNotFound
+	case errors.Is(err, context.Canceled):
+		return exitInterrupted
+	}
+	return exitError
+}

@@ -1,0 +1,261 @@
+package distribution
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+)
+
+// MaterializeOptions tune Materialize.
+type MaterializeOptions struct {
+	// Progress, if set, is called after each file.
+	Progress func(BuildProgress)
+}
+
+// Materialize writes the content of m under dest, creating dest if needed.
+//
+// Every write goes through an os.Root on dest, so nothing outside dest is
+// touched, whatever symlinks dest already holds. Files are written to a
+// temporary name beside their destination, synced and renamed over it, so no
+// reader ever sees half a file and a running program's binary can be
+// replaced. Paths of dest that m does not name are left alone. Every chunk is
+// checked against its id before a byte of it is written.
+func Materialize(ctx context.Context, m *Manifest, src ChunkSource, dest string, opts MaterializeOptions) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dest, 0o755); err != nil {
+		return fmt.Errorf("extract %s to %s: %w", m.label(), dest, err)
+	}
+	root, err := os.OpenRoot(dest)
+	if err != nil {
+		return fmt.Errorf("extract %s to %s: %w", m.label(), dest, err)
+	}
+	defer root.Close()
+	w := &materializer{ctx: ctx, m: m, src: src, root: root, opts: opts}
+	if err := w.run(); err != nil {
+		return fmt.Errorf("extract %s to %s: %w", m.label(), dest, err)
+	}
+	return nil
+}
+
+type materializer struct {
+	ctx      context.Context
+	m        *Manifest
+	src      ChunkSource
+	root     *os.Root
+	opts     MaterializeOptions
+	progress BuildProgress
+}
+
+func (w *materializer) run() error {
+	w.progress.TotalFiles, w.progress.TotalBytes, _ = w.m.Totals()
+	// Directories are created writable by us and get their final mode at
+	// the end, deepest first, so read-only directories can be filled.
+	var dirs []*Entry
+	touched := map[string]struct{}{".": {}}
+	for i := range w.m.Entries {
+		if err := w.ctx.Err(); err != nil {
+			return err
+		}
+		e := &w.m.Entries[i]
+		touched[path.Dir(e.Path)] = struct{}{}
+		var err error
+		switch e.Type {
+		case TypeDir:
+			err = w.dir(e)
+			dirs = append(dirs, e)
+		case TypeFile:
+			err = w.file(e)
+		case TypeSymlink:
+			err = w.symlink(e)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", e.Path, err)
+		}
+	}
+	for _, e := range slices.Backward(dirs) {
+		if err := w.root.Chmod(e.Path, fileMode(e.Mode)); err != nil {
+			return fmt.Errorf("%s: %w", e.Path, unwrapPath(err))
+		}
+	}
+	// Renames are durable only once their directory is synced.
+	for dir := range touched {
+		if err := syncDir(w.root, dir); err != nil {
+			return fmt.Errorf("%s: sync: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+func (w *materializer) dir(e *Entry) error {
+	info, err := w.root.Lstat(e.Path)
+	switch {
+	case err == nil && info.IsDir():
+		return nil
+	case err == nil:
+		// A file or symlink stands where this revision has a directory.
+		if err := w.root.Remove(e.Path); err != nil {
+			return unwrapPath(err)
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return unwrapPath(err)
+	}
+	return unwrapPath(w.root.Mkdir(e.Path, 0o700))
+}
+
+func (w *materializer) file(e *Entry) error {
+	tmp, err := tempName(e.Path)
+	if err != nil {
+		return err
+	}
+	f, err := w.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return unwrapPath(err)
+	}
+	err = w.writeChunks(f, e)
+	if err == nil {
+		err = f.Chmod(fileMode(e.Mode))
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = w.replace(tmp, e.Path)
+	}
+	if err != nil {
+		_ = w.root.Remove(tmp)
+		return unwrapPath(err)
+	}
+	w.progress.Files++
+	if w.opts.Progress != nil {
+		w.opts.Progress(w.progress)
+	}
+	return nil
+}
+
+func (w *materializer) writeChunks(f *os.File, e *Entry) error {
+	for _, c := range e.Chunks {
+		if err := w.ctx.Err(); err != nil {
+			return err
+		}
+		plain, err := readChunk(w.src, c)
+		if err != nil {
+			return err
+		}
+		if _, err := f.Write(plain); err != nil {
+			return err
+		}
+		w.progress.Bytes += int64(len(plain))
+	}
+	return nil
+}
+
+func (w *materializer) symlink(e *Entry) error {
+	tmp, err := tempName(e.Path)
+	if err != nil {
+		return err
+	}
+	if err := w.root.Symlink(e.Target, tmp); err != nil {
+		return unwrapPath(err)
+	}
+	if err := w.replace(tmp, e.Path); err != nil {
+		_ = w.root.Remove(tmp)
+		return unwrapPath(err)
+	}
+	return nil
+}
+
+// replace renames tmp over p. A directory in the way is an error: it may
+// hold files TED never installed.
+func (w *materializer) replace(tmp, p string) error {
+	if info, err := w.root.Lstat(p); err == nil && info.IsDir() {
+		return errors.New("a directory is in the way")
+	}
+	return w.root.Rename(tmp, p)
+}
+
+// tempName returns a fresh hidden name beside p.
+func tempName(p string) (string, error) {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	base := ".ted-" + hex.EncodeToString(b[:]) + ".tmp"
+	if dir := path.Dir(p); dir != "." {
+		return dir + "/" + base, nil
+	}
+	return base, nil
+}
+
+func syncDir(root *os.Root, dir string) error {
+	d, err := root.Open(dir)
+	if err != nil {
+		return unwrapPath(err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// ContentProblem is one defect found by CheckContent.
+type ContentProblem struct {
+	Path  string  // the first file that uses the chunk
+	Chunk ChunkID // the chunk at fault
+	Err   error   // wraps ErrChunkMissing or ErrChunkCorrupt
+}
+
+// CheckContent reads every distinct chunk m references from src and checks
+// it against its id and size, calling problem for each defect. It returns the
+// number of problems, or an error if ctx ends first.
+func CheckContent(ctx context.Context, m *Manifest, src ChunkSource, problem func(ContentProblem)) (int, error) {
+	checked := make(map[ChunkID]struct{})
+	problems := 0
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		for _, c := range e.Chunks {
+			if _, ok := checked[c.ID]; ok {
+				continue
+			}
+			if err := ctx.Err(); err != nil {
+				return problems, err
+			}
+			checked[c.ID] = struct{}{}
+			if _, err := readChunk(src, c); err != nil {
+				problems++
+				if problem != nil {
+					problem(ContentProblem{Path: e.Path, Chunk: c.ID, Err: err})
+				}
+			}
+		}
+	}
+	return problems, nil
+}
+
+// readChunk fetches a chunk and returns its plain bytes, checked against the
+// id and the size the manifest gives.
+func readChunk(src ChunkSource, c ChunkRef) ([]byte, error) {
+	encoded, err := src.Chunk(c.ID)
+	if err != nil {
+		return nil, err
+	}
+	plain, err := DecodeChunk(c.ID, encoded)
+	if err != nil {
+		return nil, err
+	}
+	if len(plain) != int(c.Size) {
+		return nil, fmt.Errorf("%w: chunk %s has %d bytes, manifest says %d", ErrChunkCorrupt, c.ID.Short(), len(plain), c.Size)
+	}
+	return plain, nil
+}

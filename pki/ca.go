@@ -1,0 +1,303 @@
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Names and lifetimes of what InitCA and Issue write.
+const (
+	caCertName = "ca.crt"
+	caKeyName  = "ca.key"
+	caSubject  = "TED CA"
+
+	caValidity   = 10 * 365 * 24 * time.Hour
+	nodeValidity = 2 * 365 * 24 * time.Hour
+	// clockSkew backdates NotBefore so that a certificate issued on one
+	// server is already valid on a peer whose clock is a little behind.
+	clockSkew = 5 * time.Minute
+
+	maxNameLen = 64
+)
+
+// CAFiles are the files that InitCA wrote.
+type CAFiles struct {
+	Cert string // DIR/ca.crt, 0644
+	Key  string // DIR/ca.key, 0600
+}
+
+// CertFiles are the files that Issue wrote, and the host names and
+// addresses the certificate is valid for.
+type CertFiles struct {
+	Cert  string // DIR/NAME.crt, 0644
+	Key   string // DIR/NAME.key, 0600
+	Hosts []string
+}
+
+// InitCA creates a new certificate authority in dir (created 0755 if
+// missing): dir/ca.crt and dir/ca.key, an ECDSA P-256 key valid for ten
+// years. It refuses to overwrite either file unless force is set.
+func InitCA(dir string, force bool) (CAFiles, error) {
+	files := CAFiles{Cert: filepath.Join(dir, caCertName), Key: filepath.Join(dir, caKeyName)}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return CAFiles{}, fmt.Errorf("create CA directory: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return CAFiles{}, fmt.Errorf("generate CA key: %w", err)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return CAFiles{}, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: caSubject},
+		NotBefore:             now.Add(-clockSkew),
+		NotAfter:              now.Add(caValidity),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		// The CA signs node certificates only, never another CA.
+		MaxPathLenZero: true,
+		KeyUsage:       x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return CAFiles{}, fmt.Errorf("create CA certificate: %w", err)
+	}
+	keyPEM, err := encodePrivateKey(key)
+	if err != nil {
+		return CAFiles{}, err
+	}
+	err = writeFiles(force,
+		outFile{path: files.Key, data: keyPEM, perm: modePrivate},
+		outFile{path: files.Cert, data: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), perm: modePublic},
+	)
+	if err != nil {
+		return CAFiles{}, err
+	}
+	return files, nil
+}
+
+// ValidateName reports whether name can name a node: 1 to 64 ASCII letters,
+// digits, '.', '_' or '-', starting with a letter or digit, and not "ca",
+// whose files are the CA's.
+func ValidateName(name string) error {
+	if name == "" || len(name) > maxNameLen {
+		return fmt.Errorf("invalid node name %q: must be 1 to %d characters", name, maxNameLen)
+	}
+	for i, c := range name {
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if i == 0 && !alnum {
+			return fmt.Errorf("invalid node name %q: must start with a letter or digit", name)
+		}
+		if !alnum && c != '.' && c != '_' && c != '-' {
+			return fmt.Errorf("invalid node name %q: only letters, digits, '.', '_' and '-' are allowed", name)
+		}
+	}
+	// Case-insensitive, since "CA.crt" is "ca.crt" on some file systems.
+	if strings.EqualFold(name, "ca") {
+		return fmt.Errorf("invalid node name %q: reserved for the CA", name)
+	}
+	return nil
+}
+
+// Issue creates a certificate for the node name with the given role, signed
+// by the CA in dir: dir/NAME.crt and dir/NAME.key (ECDSA P-256). It is valid
+// for two years, or until the CA expires if that is sooner, for both TLS
+// server and client use, since nodes both listen and dial. Each host is a
+// subject alternative name, an IP address if it parses as one and a DNS
+// name otherwise; with no hosts, name is the one DNS name. Issue refuses to
+// overwrite either file unless force is set.
+func Issue(dir, name string, role Role, hosts []string, force bool) (CertFiles, error) {
+	if err := ValidateName(name); err != nil {
+		return CertFiles{}, err
+	}
+	if _, err := ParseRole(string(role)); err != nil {
+		return CertFiles{}, err
+	}
+	if len(hosts) == 0 {
+		hosts = []string{name}
+	}
+	var dnsNames []string
+	var ips []net.IP
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+			continue
+		}
+		if h == "" || strings.ContainsAny(h, " \t\r\n/") {
+			return CertFiles{}, fmt.Errorf("invalid host %q: want a DNS name or an IP address", h)
+		}
+		dnsNames = append(dnsNames, h)
+	}
+	files := CertFiles{
+		Cert:  filepath.Join(dir, name+".crt"),
+		Key:   filepath.Join(dir, name+".key"),
+		Hosts: append([]string(nil), hosts...),
+	}
+
+	caCert, caKey, err := loadCA(dir)
+	if err != nil {
+		return CertFiles{}, err
+	}
+	now := time.Now()
+	notAfter := now.Add(nodeValidity)
+	if notAfter.After(caCert.NotAfter) {
+		notAfter = caCert.NotAfter
+	}
+	if !notAfter.After(now) {
+		return CertFiles{}, fmt.Errorf("%s: CA expired on %s", filepath.Join(dir, caCertName), caCert.NotAfter.Format(time.RFC3339))
+	}
+	roleValue, err := roleExtension(role)
+	if err != nil {
+		return CertFiles{}, fmt.Errorf("encode role: %w", err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return CertFiles{}, fmt.Errorf("generate key for %s: %w", name, err)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return CertFiles{}, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             now.Add(-clockSkew),
+		NotAfter:              notAfter,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		DNSNames:              dnsNames,
+		IPAddresses:           ips,
+		ExtraExtensions:       []pkix.Extension{{Id: roleOID, Critical: false, Value: roleValue}},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
+	if err != nil {
+		return CertFiles{}, fmt.Errorf("create certificate for %s: %w", name, err)
+	}
+	keyPEM, err := encodePrivateKey(key)
+	if err != nil {
+		return CertFiles{}, err
+	}
+	err = writeFiles(force,
+		outFile{path: files.Key, data: keyPEM, perm: modePrivate},
+		outFile{path: files.Cert, data: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), perm: modePublic},
+	)
+	if err != nil {
+		return CertFiles{}, err
+	}
+	return files, nil
+}
+
+// loadCA loads dir/ca.crt and dir/ca.key and checks that they belong together.
+func loadCA(dir string) (*x509.Certificate, crypto.Signer, error) {
+	certPath, keyPath := filepath.Join(dir, caCertName), filepath.Join(dir, caKeyName)
+	cert, err := LoadCertificate(certPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load CA: %w", err)
+	}
+	if !cert.IsCA {
+		return nil, nil, fmt.Errorf("load CA: %s is not a CA certificate", certPath)
+	}
+	data, err := readPrivate(keyPath)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load CA: %w", err)
+	}
+	block, err := decodePEM(keyPath, data, "PRIVATE KEY")
+	if err != nil {
+		return nil, nil, fmt.Errorf("load CA: %w", err)
+	}
+	parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load CA: %s: %w", keyPath, err)
+	}
+	key, ok := parsed.(crypto.Signer)
+	if !ok {
+		return nil, nil, fmt.Errorf("load CA: %s: %T cannot sign", keyPath, parsed)
+	}
+	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(cert.PublicKey) {
+		return nil, nil, fmt.Errorf("load CA: %s does not belong to %s", keyPath, certPath)
+	}
+	return cert, key, nil
+}
+
+// newSerial returns a random 128-bit serial number.
+func newSerial() (*big.Int, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 128))
+	if err != nil {
+		return nil, fmt.Errorf("generate serial number: %w", err)
+	}
+	return serial, nil
+}
+
+func encodePrivateKey(key crypto.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, fmt.Errorf("encode private key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// LoadCertificate loads the first certificate of a PEM file.
+func LoadCertificate(file string) (*x509.Certificate, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	block, err := decodePEM(file, data, "CERTIFICATE")
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	return cert, nil
+}
+
+// LoadCertPool loads every certificate of a PEM file, usually a ca.crt, as a
+// pool of trusted roots. A file without any certificate is an error.
+func LoadCertPool(caFile string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: certificate %d: %w", caFile, n+1, err)
+		}
+		pool.AddCert(cert)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate found", caFile)
+	}
+	return pool, nil
+}
