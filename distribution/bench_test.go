@@ -195,3 +195,23 @@ func readPairSide(b *testing.B, path string) [][]byte {
 	}
 	return files
 }
+
+// discardSink takes every chunk and keeps none: the build without storage,
+// to split the budget between building and storing.
+type discardSink struct{}
+
+func (discardSink) HasChunk(distribution.ChunkID) (bool, error) { return false, nil }
+func (discardSink) PutChunk(distribution.ChunkID, []byte) error { return nil }
+
+// BenchmarkBuildNoStore is BenchmarkBuildIncompressible without the store.
+func BenchmarkBuildNoStore(b *testing.B) {
+	n := benchBytes(b)
+	src := incompressibleTree(b, n)
+	b.SetBytes(n)
+	b.ResetTimer()
+	for b.Loop() {
+		if _, _, err := distribution.BuildDir(context.Background(), src, benchOptions(), discardSink{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

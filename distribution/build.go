@@ -165,7 +165,8 @@ type builder struct {
 	fsys  fs.ReadLinkFS
 	opts  BuildOptions
 	sink  ChunkSink
-	known map[ChunkID]struct{} // chunks already in the sink or put by this build
+	known  map[ChunkID]struct{} // chunks handed to the storer by this build
+	storer *storer
 	stats BuildStats
 	total BuildProgress
 }
@@ -287,7 +288,16 @@ func cleanSymlinkTarget(linkPath, target string) (string, error) {
 }
 
 // content chunks every file, in manifest order.
-func (b *builder) content(m *Manifest) error {
+func (b *builder) content(m *Manifest) (err error) {
+	b.storer = newStorer(b.sink)
+	defer func() {
+		// Wait for every chunk handed over, so none is stored after Build
+		// returns and the counts are final.
+		if serr := b.storer.close(); serr != nil && (err == nil || errors.Is(err, errStorerFailed)) {
+			err = serr
+		}
+		b.stats.NewChunks, b.stats.NewBytes = b.storer.newChunks, b.storer.newBytes
+	}()
 	chunker := NewChunker(nil)
 	progress := b.total
 	kept := m.Entries[:0]
@@ -354,8 +364,8 @@ func (b *builder) file(chunker *Chunker, p string, progress *BuildProgress) ([]C
 			return nil, 0, fmt.Errorf("%s: read: %w", p, unwrapPath(err))
 		}
 		id := SumChunk(chunk)
-		if err := b.put(id, chunk); err != nil {
-			return nil, 0, fmt.Errorf("%s: store chunk %s: %w", p, id.Short(), err)
+		if err := b.put(p, id, chunk); err != nil {
+			return nil, 0, err
 		}
 		refs = append(refs, ChunkRef{ID: id, Size: uint32(len(chunk))})
 		size += int64(len(chunk))
@@ -371,25 +381,112 @@ func (b *builder) file(chunker *Chunker, p string, progress *BuildProgress) ([]C
 	return refs, size, nil
 }
 
-// put stores a chunk unless the sink has it already.
-func (b *builder) put(id ChunkID, plain []byte) error {
+// put hands a chunk to the storer unless this build has done so already.
+func (b *builder) put(path string, id ChunkID, plain []byte) error {
 	if _, ok := b.known[id]; ok {
 		return nil
 	}
-	has, err := b.sink.HasChunk(id)
-	if err != nil {
+	if err := b.storer.put(path, id, plain); err != nil {
 		return err
-	}
-	if !has {
-		encoded := EncodeChunk(plain)
-		if err := b.sink.PutChunk(id, encoded); err != nil {
-			return err
-		}
-		b.stats.NewChunks++
-		b.stats.NewBytes += int64(len(encoded))
 	}
 	b.known[id] = struct{}{}
 	return nil
+}
+
+// storerDepth is how many chunks may wait for the storer: enough to ride
+// out a slow store write, little memory (depth x ChunkMaxBytes).
+const storerDepth = 16
+
+// storer checks, encodes and stores chunks on a goroutine of its own, so
+// that chunking and hashing the next chunk overlaps with compressing and
+// storing this one. Only its goroutine calls the sink.
+type storer struct {
+	sink  ChunkSink
+	jobs  chan storeJob
+	free  chan []byte // recycled chunk buffers
+	done  chan struct{}
+	err   error // first error; read after done is closed
+	ended chan struct{}
+
+	newChunks int
+	newBytes  int64
+}
+
+type storeJob struct {
+	path  string // the file the chunk came from, for errors
+	id    ChunkID
+	plain []byte
+}
+
+func newStorer(sink ChunkSink) *storer {
+	s := &storer{
+		sink:  sink,
+		jobs:  make(chan storeJob, storerDepth),
+		free:  make(chan []byte, storerDepth+1),
+		done:  make(chan struct{}),
+		ended: make(chan struct{}),
+	}
+	for range storerDepth + 1 {
+		s.free <- make([]byte, 0, ChunkMaxBytes)
+	}
+	go s.run()
+	return s
+}
+
+func (s *storer) run() {
+	defer close(s.done)
+	var enc []byte
+	for job := range s.jobs {
+		if s.err == nil {
+			enc, s.err = s.store(job, enc)
+			if s.err != nil {
+				close(s.ended) // tell put to stop handing over
+			}
+		}
+		s.free <- job.plain[:0]
+	}
+}
+
+func (s *storer) store(job storeJob, enc []byte) ([]byte, error) {
+	has, err := s.sink.HasChunk(job.id)
+	if err != nil {
+		return enc, fmt.Errorf("%s: look up chunk %s: %w", job.path, job.id.Short(), err)
+	}
+	if has {
+		return enc, nil
+	}
+	enc = AppendEncodedChunk(enc[:0], job.plain)
+	if err := s.sink.PutChunk(job.id, enc); err != nil {
+		return enc, fmt.Errorf("%s: store chunk %s: %w", job.path, job.id.Short(), err)
+	}
+	s.newChunks++
+	s.newBytes += int64(len(enc))
+	return enc, nil
+}
+
+// put copies plain and queues it. It fails once the storer has failed.
+func (s *storer) put(path string, id ChunkID, plain []byte) error {
+	var buf []byte
+	select {
+	case buf = <-s.free:
+	case <-s.ended:
+		return errStorerFailed
+	}
+	select {
+	case s.jobs <- storeJob{path: path, id: id, plain: append(buf, plain...)}:
+		return nil
+	case <-s.ended:
+		return errStorerFailed
+	}
+}
+
+var errStorerFailed = errors.New("storing chunks failed")
+
+// close waits for every queued chunk and returns the first error.
+func (s *storer) close() error {
+	close(s.jobs)
+	<-s.done
+	return s.err
 }
 
 // unixMode converts Go's portable mode bits to the Unix bits a manifest

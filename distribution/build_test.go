@@ -359,3 +359,27 @@ func TestMaterializeRefusesCorruptChunk(t *testing.T) {
 		t.Fatalf("CheckContent found %d problems (%v), want %d", n, err, len(chunks))
 	}
 }
+
+// failingSink fails the nth PutChunk.
+type failingSink struct {
+	memChunks
+	n int
+}
+
+func (f *failingSink) PutChunk(id ChunkID, enc []byte) error {
+	f.n--
+	if f.n == 0 {
+		return errors.New("disk full")
+	}
+	return f.memChunks.PutChunk(id, enc)
+}
+
+func TestBuildReportsStoreFailure(t *testing.T) {
+	src := t.TempDir()
+	writeFile(t, filepath.Join(src, "big.bin"), randomBytes(9, 4<<20), 0o644)
+	sink := &failingSink{memChunks: memChunks{}, n: 20}
+	_, _, err := BuildDir(context.Background(), src, buildOpts(1), sink)
+	if err == nil || !strings.Contains(err.Error(), "disk full") || !strings.Contains(err.Error(), "big.bin") {
+		t.Fatalf("err %v: want the store's error naming the file", err)
+	}
+}

@@ -60,6 +60,8 @@ type ChunkSource interface {
 // ChunkSink accepts encoded chunks.
 type ChunkSink interface {
 	HasChunk(id ChunkID) (bool, error)
+	// PutChunk stores a chunk. It must not keep encoded after it returns:
+	// callers reuse the buffer.
 	PutChunk(id ChunkID, encoded []byte) error
 }
 
@@ -108,17 +110,23 @@ func zstdCodecs() (*zstd.Encoder, *zstd.Decoder) {
 // smaller by at least 1/32 (compression that saves less does not pay for the
 // decompression at every node).
 func EncodeChunk(plain []byte) []byte {
+	return AppendEncodedChunk(make([]byte, 0, len(plain)+1), plain)
+}
+
+// AppendEncodedChunk appends the encoded form of plain to dst, so a caller
+// can reuse one buffer for every chunk.
+func AppendEncodedChunk(dst, plain []byte) []byte {
 	enc, _ := zstdCodecs()
-	out := make([]byte, 1, len(plain)+1)
+	start := len(dst)
+	out := append(dst, codecZstd)
 	if probablyCompressible(plain) {
-		out[0] = codecZstd
 		out = enc.EncodeAll(plain, out)
-		if len(out)-1 <= len(plain)-len(plain)/32 {
+		if len(out)-start-1 <= len(plain)-len(plain)/32 {
 			return out
 		}
-		out = out[:1]
+		out = out[:start+1]
 	}
-	out[0] = codecRaw
+	out[start] = codecRaw
 	return append(out, plain...)
 }
 
@@ -185,10 +193,15 @@ type Chunker struct {
 	done bool
 }
 
+// chunkerBufferBytes is the chunker's read buffer. The library moves the
+// unread tail to the front whenever it runs short of MaxSize bytes: a buffer
+// much larger than that makes those moves and the read calls rare.
+const chunkerBufferBytes = 4 << 20
+
 // NewChunker returns a chunker reading r.
 func NewChunker(r io.Reader) *Chunker {
 	opts := &chunkers.ChunkerOpts{MinSize: ChunkMinBytes, NormalSize: ChunkAvgBytes, MaxSize: ChunkMaxBytes}
-	c, err := chunkers.NewChunker(chunkAlgorithm, r, opts)
+	c, err := chunkers.NewChunkerBuffer(chunkAlgorithm, r, opts, make([]byte, chunkerBufferBytes))
 	if err != nil {
 		panic(fmt.Sprintf("chunker %s: %v", chunkAlgorithm, err)) // only on invalid constants
 	}
