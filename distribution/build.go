@@ -413,9 +413,9 @@ type storer struct {
 }
 
 type storeJob struct {
-	path  string // the file the chunk came from, for errors
-	id    ChunkID
-	plain []byte
+	path string // the file the chunk came from, for errors
+	id   ChunkID
+	buf  []byte // a free byte for the codec, then the plain chunk
 }
 
 func newStorer(sink ChunkSink) *storer {
@@ -427,7 +427,7 @@ func newStorer(sink ChunkSink) *storer {
 		ended: make(chan struct{}),
 	}
 	for range storerDepth + 1 {
-		s.free <- make([]byte, 0, ChunkMaxBytes)
+		s.free <- make([]byte, 0, 1+ChunkMaxBytes)
 	}
 	go s.run()
 	return s
@@ -443,7 +443,7 @@ func (s *storer) run() {
 				close(s.ended) // tell put to stop handing over
 			}
 		}
-		s.free <- job.plain[:0]
+		s.free <- job.buf[:0]
 	}
 }
 
@@ -455,12 +455,12 @@ func (s *storer) store(job storeJob, enc []byte) ([]byte, error) {
 	if has {
 		return enc, nil
 	}
-	enc = AppendEncodedChunk(enc[:0], job.plain)
-	if err := s.sink.PutChunk(job.id, enc); err != nil {
+	encoded, enc := encodeInPlace(job.buf, enc)
+	if err := s.sink.PutChunk(job.id, encoded); err != nil {
 		return enc, fmt.Errorf("%s: store chunk %s: %w", job.path, job.id.Short(), err)
 	}
 	s.newChunks++
-	s.newBytes += int64(len(enc))
+	s.newBytes += int64(len(encoded))
 	return enc, nil
 }
 
@@ -473,7 +473,7 @@ func (s *storer) put(path string, id ChunkID, plain []byte) error {
 		return errStorerFailed
 	}
 	select {
-	case s.jobs <- storeJob{path: path, id: id, plain: append(buf, plain...)}:
+	case s.jobs <- storeJob{path: path, id: id, buf: append(append(buf, 0), plain...)}:
 		return nil
 	case <-s.ended:
 		return errStorerFailed

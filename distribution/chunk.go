@@ -13,12 +13,13 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// Chunk sizes. The average was chosen by the chunk-size benchmark in bench/
-// (see bench/README.md): on a real binary upgrade pair it found nearly as much
-// of the old release in the new one as 16 KiB chunks did, with half the
-// index and manifest size, and built faster.
+// Chunk sizes. The average was chosen by bench/chunksize.sh on real upgrade
+// pairs (see bench/README.md): 16 KiB sent 11% fewer bytes than 32 KiB for a
+// library's source upgrade and 2% fewer for a rebuilt binary, for a build
+// that costs about 15% more CPU and twice the chunk references; on slow,
+// costly links the bytes on the wire come first.
 const (
-	ChunkAvgBytes = 32 << 10
+	ChunkAvgBytes = 16 << 10
 	ChunkMinBytes = ChunkAvgBytes / 4
 	ChunkMaxBytes = ChunkAvgBytes * 4
 )
@@ -116,18 +117,35 @@ func EncodeChunk(plain []byte) []byte {
 // AppendEncodedChunk appends the encoded form of plain to dst, so a caller
 // can reuse one buffer for every chunk.
 func AppendEncodedChunk(dst, plain []byte) []byte {
-	enc, _ := zstdCodecs()
-	start := len(dst)
-	out := append(dst, codecZstd)
-	if probablyCompressible(plain) {
-		out = enc.EncodeAll(plain, out)
-		if len(out)-start-1 <= len(plain)-len(plain)/32 {
-			return out
-		}
-		out = out[:start+1]
+	if out, ok := appendCompressed(dst, plain); ok {
+		return out
 	}
-	out[start] = codecRaw
-	return append(out, plain...)
+	return append(append(dst, codecRaw), plain...)
+}
+
+// encodeInPlace encodes the plain chunk held in buf[1:], whose first byte
+// is free for the codec: raw chunks, most of the bytes of a typical
+// distribution, are then encoded without a copy. A compressed chunk is
+// appended to scratch instead.
+func encodeInPlace(buf, scratch []byte) (encoded, newScratch []byte) {
+	if out, ok := appendCompressed(scratch[:0], buf[1:]); ok {
+		return out, out
+	}
+	buf[0] = codecRaw
+	return buf, scratch
+}
+
+// appendCompressed appends the zstd encoding of plain to dst if it pays.
+func appendCompressed(dst, plain []byte) ([]byte, bool) {
+	if !probablyCompressible(plain) {
+		return dst, false
+	}
+	enc, _ := zstdCodecs()
+	out := enc.EncodeAll(plain, append(dst, codecZstd))
+	if len(out)-len(dst)-1 <= len(plain)-len(plain)/32 {
+		return out, true
+	}
+	return dst, false
 }
 
 // DecodeChunk returns the plain bytes of an encoded chunk and checks them
@@ -161,29 +179,27 @@ func DecodeChunk(id ChunkID, encoded []byte) ([]byte, error) {
 
 // probablyCompressible is a cheap test that skips zstd for data that looks
 // random (already compressed archives, media, encrypted blobs), which is most
-// of the bytes in a typical software distribution. It counts distinct byte
-// values in a sample: random data uses nearly all 256 in 4 KiB, text and
-// machine code repeat a few often enough to compress.
+// of the bytes in a typical software distribution. It counts byte values in
+// three 1 KiB samples (start, middle, end, so one compressible header does
+// not decide for a whole chunk): in 3 KiB of random bytes each value appears
+// about 12 times, rarely more than 30; text and machine code repeat a few
+// values far more often.
 func probablyCompressible(plain []byte) bool {
-	const sample = 4096
-	if len(plain) < 2*sample {
+	const sample = 1024
+	if len(plain) < 4*sample {
 		return true // small chunks: let zstd decide
 	}
 	var seen [256]uint16
-	// Three samples: start, middle and end, so one compressible header
-	// does not decide for a whole chunk.
 	for _, off := range [...]int{0, len(plain)/2 - sample/2, len(plain) - sample} {
 		for _, b := range plain[off : off+sample] {
 			seen[b]++
 		}
 	}
-	// For uniform random bytes each value appears ~48 times in 12 KiB with
-	// a standard deviation of ~7; compressible data is far more skewed.
 	var maxCount uint16
 	for _, n := range seen {
 		maxCount = max(maxCount, n)
 	}
-	return maxCount > 96
+	return maxCount > 36
 }
 
 // Chunker cuts a stream into content-defined chunks. Its buffer is reused:
