@@ -230,7 +230,7 @@ func ValidPath(p string) error {
 	depth := 0
 	for elem := range strings.SplitSeq(p, "/") {
 		if elem == ".." {
-			return errors.New("path contains ..")
+			return errors.New("path has a .. element")
 		}
 		if len(elem) > MaxNameBytes {
 			return fmt.Errorf("path element longer than %d bytes", MaxNameBytes)
