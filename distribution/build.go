@@ -161,14 +161,14 @@ func compactStrings(s []string) []string {
 }
 
 type builder struct {
-	ctx   context.Context
-	fsys  fs.ReadLinkFS
-	opts  BuildOptions
-	sink  ChunkSink
+	ctx    context.Context
+	fsys   fs.ReadLinkFS
+	opts   BuildOptions
+	sink   ChunkSink
 	known  map[ChunkID]struct{} // chunks handed to the storer by this build
 	storer *storer
-	stats BuildStats
-	total BuildProgress
+	stats  BuildStats
+	total  BuildProgress
 }
 
 // unsupported fails the build, or skips the entry when the options allow it.

@@ -321,8 +321,8 @@ func TestMaterializeStaysInsideDest(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]string{
-		filepath.Join(outside, "passwd"): "root\n",
-		filepath.Join(outside, "target"): "keep\n",
+		filepath.Join(outside, "passwd"):  "root\n",
+		filepath.Join(outside, "target"):  "keep\n",
 		filepath.Join(dest, "etc/passwd"): "ted\n",
 		filepath.Join(dest, "link"):       "a file now\n",
 		filepath.Join(dest, "untouched"):  "mine",

@@ -219,4 +219,3 @@ func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) 
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
 }
-
