@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -146,6 +147,12 @@ func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) 
 	key, err := pki.LoadSigningKey(opts.SignKey)
 	if err != nil {
 		return nil, err
+	}
+	// Check the source before a new store is created for it.
+	if info, err := os.Stat(opts.From); err != nil {
+		return nil, fmt.Errorf("--from: %w", err)
+	} else if !info.IsDir() {
+		return nil, fmt.Errorf("--from %s: not a directory", opts.From)
 	}
 	st, err := openStore(opts.Store, true)
 	if err != nil {
