@@ -106,6 +106,14 @@ func Build(ctx context.Context, fsys fs.ReadLinkFS, opts BuildOptions, sink Chun
 	return m, b.stats, nil
 }
 
+// Validate checks the metadata of the options (names, version, channels,
+// target, dependencies, actions) without reading any content.
+func (o BuildOptions) Validate() error {
+	o.Revision = max(o.Revision, 1) // assigned by the caller later
+	_, err := newManifest(o)
+	return err
+}
+
 func newManifest(opts BuildOptions) (*Manifest, error) {
 	m := &Manifest{
 		Format:   ManifestFormat,
@@ -268,6 +276,11 @@ func (b *builder) skipEntry(p string, d fs.DirEntry, reason error) error {
 func cleanSymlinkTarget(linkPath, target string) (string, error) {
 	if strings.HasPrefix(target, "/") {
 		return "", fmt.Errorf("symlink to absolute path %q leaves the tree", target)
+	}
+	// A trailing slash means "must be a directory"; the clean form would
+	// lose it, so the link would not be reproduced exactly.
+	if strings.HasSuffix(target, "/") {
+		return "", fmt.Errorf("symlink target %q ends in a slash", target)
 	}
 	leading := true
 	for elem := range strings.SplitSeq(target, "/") {

@@ -65,6 +65,10 @@ func sampleTree(t *testing.T) string {
 	if err := os.Symlink("../bin", filepath.Join(dir, "etc/bin")); err != nil {
 		t.Fatal(err)
 	}
+	writeFile(t, filepath.Join(dir, "ro/file"), []byte("in a read-only directory"), 0o444)
+	if err := os.Chmod(filepath.Join(dir, "ro"), 0o555); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Mkdir(filepath.Join(dir, "var"), 0o750); err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +121,7 @@ func TestBuildMaterializeRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats.Files != 6 || stats.NewChunks == 0 || stats.NewChunks != len(chunks) {
+	if stats.Files != 7 || stats.NewChunks == 0 || stats.NewChunks != len(chunks) {
 		t.Fatalf("stats %+v with %d chunks stored", stats, len(chunks))
 	}
 	m.KeyID = "test"
@@ -137,6 +141,14 @@ func TestBuildMaterializeRoundTrip(t *testing.T) {
 	// The root directory's own mode is not part of a revision.
 	if strings.Join(want[1:], "\n") != strings.Join(have[1:], "\n") {
 		t.Fatalf("extracted tree differs:\nwant\n%s\nhave\n%s", strings.Join(want, "\n"), strings.Join(have, "\n"))
+	}
+	// Extracting again over the first extraction gives the same tree,
+	// read-only directories included.
+	if err := Materialize(context.Background(), got, chunks, dest, MaterializeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if again := treeListing(t, dest); strings.Join(again, "\n") != strings.Join(have, "\n") {
+		t.Fatalf("second extraction differs:\n%s", strings.Join(again, "\n"))
 	}
 	// No temporary files are left behind.
 	for _, line := range have {
@@ -214,6 +226,14 @@ func TestBuildRefusesUnsupported(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, "tricky", ".. after a name"},
+		{"trailing slash symlink", func(t *testing.T, dir string) {
+			if err := os.Symlink("ok.txt/", filepath.Join(dir, "slash")); err != nil {
+				t.Fatal(err)
+			}
+		}, "slash", "ends in a slash"},
+		{"non-UTF-8 name", func(t *testing.T, dir string) {
+			writeFile(t, filepath.Join(dir, "caf\xe9"), nil, 0o644)
+		}, "caf\xe9", "UTF-8"},
 		{"backslash name", func(t *testing.T, dir string) {
 			writeFile(t, filepath.Join(dir, `win\name`), nil, 0o644)
 		}, `win\name`, "backslash"},

@@ -41,6 +41,17 @@ func (id ChunkID) String() string { return hex.EncodeToString(id[:]) }
 // Short returns the first 12 hex digits, enough to name a chunk in a message.
 func (id ChunkID) Short() string { return hex.EncodeToString(id[:6]) }
 
+// UnmarshalCBOR accepts exactly 32 bytes: a shorter byte string would let a
+// small manifest decode into a much larger one.
+func (id *ChunkID) UnmarshalCBOR(b []byte) error {
+	// A byte string of 32 bytes is encoded as 0x58 0x20 and the bytes.
+	if len(b) != 2+len(id) || b[0] != 0x58 || b[1] != byte(len(id)) {
+		return fmt.Errorf("chunk id: want a byte string of %d bytes", len(id))
+	}
+	copy(id[:], b[2:])
+	return nil
+}
+
 // ParseChunkID parses the hex form produced by String.
 func ParseChunkID(s string) (ChunkID, error) {
 	var id ChunkID

@@ -17,12 +17,15 @@ const (
 	MaxPathDepth = 256
 	// MaxSymlinkTargetBytes bounds a symlink's target.
 	MaxSymlinkTargetBytes = 4096
-	// MaxFileBytes bounds one file (1 TiB).
-	MaxFileBytes = 1 << 40
-	// MaxTotalBytes bounds the content of one revision (4 TiB).
-	MaxTotalBytes = 4 << 40
-	// MaxChunksPerFile follows from MaxFileBytes and the chunker's minimum.
+	// MaxFileBytes bounds one file (64 GiB: a VM image, not a disk).
+	MaxFileBytes = 64 << 30
+	// MaxChunksPerFile follows from MaxFileBytes and the chunker's minimum
+	// size, so no file within MaxFileBytes can need more; it is also the
+	// decoder's array limit.
 	MaxChunksPerFile = MaxFileBytes / ChunkMinBytes
+	// MaxTotalBytes bounds the content of one revision (1 TiB). In practice
+	// MaxManifestBytes binds first: about 36 bytes per chunk reference.
+	MaxTotalBytes = 1 << 40
 	// MaxNameLen bounds a distribution or channel name.
 	MaxNameLen = 128
 	// MaxDependencies bounds the requires list.

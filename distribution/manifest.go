@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -86,8 +87,10 @@ type Manifest struct {
 	// Created is the build time in Unix seconds.
 	Created int64 `cbor:"11,keyasint"`
 	// KeyID names the publisher key that signed the manifest.
-	KeyID   string  `cbor:"12,keyasint"`
-	Entries []Entry `cbor:"13,keyasint"`
+	KeyID string `cbor:"12,keyasint"`
+	// Entries is omitted when empty, so an empty revision has exactly one
+	// encoding (nil and empty would otherwise differ).
+	Entries []Entry `cbor:"13,keyasint,omitempty"`
 }
 
 // CreatedTime returns Created as a time.
@@ -158,7 +161,7 @@ func mustDecMode() cbor.DecMode {
 		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
 		IndefLength:       cbor.IndefLengthForbidden,
 		TagsMd:            cbor.TagsForbidden,
-		MaxArrayElements:  MaxEntries + 1,
+		MaxArrayElements:  max(MaxEntries+1, MaxChunksPerFile),
 		MaxMapPairs:       64,
 		MaxNestedLevels:   8,
 		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
@@ -206,7 +209,7 @@ func ValidName(what, name string) error {
 	if len(name) > MaxNameLen {
 		return fmt.Errorf("%s %.20q...: longer than %d bytes", what, name, MaxNameLen)
 	}
-	if !nameRE.MatchString(name) {
+	if !nameRE.MatchString(name) { // ASCII only, so valid UTF-8
 		return fmt.Errorf("%s %q: use letters, digits and . _ + - (starting with a letter or digit)", what, name)
 	}
 	return nil
@@ -224,6 +227,8 @@ func ValidPath(p string) error {
 		return errors.New("absolute path")
 	case strings.ContainsAny(p, "\x00\\"):
 		return errors.New("path contains NUL or backslash")
+	case !utf8.ValidString(p):
+		return errors.New("path is not valid UTF-8")
 	case path.Clean(p) != p:
 		return errors.New("path is not clean (// . .. or trailing /)")
 	}
@@ -257,6 +262,8 @@ func ValidSymlinkTarget(linkPath, target string) error {
 		return fmt.Errorf("symlink target %q is absolute", target)
 	case strings.ContainsAny(target, "\x00\\"):
 		return fmt.Errorf("symlink target %q contains NUL or backslash", target)
+	case !utf8.ValidString(target):
+		return fmt.Errorf("symlink target %q is not valid UTF-8", target)
 	case path.Clean(target) != target:
 		return fmt.Errorf("symlink target %q is not clean", target)
 	}
@@ -282,7 +289,7 @@ func (m *Manifest) Validate() error {
 	if m.Revision == 0 {
 		return fail("revision 0")
 	}
-	if m.Version == "" || len(m.Version) > MaxNameLen || strings.ContainsAny(m.Version, " \t\r\n\x00") {
+	if m.Version == "" || len(m.Version) > MaxNameLen || strings.ContainsAny(m.Version, " \t\r\n\x00") || !utf8.ValidString(m.Version) {
 		return fail("version %q: want a non-empty version without spaces, at most %d bytes", m.Version, MaxNameLen)
 	}
 	if len(m.Channels) == 0 || len(m.Channels) > MaxChannels {
@@ -306,8 +313,8 @@ func (m *Manifest) Validate() error {
 		return fail("%d dependencies, over the limit of %d", len(m.Requires), MaxDependencies)
 	}
 	for _, r := range m.Requires {
-		if strings.TrimSpace(r) == "" || len(r) > MaxActionBytes {
-			return fail("dependency %.40q: empty or too long", r)
+		if strings.TrimSpace(r) == "" || len(r) > MaxActionBytes || !utf8.ValidString(r) {
+			return fail("dependency %.40q: empty, too long or not UTF-8", r)
 		}
 	}
 	for _, list := range [][]string{m.Pre, m.Post} {
@@ -315,12 +322,12 @@ func (m *Manifest) Validate() error {
 			return fail("%d actions, over the limit of %d", len(list), MaxActions)
 		}
 		for _, a := range list {
-			if strings.TrimSpace(a) == "" || len(a) > MaxActionBytes || strings.Contains(a, "\x00") {
-				return fail("action %.40q: empty, too long or contains NUL", a)
+			if strings.TrimSpace(a) == "" || len(a) > MaxActionBytes || strings.Contains(a, "\x00") || !utf8.ValidString(a) {
+				return fail("action %.40q: empty, too long, not UTF-8 or contains NUL", a)
 			}
 		}
 	}
-	if m.KeyID == "" || len(m.KeyID) > 64 {
+	if m.KeyID == "" || len(m.KeyID) > 64 || !utf8.ValidString(m.KeyID) {
 		return fail("missing or overlong key id")
 	}
 	if len(m.Entries) > MaxEntries {
@@ -368,6 +375,9 @@ func (m *Manifest) Validate() error {
 			}
 			if e.Size < 0 || e.Size > MaxFileBytes {
 				return fail("entry %q: size %d outside 0 to %d", e.Path, e.Size, int64(MaxFileBytes))
+			}
+			if len(e.Chunks) > MaxChunksPerFile {
+				return fail("entry %q: %d chunks, over the limit of %d", e.Path, len(e.Chunks), MaxChunksPerFile)
 			}
 			var sum int64
 			for _, c := range e.Chunks {

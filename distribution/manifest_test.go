@@ -1,6 +1,7 @@
 package distribution
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
@@ -218,4 +219,62 @@ func FuzzDecodeSigned(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestValidateRefusesInvalidUTF8(t *testing.T) {
+	for name, change := range map[string]func(m *Manifest){
+		"path":    func(m *Manifest) { m.Entries[3].Path = "etc\xff" },
+		"target":  func(m *Manifest) { m.Entries[2].Target = "bin/\xe9" },
+		"version": func(m *Manifest) { m.Version = "1.0\xff" },
+		"action":  func(m *Manifest) { m.Pre = []string{"echo \xff"} },
+		"requires": func(m *Manifest) {
+			m.Requires = []string{"runtime \xff"}
+		},
+	} {
+		m := validManifest()
+		change(m)
+		if err := m.Validate(); !errors.Is(err, ErrInvalidManifest) {
+			t.Errorf("%s: err %v, want ErrInvalidManifest", name, err)
+		}
+		if _, err := Sign(m, testKey(t)); err == nil {
+			t.Errorf("%s: signed a manifest with invalid UTF-8", name)
+		}
+	}
+}
+
+func TestEmptyManifestHasOneEncoding(t *testing.T) {
+	a, b := validManifest(), validManifest()
+	a.Entries, b.Entries = nil, []Entry{}
+	ea, _ := a.Encode()
+	eb, _ := b.Encode()
+	if string(ea) != string(eb) {
+		t.Fatal("nil and empty entries encode differently")
+	}
+	if _, err := DecodeManifest(ea); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDecodeRefusesShortChunkID(t *testing.T) {
+	m := validManifest()
+	b, _ := m.Encode()
+	// Replace the first chunk id's 32-byte string header and bytes by an
+	// empty byte string: a manifest that would decode larger than it is.
+	id := m.Entries[1].Chunks[0].ID
+	full := append([]byte{0x58, 0x20}, id[:]...)
+	short := bytes.Replace(b, full, []byte{0x40}, 1)
+	if len(short) == len(b) {
+		t.Fatal("chunk id not found in the encoding")
+	}
+	if _, err := DecodeManifest(short); !errors.Is(err, ErrInvalidManifest) {
+		t.Fatalf("err %v, want ErrInvalidManifest", err)
+	}
+}
+
+func TestSignRefusesBadKey(t *testing.T) {
+	for _, key := range []ed25519.PrivateKey{nil, make(ed25519.PrivateKey, 10)} {
+		if _, err := Sign(validManifest(), key); err == nil {
+			t.Errorf("signed with a %d-byte key", len(key))
+		}
+	}
 }

@@ -80,15 +80,16 @@ func (w *materializer) run() error {
 			return fmt.Errorf("%s: %w", e.Path, err)
 		}
 	}
-	for _, e := range slices.Backward(dirs) {
-		if err := w.root.Chmod(e.Path, fileMode(e.Mode)); err != nil {
-			return fmt.Errorf("%s: %w", e.Path, unwrapPath(err))
-		}
-	}
-	// Renames are durable only once their directory is synced.
+	// Renames are durable only once their directory is synced; sync while
+	// the directories are still open to us, before their final modes.
 	for dir := range touched {
 		if err := syncDir(w.root, dir); err != nil {
 			return fmt.Errorf("%s: sync: %w", dir, err)
+		}
+	}
+	for _, e := range slices.Backward(dirs) {
+		if err := w.root.Chmod(e.Path, fileMode(e.Mode)); err != nil {
+			return fmt.Errorf("%s: %w", e.Path, unwrapPath(err))
 		}
 	}
 	return nil
@@ -98,6 +99,13 @@ func (w *materializer) dir(e *Entry) error {
 	info, err := w.root.Lstat(e.Path)
 	switch {
 	case err == nil && info.IsDir():
+		// An existing directory must be writable by us while it is
+		// filled (a read-only one from an earlier revision, for a
+		// subscriber not running as root); it gets its final mode at the
+		// end.
+		if info.Mode().Perm()&0o700 != 0o700 {
+			return unwrapPath(w.root.Chmod(e.Path, info.Mode().Perm()|0o700))
+		}
 		return nil
 	case err == nil:
 		// A file or symlink stands where this revision has a directory.

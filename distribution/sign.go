@@ -38,10 +38,10 @@ type Signed struct {
 
 // Sign sets m.KeyID, validates and encodes m, and signs the encoding.
 func Sign(m *Manifest, key ed25519.PrivateKey) (*Signed, error) {
-	pub, ok := key.Public().(ed25519.PublicKey)
-	if !ok || len(key) != ed25519.PrivateKeySize {
+	if len(key) != ed25519.PrivateKeySize {
 		return nil, errors.New("sign manifest: not an ed25519 private key")
 	}
+	pub := key.Public().(ed25519.PublicKey)
 	m.KeyID = KeyID(pub)
 	if err := m.Validate(); err != nil {
 		return nil, err
@@ -50,8 +50,10 @@ func Sign(m *Manifest, key ed25519.PrivateKey) (*Signed, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode manifest %s: %w", m.label(), err)
 	}
-	if len(body) > MaxManifestBytes {
-		return nil, fmt.Errorf("%w: %s: %d bytes encoded, over the limit of %d", ErrInvalidManifest, m.label(), len(body), MaxManifestBytes)
+	// Sign only what every node will be able to decode: a signed manifest
+	// that fails to decode would block its distribution for good.
+	if _, err := DecodeManifest(body); err != nil {
+		return nil, err
 	}
 	return &Signed{Body: body, KeyID: m.KeyID, Signature: ed25519.Sign(key, signedMessage(body))}, nil
 }

@@ -395,6 +395,8 @@ func TestUsageErrors(t *testing.T) {
 		{"dist", "verify", "--store", f.store},
 		{"dist", "list", "--no-such-flag"},
 		{"dist", "show", "--store", f.store},
+		{"dist", "build", "--store", f.store, "--name", "bad/name", "--from", f.src, "--version", "1.0.0", "--channel", "web", "--sign-key", f.key},
+		{"dist", "build", "--store", f.store, "--name", "app", "--from", f.src, "--version", "1.0.0", "--channel", "web", "--sign-key", f.key, "--target", "../up"},
 		{"dist", "no-such-command"},
 		{"no-such-command"},
 		{"pki", "issue", "--dir", f.dir, "--name", "web-01", "--role", "emperor"},
@@ -402,5 +404,9 @@ func TestUsageErrors(t *testing.T) {
 		if r := ted(t, args...); r.code != 2 {
 			t.Errorf("want exit 2: %s", r)
 		}
+	}
+	// None of them created the store.
+	if _, err := os.Stat(f.store); !os.IsNotExist(err) {
+		t.Fatalf("a refused command created the store: %v", err)
 	}
 }

@@ -71,6 +71,13 @@ func openStore(dir string, create bool) (*store.Badger, error) {
 // loadSigned returns the signed manifest of ref and its decoded content,
 // named in every error.
 func loadSigned(st store.Store, ref revisionRef) (*distribution.Signed, *distribution.Manifest, error) {
+	if ref.Revision == 0 {
+		latest, err := st.Latest(ref.Name)
+		if err != nil {
+			return nil, nil, err
+		}
+		ref.Revision = latest.Revision
+	}
 	signed, err := st.Signed(ref.Name, ref.Revision)
 	if err != nil {
 		return nil, nil, err

@@ -144,6 +144,30 @@ func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) 
 	if err := validateRequires(opts.Requires); err != nil {
 		return nil, err
 	}
+	res := &distBuildResult{Name: opts.Name, Version: version, Skipped: []skippedEntry{}, Pruned: []uint64{}}
+	start := time.Now()
+	var bar progress
+	build := distribution.BuildOptions{
+		Name: opts.Name, Version: version, Channels: opts.Channels,
+		Target: opts.Target, Requires: opts.Requires, Pre: opts.Pre, Post: opts.Post,
+		Created:         start,
+		SkipUnsupported: opts.SkipUnsupported,
+		Skipped: func(path string, reason error) {
+			res.Skipped = append(res.Skipped, skippedEntry{Path: path, Reason: reason.Error()})
+			fmt.Fprintf(stderr, "skipped %s: %v\n", path, reason)
+		},
+		Progress: func(p distribution.BuildProgress) {
+			if bar == nil {
+				bar = newProgress(stderr, "build "+opts.Name, p.TotalBytes)
+			}
+			bar.update(p.Bytes)
+		},
+	}
+	// Bad metadata is the command line's fault: refuse it before a store
+	// is created or a byte is read.
+	if err := build.Validate(); err != nil {
+		return nil, usageError{err}
+	}
 	key, err := pki.LoadSigningKey(opts.SignKey)
 	if err != nil {
 		return nil, err
@@ -169,25 +193,7 @@ func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) 
 		return nil, err
 	}
 
-	res := &distBuildResult{Name: opts.Name, Version: version, Skipped: []skippedEntry{}, Pruned: []uint64{}}
-	start := time.Now()
-	var bar progress
-	build := distribution.BuildOptions{
-		Name: opts.Name, Revision: next, Version: version, Channels: opts.Channels,
-		Target: opts.Target, Requires: opts.Requires, Pre: opts.Pre, Post: opts.Post,
-		Created:         start,
-		SkipUnsupported: opts.SkipUnsupported,
-		Skipped: func(path string, reason error) {
-			res.Skipped = append(res.Skipped, skippedEntry{Path: path, Reason: reason.Error()})
-			fmt.Fprintf(stderr, "skipped %s: %v\n", path, reason)
-		},
-		Progress: func(p distribution.BuildProgress) {
-			if bar == nil {
-				bar = newProgress(stderr, "build "+opts.Name, p.TotalBytes)
-			}
-			bar.update(p.Bytes)
-		},
-	}
+	build.Revision = next
 	m, stats, err := distribution.BuildDir(ctx, opts.From, build, st)
 	if bar != nil {
 		bar.finish(stats.Bytes)

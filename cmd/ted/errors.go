@@ -34,7 +34,10 @@ func exitCode(err error) int {
 	case errors.As(err, &verify),
 		errors.Is(err, distribution.ErrUntrustedKey),
 		errors.Is(err, distribution.ErrBadSignature),
-		errors.Is(err, distribution.ErrChunkCorrupt):
+		errors.Is(err, distribution.ErrChunkCorrupt),
+		// A revision in the store without all of its chunks is a store
+		// that fails verification, as dist verify reports it.
+		errors.Is(err, distribution.ErrChunkMissing):
 		return exitVerify
 	case errors.Is(err, store.ErrNotFound):
 		return exitNotFound
