@@ -90,6 +90,22 @@ func (f *fixture) build(t *testing.T, version string, extra ...string) buildResu
 	return res
 }
 
+// openRevision opens the fixture's store in this process (no ted may run
+// on it meanwhile) and returns it with the signed manifest of app@rev.
+func (f *fixture) openRevision(t *testing.T, rev uint64) (*store.Badger, *distribution.Signed) {
+	t.Helper()
+	st, err := store.Open(f.store, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed, err := st.Signed("app", rev)
+	if err != nil {
+		st.Close()
+		t.Fatal(err)
+	}
+	return st, signed
+}
+
 func listing(t *testing.T, root string) string {
 	t.Helper()
 	var lines []string
@@ -212,14 +228,7 @@ func TestVerifyFindsTamperedChunk(t *testing.T) {
 
 	// Flip a byte of a stored chunk of bin/server on disk, as a bad disk
 	// would: find its bytes in badger's value log.
-	st, err := store.Open(f.store, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	signed, err := st.Signed("app", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, signed := f.openRevision(t, 1)
 	m, err := signed.Manifest()
 	if err != nil {
 		t.Fatal(err)
@@ -283,14 +292,7 @@ func TestVerifyFindsTamperedManifestAndUntrustedKey(t *testing.T) {
 
 	// A relay that edits a manifest keeps its signature; put such a copy
 	// into a second store.
-	st, err := store.Open(f.store, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	signed, err := st.Signed("app", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, signed := f.openRevision(t, 1)
 	forged := *signed
 	forged.Body = bytes.Replace(signed.Body, []byte("port"), []byte("pORT"), 1)
 	forged.Body = bytes.Replace(forged.Body, []byte("1.0.0"), []byte("9.0.0"), 1)
