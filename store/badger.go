@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,8 +29,8 @@ type Options struct {
 }
 
 // Badger is a Store on disk, in a directory that holds a TED-STORE marker
-// file and the badger database under badger/. One process at a time may
-// open it.
+// file, the badger database under badger/ and the chunk bytes in pack files
+// under packs/ (packs.go). One process at a time may open it.
 type Badger struct {
 	core
 }
@@ -40,14 +39,14 @@ var _ Store = (*Badger)(nil)
 
 // Badger settings. A node must stay within 256 MiB of RSS and an idle
 // subscriber within 40 MiB (DESIGN.md §13), whatever the size of what it
-// stores, so every cache and buffer is small and fixed. Chunk bytes are
-// served from the value log, which badger maps into memory: pages read or
-// written count as RSS (RssFile, not RssAnon) until the kernel wants the
-// memory back.
+// stores, so every cache and buffer is small and fixed. Chunk bytes are not
+// in badger: its value log is mapped into memory, and every page of it read
+// or written counted as RSS (building 1 GiB took the process to 1.1 GiB of
+// RSS, against 77 MiB with packs).
 const (
-	// valueThreshold sends every value of 1 KiB or more (chunks, manifests)
-	// to the value log, so the LSM tree holds only keys, pointers and the
-	// small index records, and compactions never rewrite chunk bytes.
+	// valueThreshold sends every value of 1 KiB or more (manifest parts,
+	// reference lists) to the value log, so the LSM tree holds only keys,
+	// chunk locations and the small index records.
 	valueThreshold = 1 << 10
 	// valueLogFileSize is the unit of value-log garbage collection: a file
 	// is rewritten once half of it is garbage, and the file being written
@@ -127,7 +126,12 @@ func Open(dir string, opts Options) (*Badger, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", dir, err)
 	}
-	return &Badger{core: newCore(&badgerEngine{db: db, dir: dir, lock: lock})}, nil
+	pk, err := openPacks(dir)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("open store %s: %w", dir, err), db.Close(), lock.release())
+	}
+	e := &badgerEngine{db: db, dir: dir, lock: lock, packs: pk, unindexed: make(map[distribution.ChunkID]location)}
+	return &Badger{core: newCore(e)}, nil
 }
 
 // badgerEngine keeps records in badger; see badger_keys.go for the layout.
@@ -141,40 +145,101 @@ type badgerEngine struct {
 	// during that flush instead of waiting.
 	writeMu sync.RWMutex
 	// reclaimMu serialises reclaims: badger's Flatten and value-log GC
-	// expect to run alone.
+	// expect to run alone, and so does pack compaction.
 	reclaimMu sync.Mutex
+
+	// packs holds the chunk bytes; badger holds where they are.
+	packs *packs
+	// idxMu guards unindexed: the locations of chunks appended to a pack
+	// but not yet written to badger, which takes them in batches (one
+	// transaction per chunk would cost more than the chunk's bytes).
+	idxMu     sync.Mutex
+	unindexed map[distribution.ChunkID]location
+	// compactMu is held shared by every reader of a location and by
+	// deletes, and exclusively by compaction while it moves index entries
+	// to a new pack and removes the old one.
+	compactMu sync.RWMutex
 }
 
-func (e *badgerEngine) chunk(id distribution.ChunkID) ([]byte, error) {
-	var b []byte
+// indexBatch is how many chunk locations wait before they go to badger
+// together.
+const indexBatch = 4096
+
+// lookup returns where a chunk is, if it is stored.
+func (e *badgerEngine) lookup(id distribution.ChunkID) (location, bool, error) {
+	e.idxMu.Lock()
+	loc, ok := e.unindexed[id]
+	e.idxMu.Unlock()
+	if ok {
+		return loc, true, nil
+	}
 	err := e.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(chunkKey(prefixChunk, id))
 		if err != nil {
 			return err
 		}
-		b, err = item.ValueCopy(nil)
-		return err
+		return item.Value(func(v []byte) error {
+			loc, err = decodeLocation(v)
+			return err
+		})
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	switch {
+	case err == nil:
+		return loc, true, nil
+	case errors.Is(err, badger.ErrKeyNotFound):
+		return location{}, false, nil
+	}
+	return location{}, false, fmt.Errorf("chunk %s: %w", id.Short(), err)
+}
+
+// flushIndex makes the appended chunks durable in their packs, then writes
+// their locations to badger: an index entry never points at bytes a crash
+// could lose.
+func (e *badgerEngine) flushIndex() error {
+	e.idxMu.Lock()
+	defer e.idxMu.Unlock()
+	return e.flushIndexLocked()
+}
+
+func (e *badgerEngine) flushIndexLocked() error {
+	if len(e.unindexed) == 0 {
+		return nil
+	}
+	if err := e.packs.sync(); err != nil {
+		return err
+	}
+	e.writeMu.RLock()
+	defer e.writeMu.RUnlock()
+	wb := e.db.NewWriteBatch()
+	defer wb.Cancel()
+	for id, loc := range e.unindexed {
+		if err := wb.Set(chunkKey(prefixChunk, id), loc.encode()); err != nil {
+			return fmt.Errorf("index chunks: %w", err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		return fmt.Errorf("index chunks: %w", err)
+	}
+	clear(e.unindexed)
+	return nil
+}
+
+func (e *badgerEngine) chunk(id distribution.ChunkID) ([]byte, error) {
+	e.compactMu.RLock()
+	defer e.compactMu.RUnlock()
+	loc, ok, err := e.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
 		return nil, chunkMissing(id)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("chunk %s: %w", id.Short(), err)
-	}
-	return b, nil
+	return e.packs.read(id, loc)
 }
 
 func (e *badgerEngine) hasChunk(id distribution.ChunkID) (bool, error) {
-	var found bool
-	err := e.db.View(func(txn *badger.Txn) error {
-		var err error
-		found, err = has(txn, chunkKey(prefixChunk, id))
-		return err
-	})
-	if err != nil {
-		return false, fmt.Errorf("chunk %s: %w", id.Short(), err)
-	}
-	return found, nil
+	_, ok, err := e.lookup(id)
+	return ok, err
 }
 
 // has reports whether key exists.
@@ -190,24 +255,39 @@ func has(txn *badger.Txn, key []byte) (bool, error) {
 }
 
 func (e *badgerEngine) putChunk(id distribution.ChunkID, encoded []byte) error {
-	e.writeMu.RLock()
-	defer e.writeMu.RUnlock()
-	return e.db.Update(func(txn *badger.Txn) error {
-		// A chunk already stored is not written again: it would only add
-		// garbage to the value log.
-		if ok, err := has(txn, chunkKey(prefixChunk, id)); err != nil || ok {
-			return err
-		}
-		if err := txn.Set(chunkKey(prefixChunk, id), encoded); err != nil {
-			return err
-		}
-		return txn.Set(chunkKey(prefixSize, id), binary.AppendUvarint(nil, uint64(len(encoded))))
+	e.idxMu.Lock()
+	defer e.idxMu.Unlock()
+	// A chunk already stored is not written again: it would only be
+	// garbage in a pack.
+	if _, ok := e.unindexed[id]; ok {
+		return nil
+	}
+	var stored bool
+	err := e.db.View(func(txn *badger.Txn) error {
+		var err error
+		stored, err = has(txn, chunkKey(prefixChunk, id))
+		return err
 	})
+	if err != nil || stored {
+		return err
+	}
+	loc, err := e.packs.append(id, encoded)
+	if err != nil {
+		return err
+	}
+	e.unindexed[id] = loc
+	if len(e.unindexed) >= indexBatch {
+		return e.flushIndexLocked()
+	}
+	return nil
 }
 
 func (e *badgerEngine) missingChunks(ids []distribution.ChunkID) (int, distribution.ChunkID, error) {
 	var n int
 	var first distribution.ChunkID
+	if err := e.flushIndex(); err != nil {
+		return 0, first, err
+	}
 	// Read-only: Get does not count against badger's transaction size, so
 	// a revision of any number of chunks is checked in one snapshot.
 	err := e.db.View(func(txn *badger.Txn) error {
@@ -287,12 +367,16 @@ func (e *badgerEngine) addRevision(r *revisionRecord) error {
 	return e.db.Sync()
 }
 
-// syncChunks makes every write so far durable. With SyncWrites off, badger
+// syncChunks makes every write so far durable: the packs and the index
+// entries pointing into them. With SyncWrites off, badger
 // syncs a value log file when it moves on to the next one, and Sync syncs the
 // value log file being written and the log of the memtable being written; a
 // full memtable waiting to be flushed keeps an unsynced log, which is synced
 // here through its file.
 func (e *badgerEngine) syncChunks() error {
+	if err := e.flushIndex(); err != nil {
+		return err
+	}
 	logs, err := filepath.Glob(filepath.Join(e.dir, badgerDir, "*.mem"))
 	if err != nil {
 		return err
@@ -500,35 +584,49 @@ func (e *badgerEngine) eachReference(fn func(distribution.ChunkID)) error {
 }
 
 func (e *badgerEngine) eachChunk(fn func(distribution.ChunkID, int64)) error {
+	return e.eachLocation(func(id distribution.ChunkID, loc location) {
+		fn(id, int64(loc.length))
+	})
+}
+
+// eachLocation calls fn for every stored chunk with its location.
+func (e *badgerEngine) eachLocation(fn func(distribution.ChunkID, location)) error {
+	if err := e.flushIndex(); err != nil {
+		return err
+	}
 	return e.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
-		opts.Prefix = prefix(prefixSize)
+		opts.Prefix = prefix(prefixChunk)
 		it := txn.NewIterator(opts)
 		defer it.Close()
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
 			id, ok := chunkIDOf(item.Key())
 			if !ok {
-				return fmt.Errorf("malformed chunk size key %q", item.Key())
+				return fmt.Errorf("malformed chunk key %q", item.Key())
 			}
-			var size uint64
 			err := item.Value(func(v []byte) error {
-				var n int
-				if size, n = binary.Uvarint(v); n <= 0 {
-					return fmt.Errorf("chunk %s: malformed size", id.Short())
+				loc, err := decodeLocation(v)
+				if err != nil {
+					return fmt.Errorf("chunk %s: %w", id.Short(), err)
 				}
+				fn(id, loc)
 				return nil
 			})
 			if err != nil {
 				return err
 			}
-			fn(id, int64(size))
 		}
 		return nil
 	})
 }
 
 func (e *badgerEngine) deleteChunks(ids []distribution.ChunkID) error {
+	if err := e.flushIndex(); err != nil {
+		return err
+	}
+	e.compactMu.RLock()
+	defer e.compactMu.RUnlock()
 	e.writeMu.RLock()
 	defer e.writeMu.RUnlock()
 	// A write batch splits itself into transactions below badger's size
@@ -539,14 +637,12 @@ func (e *badgerEngine) deleteChunks(ids []distribution.ChunkID) error {
 		if err := wb.Delete(chunkKey(prefixChunk, id)); err != nil {
 			return err
 		}
-		if err := wb.Delete(chunkKey(prefixSize, id)); err != nil {
-			return err
-		}
 	}
 	return wb.Flush()
 }
 
-// reclaim gives back the value-log space of deleted chunks and manifests.
+// reclaim gives back the space of deleted chunks (pack compaction) and of
+// deleted manifests (value-log garbage collection).
 //
 // Badger rewrites a value log file only when its discard statistics say
 // enough of it is garbage, and those statistics are counted by compactions,
@@ -566,6 +662,9 @@ func (e *badgerEngine) reclaim() error {
 	if err := e.db.Flatten(1); err != nil {
 		return fmt.Errorf("flatten: %w", err)
 	}
+	if err := e.compactPacks(); err != nil {
+		return fmt.Errorf("compact packs: %w", err)
+	}
 	for range maxGCRounds {
 		err := e.db.RunValueLogGC(gcDiscardRatio)
 		switch {
@@ -578,6 +677,128 @@ func (e *badgerEngine) reclaim() error {
 		}
 	}
 	return nil
+}
+
+// compactPacks removes packs without live chunks and rewrites those that
+// are mostly garbage. Called with reclaimMu held.
+func (e *badgerEngine) compactPacks() error {
+	live, err := e.liveBytes()
+	if err != nil {
+		return err
+	}
+	sizes, cur, err := e.packs.sizes()
+	if err != nil {
+		return err
+	}
+	// The pack being written holds garbage too once its chunks are
+	// deleted: close it, so it can be compacted like the others.
+	if size := sizes[cur]; size >= packFileBytes/4 && float64(live[cur]) <= (1-packGarbageRatio)*float64(size) {
+		if err := e.packs.rotateIf(cur); err != nil {
+			return err
+		}
+		if sizes, cur, err = e.packs.sizes(); err != nil {
+			return err
+		}
+	}
+	for id, size := range sizes {
+		switch {
+		case id == cur:
+		case live[id] == 0:
+			e.compactMu.Lock()
+			err = e.packs.remove(id)
+			e.compactMu.Unlock()
+		case float64(live[id]) <= (1-packGarbageRatio)*float64(size):
+			err = e.compactPack(id)
+		}
+		if err != nil {
+			return fmt.Errorf("pack %s: %w", packName(id), err)
+		}
+	}
+	return nil
+}
+
+// liveBytes sums the bytes of indexed chunks per pack.
+func (e *badgerEngine) liveBytes() (map[uint32]int64, error) {
+	live := make(map[uint32]int64)
+	err := e.eachLocation(func(_ distribution.ChunkID, loc location) {
+		live[loc.pack] += int64(packHeaderBytes) + int64(loc.length)
+	})
+	return live, err
+}
+
+// compactPack copies the live chunks of a pack to the pack being written,
+// moves their index entries, and removes the old pack.
+func (e *badgerEngine) compactPack(pack uint32) error {
+	type move struct {
+		id       distribution.ChunkID
+		from, to location
+	}
+	var moves []move
+	err := e.eachLocation(func(id distribution.ChunkID, loc location) {
+		if loc.pack == pack {
+			moves = append(moves, move{id: id, from: loc})
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for i := range moves {
+		m := &moves[i]
+		b, err := e.packs.read(m.id, m.from)
+		if err != nil {
+			return err
+		}
+		if m.to, err = e.packs.append(m.id, b); err != nil {
+			return err
+		}
+	}
+	if err := e.packs.sync(); err != nil {
+		return err
+	}
+	// No reader may hold an old location while entries move and the old
+	// pack goes; an entry deleted meanwhile stays deleted.
+	e.compactMu.Lock()
+	defer e.compactMu.Unlock()
+	e.writeMu.RLock()
+	defer e.writeMu.RUnlock()
+	const perTxn = 1000
+	for len(moves) > 0 {
+		batch := moves[:min(perTxn, len(moves))]
+		moves = moves[len(batch):]
+		err := e.db.Update(func(txn *badger.Txn) error {
+			for _, m := range batch {
+				key := chunkKey(prefixChunk, m.id)
+				item, err := txn.Get(key)
+				if errors.Is(err, badger.ErrKeyNotFound) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				var current location
+				if err := item.Value(func(v []byte) error {
+					current, err = decodeLocation(v)
+					return err
+				}); err != nil {
+					return err
+				}
+				if current == m.from {
+					if err := txn.Set(key, m.to.encode()); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	// The moved entries must be durable before the pack they left goes.
+	if err := e.db.Sync(); err != nil {
+		return err
+	}
+	return e.packs.remove(pack)
 }
 
 // flush writes the memtables to level 0 and compacts level 0 into the next
@@ -626,7 +847,7 @@ func (e *badgerEngine) usage() (Usage, error) {
 }
 
 func (e *badgerEngine) close() error {
-	err := errors.Join(e.db.Close(), e.lock.release())
+	err := errors.Join(e.flushIndex(), e.packs.close(), e.db.Close(), e.lock.release())
 	if err != nil {
 		return fmt.Errorf("close store %s: %w", e.dir, err)
 	}

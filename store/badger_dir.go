@@ -10,13 +10,15 @@ import (
 	"path/filepath"
 )
 
-// The store directory holds the marker, the lock file and badger's directory.
+// The store directory holds the marker, the lock file, badger's directory
+// and the pack files (packs.go).
 const (
 	markerName = "TED-STORE"
 	lockName   = "LOCK"
 	badgerDir  = "badger"
-	// storeFormat is the layout written by this code (badger_keys.go).
-	storeFormat = 1
+	// storeFormat is the layout written by this code (badger_keys.go,
+	// packs.go). Format 1 kept chunk bytes in badger's value log.
+	storeFormat = 2
 )
 
 // marker is the content of the marker file: what says a directory is a TED

@@ -11,9 +11,9 @@ import (
 // separates them, and a NUL sorts before every byte a name may hold: keys
 // order by name, then by revision (big-endian), as listings want.
 //
-//	c/ID                 encoded chunk (value log)
-//	s/ID                 uvarint encoded size of the chunk (LSM tree), so that
-//	                     Usage and Prune never read chunk bytes
+//	c/ID                 where the chunk is: pack, offset, length (packs.go);
+//	                     small, so it stays in the LSM tree, and Usage and
+//	                     Prune never read chunk bytes
 //	r/NAME\0REV          RevisionInfo as JSON
 //	m/NAME\0REV PART     Signed.Encode(), in parts of at most partBytes
 //	k/NAME\0REV PART     the distinct chunk ids the revision references, in
@@ -23,7 +23,6 @@ import (
 //	                     the memtable
 const (
 	prefixChunk    = 'c'
-	prefixSize     = 's'
 	prefixRevision = 'r'
 	prefixManifest = 'm'
 	prefixRefs     = 'k'

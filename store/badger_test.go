@@ -11,9 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
+	"ted/distribution"
 	"ted/store"
 	"ted/store/storetest"
 )
@@ -286,12 +288,12 @@ func TestBadgerEmptyDir(t *testing.T) {
 
 func TestBadgerUnknownFormat(t *testing.T) {
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "TED-STORE"), []byte(`{"format":2}`), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "TED-STORE"), []byte(`{"format":99}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err := store.Open(dir, store.Options{Create: true})
-	if err == nil || !strings.Contains(err.Error(), "format 2") || !strings.Contains(err.Error(), dir) {
-		t.Fatalf("Open of a store of format 2 = %v, want an error naming the format and the directory", err)
+	if err == nil || !strings.Contains(err.Error(), "format 99") || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("Open of a store of format 99 = %v, want an error naming the format and the directory", err)
 	}
 }
 
@@ -345,4 +347,113 @@ func TestBadgerDiskBounded(t *testing.T) {
 		t.Errorf("disk use peaked at %d MiB, want at most %d MiB (%d MiB live)", peak>>20, bound>>20, live>>20)
 	}
 	t.Logf("final %d MiB, peak %d MiB, bound %d MiB, written %d MiB", u.DiskBytes>>20, peak>>20, bound>>20, revisions*perRev*chunkSize>>20)
+}
+
+// TestBadgerCompactsPartlyLivePacks drops half the chunks of a pack: the
+// live half moves to a new pack, the old one goes, and every kept chunk
+// reads back the same, also after a reopen.
+func TestBadgerCompactsPartlyLivePacks(t *testing.T) {
+	dir := t.TempDir()
+	s, err := store.Open(dir, store.Options{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := rand.NewChaCha8([32]byte{2})
+	all := storetest.RandomChunks(src, 256, 64<<10, 64<<10) // 16 MiB
+	storetest.PutChunks(t, s, all)
+	sig, m := storetest.SignedRevision(t, "half", 1, []string{"stable"}, all)
+	if _, err := s.AddRevision(sig, m); err != nil {
+		t.Fatal(err)
+	}
+	kept := all[:128]
+	sig, m = storetest.SignedRevision(t, "half", 2, []string{"stable"}, kept)
+	if _, err := s.AddRevision(sig, m); err != nil {
+		t.Fatal(err)
+	}
+	packsBefore, _ := filepath.Glob(filepath.Join(dir, "packs", "*.pack"))
+	res, err := s.Prune("half", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RemovedChunks != 128 {
+		t.Fatalf("Prune removed %d chunks, want 128", res.RemovedChunks)
+	}
+	packsAfter, _ := filepath.Glob(filepath.Join(dir, "packs", "*.pack"))
+	for _, p := range packsBefore {
+		if slices.Contains(packsAfter, p) {
+			t.Errorf("pack %s, half garbage, was not compacted (packs now %v)", filepath.Base(p), packsAfter)
+		}
+	}
+	u, err := s.Usage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if live := storetest.Bytes(kept); u.ChunkBytes != live || u.DiskBytes > 2*live {
+		t.Fatalf("after compaction: %d chunk bytes, %d on disk; want %d live", u.ChunkBytes, u.DiskBytes, live)
+	}
+	check := func(s store.Store) {
+		t.Helper()
+		for _, c := range kept {
+			b, err := s.Chunk(c.ID)
+			if err != nil || !bytes.Equal(b, c.Encoded) {
+				t.Fatalf("chunk %s after compaction: %v", c.ID.Short(), err)
+			}
+		}
+		for _, c := range all[128:] {
+			if _, err := s.Chunk(c.ID); !errors.Is(err, distribution.ErrChunkMissing) {
+				t.Fatalf("pruned chunk %s: %v, want missing", c.ID.Short(), err)
+			}
+		}
+	}
+	check(s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check(openBadger(t, dir, store.Options{}))
+}
+
+// TestBadgerReadsDuringCompaction reads kept chunks without pause while a
+// prune compacts the pack they are in: every read succeeds with the right
+// bytes.
+func TestBadgerReadsDuringCompaction(t *testing.T) {
+	s := openBadger(t, t.TempDir(), store.Options{Create: true})
+	src := rand.NewChaCha8([32]byte{3})
+	all := storetest.RandomChunks(src, 256, 64<<10, 64<<10)
+	storetest.PutChunks(t, s, all)
+	for rev, chunks := range [][]storetest.Chunk{all, all[:100]} {
+		sig, m := storetest.SignedRevision(t, "busy", uint64(rev+1), []string{"stable"}, chunks)
+		if _, err := s.AddRevision(sig, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kept := all[:100]
+	done := make(chan struct{})
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(readErr)
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			c := kept[i%len(kept)]
+			b, err := s.Chunk(c.ID)
+			if err == nil && !bytes.Equal(b, c.Encoded) {
+				err = fmt.Errorf("chunk %s: wrong bytes", c.ID.Short())
+			}
+			if err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+	_, err := s.Prune("busy", 1)
+	close(done)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-readErr; err != nil {
+		t.Fatalf("read during compaction: %v", err)
+	}
 }

@@ -75,11 +75,11 @@ func TestKeyOrder(t *testing.T) {
 
 func TestChunkKey(t *testing.T) {
 	id := distribution.SumChunk([]byte("chunk"))
-	got, ok := chunkIDOf(chunkKey(prefixSize, id))
+	got, ok := chunkIDOf(chunkKey(prefixChunk, id))
 	if !ok || got != id {
 		t.Fatalf("chunkIDOf(chunkKey(%s)) = %s, %v", id.Short(), got.Short(), ok)
 	}
-	if _, ok := chunkIDOf(chunkKey(prefixSize, id)[:20]); ok {
+	if _, ok := chunkIDOf(chunkKey(prefixChunk, id)[:20]); ok {
 		t.Fatal("chunkIDOf accepted a short key")
 	}
 }

@@ -4,7 +4,15 @@
 // revisions of each distribution and collects the chunks nothing kept refers
 // to, so that disk use stays bounded.
 //
-// Badger (Open) is the implementation every daemon uses; Memory (NewMemory)
+// Badger (Open) is the implementation every daemon uses. Badger holds the
+// manifests and every index, and where each chunk is; the chunk bytes
+// themselves are appended to pack files beside it and read with pread, so
+// neither a build nor serving chunks makes the process's memory grow with
+// the data (badger's value log is memory-mapped). Packs that are mostly
+// garbage are compacted by Prune. This departs from DESIGN.md §5, which put
+// chunks in the value log; bench/README.md has the measurements.
+//
+// Memory (NewMemory)
 // is a test double with the same behaviour, and package storetest holds the
 // conformance suite both pass.
 //
