@@ -93,7 +93,7 @@ func Build(ctx context.Context, fsys fs.ReadLinkFS, opts BuildOptions, sink Chun
 	if err != nil {
 		return nil, BuildStats{}, err
 	}
-	b := &builder{ctx: ctx, fsys: fsys, opts: opts, sink: sink, known: make(map[ChunkID]struct{})}
+	b := &builder{ctx: ctx, fsys: fsys, opts: opts, sink: sink}
 	if err := b.scan(m); err != nil {
 		return nil, b.stats, err
 	}
@@ -173,7 +173,6 @@ type builder struct {
 	fsys   fs.ReadLinkFS
 	opts   BuildOptions
 	sink   ChunkSink
-	known  map[ChunkID]struct{} // chunks handed to the storer by this build
 	storer *storer
 	stats  BuildStats
 	total  BuildProgress
@@ -377,7 +376,9 @@ func (b *builder) file(chunker *Chunker, p string, progress *BuildProgress) ([]C
 			return nil, 0, fmt.Errorf("%s: read: %w", p, unwrapPath(err))
 		}
 		id := SumChunk(chunk)
-		if err := b.put(p, id, chunk); err != nil {
+		// The sink says what it holds, chunks of this build included: no
+		// second set of ids here, whose memory would grow with the build.
+		if err := b.storer.put(p, id, chunk); err != nil {
 			return nil, 0, err
 		}
 		refs = append(refs, ChunkRef{ID: id, Size: uint32(len(chunk))})
@@ -392,18 +393,6 @@ func (b *builder) file(chunker *Chunker, p string, progress *BuildProgress) ([]C
 		}
 	}
 	return refs, size, nil
-}
-
-// put hands a chunk to the storer unless this build has done so already.
-func (b *builder) put(path string, id ChunkID, plain []byte) error {
-	if _, ok := b.known[id]; ok {
-		return nil
-	}
-	if err := b.storer.put(path, id, plain); err != nil {
-		return err
-	}
-	b.known[id] = struct{}{}
-	return nil
 }
 
 // storerDepth is how many chunks may wait for the storer: enough to ride
