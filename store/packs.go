@@ -34,6 +34,9 @@ const (
 	// packHeaderBytes precede every chunk in a pack: its id and length,
 	// so a pack can be checked, or the index rebuilt, from the packs alone.
 	packHeaderBytes = len(distribution.ChunkID{}) + 4
+	// writebackEvery is how many bytes of a pack are handed to the kernel
+	// before it is asked to start writing them back (startWriteback).
+	writebackEvery = 8 << 20
 	// packGarbageRatio is the share of garbage at which a pack is
 	// compacted: disk use stays below about twice the live chunks plus
 	// the pack being written.
@@ -82,6 +85,7 @@ type packs struct {
 	curID   uint32
 	curSize int64 // bytes appended to cur, buffered ones included
 	flushed int64 // bytes of cur handed to the kernel
+	started int64 // bytes of cur whose writeback was started
 	w       *bufio.Writer
 	dirty   map[uint32]*os.File // written since the last sync
 	closed  bool
@@ -147,7 +151,7 @@ func (p *packs) startPack(id uint32) error {
 		f.Close()
 		return fmt.Errorf("start pack: %w", err)
 	}
-	p.cur, p.curID, p.curSize, p.flushed = f, id, 0, 0
+	p.cur, p.curID, p.curSize, p.flushed, p.started = f, id, 0, 0, 0
 	p.files[id] = f
 	if p.w == nil {
 		p.w = bufio.NewWriterSize(f, packWriteBuffer)
@@ -183,6 +187,10 @@ func (p *packs) append(id distribution.ChunkID, encoded []byte) (location, error
 	p.curSize += int64(packHeaderBytes + len(encoded))
 	p.flushed = p.curSize - int64(p.w.Buffered())
 	p.dirty[p.curID] = p.cur
+	if p.flushed-p.started >= writebackEvery {
+		startWriteback(p.cur, p.started, p.flushed-p.started)
+		p.started = p.flushed
+	}
 	return loc, nil
 }
 
