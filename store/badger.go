@@ -192,6 +192,18 @@ func (e *badgerEngine) lookup(id distribution.ChunkID) (location, bool, error) {
 	return location{}, false, fmt.Errorf("chunk %s: %w", id.Short(), err)
 }
 
+// forgetLostLocked drops the unindexed chunks of packs whose writes failed:
+// their bytes may never reach the disk, so they are not stored, and a
+// sender will be asked for them again. Called with idxMu held.
+func (e *badgerEngine) forgetLostLocked() {
+	lost := e.packs.takeLost()
+	for id, loc := range e.unindexed {
+		if _, ok := lost[loc.pack]; ok {
+			delete(e.unindexed, id)
+		}
+	}
+}
+
 // flushIndex makes the appended chunks durable in their packs, then writes
 // their locations to badger: an index entry never points at bytes a crash
 // could lose.
@@ -206,6 +218,7 @@ func (e *badgerEngine) flushIndexLocked() error {
 		return nil
 	}
 	if err := e.packs.sync(); err != nil {
+		e.forgetLostLocked()
 		return err
 	}
 	e.writeMu.RLock()
@@ -273,6 +286,7 @@ func (e *badgerEngine) putChunk(id distribution.ChunkID, encoded []byte) error {
 	}
 	loc, err := e.packs.append(id, encoded)
 	if err != nil {
+		e.forgetLostLocked()
 		return err
 	}
 	e.unindexed[id] = loc
@@ -377,6 +391,13 @@ func (e *badgerEngine) syncChunks() error {
 	if err := e.flushIndex(); err != nil {
 		return err
 	}
+	return e.syncIndex()
+}
+
+// syncIndex makes every badger write so far durable. Sync covers the log of
+// the memtable being written but not that of a full memtable waiting to be
+// flushed, which is synced here through its file.
+func (e *badgerEngine) syncIndex() error {
 	logs, err := filepath.Glob(filepath.Join(e.dir, badgerDir, "*.mem"))
 	if err != nil {
 		return err
@@ -681,17 +702,27 @@ func (e *badgerEngine) reclaim() error {
 
 // compactPacks removes packs without live chunks and rewrites those that
 // are mostly garbage. Called with reclaimMu held.
+//
+// Only packs older than the one being written when the live bytes are
+// counted are touched: new chunks only ever go to the pack being written
+// (and compaction moves them there), so an older pack can lose live chunks
+// meanwhile, never gain any.
 func (e *badgerEngine) compactPacks() error {
+	_, cur, err := e.packs.sizes()
+	if err != nil {
+		return err
+	}
 	live, err := e.liveBytes()
 	if err != nil {
 		return err
 	}
-	sizes, cur, err := e.packs.sizes()
+	// The pack being written holds garbage too once its chunks are
+	// deleted: close it and count again, so it is compacted like the
+	// others.
+	sizes, _, err := e.packs.sizes()
 	if err != nil {
 		return err
 	}
-	// The pack being written holds garbage too once its chunks are
-	// deleted: close it, so it can be compacted like the others.
 	if size := sizes[cur]; size >= packFileBytes/4 && float64(live[cur]) <= (1-packGarbageRatio)*float64(size) {
 		if err := e.packs.rotateIf(cur); err != nil {
 			return err
@@ -699,10 +730,18 @@ func (e *badgerEngine) compactPacks() error {
 		if sizes, cur, err = e.packs.sizes(); err != nil {
 			return err
 		}
+		if live, err = e.liveBytes(); err != nil {
+			return err
+		}
+	}
+	// The deletes that emptied a pack must be durable before it goes, or
+	// a crash would bring back entries pointing into a missing file.
+	if err := e.syncIndex(); err != nil {
+		return err
 	}
 	for id, size := range sizes {
 		switch {
-		case id == cur:
+		case id >= cur:
 		case live[id] == 0:
 			e.compactMu.Lock()
 			err = e.packs.remove(id)
@@ -795,7 +834,7 @@ func (e *badgerEngine) compactPack(pack uint32) error {
 		}
 	}
 	// The moved entries must be durable before the pack they left goes.
-	if err := e.db.Sync(); err != nil {
+	if err := e.syncIndex(); err != nil {
 		return err
 	}
 	return e.packs.remove(pack)

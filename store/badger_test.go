@@ -457,3 +457,67 @@ func TestBadgerReadsDuringCompaction(t *testing.T) {
 		t.Fatalf("read during compaction: %v", err)
 	}
 }
+
+// TestBadgerPutsDuringCompaction keeps putting chunks and adding revisions
+// of one distribution while a prune of another empties and compacts packs:
+// every chunk of every added revision must read back.
+func TestBadgerPutsDuringCompaction(t *testing.T) {
+	s := openBadger(t, t.TempDir(), store.Options{Create: true})
+	src := rand.NewChaCha8([32]byte{4})
+	old := storetest.RandomChunks(src, 256, 64<<10, 64<<10) // 16 MiB, all garbage after the prune
+	storetest.PutChunks(t, s, old)
+	for rev, chunks := range [][]storetest.Chunk{old, old[:1]} {
+		sig, m := storetest.SignedRevision(t, "old", uint64(rev+1), []string{"stable"}, chunks)
+		if _, err := s.AddRevision(sig, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	done := make(chan struct{})
+	type added struct {
+		chunks []storetest.Chunk
+		err    error
+	}
+	result := make(chan added, 1)
+	go func() {
+		var all []storetest.Chunk
+		newSrc := rand.NewChaCha8([32]byte{5})
+		for rev := uint64(1); ; rev++ {
+			select {
+			case <-done:
+				result <- added{chunks: all}
+				return
+			default:
+			}
+			cs := storetest.RandomChunks(newSrc, 32, 4<<10, 4<<10)
+			for _, c := range cs {
+				if err := s.PutChunk(c.ID, c.Encoded); err != nil {
+					result <- added{err: err}
+					return
+				}
+			}
+			sig, m := storetest.SignedRevision(t, "new", rev, []string{"stable"}, cs)
+			if _, err := s.AddRevision(sig, m); err != nil {
+				result <- added{err: err}
+				return
+			}
+			all = append(all, cs...)
+		}
+	}()
+	_, err := s.Prune("old", 1)
+	close(done)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := <-result
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	for _, c := range res.chunks {
+		b, err := s.Chunk(c.ID)
+		if err != nil || !bytes.Equal(b, c.Encoded) {
+			t.Fatalf("chunk %s put during compaction: %v (%d chunks put)", c.ID.Short(), err, len(res.chunks))
+		}
+	}
+	t.Logf("%d chunks put during the prune, all readable", len(res.chunks))
+}

@@ -88,7 +88,14 @@ type packs struct {
 	started int64 // bytes of cur whose writeback was started
 	w       *bufio.Writer
 	dirty   map[uint32]*os.File // written since the last sync
-	closed  bool
+	// lost holds packs whose unsynced writes may not have reached the
+	// disk: a write or fsync failed. Their chunks not yet indexed must be
+	// forgotten (takeLost), not trusted on a later, "successful" fsync.
+	lost map[uint32]struct{}
+	// broken is set when no new pack could be started after a failure:
+	// every append fails until the store is reopened.
+	broken error
+	closed bool
 }
 
 func packName(id uint32) string { return fmt.Sprintf("%08d.pack", id) }
@@ -105,7 +112,11 @@ func openPacks(storeDir string) (*packs, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &packs{dir: dir, files: make(map[uint32]*os.File), dirty: make(map[uint32]*os.File)}
+	// The packs directory entry must be durable before anything in it is.
+	if err := syncPath(storeDir); err != nil {
+		return nil, err
+	}
+	p := &packs{dir: dir, files: make(map[uint32]*os.File), dirty: make(map[uint32]*os.File), lost: make(map[uint32]struct{})}
 	next := uint32(1)
 	if len(ids) > 0 {
 		next = ids[len(ids)-1] + 1
@@ -169,6 +180,9 @@ func (p *packs) append(id distribution.ChunkID, encoded []byte) (location, error
 	if p.closed {
 		return location{}, errClosed
 	}
+	if p.broken != nil {
+		return location{}, p.broken
+	}
 	if p.curSize >= packFileBytes {
 		if err := p.rotate(); err != nil {
 			return location{}, err
@@ -194,11 +208,31 @@ func (p *packs) append(id distribution.ChunkID, encoded []byte) (location, error
 	return loc, nil
 }
 
-// failed abandons the pack being written after a failed write, whose tail is
-// unknown: the next append starts a new pack.
+// failed abandons the pack being written after a failed write or sync,
+// whose tail is unknown, and starts the next pack. Called with mu held.
 func (p *packs) failed(err error) error {
-	p.curSize = packFileBytes
-	return fmt.Errorf("write pack %s: %w", packName(p.curID), err)
+	old := p.curID
+	p.lost[old] = struct{}{}
+	delete(p.dirty, old)
+	// Readers of its durable chunks reopen it read-only.
+	p.cur.Close()
+	delete(p.files, old)
+	if serr := p.startPack(old + 1); serr != nil {
+		p.broken = fmt.Errorf("pack store unusable until reopened: %w", serr)
+	}
+	return fmt.Errorf("write pack %s: %w", packName(old), err)
+}
+
+// takeLost returns the packs lost since the last call.
+func (p *packs) takeLost() map[uint32]struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.lost) == 0 {
+		return nil
+	}
+	lost := p.lost
+	p.lost = make(map[uint32]struct{})
+	return lost
 }
 
 // rotate syncs the pack being written and starts the next one. Called with
@@ -227,6 +261,14 @@ func (p *packs) syncLocked() error {
 	p.flushed = p.curSize
 	for id, f := range p.dirty {
 		if err := f.Sync(); err != nil {
+			// After a failed fsync the kernel may have dropped the pages
+			// and a second fsync would report success: the pack's unsynced
+			// chunks are lost, whatever a retry says.
+			if id == p.curID {
+				return p.failed(fmt.Errorf("sync: %w", err))
+			}
+			p.lost[id] = struct{}{}
+			delete(p.dirty, id)
 			return fmt.Errorf("sync pack %s: %w", packName(id), err)
 		}
 		delete(p.dirty, id)
