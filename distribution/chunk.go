@@ -227,10 +227,17 @@ const chunkerBufferBytes = 4 << 20
 
 // NewChunker returns a chunker reading r.
 func NewChunker(r io.Reader) *Chunker {
-	opts := &chunkers.ChunkerOpts{MinSize: ChunkMinBytes, NormalSize: ChunkAvgBytes, MaxSize: ChunkMaxBytes}
-	c, err := chunkers.NewChunkerBuffer(chunkAlgorithm, r, opts, make([]byte, chunkerBufferBytes))
+	return newChunker(r, ChunkAvgBytes)
+}
+
+// newChunker returns a chunker with the given average size (minimum avg/4,
+// maximum 4*avg); only the chunk-size benchmark uses another than
+// ChunkAvgBytes.
+func newChunker(r io.Reader, avg int) *Chunker {
+	opts := &chunkers.ChunkerOpts{MinSize: avg / 4, NormalSize: avg, MaxSize: avg * 4}
+	c, err := chunkers.NewChunkerBuffer(chunkAlgorithm, r, opts, make([]byte, max(chunkerBufferBytes, 2*avg*4)))
 	if err != nil {
-		panic(fmt.Sprintf("chunker %s: %v", chunkAlgorithm, err)) // only on invalid constants
+		panic(fmt.Sprintf("chunker %s, average %d: %v", chunkAlgorithm, avg, err)) // only on invalid sizes
 	}
 	return &Chunker{c: c}
 }

@@ -173,6 +173,12 @@ func (e *badgerEngine) lookup(id distribution.ChunkID) (location, bool, error) {
 	if ok {
 		return loc, true, nil
 	}
+	return e.indexed(id)
+}
+
+// indexed returns where badger says a chunk is.
+func (e *badgerEngine) indexed(id distribution.ChunkID) (location, bool, error) {
+	var loc location
 	err := e.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(chunkKey(prefixChunk, id))
 		if err != nil {
@@ -275,13 +281,7 @@ func (e *badgerEngine) putChunk(id distribution.ChunkID, encoded []byte) error {
 	if _, ok := e.unindexed[id]; ok {
 		return nil
 	}
-	var stored bool
-	err := e.db.View(func(txn *badger.Txn) error {
-		var err error
-		stored, err = has(txn, chunkKey(prefixChunk, id))
-		return err
-	})
-	if err != nil || stored {
+	if _, stored, err := e.indexed(id); err != nil || stored {
 		return err
 	}
 	loc, err := e.packs.append(id, encoded)
@@ -708,10 +708,7 @@ func (e *badgerEngine) reclaim() error {
 // (and compaction moves them there), so an older pack can lose live chunks
 // meanwhile, never gain any.
 func (e *badgerEngine) compactPacks() error {
-	_, cur, err := e.packs.sizes()
-	if err != nil {
-		return err
-	}
+	cur := e.packs.current()
 	live, err := e.liveBytes()
 	if err != nil {
 		return err

@@ -336,6 +336,13 @@ func (p *packs) file(id uint32) (*os.File, error) {
 	return f, nil
 }
 
+// current returns the id of the pack being written.
+func (p *packs) current() uint32 {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.curID
+}
+
 // sizes returns the size of every pack file and the id of the one being
 // written.
 func (p *packs) sizes() (map[uint32]int64, uint32, error) {
