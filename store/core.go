@@ -46,6 +46,8 @@ type engine interface {
 	// It may run beside any other call, including another reclaim.
 	reclaim() error
 	usage() (Usage, error)
+	// sync makes every chunk put so far durable.
+	sync() error
 	close() error
 }
 
@@ -452,6 +454,18 @@ func (c *core) Usage() (Usage, error) {
 	}
 	defer c.closeMu.RUnlock()
 	return c.engine.usage()
+}
+
+// Sync makes every chunk put so far durable.
+func (c *core) Sync() error {
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.closeMu.RUnlock()
+	if err := c.engine.sync(); err != nil {
+		return fmt.Errorf("sync store: %w", err)
+	}
+	return nil
 }
 
 // Close releases the store; closing it again does nothing.

@@ -210,6 +210,9 @@ func (e *memoryEngine) usage() (Usage, error) {
 	return u, nil
 }
 
+// sync has nothing to do: memory is as durable as it gets.
+func (e *memoryEngine) sync() error { return nil }
+
 func (e *memoryEngine) close() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()

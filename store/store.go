@@ -58,6 +58,10 @@ type Store interface {
 	// distribution references and that is not pending, and gives the space
 	// back to the file system.
 	Prune(name string, keep int) (PruneResult, error)
+	// Sync makes every chunk put so far durable, so a process killed
+	// afterwards finds them on restart: a receiver checkpoints with it
+	// during a long transfer, so it need not fetch them again.
+	Sync() error
 	// Usage counts what the store holds.
 	Usage() (Usage, error)
 	// Close releases the store. It is idempotent; every other method fails
