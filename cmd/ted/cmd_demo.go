@@ -3,21 +3,28 @@ package main
 import (
 	"context"
 	"embed"
-	"errors"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
 
+	"ted/admin"
 	"ted/distribution"
+	"ted/distributor"
 	"ted/pki"
+	"ted/publisher"
+	"ted/subscriber"
 )
 
 //go:embed demodata/site
@@ -60,7 +67,7 @@ func newDemoCommand(g *globalOptions) *cobra.Command {
 	var opts demoOptions
 	cmd := &cobra.Command{
 		Use:   "demo",
-		Short: "Build, verify, change and extract a sample distribution on this machine",
+		Short: "Run a publisher, two tiers of distributors and three subscribers on loopback, and deliver a sample distribution",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var live io.Writer = cmd.OutOrStdout()
@@ -82,8 +89,8 @@ func newDemoCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-// runDemo walks through the life of a distribution on one machine, saying
-// what happens at each step on out.
+// runDemo sets up a whole TED network on loopback in dir and walks a
+// distribution through it, saying what happens at each step on out.
 func runDemo(ctx context.Context, opts demoOptions, out, stderr io.Writer) (res *demoResult, err error) {
 	dir := opts.Dir
 	if dir == "" {
@@ -93,6 +100,9 @@ func runDemo(ctx context.Context, opts demoOptions, out, stderr io.Writer) (res 
 	} else if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		return nil, usageError{fmt.Errorf("--dir %s is not empty; the demo needs a directory of its own", dir)}
 	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return nil, err
+	}
 	res = &demoResult{Dir: dir, Kept: opts.Keep}
 	defer func() {
 		if !opts.Keep {
@@ -101,87 +111,324 @@ func runDemo(ctx context.Context, opts demoOptions, out, stderr io.Writer) (res 
 			}
 		}
 	}()
-	say := func(step, format string, args ...any) {
-		detail := fmt.Sprintf(format, args...)
-		res.Steps = append(res.Steps, demoStep{Step: step, Detail: detail})
-		fmt.Fprintf(out, "== %-9s %s\n", step, detail)
+	d := &demo{dir: dir, out: out, stderr: stderr, res: res}
+	if err := d.setUp(ctx); err != nil {
+		return res, err
 	}
-
-	var (
-		keyFile = filepath.Join(dir, "keys", "publisher.key")
-		site    = filepath.Join(dir, "site")
-		storeD  = filepath.Join(dir, "store")
-		outDir  = filepath.Join(dir, "extracted")
-	)
-	if err := os.MkdirAll(filepath.Dir(keyFile), 0o700); err != nil {
-		return nil, err
+	ctx, stop := context.WithCancel(ctx)
+	nodesDone := d.startNodes(ctx)
+	defer func() {
+		stop()
+		if nerr := <-nodesDone; nerr != nil && err == nil {
+			err = nerr
+		}
+	}()
+	if err := d.walk(ctx); err != nil {
+		return res, fmt.Errorf("demo: %w (node logs in %s)", err, filepath.Join(dir, "logs"))
 	}
-	pub, err := pki.GenerateSigningKey(keyFile, false)
-	if err != nil {
-		return nil, err
-	}
-	say("keys", "publisher signing key %s (key id %s)", keyFile, distribution.KeyID(pub))
-	if err := writeDemoSite(site); err != nil {
-		return nil, err
-	}
-	say("content", "sample web stack in %s: pages, config, a control script and an %s binary", site, humanBytes(demoBinaryBytes))
-
-	build := distBuildOptions{
-		Store: storeD, Name: "webstack", From: site, Version: "2.1.0", Channels: []string{"web"},
-		Requires: []string{"runtime >=1.0"}, SignKey: keyFile, Keep: 3,
-	}
-	first, err := runDistBuild(ctx, build, stderr)
-	if err != nil {
-		return nil, err
-	}
-	say("build", "webstack@%d: %d files, %s in %d chunks, all %d new (%s stored after compression)",
-		first.Revision, first.Files, humanBytes(first.Bytes), first.Chunks, first.NewChunks, humanBytes(first.NewBytes))
-
-	again, err := runDistBuild(ctx, build, stderr)
-	if err != nil {
-		return nil, err
-	}
-	if !again.Unchanged {
-		return nil, errors.New("demo: rebuilding unchanged content made a new revision")
-	}
-	say("rebuild", "same content again: unchanged, still webstack@%d, nothing stored", again.Revision)
-
-	if err := patchDemoSite(site); err != nil {
-		return nil, err
-	}
-	build.Version = "2.1.1"
-	second, err := runDistBuild(ctx, build, stderr)
-	if err != nil {
-		return nil, err
-	}
-	say("patch", "webstack@%d (2.1.1): a patched binary and a config line; %d of %d chunks new, %s of %s to send",
-		second.Revision, second.NewChunks, second.Chunks, humanBytes(second.NewBytes), humanBytes(second.Bytes))
-
-	verified, err := runDistVerify(ctx, distVerifyOptions{Store: storeD, Trust: []string{keyFile + ".pub"}}, nil)
-	if err != nil {
-		return nil, err
-	}
-	if len(verified.Failures) > 0 {
-		return nil, verifyError{fmt.Errorf("demo: verification failed: %s", verified.Failures[0].Error)}
-	}
-	say("verify", "%d revisions: signatures by the trusted key, every chunk matches its SHA-256", len(verified.Verified))
-
-	extracted, err := runDistExtract(ctx, distExtractOptions{Store: storeD, To: outDir, Trust: []string{keyFile + ".pub"}},
-		revisionRef{Name: "webstack"}, stderr)
-	if err != nil {
-		return nil, err
-	}
-	if err := sameTree(site, outDir); err != nil {
-		return nil, fmt.Errorf("demo: extracted tree differs from the source: %w", err)
-	}
-	say("extract", "webstack@%d to %s: %d files, identical to the source (content, modes, symlinks)",
-		extracted.Revision, outDir, extracted.Files)
-
-	res.Final = &demoFigure{Revisions: len(verified.Verified), Bytes: second.Bytes, DeltaNewChunks: second.NewChunks, DeltaNewBytes: second.NewBytes}
 	if opts.Keep {
-		say("kept", "everything is in %s; try: ted dist list --store %s", dir, storeD)
+		d.say("kept", "configs, keys and stores are in %s; run the network again with:", dir)
+		for _, n := range d.nodes {
+			fmt.Fprintf(out, "     ted %s run --config %s\n", n.role, n.config)
+		}
+		fmt.Fprintf(out, "     ted publish --store %s webstack --to %s --ca %s --cert %s --key %s\n",
+			d.pubStore, d.dist1Addr, d.path("pki", "ca.crt"), d.path("pki", "pub-1.crt"), d.path("pki", "pub-1.key"))
 	}
 	return res, nil
+}
+
+// demo is one run of the demo network.
+type demo struct {
+	dir         string
+	out, stderr io.Writer
+	res         *demoResult
+	site        string
+	pubStore    string
+	signKey     string
+	dist1Addr   string
+	nodes       []demoNode
+}
+
+// demoNode is a daemon of the demo network, run in this process with its
+// own store, QUIC endpoint and admin socket, exactly as `ted ... run` would.
+type demoNode struct {
+	name, role, parent, config, dataDir, root string
+}
+
+func (d *demo) path(elem ...string) string { return filepath.Join(append([]string{d.dir}, elem...)...) }
+
+func (d *demo) say(step, format string, args ...any) {
+	detail := fmt.Sprintf(format, args...)
+	d.res.Steps = append(d.res.Steps, demoStep{Step: step, Detail: detail})
+	fmt.Fprintf(d.out, "== %-9s %s\n", step, detail)
+}
+
+// setUp creates the keys, certificates, sample content and configs.
+func (d *demo) setUp(ctx context.Context) error {
+	pkiDir := d.path("pki")
+	if _, err := pki.InitCA(pkiDir, false); err != nil {
+		return err
+	}
+	names := []struct {
+		name string
+		role pki.Role
+	}{{"pub-1", pki.RolePublisher}, {"dist-1", pki.RoleDistributor}, {"dist-2", pki.RoleDistributor},
+		{"web-01", pki.RoleSubscriber}, {"web-02", pki.RoleSubscriber}, {"web-03", pki.RoleSubscriber}}
+	for _, n := range names {
+		if _, err := pki.Issue(pkiDir, n.name, n.role, nil, false); err != nil {
+			return err
+		}
+	}
+	d.signKey = d.path("pki", "publisher.key")
+	pub, err := pki.GenerateSigningKey(d.signKey, false)
+	if err != nil {
+		return err
+	}
+	d.say("keys", "CA, certificates for pub-1, dist-1, dist-2, web-01..03, signing key %s", distribution.KeyID(pub))
+	d.site = d.path("site")
+	if err := writeDemoSite(d.site); err != nil {
+		return err
+	}
+	d.say("content", "sample web stack: pages, config, a control script and an %s binary", humanBytes(demoBinaryBytes))
+
+	ports, err := freeUDPPorts(2)
+	if err != nil {
+		return err
+	}
+	d.dist1Addr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	dist2Addr := fmt.Sprintf("127.0.0.1:%d", ports[1])
+	tls := func(name string) string {
+		return fmt.Sprintf("tls: {ca: pki/ca.crt, cert: pki/%s.crt, key: pki/%s.key}\n", name, name)
+	}
+	configs := []struct {
+		node demoNode
+		text string
+	}{
+		{demoNode{name: "dist-1", role: "distributor"}, "name: dist-1\nlisten: " + d.dist1Addr + "\ndata_dir: var/dist-1\n" + tls("dist-1") +
+			"trust: [pki/publisher.key.pub]\nchannels:\n  web:\n    publishers: [pub-1]\n    children: [dist-2, web-03]\n"},
+		{demoNode{name: "dist-2", role: "distributor", parent: "dist-1"}, "name: dist-2\nlisten: " + dist2Addr + "\ndata_dir: var/dist-2\n" + tls("dist-2") +
+			"parents: [" + d.dist1Addr + "]\ntrust: [pki/publisher.key.pub]\nchannels:\n  web:\n    children: [web-01, web-02, web-03]\n"},
+	}
+	for _, sub := range []struct{ name, parents, parent string }{
+		{"web-01", dist2Addr, "dist-2"}, {"web-02", dist2Addr, "dist-2"},
+		// web-03 prefers dist-2 and falls back to dist-1 if dist-2 is down.
+		{"web-03", dist2Addr + ", " + d.dist1Addr, "dist-2"},
+	} {
+		configs = append(configs, struct {
+			node demoNode
+			text string
+		}{
+			demoNode{name: sub.name, role: "subscriber", parent: sub.parent, root: d.path("srv", sub.name)},
+			"name: " + sub.name + "\nparents: [" + sub.parents + "]\ndata_dir: var/" + sub.name + "\n" + tls(sub.name) +
+				"channels: [web]\ntrust: [pki/publisher.key.pub]\nroot: srv/" + sub.name + "\n",
+		})
+	}
+	for _, c := range configs {
+		n := c.node
+		n.config = d.path(n.name + ".yaml")
+		n.dataDir = d.path("var", n.name)
+		if err := os.WriteFile(n.config, []byte(c.text), 0o644); err != nil {
+			return err
+		}
+		d.nodes = append(d.nodes, n)
+	}
+	d.say("network", "dist-1 (tier 1, %s) <- dist-2 (tier 2, %s) <- web-01, web-02, web-03; configs in %s", d.dist1Addr, dist2Addr, d.dir)
+	return os.MkdirAll(d.path("logs"), 0o755)
+}
+
+// freeUDPPorts finds n UDP ports free on loopback now.
+func freeUDPPorts(n int) ([]int, error) {
+	var ports []int
+	var conns []net.PacketConn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		conns = append(conns, c)
+		ports = append(ports, c.LocalAddr().(*net.UDPAddr).Port)
+	}
+	return ports, nil
+}
+
+// startNodes runs every daemon in this process until ctx ends; the channel
+// gives the first error once all have stopped.
+func (d *demo) startNodes(ctx context.Context) <-chan error {
+	done := make(chan error, 1)
+	g, gctx := errgroup.WithContext(ctx)
+	for _, n := range d.nodes {
+		g.Go(func() error {
+			logFile, err := os.Create(d.path("logs", n.name+".log"))
+			if err != nil {
+				return err
+			}
+			defer logFile.Close()
+			opts := daemonOptions{config: n.config, log: logOptions{format: "text", level: "info"}}
+			if n.role == "distributor" {
+				err = runDistributor(gctx, opts, logFile)
+			} else {
+				err = runSubscriber(gctx, opts, logFile)
+			}
+			if err != nil {
+				return fmt.Errorf("%s: %w", n.name, err)
+			}
+			return nil
+		})
+	}
+	go func() { done <- g.Wait() }()
+	return done
+}
+
+// walk publishes a revision and a patch through the network and checks
+// that every subscriber extracted each, identical to the source.
+func (d *demo) walk(ctx context.Context) error {
+	d.pubStore = d.path("var", "publisher")
+	build := distBuildOptions{Store: d.pubStore, Name: "webstack", From: d.site, Version: "2.1.0",
+		Channels: []string{"web"}, SignKey: d.signKey, Keep: 3}
+	first, err := runDistBuild(ctx, build, d.stderr)
+	if err != nil {
+		return err
+	}
+	d.say("build", "webstack@%d: %d files, %s in %d chunks (%s stored after compression)",
+		first.Revision, first.Files, humanBytes(first.Bytes), first.Chunks, humanBytes(first.NewBytes))
+	pushed, err := d.publish(ctx)
+	if err != nil {
+		return err
+	}
+	d.say("publish", "webstack@%d to dist-1: %d chunks, %s sent", pushed.Revision, pushed.SentChunks, humanBytes(pushed.SentBytes))
+	if err := d.waitExtracted(ctx, first.Revision); err != nil {
+		return err
+	}
+	d.say("delivered", "dist-1 -> dist-2 -> web-01, web-02, web-03: each verified the signature and every chunk, extracted, and matches the source")
+
+	if err := patchDemoSite(d.site); err != nil {
+		return err
+	}
+	build.Version = "2.1.1"
+	second, err := runDistBuild(ctx, build, d.stderr)
+	if err != nil {
+		return err
+	}
+	d.say("patch", "webstack@%d (2.1.1): a patched binary and a config line; %d of %d chunks new", second.Revision, second.NewChunks, second.Chunks)
+	pushed, err = d.publish(ctx)
+	if err != nil {
+		return err
+	}
+	d.say("publish", "webstack@%d: only the changed chunks travel: %d chunks, %s of %s", pushed.Revision, pushed.SentChunks, humanBytes(pushed.SentBytes), humanBytes(second.Bytes))
+	if err := d.waitExtracted(ctx, second.Revision); err != nil {
+		return err
+	}
+	d.say("delivered", "webstack@%d extracted on every subscriber, identical to the source", second.Revision)
+	d.res.Final = &demoFigure{Revisions: 2, Bytes: second.Bytes, DeltaNewChunks: pushed.SentChunks, DeltaNewBytes: pushed.SentBytes}
+	return d.printStatus(ctx)
+}
+
+func (d *demo) publish(ctx context.Context) (publisher.PushResult, error) {
+	var res publisher.PushResult
+	var buf strings.Builder
+	err := runPublish(ctx, publishOptions{
+		store: d.pubStore, to: d.dist1Addr, json: true,
+		tls: tlsFiles{CA: d.path("pki", "ca.crt"), Cert: d.path("pki", "pub-1.crt"), Key: d.path("pki", "pub-1.key")},
+	}, "webstack", &buf, d.stderr)
+	if err != nil {
+		return res, err
+	}
+	return res, json.Unmarshal([]byte(buf.String()), &res)
+}
+
+// demoDeadline bounds the wait for delivery: on loopback it takes well
+// under a second; anything near this is a fault.
+const demoDeadline = 60 * time.Second
+
+// waitExtracted waits until every subscriber has extracted rev and its
+// tree equals the source.
+func (d *demo) waitExtracted(ctx context.Context, rev uint64) error {
+	deadline := time.Now().Add(demoDeadline)
+	for _, n := range d.nodes {
+		if n.role != "subscriber" {
+			continue
+		}
+		for {
+			st, err := d.subscriberStatus(ctx, n)
+			if err == nil && revisionState(st, "webstack", rev) == subscriber.StateExtracted {
+				break
+			}
+			if err == nil && revisionState(st, "webstack", rev) == subscriber.StateFailed {
+				return fmt.Errorf("%s: webstack@%d failed", n.name, rev)
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s has not extracted webstack@%d after %v (last state %q, err %v)", n.name, rev, demoDeadline, revisionState(st, "webstack", rev), err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		if err := sameTree(d.site, filepath.Join(n.root, "webstack")); err != nil {
+			return fmt.Errorf("%s: extracted tree differs from the source: %w", n.name, err)
+		}
+	}
+	return nil
+}
+
+func (d *demo) subscriberStatus(ctx context.Context, n demoNode) (subscriber.Status, error) {
+	var st subscriber.Status
+	err := admin.Get(ctx, daemonSocket(n.dataDir), "/api/status", &st)
+	return st, err
+}
+
+// revisionState returns the state of name@rev in a subscriber's status.
+func revisionState(st subscriber.Status, name string, rev uint64) string {
+	for _, dist := range st.Distributions {
+		if dist.Name != name {
+			continue
+		}
+		for _, r := range dist.Revisions {
+			if r.Revision == rev {
+				return r.State
+			}
+		}
+	}
+	return ""
+}
+
+// printStatus prints the final table: every node, its parent and what it
+// holds.
+func (d *demo) printStatus(ctx context.Context) error {
+	fmt.Fprintf(d.out, "\n%-8s %-12s %-8s %-20s %s\n", "NODE", "ROLE", "PARENT", "REVISION", "STATE")
+	for _, n := range d.nodes {
+		parent := n.parent
+		if parent == "" {
+			parent = "-"
+		}
+		if n.role == "distributor" {
+			var st distributor.Status
+			if err := admin.Get(ctx, daemonSocket(n.dataDir), "/api/status", &st); err != nil {
+				return err
+			}
+			for _, r := range st.Distributions {
+				fmt.Fprintf(d.out, "%-8s %-12s %-8s %-20s %s\n", n.name, n.role, parent, fmt.Sprintf("%s@%d (%s)", r.Name, r.Revision, r.Version), "stored")
+			}
+			continue
+		}
+		st, err := d.subscriberStatus(ctx, n)
+		if err != nil {
+			return err
+		}
+		for _, dist := range st.Distributions {
+			for _, r := range dist.Revisions {
+				fmt.Fprintf(d.out, "%-8s %-12s %-8s %-20s %s\n", n.name, n.role, parent, fmt.Sprintf("%s@%d (%s)", dist.Name, r.Revision, r.Version), r.State)
+			}
+		}
+	}
+	fmt.Fprintln(d.out)
+	return nil
 }
 
 // writeDemoSite writes the embedded sample site to dir, with a generated

@@ -6,6 +6,7 @@ import (
 
 	"ted/distribution"
 	"ted/store"
+	"ted/transport"
 )
 
 // usageError marks a command line the user must correct (exit 2).
@@ -39,7 +40,7 @@ func exitCode(err error) int {
 		// that fails verification, as dist verify reports it.
 		errors.Is(err, distribution.ErrChunkMissing):
 		return exitVerify
-	case errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, transport.ErrNotFound):
 		return exitNotFound
 	case errors.Is(err, context.Canceled):
 		return exitInterrupted

@@ -57,6 +57,9 @@ func newRootCommand() *cobra.Command {
 		newVersionCommand(g),
 		newPKICommand(g),
 		newDistCommand(g),
+		newPublishCommand(g),
+		newDistributorCommand(g),
+		newSubscriberCommand(g),
 		newDemoCommand(g),
 	)
 	markArgErrorsAsUsage(root)

@@ -1,0 +1,322 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/dustin/go-humanize"
+	"go.yaml.in/yaml/v3"
+
+	"ted/distribution"
+	"ted/pki"
+)
+
+// Config files (CLI.md "Files"). Relative paths in a config file are
+// resolved against the file's own directory, so a directory of configs
+// (such as the one `ted demo --keep` leaves) works from anywhere.
+
+// tlsFiles names a node's CA, certificate and key.
+type tlsFiles struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+type distributorFile struct {
+	Name          string                 `yaml:"name"`
+	Listen        string                 `yaml:"listen"`
+	DataDir       string                 `yaml:"data_dir"`
+	TLS           tlsFiles               `yaml:"tls"`
+	Parents       []string               `yaml:"parents"`
+	Schedules     string                 `yaml:"schedules"`
+	Trust         []string               `yaml:"trust"`
+	KeepRevisions *int                   `yaml:"keep_revisions"`
+	MinFreeDisk   string                 `yaml:"min_free_disk"`
+	StatusListen  string                 `yaml:"status_listen"`
+	Channels      map[string]channelFile `yaml:"channels"`
+
+	path string
+	// minFree is MinFreeDisk in bytes.
+	minFree int64
+}
+
+type channelFile struct {
+	Send       string   `yaml:"send"`
+	Publishers []string `yaml:"publishers"`
+	Children   []string `yaml:"children"`
+}
+
+type subscriberFile struct {
+	Name          string   `yaml:"name"`
+	Parents       []string `yaml:"parents"`
+	DataDir       string   `yaml:"data_dir"`
+	TLS           tlsFiles `yaml:"tls"`
+	Channels      []string `yaml:"channels"`
+	Trust         []string `yaml:"trust"`
+	Schedules     string   `yaml:"schedules"`
+	Extract       string   `yaml:"extract"`
+	Root          string   `yaml:"root"`
+	KeepRevisions *int     `yaml:"keep_revisions"`
+	MinFreeDisk   string   `yaml:"min_free_disk"`
+	StatusListen  string   `yaml:"status_listen"`
+	Cluster       *struct {
+		Name       string   `yaml:"name"`
+		Node       string   `yaml:"node"`
+		Bind       string   `yaml:"bind"`
+		Join       []string `yaml:"join"`
+		Priority   int      `yaml:"priority"`
+		SecretFile string   `yaml:"secret_file"`
+		SharedDir  string   `yaml:"shared_dir"`
+	} `yaml:"cluster"`
+
+	path    string
+	minFree int64
+}
+
+// configError names the config file and the field.
+func configError(file, field, format string, args ...any) error {
+	return usageError{fmt.Errorf("%s: %s: %s", file, field, fmt.Sprintf(format, args...))}
+}
+
+// readConfig decodes a YAML config file strictly: an unknown field, a
+// second document or a wrong type is an error naming the file and line.
+func readConfig(file string, out any) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(out); err != nil {
+		if errors.Is(err, io.EOF) {
+			return usageError{fmt.Errorf("%s: empty config file", file)}
+		}
+		return usageError{fmt.Errorf("%s: %s", file, yamlMessage(err))}
+	}
+	var extra any
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return usageError{fmt.Errorf("%s: more than one YAML document", file)}
+	}
+	return nil
+}
+
+var yamlType = regexp.MustCompile(` in type main\.\w+`)
+
+// yamlMessage makes a yaml.v3 error read well: no "yaml: unmarshal errors"
+// preamble, no Go type names.
+func yamlMessage(err error) string {
+	msg := err.Error()
+	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n")
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	msg = yamlType.ReplaceAllString(msg, "")
+	lines := strings.Split(msg, "\n")
+	for i := range lines {
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	return strings.Join(lines, "; ")
+}
+
+// resolve makes a config path absolute against the config file's directory.
+func resolve(configFile, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(configFile), p)
+}
+
+func (t *tlsFiles) check(file string) error {
+	for _, f := range []struct{ field, value string }{{"tls.ca", t.CA}, {"tls.cert", t.Cert}, {"tls.key", t.Key}} {
+		if f.value == "" {
+			return configError(file, f.field, "missing")
+		}
+	}
+	t.CA, t.Cert, t.Key = resolve(file, t.CA), resolve(file, t.Cert), resolve(file, t.Key)
+	return nil
+}
+
+func checkAddr(file, field, addr string, required bool) error {
+	if addr == "" {
+		if required {
+			return configError(file, field, "missing")
+		}
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return configError(file, field, "%q is not HOST:PORT", addr)
+	}
+	return nil
+}
+
+func checkKeep(file string, keep **int) error {
+	if *keep == nil {
+		three := 3
+		*keep = &three
+		return nil
+	}
+	if **keep < 1 {
+		return configError(file, "keep_revisions", "%d, want at least 1", **keep)
+	}
+	return nil
+}
+
+func checkMinFree(file, value string) (int64, error) {
+	if value == "" {
+		return 0, nil
+	}
+	n, err := humanize.ParseBytes(value)
+	if err != nil || !strings.ContainsAny(value, "BbKkMmGgTt") {
+		return 0, configError(file, "min_free_disk", "%q is not a size with a unit (e.g. 1GiB)", value)
+	}
+	return int64(n), nil
+}
+
+func checkTrust(file string, trust []string) ([]string, error) {
+	if len(trust) == 0 {
+		return nil, configError(file, "trust", "no publisher key")
+	}
+	out := make([]string, len(trust))
+	for i, t := range trust {
+		out[i] = resolve(file, t)
+	}
+	return out, nil
+}
+
+// checkSchedule accepts only the built-in schedule until schedule files
+// exist: refusing a named schedule is better than silently ignoring it.
+func checkSchedule(file, field, name string) error {
+	if name != "" && name != "always" {
+		return configError(file, field, "schedule %q: only \"always\" is supported by this version", name)
+	}
+	return nil
+}
+
+func loadDistributorConfig(file string) (*distributorFile, error) {
+	var c distributorFile
+	if err := readConfig(file, &c); err != nil {
+		return nil, err
+	}
+	c.path = file
+	if err := pki.ValidateName(c.Name); err != nil {
+		return nil, configError(file, "name", "%v", err)
+	}
+	if err := checkAddr(file, "listen", c.Listen, true); err != nil {
+		return nil, err
+	}
+	if err := checkAddr(file, "status_listen", c.StatusListen, false); err != nil {
+		return nil, err
+	}
+	for i, p := range c.Parents {
+		if err := checkAddr(file, fmt.Sprintf("parents[%d]", i), p, true); err != nil {
+			return nil, err
+		}
+	}
+	if c.DataDir == "" {
+		return nil, configError(file, "data_dir", "missing")
+	}
+	c.DataDir = resolve(file, c.DataDir)
+	if err := c.TLS.check(file); err != nil {
+		return nil, err
+	}
+	var err error
+	if c.Trust, err = checkTrust(file, c.Trust); err != nil {
+		return nil, err
+	}
+	if err := checkKeep(file, &c.KeepRevisions); err != nil {
+		return nil, err
+	}
+	if c.minFree, err = checkMinFree(file, c.MinFreeDisk); err != nil {
+		return nil, err
+	}
+	if c.Schedules != "" {
+		return nil, configError(file, "schedules", "schedule files are not supported by this version; every channel sends always")
+	}
+	if len(c.Channels) == 0 {
+		return nil, configError(file, "channels", "none")
+	}
+	for name, ch := range c.Channels {
+		field := "channels." + name
+		if err := distribution.ValidName("channel", name); err != nil {
+			return nil, configError(file, field, "%v", err)
+		}
+		if err := checkSchedule(file, field+".send", ch.Send); err != nil {
+			return nil, err
+		}
+		for i, n := range append(append([]string{}, ch.Publishers...), ch.Children...) {
+			if err := pki.ValidateName(n); err != nil {
+				return nil, configError(file, field, "name %d: %v", i+1, err)
+			}
+		}
+		if len(c.Parents) == 0 && len(ch.Publishers) == 0 {
+			return nil, configError(file, field+".publishers", "none, and no parents: nothing could ever arrive")
+		}
+	}
+	return &c, nil
+}
+
+func loadSubscriberConfig(file string) (*subscriberFile, error) {
+	var c subscriberFile
+	if err := readConfig(file, &c); err != nil {
+		return nil, err
+	}
+	c.path = file
+	if err := pki.ValidateName(c.Name); err != nil {
+		return nil, configError(file, "name", "%v", err)
+	}
+	if len(c.Parents) == 0 {
+		return nil, configError(file, "parents", "none")
+	}
+	for i, p := range c.Parents {
+		if err := checkAddr(file, fmt.Sprintf("parents[%d]", i), p, true); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkAddr(file, "status_listen", c.StatusListen, false); err != nil {
+		return nil, err
+	}
+	if c.DataDir == "" {
+		return nil, configError(file, "data_dir", "missing")
+	}
+	c.DataDir = resolve(file, c.DataDir)
+	if c.Root == "" {
+		return nil, configError(file, "root", "missing")
+	}
+	c.Root = resolve(file, c.Root)
+	if err := c.TLS.check(file); err != nil {
+		return nil, err
+	}
+	if len(c.Channels) == 0 {
+		return nil, configError(file, "channels", "none")
+	}
+	for _, ch := range c.Channels {
+		if err := distribution.ValidName("channel", ch); err != nil {
+			return nil, configError(file, "channels", "%v", err)
+		}
+	}
+	var err error
+	if c.Trust, err = checkTrust(file, c.Trust); err != nil {
+		return nil, err
+	}
+	if err := checkKeep(file, &c.KeepRevisions); err != nil {
+		return nil, err
+	}
+	if c.minFree, err = checkMinFree(file, c.MinFreeDisk); err != nil {
+		return nil, err
+	}
+	if c.Schedules != "" {
+		return nil, configError(file, "schedules", "schedule files are not supported by this version; every window is open")
+	}
+	if err := checkSchedule(file, "extract", c.Extract); err != nil {
+		return nil, err
+	}
+	if c.Cluster != nil {
+		return nil, configError(file, "cluster", "clusters are not supported by this version")
+	}
+	return &c, nil
+}

@@ -1,0 +1,282 @@
+package distributor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"ted/distribution"
+	"ted/store"
+	"ted/transport"
+)
+
+// child is a connected child session.
+type child struct {
+	sess     transport.Session
+	channels []string
+}
+
+// ChildStatus is what the distributor knows of a child.
+type ChildStatus struct {
+	Name      string   `json:"name"`
+	Role      string   `json:"role"`
+	Addr      string   `json:"addr"`
+	Channels  []string `json:"channels"`
+	Agent     string   `json:"agent"`
+	Connected bool     `json:"connected"`
+	// Since is when it connected, or when it went away.
+	Since time.Time `json:"since"`
+	// ActiveNode is the active node of a cluster child.
+	ActiveNode string `json:"active_node,omitempty"`
+	// Revisions is the child's last report.
+	Revisions []transport.RevisionState `json:"revisions"`
+}
+
+// serveChild runs a child session: offers down, status up, chunks served.
+func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, control *transport.Conn, hello *transport.Hello, log *slog.Logger) {
+	peer := sess.Peer()
+	c := &child{sess: sess, channels: hello.Channels}
+	d.mu.Lock()
+	if old, ok := d.children[peer.Name]; ok {
+		old.sess.Close(fmt.Errorf("%w: %s connected again from %s", transport.ErrUnavailable, peer.Name, sess.RemoteAddr()))
+	}
+	d.children[peer.Name] = c
+	st, ok := d.seen[peer.Name]
+	if !ok {
+		st = &ChildStatus{Name: peer.Name}
+		d.seen[peer.Name] = st
+	}
+	st.Role, st.Addr, st.Channels, st.Agent = string(peer.Role), sess.RemoteAddr(), hello.Channels, hello.Agent
+	st.Connected, st.Since = true, time.Now()
+	d.mu.Unlock()
+	log.Info("child connected", "channels", hello.Channels, "agent", hello.Agent)
+	defer func() {
+		d.mu.Lock()
+		if d.children[peer.Name] == c {
+			delete(d.children, peer.Name)
+			st.Connected, st.Since = false, time.Now()
+		}
+		d.mu.Unlock()
+		log.Info("child disconnected")
+	}()
+
+	g, ctx := errgroup.WithContext(ctx)
+	stop := context.AfterFunc(ctx, func() { control.Close() })
+	defer stop()
+	g.Go(func() error {
+		return transport.ServeChunks(ctx, sess, d, func(n int) {
+			d.metrics.chunksOut.Inc()
+			d.metrics.bytesOut.Add(float64(n))
+		}, log)
+	})
+	g.Go(func() error {
+		defer sess.Close(nil)
+		return d.offerLoop(ctx, c, control, log)
+	})
+	g.Go(func() error {
+		defer sess.Close(nil)
+		for {
+			msg, err := control.Receive()
+			if err != nil {
+				return err
+			}
+			switch msg := msg.(type) {
+			case *transport.Status:
+				d.mu.Lock()
+				st.Revisions = msg.Revisions
+				st.ActiveNode = msg.ActiveNode
+				d.mu.Unlock()
+				for _, r := range msg.Revisions {
+					if r.State == "failed" {
+						log.Warn("child reports a failure", "dist", r.Name, "rev", r.Revision, "err", r.Error)
+					}
+				}
+			case *transport.Error:
+				log.Warn("child reports an error", "err", msg.Message)
+			default:
+				return fmt.Errorf("%w: child sent %T", transport.ErrProtocol, msg)
+			}
+		}
+	})
+	if err := g.Wait(); err != nil && ctx.Err() == nil && !isEnd(err) {
+		log.Debug("child session ended", "err", err)
+	}
+}
+
+// offerLoop offers the child every revision of its channels it has not been
+// offered yet: the latest stored one of each distribution, and any being
+// received (so it can pull through). A revision first offered while
+// incoming is offered again once stored, so a child whose pull failed
+// mid-way tries again.
+func (d *Distributor) offerLoop(ctx context.Context, c *child, control *transport.Conn, log *slog.Logger) error {
+	type offered struct {
+		rev    uint64
+		stored bool
+	}
+	sent := map[string]offered{}
+	for {
+		d.mu.Lock()
+		wake := d.wake
+		var pending []*distribution.Signed
+		var pendingRevs []offered
+		for _, in := range d.incoming {
+			if sharesChannel(in.m.Channels, c.channels) {
+				pending = append(pending, in.signed)
+				pendingRevs = append(pendingRevs, offered{rev: in.m.Revision})
+			}
+		}
+		d.mu.Unlock()
+		latest, err := d.latestFor(c.channels)
+		if err != nil {
+			return err
+		}
+		for _, info := range latest {
+			if o, ok := sent[info.Name]; ok && (o.rev > info.Revision || o.rev == info.Revision && o.stored) {
+				continue
+			}
+			s, err := d.store.Signed(info.Name, info.Revision)
+			if err != nil {
+				log.Warn("offer", "dist", info.Name, "rev", info.Revision, "err", err)
+				continue
+			}
+			if err := control.Send(&transport.Offer{Signed: s}); err != nil {
+				return err
+			}
+			sent[info.Name] = offered{rev: info.Revision, stored: true}
+		}
+		for i, s := range pending {
+			m, err := s.Manifest()
+			if err != nil {
+				continue
+			}
+			if o, ok := sent[m.Name]; ok && o.rev >= pendingRevs[i].rev {
+				continue
+			}
+			if err := control.Send(&transport.Offer{Signed: s}); err != nil {
+				return err
+			}
+			sent[m.Name] = offered{rev: m.Revision}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.sess.Context().Done():
+			return nil
+		case <-wake:
+		}
+	}
+}
+
+// latestFor returns the latest stored revision of every distribution
+// published into any of channels.
+func (d *Distributor) latestFor(channels []string) ([]store.RevisionInfo, error) {
+	latest := map[string]store.RevisionInfo{}
+	for _, ch := range channels {
+		revs, err := d.store.ChannelRevisions(ch)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range revs {
+			if r.Revision > latest[r.Name].Revision {
+				latest[r.Name] = r
+			}
+		}
+	}
+	out := make([]store.RevisionInfo, 0, len(latest))
+	for _, name := range sortedNames(latest) {
+		out = append(out, latest[name])
+	}
+	return out, nil
+}
+
+func sharesChannel(a, b []string) bool {
+	return slices.ContainsFunc(a, func(c string) bool { return slices.Contains(b, c) })
+}
+
+// runParent runs the session with the parent: this node is its child. It
+// receives offers for the channels it carries, one at a time.
+func (d *Distributor) runParent(ctx context.Context, sess transport.Session) error {
+	channels := sortedNames(d.cfg.Channels)
+	control, _, err := transport.ClientHello(ctx, sess, &transport.Hello{Name: d.cfg.Name, Agent: d.cfg.Agent, Channels: channels})
+	if err != nil {
+		return err
+	}
+	defer control.Close()
+	d.mu.Lock()
+	d.upstream = sess
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.upstream = nil
+		d.mu.Unlock()
+	}()
+	stop := context.AfterFunc(ctx, func() { control.Close() })
+	defer stop()
+	log := d.log.With("peer", sess.Peer().Name)
+
+	// Offers are handled one at a time; the reader keeps reading
+	// meanwhile, so a newer offer replaces one not yet started.
+	queue := transport.NewOfferQueue()
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer sess.Close(nil)
+		for s := queue.Next(ctx); s != nil; s = queue.Next(ctx) {
+			if _, err := d.receive(ctx, sess, s, ""); err != nil && ctx.Err() == nil {
+				log.Warn("offer from parent not taken", "err", err)
+			}
+			if err := control.Send(d.parentStatus()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	g.Go(func() error {
+		defer sess.Close(nil)
+		if err := control.Send(d.parentStatus()); err != nil {
+			return err
+		}
+		for {
+			msg, err := control.Receive()
+			if err != nil {
+				return err
+			}
+			offer, ok := msg.(*transport.Offer)
+			if !ok {
+				return fmt.Errorf("%w: parent sent %T", transport.ErrProtocol, msg)
+			}
+			if err := queue.Push(offer.Signed); err != nil {
+				return fmt.Errorf("%w: offer from parent: %v", transport.ErrProtocol, err)
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// parentStatus is this distributor's report to its parent: every stored
+// revision as received, and those being received.
+func (d *Distributor) parentStatus() *transport.Status {
+	st := &transport.Status{Role: "distributor"}
+	names, err := d.store.Distributions()
+	if err != nil {
+		return st
+	}
+	for _, name := range names {
+		revs, err := d.store.Revisions(name)
+		if err != nil {
+			continue
+		}
+		for _, r := range revs {
+			st.Revisions = append(st.Revisions, transport.RevisionState{Name: r.Name, Revision: r.Revision, Version: r.Version, State: "received"})
+		}
+	}
+	d.mu.Lock()
+	for _, in := range d.incoming {
+		st.Revisions = append(st.Revisions, transport.RevisionState{Name: in.m.Name, Revision: in.m.Revision, Version: in.m.Version, State: "receiving"})
+	}
+	d.mu.Unlock()
+	return st
+}

@@ -1,0 +1,91 @@
+package distributor
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+
+	"ted/distribution"
+	"ted/transport"
+)
+
+// Config is a distributor's configuration.
+type Config struct {
+	// Name is this node's name; it must be the name in its certificate.
+	Name string
+	// Agent is the ted version, told to peers.
+	Agent string
+	// Parents, if any, are the distributors this one receives from, in
+	// order of preference (a lower tier). Without parents this is a first
+	// tier, fed by publishers.
+	Parents transport.ParentsConfig
+	// Trust holds the publisher keys whose signatures are accepted.
+	Trust *distribution.Trust
+	// KeepRevisions is how many revisions of each distribution are kept.
+	KeepRevisions int
+	// Channels maps each channel to who may publish into it and who may
+	// receive it.
+	Channels map[string]Channel
+	// Fetch tunes chunk transfers from publishers and parents.
+	Fetch transport.FetchOptions
+	// CheckpointBytes is how many bytes are received between two store
+	// syncs, so a distributor killed in a transfer keeps most of it.
+	CheckpointBytes int64
+}
+
+// Channel says who may publish into a channel and who may receive it.
+type Channel struct {
+	// Publishers are the certificate names allowed to publish.
+	Publishers []string
+	// Children are the certificate names (subscribers or lower-tier
+	// distributors) allowed to receive.
+	Children []string
+}
+
+// DefaultConfig returns a configuration with every default spelled out.
+func DefaultConfig() Config {
+	return Config{
+		Parents: transport.DefaultParentsConfig(),
+		// Three revisions: the current one, and two to roll back to.
+		KeepRevisions: 3,
+		Fetch:         transport.FetchOptions{Streams: 8, Batch: 32, Retries: 3},
+		// 32 MiB: a sync costs a few milliseconds, and losing 32 MiB of a
+		// transfer to a kill costs less than syncing more often.
+		CheckpointBytes: 32 << 20,
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := distribution.ValidName("name", c.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Trust == nil || len(c.Trust.KeyIDs()) == 0 {
+		errs = append(errs, errors.New("trust: no publisher key"))
+	}
+	if c.KeepRevisions < 1 {
+		errs = append(errs, fmt.Errorf("keep_revisions: %d, want at least 1", c.KeepRevisions))
+	}
+	if len(c.Channels) == 0 {
+		errs = append(errs, errors.New("channels: none"))
+	}
+	for name, ch := range c.Channels {
+		if err := distribution.ValidName("channel", name); err != nil {
+			errs = append(errs, fmt.Errorf("channels: %w", err))
+		}
+		if len(c.Parents.Addrs) == 0 && len(ch.Publishers) == 0 {
+			errs = append(errs, fmt.Errorf("channels.%s.publishers: none, and no parents: nothing could ever arrive", name))
+		}
+		if slices.Contains(ch.Children, c.Name) {
+			errs = append(errs, fmt.Errorf("channels.%s.children: lists this node itself", name))
+		}
+	}
+	if c.Parents.RetryMin <= 0 || c.Parents.RetryMax < c.Parents.RetryMin || c.Parents.PreferEvery <= 0 {
+		errs = append(errs, errors.New("parents: retry and prefer intervals must be positive"))
+	}
+	if c.CheckpointBytes <= 0 {
+		c.CheckpointBytes = DefaultConfig().CheckpointBytes
+	}
+	return errors.Join(errs...)
+}

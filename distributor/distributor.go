@@ -1,0 +1,472 @@
+package distributor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"ted/distribution"
+	"ted/pki"
+	"ted/store"
+	"ted/transport"
+)
+
+// Listener gives the sessions that peers dial; *transport.Listener is one.
+type Listener interface {
+	Accept(ctx context.Context) (transport.Session, error)
+}
+
+// Distributor is the relay daemon. Create it with New and run it with Run.
+type Distributor struct {
+	cfg     Config
+	store   store.Store
+	log     *slog.Logger
+	metrics *metrics
+
+	mu sync.Mutex
+	// children are the connected children, by name.
+	children map[string]*child
+	// seen is the last status of every child that ever connected since
+	// start, kept when it disconnects so status shows it.
+	seen map[string]*ChildStatus
+	// incoming are the revisions being received, by distribution name.
+	incoming map[string]*incoming
+	// waiting holds, for every chunk an incoming revision still lacks, a
+	// channel closed when it is stored or the transfer ends.
+	waiting map[distribution.ChunkID]chan struct{}
+	// wake is closed and replaced whenever there is something new to
+	// offer.
+	wake chan struct{}
+	// parent is the address of the parent connected now.
+	parent string
+	// upstream is the session with the parent, for repairs.
+	upstream transport.Session
+	started  time.Time
+}
+
+// incoming is a revision being received.
+type incoming struct {
+	signed *distribution.Signed
+	m      *distribution.Manifest
+	from   string
+}
+
+// New creates a distributor over an open store. Dependencies come in here,
+// so tests give it a memory store and pipe sessions.
+func New(cfg Config, st store.Store, log *slog.Logger) (*Distributor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("distributor config: %w", err)
+	}
+	d := &Distributor{
+		cfg: cfg, store: st, log: log.With("node", cfg.Name),
+		children: map[string]*child{},
+		seen:     map[string]*ChildStatus{},
+		incoming: map[string]*incoming{},
+		waiting:  map[distribution.ChunkID]chan struct{}{},
+		wake:     make(chan struct{}),
+		started:  time.Now(),
+	}
+	d.metrics = newMetrics(func() float64 {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return float64(len(d.children))
+	})
+	return d, nil
+}
+
+// Accept decides, from its certificate alone, whether a peer may connect at
+// all: a publisher listed for some channel, or a child listed for some
+// channel. The hello then says what it wants, and is checked again.
+func (d *Distributor) Accept(id transport.Identity) error {
+	switch id.Role {
+	case pki.RolePublisher:
+		for _, ch := range d.cfg.Channels {
+			if slices.Contains(ch.Publishers, id.Name) {
+				return nil
+			}
+		}
+		return d.refuse("publisher", fmt.Errorf("%w: publisher %s is not listed for any channel of %s", transport.ErrUnauthorized, id.Name, d.cfg.Name))
+	case pki.RoleDistributor, pki.RoleSubscriber:
+		for _, ch := range d.cfg.Channels {
+			if slices.Contains(ch.Children, id.Name) {
+				return nil
+			}
+		}
+		return d.refuse("child", fmt.Errorf("%w: %s %s is not a child of any channel of %s", transport.ErrUnauthorized, id.Role, id.Name, d.cfg.Name))
+	}
+	return d.refuse("role", fmt.Errorf("%w: role %q", transport.ErrUnauthorized, id.Role))
+}
+
+func (d *Distributor) refuse(reason string, err error) error {
+	d.metrics.refused.WithLabelValues(reason).Inc()
+	return err
+}
+
+// Run serves the sessions ln accepts and, for a lower tier, keeps a session
+// with a parent through dial. It returns when ctx ends, after every session
+// has ended.
+func (d *Distributor) Run(ctx context.Context, ln Listener, dial transport.DialFunc) error {
+	g, ctx := errgroup.WithContext(ctx)
+	if len(d.cfg.Parents.Addrs) > 0 {
+		g.Go(func() error {
+			pc := d.cfg.Parents
+			pc.Logger = d.log
+			transport.RunParents(ctx, pc, dial, d.runParent, func(addr string) {
+				d.mu.Lock()
+				d.parent = addr
+				d.mu.Unlock()
+			})
+			return nil
+		})
+	}
+	g.Go(func() error {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		for {
+			sess, err := ln.Accept(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("accept: %w", err)
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d.handle(ctx, sess)
+			}()
+		}
+	})
+	return g.Wait()
+}
+
+// handle runs one session that a peer dialled, until it ends.
+func (d *Distributor) handle(ctx context.Context, sess transport.Session) {
+	defer sess.Close(transport.ErrStopping)
+	peer := sess.Peer()
+	log := d.log.With("peer", peer.Name, "addr", sess.RemoteAddr())
+	var check func(*transport.Hello) error
+	switch peer.Role {
+	case pki.RolePublisher:
+		check = func(*transport.Hello) error { return nil }
+	default:
+		check = func(h *transport.Hello) error { return d.checkChild(peer, h) }
+	}
+	control, hello, err := transport.ServerHello(ctx, sess, &transport.Welcome{Name: d.cfg.Name, Agent: d.cfg.Agent}, check)
+	if err != nil {
+		if ctx.Err() == nil {
+			log.Warn("peer refused", "err", err)
+		}
+		return
+	}
+	defer control.Close()
+	if peer.Role == pki.RolePublisher {
+		d.servePublisher(ctx, sess, control, log)
+		return
+	}
+	d.serveChild(ctx, sess, control, hello, log)
+}
+
+// checkChild refuses a child that asks for a channel it is not listed for.
+func (d *Distributor) checkChild(peer transport.Identity, h *transport.Hello) error {
+	if len(h.Channels) == 0 {
+		return d.refuse("child", fmt.Errorf("%w: %s asked for no channel", transport.ErrProtocol, peer.Name))
+	}
+	for _, name := range h.Channels {
+		ch, ok := d.cfg.Channels[name]
+		if !ok {
+			return d.refuse("child", fmt.Errorf("%w: channel %s is not carried by %s (asked by %s)", transport.ErrUnauthorized, name, d.cfg.Name, peer.Name))
+		}
+		if !slices.Contains(ch.Children, peer.Name) {
+			return d.refuse("child", fmt.Errorf("%w: %s is not listed in the children of channel %s on %s", transport.ErrUnauthorized, peer.Name, name, d.cfg.Name))
+		}
+	}
+	return nil
+}
+
+// notify wakes every child sender: there is something new to offer.
+func (d *Distributor) notify() {
+	d.mu.Lock()
+	close(d.wake)
+	d.wake = make(chan struct{})
+	d.mu.Unlock()
+}
+
+// receive takes an offered revision from a publisher or a parent (from):
+// it verifies and authorises it, announces it to children at once so they
+// can pull through, fetches the chunks this store lacks from the sender,
+// stores the revision and prunes. publisher is the publishing peer's name,
+// or "" when the sender is a parent.
+func (d *Distributor) receive(ctx context.Context, from transport.Session, s *distribution.Signed, publisher string) (transport.Result, error) {
+	m, err := d.cfg.Trust.Verify(s)
+	if err != nil {
+		return transport.Result{}, d.refuse("signature", fmt.Errorf("revision from %s: %w", from.Peer().Name, err))
+	}
+	res := transport.Result{Name: m.Name, Revision: m.Revision}
+	if err := d.authorise(m, publisher); err != nil {
+		return res, err
+	}
+	latest, err := d.store.Latest(m.Name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return res, err
+	case latest.Revision > m.Revision:
+		return res, d.refuse("rollback", fmt.Errorf("%w: %s@%d is older than %s@%d held by %s", transport.ErrRollback, m.Name, m.Revision, m.Name, latest.Revision, d.cfg.Name))
+	case latest.Revision == m.Revision:
+		held, err := d.store.Signed(m.Name, m.Revision)
+		if err != nil {
+			return res, err
+		}
+		if !slices.Equal(held.Encode(), s.Encode()) {
+			return res, d.refuse("rollback", fmt.Errorf("%w: a different %s@%d is already held by %s", transport.ErrRollback, m.Name, m.Revision, d.cfg.Name))
+		}
+		res.AlreadyStored = true
+		return res, nil
+	}
+
+	missing, err := d.begin(s, m, from.Peer().Name)
+	if err != nil {
+		return res, err
+	}
+	d.notify()
+	log := d.log.With("dist", m.Name, "rev", m.Revision, "peer", from.Peer().Name)
+	log.Info("receiving revision", "chunks", len(missing))
+	err = d.fetch(ctx, from, missing, &res)
+	if err == nil {
+		var info store.RevisionInfo
+		info, err = d.store.AddRevision(s, m)
+		if err == nil {
+			d.metrics.revisionsIn.Inc()
+			log.Info("revision stored", "files", info.Files, "bytes", info.Bytes, "fetched_chunks", res.FetchedChunks, "fetched_bytes", res.FetchedBytes)
+			if pr, perr := d.store.Prune(m.Name, d.cfg.KeepRevisions); perr != nil {
+				log.Error("prune", "err", perr)
+			} else if len(pr.RemovedRevisions) > 0 {
+				log.Info("pruned", "revisions", pr.RemovedRevisions, "chunks", pr.RemovedChunks, "bytes", pr.FreedBytes)
+			}
+		}
+	}
+	d.end(m)
+	d.notify()
+	if err != nil {
+		return res, fmt.Errorf("receive %s@%d from %s: %w", m.Name, m.Revision, from.Peer().Name, err)
+	}
+	return res, nil
+}
+
+// authorise checks the revision's channels: a publisher must be listed for
+// every one of them, and each must be carried here.
+func (d *Distributor) authorise(m *distribution.Manifest, publisher string) error {
+	for _, name := range m.Channels {
+		ch, ok := d.cfg.Channels[name]
+		if !ok {
+			if publisher == "" {
+				continue // a parent may carry more channels than we relay
+			}
+			return d.refuse("channel", fmt.Errorf("%w: channel %s of %s@%d is not carried by %s", transport.ErrUnauthorized, name, m.Name, m.Revision, d.cfg.Name))
+		}
+		if publisher != "" && !slices.Contains(ch.Publishers, publisher) {
+			return d.refuse("publisher", fmt.Errorf("%w: %s may not publish into channel %s on %s", transport.ErrUnauthorized, publisher, name, d.cfg.Name))
+		}
+	}
+	if publisher == "" && !slices.ContainsFunc(m.Channels, func(c string) bool { _, ok := d.cfg.Channels[c]; return ok }) {
+		return fmt.Errorf("%w: %s@%d is in no channel carried by %s", transport.ErrUnauthorized, m.Name, m.Revision, d.cfg.Name)
+	}
+	return nil
+}
+
+// begin registers an incoming revision and returns the chunks to fetch.
+func (d *Distributor) begin(s *distribution.Signed, m *distribution.Manifest, from string) ([]distribution.ChunkID, error) {
+	var missing []distribution.ChunkID
+	for _, id := range m.ChunkIDs() {
+		ok, err := d.store.HasChunk(id)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			missing = append(missing, id)
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if in, ok := d.incoming[m.Name]; ok {
+		return nil, fmt.Errorf("%w: %s@%d is being received from %s", transport.ErrUnavailable, m.Name, in.m.Revision, in.from)
+	}
+	d.incoming[m.Name] = &incoming{signed: s, m: m, from: from}
+	for _, id := range missing {
+		if _, ok := d.waiting[id]; !ok {
+			d.waiting[id] = make(chan struct{})
+		}
+	}
+	return missing, nil
+}
+
+// arrived releases the children waiting for a chunk.
+func (d *Distributor) arrived(id distribution.ChunkID) {
+	d.mu.Lock()
+	if w, ok := d.waiting[id]; ok {
+		close(w)
+		delete(d.waiting, id)
+	}
+	d.mu.Unlock()
+}
+
+// end unregisters an incoming revision; children still waiting for its
+// chunks are released and find them stored, or missing if it failed.
+func (d *Distributor) end(m *distribution.Manifest) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.incoming, m.Name)
+	for _, id := range m.ChunkIDs() {
+		if w, ok := d.waiting[id]; ok && !d.stillWanted(id) {
+			close(w)
+			delete(d.waiting, id)
+		}
+	}
+}
+
+// stillWanted reports whether another incoming revision lacks id; d.mu is
+// held.
+func (d *Distributor) stillWanted(id distribution.ChunkID) bool {
+	for _, in := range d.incoming {
+		for i := range in.m.Entries {
+			for _, c := range in.m.Entries[i].Chunks {
+				if c.ID == id {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// fetch gets the missing chunks from the sender, syncing the store every
+// CheckpointBytes.
+func (d *Distributor) fetch(ctx context.Context, from transport.Session, missing []distribution.ChunkID, res *transport.Result) error {
+	var sinceSync atomic.Int64
+	var chunks atomic.Int64
+	var bytes atomic.Int64
+	var syncMu sync.Mutex
+	var syncErr error
+	opts := d.cfg.Fetch
+	opts.Stored = func(id distribution.ChunkID, n int) {
+		chunks.Add(1)
+		bytes.Add(int64(n))
+		d.metrics.chunksIn.Inc()
+		d.metrics.bytesIn.Add(float64(n))
+		d.arrived(id)
+		if sinceSync.Add(int64(n)) >= d.cfg.CheckpointBytes {
+			sinceSync.Store(0)
+			syncMu.Lock()
+			if err := d.store.Sync(); err != nil && syncErr == nil {
+				syncErr = err
+			}
+			syncMu.Unlock()
+		}
+	}
+	opts.Corrupt = func(id distribution.ChunkID, err error) {
+		d.metrics.corrupt.Inc()
+		d.log.Warn("corrupt chunk received; asking again", "peer", from.Peer().Name, "chunk", id.Short(), "err", err)
+	}
+	err := transport.Fetch(ctx, from, missing, d.store, opts)
+	res.FetchedChunks, res.FetchedBytes = int(chunks.Load()), bytes.Load()
+	if err != nil {
+		return err
+	}
+	return syncErr
+}
+
+// ServeChunk serves a chunk to a child from the store, waiting for one that
+// an incoming revision still lacks (pull-through). A stored chunk whose
+// bytes do not match its id is never served.
+func (d *Distributor) ServeChunk(ctx context.Context, id distribution.ChunkID) ([]byte, error) {
+	for {
+		data, err := d.store.Chunk(id)
+		if err == nil {
+			if _, err := distribution.DecodeChunk(id, data); err != nil {
+				d.metrics.corrupt.Inc()
+				d.log.Error("corrupt chunk in the store; not serving it", "chunk", id.Short(), "err", err)
+				return nil, fmt.Errorf("%s: %w", d.cfg.Name, err)
+			}
+			return data, nil
+		}
+		if !errors.Is(err, distribution.ErrChunkMissing) {
+			return nil, err
+		}
+		d.mu.Lock()
+		w := d.waiting[id]
+		d.mu.Unlock()
+		if w == nil {
+			// Stored between the two looks, or not coming at all.
+			if data, err := d.store.Chunk(id); err == nil {
+				return data, nil
+			}
+			return nil, fmt.Errorf("%w: chunk %s is not held by %s", distribution.ErrChunkMissing, id.Short(), d.cfg.Name)
+		}
+		select {
+		case <-w:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// servePublisher takes the offers of a publisher session, one at a time,
+// and answers each with a result or an error.
+func (d *Distributor) servePublisher(ctx context.Context, sess transport.Session, control *transport.Conn, log *slog.Logger) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { control.Close() })
+	defer stop()
+	for {
+		msg, err := control.Receive()
+		if err != nil {
+			if ctx.Err() == nil && !isEnd(err) {
+				log.Warn("publisher session", "err", err)
+			}
+			return
+		}
+		offer, ok := msg.(*transport.Offer)
+		if !ok {
+			err := fmt.Errorf("%w: publisher sent %T", transport.ErrProtocol, msg)
+			log.Warn("publisher session", "err", err)
+			_ = control.Send(transport.ErrorOf(err))
+			return
+		}
+		res, err := d.receive(ctx, sess, offer.Signed, sess.Peer().Name)
+		if err != nil {
+			log.Warn("publish refused", "err", err)
+			if err := control.Send(transport.ErrorOf(err)); err != nil {
+				return
+			}
+			continue
+		}
+		if err := control.Send(&res); err != nil {
+			return
+		}
+	}
+}
+
+// isEnd reports whether err just says the peer went away.
+func isEnd(err error) bool {
+	return err == nil || errors.Is(err, context.Canceled) || errors.Is(err, io.EOF)
+}
+
+// sortedNames returns the keys of m, sorted.
+func sortedNames[V any](m map[string]V) []string {
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

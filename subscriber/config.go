@@ -1,0 +1,92 @@
+package subscriber
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"ted/distribution"
+	"ted/transport"
+)
+
+// Config is a subscriber daemon's configuration.
+type Config struct {
+	// Name is this node's name; it must be the name in its certificate.
+	Name string
+	// Agent is the ted version, told to the parent.
+	Agent string
+	// Parents are the distributors to receive from, in order of preference.
+	Parents transport.ParentsConfig
+	// Channels are the channels subscribed to.
+	Channels []string
+	// Trust holds the publisher keys whose signatures are accepted: a relay
+	// is trusted with nothing.
+	Trust *distribution.Trust
+	// Root is where every distribution's target is resolved.
+	Root string
+	// KeepRevisions is how many revisions of each distribution are kept in
+	// the store.
+	KeepRevisions int
+	// Fetch tunes chunk transfers from the parent.
+	Fetch transport.FetchOptions
+	// CheckpointBytes is how many bytes are received between two store
+	// syncs: a subscriber killed in a transfer fetches at most this much
+	// again.
+	CheckpointBytes int64
+	// RetryMin and RetryMax bound the wait before a failed transfer is
+	// tried again on the same session.
+	RetryMin, RetryMax time.Duration
+	// StatusEvery bounds how often progress is reported to the parent while
+	// receiving; state changes are reported at once.
+	StatusEvery time.Duration
+}
+
+// DefaultConfig returns a configuration with every default spelled out.
+func DefaultConfig() Config {
+	return Config{
+		Parents: transport.DefaultParentsConfig(),
+		// Three revisions: the current one, and two to roll back to.
+		KeepRevisions: 3,
+		Fetch:         transport.FetchOptions{Streams: 8, Batch: 32, Retries: 3},
+		// 8 MiB: a sync costs a few milliseconds; on a slow link 8 MiB is
+		// minutes of transfer that a kill must not cost again.
+		CheckpointBytes: 8 << 20,
+		RetryMin:        5 * time.Second,
+		RetryMax:        5 * time.Minute,
+		// Once a second: enough for a person watching, little for a parent
+		// with thousands of children.
+		StatusEvery: time.Second,
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := distribution.ValidName("name", c.Name); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.Parents.Addrs) == 0 {
+		errs = append(errs, errors.New("parents: none"))
+	}
+	if len(c.Channels) == 0 {
+		errs = append(errs, errors.New("channels: none"))
+	}
+	for _, ch := range c.Channels {
+		if err := distribution.ValidName("channel", ch); err != nil {
+			errs = append(errs, fmt.Errorf("channels: %w", err))
+		}
+	}
+	if c.Trust == nil || len(c.Trust.KeyIDs()) == 0 {
+		errs = append(errs, errors.New("trust: no publisher key"))
+	}
+	if c.Root == "" {
+		errs = append(errs, errors.New("root: empty"))
+	}
+	if c.KeepRevisions < 1 {
+		errs = append(errs, fmt.Errorf("keep_revisions: %d, want at least 1", c.KeepRevisions))
+	}
+	if c.CheckpointBytes <= 0 || c.RetryMin <= 0 || c.RetryMax < c.RetryMin || c.StatusEvery <= 0 {
+		errs = append(errs, errors.New("checkpoint, retry and status intervals must be positive"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,478 @@
+package subscriber
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"ted/distribution"
+	"ted/store"
+	"ted/transport"
+)
+
+// Revision states, as status shows them (CLI.md).
+const (
+	StateReceiving  = "receiving"
+	StateReceived   = "received"
+	StateExtracted  = "extracted"
+	StateBlocked    = "blocked"
+	StateFailed     = "failed"
+	StateRolledBack = "rolled_back"
+	StateSuperseded = "superseded"
+)
+
+// Subscriber is the subscriber daemon: it keeps a session with a parent,
+// receives the revisions of its channels, verifies, stores and extracts
+// them. Create it with New and run it with Run.
+type Subscriber struct {
+	cfg     Config
+	store   store.Store
+	inst    *Installer
+	log     *slog.Logger
+	metrics *metrics
+
+	mu      sync.Mutex
+	states  map[string]map[uint64]*transport.RevisionState
+	parent  string
+	changed chan struct{} // a state changed: report it
+	started time.Time
+
+	// extractMu makes extraction runs one at a time (offers, start-up and
+	// `ted subscriber extract`).
+	extractMu sync.Mutex
+}
+
+// New creates a subscriber over an open store and installer.
+func New(cfg Config, st store.Store, inst *Installer, log *slog.Logger) (*Subscriber, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("subscriber config: %w", err)
+	}
+	s := &Subscriber{
+		cfg: cfg, store: st, inst: inst, log: log.With("node", cfg.Name),
+		states:  map[string]map[uint64]*transport.RevisionState{},
+		changed: make(chan struct{}, 1),
+		started: time.Now(),
+	}
+	s.metrics = newMetrics()
+	return s, nil
+}
+
+// Run recovers any interrupted extraction, extracts what was received and
+// not yet extracted, then keeps a session with a parent until ctx ends.
+func (s *Subscriber) Run(ctx context.Context, dial transport.DialFunc) error {
+	if err := s.inst.Recover(ctx, s.manifest); err != nil {
+		// The journal stays; status shows the failure and the next
+		// extraction of that distribution completes or replaces it.
+		s.log.Error("recover interrupted extraction", "err", err)
+	}
+	if err := s.loadStates(); err != nil {
+		return err
+	}
+	s.extractAll(ctx)
+	pc := s.cfg.Parents
+	pc.Logger = s.log
+	transport.RunParents(ctx, pc, dial, s.runParent, func(addr string) {
+		s.mu.Lock()
+		s.parent = addr
+		s.mu.Unlock()
+	})
+	return nil
+}
+
+// manifest loads a stored revision's manifest; the store's copy was
+// verified when it was added.
+func (s *Subscriber) manifest(name string, rev uint64) (*distribution.Manifest, error) {
+	signed, err := s.store.Signed(name, rev)
+	if err != nil {
+		return nil, err
+	}
+	return signed.Manifest()
+}
+
+// loadStates rebuilds the revision states from the store and the installed
+// records: what a restart knows.
+func (s *Subscriber) loadStates() error {
+	names, err := s.store.Distributions()
+	if err != nil {
+		return err
+	}
+	pending, err := s.inst.Pending()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, name := range names {
+		revs, err := s.store.Revisions(name)
+		if err != nil {
+			return err
+		}
+		inst, ok, err := s.inst.InstalledRevision(name)
+		if err != nil {
+			return err
+		}
+		for _, r := range revs {
+			st := &transport.RevisionState{Name: r.Name, Revision: r.Revision, Version: r.Version, State: StateReceived, Chunks: r.Chunks, HaveChunks: r.Chunks}
+			switch {
+			case ok && r.Revision == inst.Revision:
+				st.State = StateExtracted
+			case ok && r.Revision < inst.Revision:
+				st.State = StateSuperseded
+			}
+			for _, j := range pending {
+				if j.Name == name && j.To == r.Revision {
+					st.State, st.Error = StateFailed, fmt.Sprintf("extraction interrupted at step %s and not recovered", j.Step)
+				}
+			}
+			s.setLocked(st)
+		}
+	}
+	return nil
+}
+
+// setLocked records a revision's state; s.mu is held.
+func (s *Subscriber) setLocked(st *transport.RevisionState) {
+	revs := s.states[st.Name]
+	if revs == nil {
+		revs = map[uint64]*transport.RevisionState{}
+		s.states[st.Name] = revs
+	}
+	revs[st.Revision] = st
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// update changes a revision's state under the lock.
+func (s *Subscriber) update(m *distribution.Manifest, fn func(st *transport.RevisionState)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.states[m.Name][m.Revision]
+	if st == nil {
+		st = &transport.RevisionState{Name: m.Name, Revision: m.Revision, Version: m.Version}
+	}
+	fn(st)
+	s.setLocked(st)
+}
+
+// runParent runs one session with a parent.
+func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) error {
+	control, _, err := transport.ClientHello(ctx, sess, &transport.Hello{Name: s.cfg.Name, Agent: s.cfg.Agent, Channels: s.cfg.Channels})
+	if err != nil {
+		return err
+	}
+	defer control.Close()
+	stop := context.AfterFunc(ctx, func() { control.Close() })
+	defer stop()
+	peer := sess.Peer().Name
+	log := s.log.With("peer", peer)
+	queue := transport.NewOfferQueue()
+	g, ctx := errgroup.WithContext(ctx)
+	var retries sync.WaitGroup
+	defer retries.Wait()
+	g.Go(func() error {
+		defer sess.Close(nil)
+		backoff := map[string]time.Duration{}
+		for signed := queue.Next(ctx); signed != nil; signed = queue.Next(ctx) {
+			name, err := s.receive(ctx, sess, signed, log)
+			if err == nil || ctx.Err() != nil || errors.Is(err, errRefused) {
+				delete(backoff, name)
+				continue
+			}
+			// A transfer that failed (the parent could not serve a chunk
+			// yet, a chunk stayed corrupt) is tried again later on this
+			// session; a newer offer meanwhile replaces it.
+			wait := max(s.cfg.RetryMin, min(2*backoff[name], s.cfg.RetryMax))
+			backoff[name] = wait
+			log.Warn("transfer failed; will try again", "dist", name, "retry_in", wait, "err", err)
+			retries.Add(1)
+			go func() {
+				defer retries.Done()
+				t := time.NewTimer(wait)
+				defer t.Stop()
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+					_ = queue.Push(signed)
+				}
+			}()
+		}
+		return nil
+	})
+	g.Go(func() error {
+		defer sess.Close(nil)
+		return s.reportLoop(ctx, control)
+	})
+	g.Go(func() error {
+		defer sess.Close(nil)
+		for {
+			msg, err := control.Receive()
+			if err != nil {
+				return err
+			}
+			switch msg := msg.(type) {
+			case *transport.Offer:
+				if err := queue.Push(msg.Signed); err != nil {
+					return fmt.Errorf("%w: offer from %s: %v", transport.ErrProtocol, peer, err)
+				}
+			case *transport.Error:
+				log.Warn("parent reports an error", "err", msg.Message)
+			default:
+				return fmt.Errorf("%w: %s sent %T", transport.ErrProtocol, peer, msg)
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// errRefused marks offers refused for good (bad signature, rollback): not
+// worth trying again until a new offer.
+var errRefused = errors.New("refused")
+
+// reportLoop sends this node's status to the parent at once, then on every
+// change, at most every StatusEvery.
+func (s *Subscriber) reportLoop(ctx context.Context, control *transport.Conn) error {
+	for {
+		if err := control.Send(s.report()); err != nil {
+			return err
+		}
+		t := time.NewTimer(s.cfg.StatusEvery)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.changed:
+		}
+	}
+}
+
+// report is the status message for the parent.
+func (s *Subscriber) report() *transport.Status {
+	st := s.Status()
+	out := &transport.Status{Role: st.Role, ActiveNode: st.ActiveNode}
+	for _, d := range st.Distributions {
+		out.Revisions = append(out.Revisions, d.Revisions...)
+	}
+	return out
+}
+
+// receive handles one offer: verify, check, fetch what is missing, store,
+// extract. It returns the distribution name and an error wrapping errRefused
+// for an offer refused for good.
+func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed *distribution.Signed, log *slog.Logger) (string, error) {
+	peer := sess.Peer().Name
+	m, err := s.cfg.Trust.Verify(signed)
+	if err != nil {
+		// Named from the unverified manifest, for status only.
+		um, derr := signed.Manifest()
+		if derr != nil {
+			return "", fmt.Errorf("%w: offer from %s: %v", errRefused, peer, derr)
+		}
+		err = fmt.Errorf("revision from %s refused: %w", peer, err)
+		log.Error("offer refused", "dist", um.Name, "rev", um.Revision, "err", err)
+		s.metrics.refused.WithLabelValues("signature").Inc()
+		s.update(um, func(st *transport.RevisionState) { st.State, st.Error = StateFailed, err.Error() })
+		return um.Name, fmt.Errorf("%w: %v", errRefused, err)
+	}
+	log = log.With("dist", m.Name, "rev", m.Revision)
+	if !slices.ContainsFunc(m.Channels, func(c string) bool { return slices.Contains(s.cfg.Channels, c) }) {
+		log.Warn("offer for a channel not subscribed to; ignored", "channels", m.Channels)
+		return m.Name, fmt.Errorf("%w: not subscribed", errRefused)
+	}
+	if newest := s.newest(m.Name); newest > m.Revision {
+		err := fmt.Errorf("%w: %s@%d offered by %s is older than %s@%d held here (only rollback goes back)", transport.ErrRollback, m.Name, m.Revision, peer, m.Name, newest)
+		log.Error("offer refused", "err", err)
+		s.metrics.refused.WithLabelValues("rollback").Inc()
+		s.update(m, func(st *transport.RevisionState) { st.State, st.Error = StateFailed, err.Error() })
+		return m.Name, fmt.Errorf("%w: %v", errRefused, err)
+	}
+	if _, err := s.store.Signed(m.Name, m.Revision); err == nil {
+		s.extract(ctx, m.Name)
+		return m.Name, nil
+	}
+	ids := m.ChunkIDs()
+	var missing []distribution.ChunkID
+	for _, id := range ids {
+		ok, err := s.store.HasChunk(id)
+		if err != nil {
+			return m.Name, err
+		}
+		if !ok {
+			missing = append(missing, id)
+		}
+	}
+	log.Info("receiving", "chunks", len(ids), "missing", len(missing))
+	var have atomic.Int64
+	have.Store(int64(len(ids) - len(missing)))
+	var corrupt atomic.Int64
+	s.update(m, func(st *transport.RevisionState) {
+		st.State, st.Error, st.Reason = StateReceiving, "", ""
+		st.Chunks, st.HaveChunks = len(ids), int(have.Load())
+	})
+	if err := s.fetch(ctx, sess, m, missing, &have, &corrupt, log); err != nil {
+		s.update(m, func(st *transport.RevisionState) {
+			st.State, st.Error, st.HaveChunks = StateFailed, err.Error(), int(have.Load())
+		})
+		return m.Name, err
+	}
+	if _, err := s.store.AddRevision(signed, m); err != nil && !errors.Is(err, store.ErrExists) {
+		s.update(m, func(st *transport.RevisionState) { st.State, st.Error = StateFailed, err.Error() })
+		return m.Name, err
+	}
+	s.metrics.received.Inc()
+	log.Info("revision received", "fetched_chunks", len(missing), "corrupt_refetched", corrupt.Load())
+	s.update(m, func(st *transport.RevisionState) {
+		st.State, st.HaveChunks = StateReceived, len(ids)
+		if n := corrupt.Load(); n > 0 {
+			st.Reason = fmt.Sprintf("%d corrupt chunks from %s detected and fetched again", n, peer)
+		}
+	})
+	s.extract(ctx, m.Name)
+	return m.Name, nil
+}
+
+// fetch gets the missing chunks, checkpointing the store as it goes.
+func (s *Subscriber) fetch(ctx context.Context, sess transport.Session, m *distribution.Manifest, missing []distribution.ChunkID, have, corrupt *atomic.Int64, log *slog.Logger) error {
+	var sinceSync atomic.Int64
+	var syncMu sync.Mutex
+	var syncErr error
+	opts := s.cfg.Fetch
+	opts.Stored = func(_ distribution.ChunkID, n int) {
+		have.Add(1)
+		s.metrics.chunks.Inc()
+		s.metrics.bytes.Add(float64(n))
+		if sinceSync.Add(int64(n)) >= s.cfg.CheckpointBytes {
+			sinceSync.Store(0)
+			syncMu.Lock()
+			if err := s.store.Sync(); err != nil && syncErr == nil {
+				syncErr = err
+			}
+			syncMu.Unlock()
+			s.update(m, func(st *transport.RevisionState) { st.HaveChunks = int(have.Load()) })
+		}
+	}
+	opts.Corrupt = func(id distribution.ChunkID, err error) {
+		corrupt.Add(1)
+		s.metrics.corrupt.Inc()
+		log.Warn("corrupt chunk received; fetching it again", "peer", sess.Peer().Name, "chunk", id.Short(), "err", err)
+	}
+	err := transport.Fetch(ctx, sess, missing, s.store, opts)
+	// Keep what arrived, whatever happened: the next try fetches only the
+	// rest.
+	if serr := s.store.Sync(); err == nil {
+		err = serr
+	}
+	if err == nil {
+		err = syncErr
+	}
+	return err
+}
+
+// newest returns the newest revision of name held or known here: stored or
+// installed.
+func (s *Subscriber) newest(name string) uint64 {
+	var newest uint64
+	if info, err := s.store.Latest(name); err == nil {
+		newest = info.Revision
+	}
+	if inst, ok, err := s.inst.InstalledRevision(name); err == nil && ok {
+		newest = max(newest, inst.Revision)
+	}
+	return newest
+}
+
+// extractAll extracts, for every distribution, its newest received revision
+// if it is newer than the installed one.
+func (s *Subscriber) extractAll(ctx context.Context) {
+	names, err := s.store.Distributions()
+	if err != nil {
+		s.log.Error("list distributions", "err", err)
+		return
+	}
+	for _, name := range names {
+		s.extract(ctx, name)
+	}
+}
+
+// extract installs the newest stored revision of name if it is newer than
+// the installed one, verifies the tree, marks older revisions superseded
+// and prunes the store. Until schedules exist, every extract window is open.
+func (s *Subscriber) extract(ctx context.Context, name string) {
+	s.extractMu.Lock()
+	defer s.extractMu.Unlock()
+	latest, err := s.store.Latest(name)
+	if err != nil {
+		return
+	}
+	inst, ok, err := s.inst.InstalledRevision(name)
+	if err != nil {
+		s.log.Error("installed record", "dist", name, "err", err)
+		return
+	}
+	if ok && inst.Revision >= latest.Revision {
+		return
+	}
+	m, err := s.manifest(name, latest.Revision)
+	if err != nil {
+		s.log.Error("load manifest", "dist", name, "rev", latest.Revision, "err", err)
+		return
+	}
+	log := s.log.With("dist", name, "rev", m.Revision)
+	start := time.Now()
+	err = s.inst.Install(ctx, m)
+	if err == nil {
+		err = VerifyTree(ctx, m, filepath.Join(s.cfg.Root, filepath.FromSlash(m.Target)))
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return // stopping: the journal resumes it at the next start
+		}
+		log.Error("extraction failed", "err", err)
+		s.metrics.failed.Inc()
+		s.update(m, func(st *transport.RevisionState) { st.State, st.Error = StateFailed, err.Error() })
+		return
+	}
+	s.metrics.extracted.Inc()
+	files, bytes, _ := m.Totals()
+	log.Info("extracted and verified", "target", m.Target, "files", files, "bytes", bytes, "took", time.Since(start).Round(time.Millisecond))
+	s.mu.Lock()
+	for rev, st := range s.states[name] {
+		if rev < m.Revision && (st.State == StateExtracted || st.State == StateReceived) {
+			st.State = StateSuperseded
+		}
+	}
+	s.mu.Unlock()
+	s.update(m, func(st *transport.RevisionState) {
+		st.State, st.Error, st.HaveChunks, st.Chunks = StateExtracted, "", latest.Chunks, latest.Chunks
+	})
+	if pr, err := s.store.Prune(name, s.cfg.KeepRevisions); err != nil {
+		log.Error("prune", "err", err)
+	} else if len(pr.RemovedRevisions) > 0 {
+		s.mu.Lock()
+		for _, rev := range pr.RemovedRevisions {
+			delete(s.states[name], rev)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// ExtractNow extracts every received revision that is newer than the
+// installed one, now (`ted subscriber extract`).
+func (s *Subscriber) ExtractNow(ctx context.Context) error {
+	s.extractAll(ctx)
+	return ctx.Err()
+}

@@ -1,0 +1,252 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"ted/distribution"
+)
+
+// ChunkProvider gives the encoded bytes of a chunk to serve. A distributor's
+// provider may wait for a chunk that is still on its way from its own
+// parent (pull-through); ctx ends when the asking stream or session does.
+type ChunkProvider interface {
+	ServeChunk(ctx context.Context, id distribution.ChunkID) ([]byte, error)
+}
+
+// ChunkProviderFunc adapts a function to ChunkProvider.
+type ChunkProviderFunc func(ctx context.Context, id distribution.ChunkID) ([]byte, error)
+
+// ServeChunk calls f.
+func (f ChunkProviderFunc) ServeChunk(ctx context.Context, id distribution.ChunkID) ([]byte, error) {
+	return f(ctx, id)
+}
+
+// StoreProvider serves the chunks a source holds, and nothing else.
+func StoreProvider(src distribution.ChunkSource) ChunkProvider {
+	return ChunkProviderFunc(func(_ context.Context, id distribution.ChunkID) ([]byte, error) {
+		return src.Chunk(id)
+	})
+}
+
+// ServeChunks answers the wants of every stream the peer opens on sess, from
+// p, until the session or ctx ends. served, if not nil, is called after each
+// chunk sent with its encoded size.
+func ServeChunks(ctx context.Context, sess Session, p ChunkProvider, served func(n int), log *slog.Logger) error {
+	peer := sess.Peer().Name
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	// The streams being served end with the session or when no more are
+	// accepted, so a provider waiting for a chunk (pull-through) is not
+	// left waiting for a peer that has gone, and wg.Wait returns.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(sess.Context(), cancel)
+	defer stop()
+	for {
+		st, err := sess.AcceptStream(ctx)
+		if err != nil {
+			return nil // the session or ctx ended: nothing more to serve
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := serveStream(ctx, NewChunkConn(st, peer), p, served); err != nil {
+				log.Debug("chunk stream ended", "peer", peer, "err", err)
+			}
+		}()
+	}
+}
+
+func serveStream(ctx context.Context, c *Conn, p ChunkProvider, served func(int)) error {
+	defer c.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := closeOnDone(ctx, c)
+	defer stop()
+	for {
+		m, err := c.Receive()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		want, ok := m.(*Want)
+		if !ok {
+			err := fmt.Errorf("%w: %s sent %s on a chunk stream", ErrProtocol, c.Peer(), m.msgType())
+			_ = c.Send(ErrorOf(err))
+			return err
+		}
+		for _, id := range want.IDs {
+			data, err := p.ServeChunk(ctx, id)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				err = c.Send(&Missing{ID: id, Error: ErrorOf(err)})
+			} else {
+				err = c.Send(&Chunk{ID: id, Data: data})
+				if err == nil && served != nil {
+					served(len(data))
+				}
+			}
+			if err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// FetchOptions tune Fetch.
+type FetchOptions struct {
+	// Streams is the number of chunk streams used at once: several keep
+	// the link busy while each waits for its answers. Default 8.
+	Streams int
+	// Batch is the number of chunk ids per want. Default 32.
+	Batch int
+	// Retries is how many times a chunk that arrives corrupt is asked for
+	// again before Fetch fails. Default 3.
+	Retries int
+	// Stored, if set, is called after each chunk is checked and stored,
+	// with its encoded size. It may be called from several goroutines.
+	Stored func(id distribution.ChunkID, n int)
+	// Corrupt, if set, is called for each chunk that arrived corrupt (it
+	// is then asked for again).
+	Corrupt func(id distribution.ChunkID, err error)
+}
+
+func (o *FetchOptions) defaults() {
+	if o.Streams <= 0 {
+		o.Streams = 8
+	}
+	if o.Batch <= 0 || o.Batch > MaxWantIDs {
+		o.Batch = 32
+	}
+	if o.Retries <= 0 {
+		o.Retries = 3
+	}
+}
+
+// Fetch asks the peer of sess for every chunk in ids, checks each against
+// its id (distribution.DecodeChunk), and puts it in sink. It returns nil
+// when all are stored, or the first error: the peer's refusal (wrapping
+// ErrNotFound or ErrUnavailable for a chunk it cannot serve), a chunk still
+// corrupt after opts.Retries refetches (wrapping
+// distribution.ErrChunkCorrupt), the sink's error, or ctx's.
+func Fetch(ctx context.Context, sess Session, ids []distribution.ChunkID, sink distribution.ChunkSink, opts FetchOptions) error {
+	opts.defaults()
+	if len(ids) == 0 {
+		return nil
+	}
+	peer := sess.Peer().Name
+	batches := make(chan []distribution.ChunkID)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		defer close(batches)
+		for start := 0; start < len(ids); start += opts.Batch {
+			select {
+			case batches <- ids[start:min(start+opts.Batch, len(ids))]:
+			case <-ctx.Done():
+				// Batches were left out: Fetch must not return nil.
+				return ctx.Err()
+			}
+		}
+		return nil
+	})
+	workers := min(opts.Streams, (len(ids)+opts.Batch-1)/opts.Batch)
+	for range workers {
+		g.Go(func() error {
+			st, err := sess.OpenStream(ctx)
+			if err != nil {
+				return fmt.Errorf("open chunk stream to %s: %w", peer, err)
+			}
+			f := &fetcher{c: NewChunkConn(st, peer), sink: sink, opts: &opts, tries: map[distribution.ChunkID]int{}}
+			defer f.c.Close()
+			stop := closeOnDone(ctx, f.c)
+			defer stop()
+			for batch := range batches {
+				if err := f.fetch(batch); err != nil {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+type fetcher struct {
+	c     *Conn
+	sink  distribution.ChunkSink
+	opts  *FetchOptions
+	tries map[distribution.ChunkID]int
+}
+
+// fetch asks for batch, then again for the chunks that came corrupt.
+func (f *fetcher) fetch(batch []distribution.ChunkID) error {
+	for len(batch) > 0 {
+		if err := f.c.Send(&Want{IDs: batch}); err != nil {
+			return err
+		}
+		var again []distribution.ChunkID
+		for _, id := range batch {
+			m, err := f.c.Receive()
+			if err == io.EOF {
+				err = fmt.Errorf("%s closed the stream: %w", f.c.Peer(), io.ErrUnexpectedEOF)
+			}
+			if err != nil {
+				return fmt.Errorf("fetch chunk %s: %w", id.Short(), err)
+			}
+			switch m := m.(type) {
+			case *Chunk:
+				if m.ID != id {
+					return fmt.Errorf("%w: %s sent chunk %s, want %s", ErrProtocol, f.c.Peer(), m.ID.Short(), id.Short())
+				}
+				if _, err := distribution.DecodeChunk(id, m.Data); err != nil {
+					f.tries[id]++
+					if f.opts.Corrupt != nil {
+						f.opts.Corrupt(id, err)
+					}
+					if f.tries[id] > f.opts.Retries {
+						return fmt.Errorf("chunk from %s, %d times: %w", f.c.Peer(), f.tries[id], err)
+					}
+					again = append(again, id)
+					continue
+				}
+				if err := f.sink.PutChunk(id, m.Data); err != nil {
+					return err
+				}
+				if f.opts.Stored != nil {
+					f.opts.Stored(id, len(m.Data))
+				}
+			case *Missing:
+				if m.ID != id {
+					return fmt.Errorf("%w: %s answered for chunk %s, want %s", ErrProtocol, f.c.Peer(), m.ID.Short(), id.Short())
+				}
+				return fmt.Errorf("chunk %s: %w", id.Short(), remote(f.c.Peer(), m.Error))
+			case *Error:
+				return remote(f.c.Peer(), m)
+			default:
+				return fmt.Errorf("%w: %s sent %s on a chunk stream", ErrProtocol, f.c.Peer(), m.msgType())
+			}
+		}
+		batch = again
+	}
+	return nil
+}
+
+// errStopped is the cause given when a daemon stops a session on purpose.
+var errStopped = errors.New("stopping")
+
+// ErrStopping is told to peers when this node closes a session to stop.
+var ErrStopping = fmt.Errorf("%w: %w", ErrUnavailable, errStopped)

@@ -1,0 +1,130 @@
+package transport
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+
+	"ted/distribution"
+)
+
+// A frame is a 4-byte big-endian length n, then n bytes: one type byte and
+// the message body. Chunk frames carry the chunk id and its encoded bytes
+// as they are; every other body is canonical CBOR.
+const frameHeader = 4
+
+// Frame size limits, checked before a frame is allocated.
+const (
+	// maxControlFrame bounds a control-stream message: an offer carries a
+	// compressed manifest envelope, which is at most a little more than
+	// distribution.MaxManifestBytes.
+	maxControlFrame = distribution.MaxManifestBytes + 1<<20
+	// maxChunkFrame bounds a chunk-stream message: one encoded chunk with
+	// its id, or a want of MaxWantIDs ids.
+	maxChunkFrame = 1 + len(distribution.ChunkID{}) + distribution.MaxEncodedChunkBytes
+)
+
+// Conn reads and writes framed messages on one stream. Reads and writes may
+// run concurrently with each other; concurrent writes are serialised.
+type Conn struct {
+	stream Stream
+	peer   string
+	limit  int
+
+	r *bufio.Reader
+
+	wmu sync.Mutex
+	w   *bufio.Writer
+	buf []byte
+}
+
+// NewControlConn frames the control stream of a session with peer.
+func NewControlConn(s Stream, peer string) *Conn { return newConn(s, peer, maxControlFrame) }
+
+// NewChunkConn frames a chunk stream of a session with peer.
+func NewChunkConn(s Stream, peer string) *Conn { return newConn(s, peer, maxChunkFrame) }
+
+func newConn(s Stream, peer string, limit int) *Conn {
+	return &Conn{
+		stream: s, peer: peer, limit: limit,
+		r: bufio.NewReaderSize(s, 64<<10),
+		w: bufio.NewWriterSize(s, 64<<10),
+	}
+}
+
+// Close closes the stream.
+func (c *Conn) Close() error { return c.stream.Close() }
+
+// Peer names the peer in errors.
+func (c *Conn) Peer() string { return c.peer }
+
+// Send writes one message and flushes it.
+func (c *Conn) Send(m Message) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.write(m); err != nil {
+		return err
+	}
+	if err := c.w.Flush(); err != nil {
+		return fmt.Errorf("send %s to %s: %w", m.msgType(), c.peer, err)
+	}
+	return nil
+}
+
+// write buffers one message without flushing; the caller holds wmu.
+func (c *Conn) write(m Message) error {
+	body, err := m.appendBody(c.buf[:0])
+	if err != nil {
+		return fmt.Errorf("send %s to %s: %w", m.msgType(), c.peer, err)
+	}
+	c.buf = body[:0]
+	if len(body)+1 > c.limit {
+		return fmt.Errorf("send %s to %s: %d bytes exceed the frame limit %d", m.msgType(), c.peer, len(body)+1, c.limit)
+	}
+	var hdr [frameHeader + 1]byte
+	binary.BigEndian.PutUint32(hdr[:frameHeader], uint32(len(body)+1))
+	hdr[frameHeader] = byte(m.msgType())
+	if _, err := c.w.Write(hdr[:]); err != nil {
+		return fmt.Errorf("send %s to %s: %w", m.msgType(), c.peer, err)
+	}
+	if _, err := c.w.Write(body); err != nil {
+		return fmt.Errorf("send %s to %s: %w", m.msgType(), c.peer, err)
+	}
+	return nil
+}
+
+// Receive reads the next message. io.EOF means the peer closed the stream
+// cleanly between messages; a malformed frame is an error wrapping
+// ErrProtocol that names the peer.
+func (c *Conn) Receive() (Message, error) {
+	var hdr [frameHeader]byte
+	if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+		if err == io.EOF {
+			return nil, io.EOF
+		}
+		return nil, fmt.Errorf("receive from %s: %w", c.peer, err)
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n == 0 || uint64(n) > uint64(c.limit) {
+		return nil, fmt.Errorf("%w: receive from %s: frame of %d bytes (limit %d)", ErrProtocol, c.peer, n, c.limit)
+	}
+	frame := make([]byte, n)
+	if _, err := io.ReadFull(c.r, frame); err != nil {
+		return nil, fmt.Errorf("receive from %s: %w", c.peer, noEOF(err))
+	}
+	m, err := decodeMessage(msgType(frame[0]), frame[1:])
+	if err != nil {
+		return nil, fmt.Errorf("%w: receive from %s: %v", ErrProtocol, c.peer, err)
+	}
+	return m, nil
+}
+
+// noEOF turns an EOF inside a frame into ErrUnexpectedEOF.
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}

@@ -1,0 +1,359 @@
+package transport
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/klauspost/compress/zstd"
+
+	"ted/distribution"
+)
+
+// Message is one protocol message.
+type Message interface {
+	msgType() msgType
+	// appendBody appends the encoded body to dst.
+	appendBody(dst []byte) ([]byte, error)
+}
+
+type msgType byte
+
+const (
+	typeHello   msgType = 1
+	typeWelcome msgType = 2
+	typeError   msgType = 3
+	typeOffer   msgType = 4
+	typeStatus  msgType = 5
+	typeResult  msgType = 6
+	typeWant    msgType = 7
+	typeChunk   msgType = 8
+	typeMissing msgType = 9
+)
+
+func (t msgType) String() string {
+	switch t {
+	case typeHello:
+		return "hello"
+	case typeWelcome:
+		return "welcome"
+	case typeError:
+		return "error"
+	case typeOffer:
+		return "offer"
+	case typeStatus:
+		return "status"
+	case typeResult:
+		return "result"
+	case typeWant:
+		return "want"
+	case typeChunk:
+		return "chunk"
+	case typeMissing:
+		return "missing"
+	}
+	return fmt.Sprintf("message type %d", byte(t))
+}
+
+// Protocol limits on message content.
+const (
+	// MaxWantIDs bounds the chunk ids of one want.
+	MaxWantIDs = 1024
+	// maxStatusRevisions bounds the revisions of one status report.
+	maxStatusRevisions = 100_000
+	// maxText bounds free text (reasons, error messages).
+	maxText = 4096
+)
+
+// Hello is the first message of a session, sent by the side that dialled on
+// the control stream.
+type Hello struct {
+	// Name must equal the name in the sender's certificate.
+	Name string `cbor:"1,keyasint"`
+	// Agent is the sender's ted version, for logs and status.
+	Agent string `cbor:"2,keyasint"`
+	// Channels the sender wants offers for (children only).
+	Channels []string `cbor:"3,keyasint,omitempty"`
+}
+
+// Welcome accepts a Hello.
+type Welcome struct {
+	Name  string `cbor:"1,keyasint"`
+	Agent string `cbor:"2,keyasint"`
+}
+
+// Offer carries a signed revision, parent to child or publisher to
+// distributor. The envelope travels zstd-compressed: a manifest of many
+// files is large, and most of it (paths, repeated chunk sizes) compresses
+// well.
+type Offer struct {
+	Signed *distribution.Signed `cbor:"-"`
+}
+
+// RevisionState is a child's view of one revision.
+type RevisionState struct {
+	Name     string `cbor:"1,keyasint" json:"name"`
+	Revision uint64 `cbor:"2,keyasint" json:"revision"`
+	Version  string `cbor:"3,keyasint" json:"version"`
+	// State is receiving, received, extracted, blocked, failed,
+	// rolled_back or superseded.
+	State  string `cbor:"4,keyasint" json:"state"`
+	Reason string `cbor:"5,keyasint,omitempty" json:"reason,omitempty"`
+	Error  string `cbor:"6,keyasint,omitempty" json:"error,omitempty"`
+	// Chunks and HaveChunks count the revision's distinct chunks and those
+	// held, for progress while receiving.
+	Chunks     int `cbor:"7,keyasint,omitempty" json:"chunks,omitempty"`
+	HaveChunks int `cbor:"8,keyasint,omitempty" json:"have_chunks,omitempty"`
+}
+
+// Status is a child's report of every revision it knows, sent whenever a
+// state changes. Each report replaces the previous one.
+type Status struct {
+	Role       string          `cbor:"1,keyasint"`
+	ActiveNode string          `cbor:"2,keyasint,omitempty"`
+	Revisions  []RevisionState `cbor:"3,keyasint,omitempty"`
+}
+
+// Result answers an offer from a publisher: the revision is stored, or why
+// not.
+type Result struct {
+	Name     string `cbor:"1,keyasint"`
+	Revision uint64 `cbor:"2,keyasint"`
+	// Fetched counts the chunks and encoded bytes the distributor fetched
+	// from the publisher; zero when it held them all.
+	FetchedChunks int   `cbor:"3,keyasint"`
+	FetchedBytes  int64 `cbor:"4,keyasint"`
+	// AlreadyStored: the distributor held the revision before the offer.
+	AlreadyStored bool `cbor:"5,keyasint,omitempty"`
+}
+
+// Want asks for chunks on a chunk stream; the peer answers each id, in
+// order, with a Chunk or a Missing.
+type Want struct {
+	IDs []distribution.ChunkID `cbor:"1,keyasint"`
+}
+
+// Chunk carries one encoded chunk (see distribution.EncodeChunk). Data is
+// not checked against ID here; the receiver does that with DecodeChunk.
+type Chunk struct {
+	ID   distribution.ChunkID
+	Data []byte
+}
+
+// Missing says a wanted chunk cannot be served, and why.
+type Missing struct {
+	ID    distribution.ChunkID `cbor:"1,keyasint"`
+	Error *Error               `cbor:"2,keyasint"`
+}
+
+func (*Hello) msgType() msgType   { return typeHello }
+func (*Welcome) msgType() msgType { return typeWelcome }
+func (*Error) msgType() msgType   { return typeError }
+func (*Offer) msgType() msgType   { return typeOffer }
+func (*Status) msgType() msgType  { return typeStatus }
+func (*Result) msgType() msgType  { return typeResult }
+func (*Want) msgType() msgType    { return typeWant }
+func (*Chunk) msgType() msgType   { return typeChunk }
+func (*Missing) msgType() msgType { return typeMissing }
+
+var (
+	encMode = mustEncMode()
+	decMode = mustDecMode()
+)
+
+func mustEncMode() cbor.EncMode {
+	m, err := cbor.CanonicalEncOptions().EncMode()
+	if err != nil {
+		panic(err) // only on invalid options
+	}
+	return m
+}
+
+func mustDecMode() cbor.DecMode {
+	m, err := cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		IndefLength:       cbor.IndefLengthForbidden,
+		MaxArrayElements:  distribution.MaxEntries,
+		MaxMapPairs:       64,
+		MaxNestedLevels:   8,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		UTF8:              cbor.UTF8RejectInvalid,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+func appendCBOR(dst []byte, v any) ([]byte, error) {
+	b, err := encMode.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append(dst, b...), nil
+}
+
+func (m *Hello) appendBody(dst []byte) ([]byte, error)   { return appendCBOR(dst, m) }
+func (m *Welcome) appendBody(dst []byte) ([]byte, error) { return appendCBOR(dst, m) }
+func (m *Error) appendBody(dst []byte) ([]byte, error)   { return appendCBOR(dst, m) }
+func (m *Status) appendBody(dst []byte) ([]byte, error)  { return appendCBOR(dst, m) }
+func (m *Result) appendBody(dst []byte) ([]byte, error)  { return appendCBOR(dst, m) }
+func (m *Want) appendBody(dst []byte) ([]byte, error)    { return appendCBOR(dst, m) }
+func (m *Missing) appendBody(dst []byte) ([]byte, error) { return appendCBOR(dst, m) }
+
+func (m *Chunk) appendBody(dst []byte) ([]byte, error) {
+	return append(append(dst, m.ID[:]...), m.Data...), nil
+}
+
+var (
+	offerZstdOnce sync.Once
+	offerEnc      *zstd.Encoder
+	offerDec      *zstd.Decoder
+)
+
+func offerCodecs() (*zstd.Encoder, *zstd.Decoder) {
+	offerZstdOnce.Do(func() {
+		var err error
+		offerEnc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1))
+		if err != nil {
+			panic(err) // only on invalid options
+		}
+		// The decoder refuses to produce more than an envelope can hold, so
+		// a small hostile offer cannot expand into gigabytes.
+		offerDec, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0),
+			zstd.WithDecoderMaxMemory(maxControlFrame))
+		if err != nil {
+			panic(err)
+		}
+	})
+	return offerEnc, offerDec
+}
+
+func (m *Offer) appendBody(dst []byte) ([]byte, error) {
+	if m.Signed == nil {
+		return nil, errors.New("offer without a revision")
+	}
+	enc, _ := offerCodecs()
+	return enc.EncodeAll(m.Signed.Encode(), dst), nil
+}
+
+// decodeMessage decodes and validates a frame body of type t.
+func decodeMessage(t msgType, body []byte) (Message, error) {
+	var m Message
+	switch t {
+	case typeHello:
+		m = new(Hello)
+	case typeWelcome:
+		m = new(Welcome)
+	case typeError:
+		m = new(Error)
+	case typeStatus:
+		m = new(Status)
+	case typeResult:
+		m = new(Result)
+	case typeWant:
+		m = new(Want)
+	case typeMissing:
+		m = new(Missing)
+	case typeChunk:
+		var c Chunk
+		if len(body) < len(c.ID)+1 {
+			return nil, fmt.Errorf("chunk frame of %d bytes", len(body))
+		}
+		copy(c.ID[:], body)
+		c.Data = body[len(c.ID):]
+		return &c, nil
+	case typeOffer:
+		_, dec := offerCodecs()
+		plain, err := dec.DecodeAll(body, nil)
+		if err != nil {
+			return nil, fmt.Errorf("offer: %v", err)
+		}
+		s, err := distribution.DecodeSigned(plain)
+		if err != nil {
+			return nil, fmt.Errorf("offer: %v", err)
+		}
+		return &Offer{Signed: s}, nil
+	default:
+		return nil, fmt.Errorf("unknown %s", t)
+	}
+	if err := decMode.Unmarshal(body, m); err != nil {
+		return nil, fmt.Errorf("%s: %v", t, err)
+	}
+	// Canonical only: one message has one encoding, as for manifests.
+	if again, err := m.appendBody(nil); err != nil || !bytes.Equal(again, body) {
+		return nil, fmt.Errorf("%s: not canonical CBOR", t)
+	}
+	if v, ok := m.(interface{ validate() error }); ok {
+		if err := v.validate(); err != nil {
+			return nil, fmt.Errorf("%s: %v", t, err)
+		}
+	}
+	return m, nil
+}
+
+func (m *Hello) validate() error {
+	if err := validText("name", m.Name, distribution.MaxNameLen); err != nil {
+		return err
+	}
+	if len(m.Channels) > distribution.MaxChannels {
+		return fmt.Errorf("%d channels (limit %d)", len(m.Channels), distribution.MaxChannels)
+	}
+	for _, c := range m.Channels {
+		if err := distribution.ValidName("channel", c); err != nil {
+			return err
+		}
+	}
+	return validText("agent", m.Agent, 128)
+}
+
+func (m *Welcome) validate() error {
+	if err := validText("name", m.Name, distribution.MaxNameLen); err != nil {
+		return err
+	}
+	return validText("agent", m.Agent, 128)
+}
+
+func (m *Error) validate() error { return validText("message", m.Message, maxText) }
+
+func (m *Status) validate() error {
+	if len(m.Revisions) > maxStatusRevisions {
+		return fmt.Errorf("%d revisions (limit %d)", len(m.Revisions), maxStatusRevisions)
+	}
+	for _, r := range m.Revisions {
+		if err := distribution.ValidName("distribution", r.Name); err != nil {
+			return err
+		}
+		for _, s := range []string{r.Version, r.State, r.Reason, r.Error} {
+			if err := validText("status text", s, maxText); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (m *Result) validate() error { return distribution.ValidName("distribution", m.Name) }
+
+func (m *Want) validate() error {
+	if len(m.IDs) == 0 || len(m.IDs) > MaxWantIDs {
+		return fmt.Errorf("%d chunk ids (want 1 to %d)", len(m.IDs), MaxWantIDs)
+	}
+	return nil
+}
+
+func (m *Missing) validate() error {
+	if m.Error == nil {
+		return errors.New("no error")
+	}
+	return m.Error.validate()
+}
+
+func validText(field, s string, max int) error {
+	if len(s) > max {
+		return fmt.Errorf("%s of %d bytes (limit %d)", field, len(s), max)
+	}
+	return nil
+}

@@ -1,0 +1,129 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+)
+
+// DialFunc dials a parent at addr and returns the authenticated session.
+type DialFunc func(ctx context.Context, addr string) (Session, error)
+
+// ParentsConfig tunes RunParents.
+type ParentsConfig struct {
+	// Addrs are the parents in order of preference.
+	Addrs []string
+	// RetryMin and RetryMax bound the wait after every parent failed; it
+	// doubles from RetryMin on each round, with jitter, so a thousand
+	// children of a restarted distributor do not all dial it at once.
+	RetryMin, RetryMax time.Duration
+	// PreferEvery is how often a child connected to a fallback parent
+	// tries the ones it prefers, to go back when they return.
+	PreferEvery time.Duration
+	Logger      *slog.Logger
+}
+
+// DefaultParentsConfig returns the defaults: retries from 1 s to 30 s, and a
+// look for a preferred parent every 30 s.
+func DefaultParentsConfig() ParentsConfig {
+	return ParentsConfig{RetryMin: time.Second, RetryMax: 30 * time.Second, PreferEvery: 30 * time.Second, Logger: slog.Default()}
+}
+
+// errPreferred ends a session with a fallback parent when a preferred one is
+// reachable again.
+var errPreferred = errors.New("moving back to a preferred parent")
+
+// RunParents keeps this node connected to one parent: it dials cfg.Addrs in
+// order and runs run on the first session that succeeds; when that session
+// ends it starts again from the first address. While connected to a fallback
+// parent it tries the preferred ones every PreferEvery and moves back to the
+// first that answers. It returns when ctx ends. connected, if not nil, is
+// told the address in use ("" while none).
+func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(ctx context.Context, sess Session) error, connected func(addr string)) {
+	if connected == nil {
+		connected = func(string) {}
+	}
+	wait := cfg.RetryMin
+	var next Session // a preferred parent found while on a fallback
+	nextIndex := 0
+	for ctx.Err() == nil {
+		sess, index := next, nextIndex
+		next = nil
+		if sess == nil {
+			sess, index = dialFirst(ctx, cfg, dial, len(cfg.Addrs))
+		}
+		if sess == nil {
+			connected("")
+			d := wait/2 + rand.N(wait/2+1)
+			wait = min(2*wait, cfg.RetryMax)
+			cfg.Logger.Warn("no parent reachable", "parents", cfg.Addrs, "retry_in", d.Round(time.Millisecond))
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
+		wait = cfg.RetryMin
+		addr := cfg.Addrs[index]
+		connected(addr)
+		cfg.Logger.Info("connected to parent", "peer", sess.Peer().Name, "addr", addr)
+		sctx, cancel := context.WithCancelCause(ctx)
+		probed := make(chan struct{})
+		go func() {
+			defer close(probed)
+			if index == 0 {
+				return
+			}
+			t := time.NewTicker(cfg.PreferEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-sctx.Done():
+					return
+				case <-t.C:
+				}
+				if s, i := dialFirst(sctx, cfg, dial, index); s != nil {
+					next, nextIndex = s, i
+					cancel(errPreferred)
+					return
+				}
+			}
+		}()
+		err := run(sctx, sess)
+		cancel(nil)
+		<-probed
+		sess.Close(context.Cause(sctx))
+		if ctx.Err() != nil {
+			if next != nil {
+				next.Close(ctx.Err())
+			}
+			return
+		}
+		if next != nil {
+			cfg.Logger.Info("moving back to a preferred parent", "from", addr, "to", cfg.Addrs[nextIndex])
+		} else {
+			cfg.Logger.Warn("parent session ended", "peer", sess.Peer().Name, "addr", addr, "err", err)
+		}
+	}
+}
+
+// dialFirst dials the first n addresses in order and returns the first
+// session that succeeds with its index.
+func dialFirst(ctx context.Context, cfg ParentsConfig, dial DialFunc, n int) (Session, int) {
+	for i, addr := range cfg.Addrs[:n] {
+		sess, err := dial(ctx, addr)
+		if err == nil {
+			return sess, i
+		}
+		if ctx.Err() != nil {
+			return nil, 0
+		}
+		cfg.Logger.Warn("parent unreachable", "addr", addr, "err", err)
+	}
+	return nil, 0
+}

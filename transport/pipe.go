@@ -1,0 +1,112 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+)
+
+// NewPipe returns two sessions connected in memory, a dialled by b's peer
+// and b by a's: each stream is a net.Pipe. It is the test double of the QUIC
+// adapter, kept in a non-test file so every package's tests can use it.
+func NewPipe(a, b Identity) (Session, Session) {
+	sa := &pipeSession{self: a, peer: b, accept: make(chan Stream)}
+	sb := &pipeSession{self: b, peer: a, accept: make(chan Stream)}
+	sa.other, sb.other = sb, sa
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sa.ctx, sb.ctx = ctx, ctx
+	sa.cancel, sb.cancel = cancel, cancel
+	shared := &pipeStreams{open: make(map[net.Conn]struct{})}
+	sa.streams, sb.streams = shared, shared
+	return sa, sb
+}
+
+type pipeSession struct {
+	self, peer Identity
+	other      *pipeSession
+	accept     chan Stream
+	ctx        context.Context
+	cancel     context.CancelCauseFunc
+	streams    *pipeStreams
+}
+
+// pipeStreams tracks the open pipes of both sessions, so Close can end them.
+type pipeStreams struct {
+	mu     sync.Mutex
+	open   map[net.Conn]struct{}
+	closed bool
+}
+
+func (s *pipeSession) Peer() Identity     { return s.peer }
+func (s *pipeSession) RemoteAddr() string { return "pipe:" + s.peer.Name }
+func (s *pipeSession) Context() context.Context {
+	return s.ctx
+}
+
+func (s *pipeSession) OpenStream(ctx context.Context) (Stream, error) {
+	mine, theirs := net.Pipe()
+	s.streams.mu.Lock()
+	if s.streams.closed {
+		s.streams.mu.Unlock()
+		return nil, s.ended()
+	}
+	s.streams.open[mine] = struct{}{}
+	s.streams.open[theirs] = struct{}{}
+	s.streams.mu.Unlock()
+	select {
+	case s.other.accept <- &pipeStream{Conn: theirs, set: s.streams}:
+		return &pipeStream{Conn: mine, set: s.streams}, nil
+	case <-ctx.Done():
+	case <-s.ctx.Done():
+	}
+	mine.Close()
+	theirs.Close()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return nil, s.ended()
+}
+
+func (s *pipeSession) AcceptStream(ctx context.Context) (Stream, error) {
+	select {
+	case st := <-s.accept:
+		return st, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.ctx.Done():
+		return nil, s.ended()
+	}
+}
+
+func (s *pipeSession) ended() error {
+	return fmt.Errorf("session with %s ended: %w", s.peer.Name, context.Cause(s.ctx))
+}
+
+func (s *pipeSession) Close(reason error) error {
+	if reason == nil {
+		reason = errors.New("closed")
+	}
+	s.cancel(fmt.Errorf("%s closed the session: %w", s.self.Name, reason))
+	s.streams.mu.Lock()
+	s.streams.closed = true
+	for c := range s.streams.open {
+		c.Close()
+	}
+	clear(s.streams.open)
+	s.streams.mu.Unlock()
+	return nil
+}
+
+type pipeStream struct {
+	net.Conn
+	set *pipeStreams
+}
+
+func (p *pipeStream) Close() error {
+	p.set.mu.Lock()
+	delete(p.set.open, p.Conn)
+	p.set.mu.Unlock()
+	return p.Conn.Close()
+}

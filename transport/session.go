@@ -1,0 +1,51 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"ted/pki"
+)
+
+// ALPN is the TLS application protocol and wire version spoken by this code.
+// A peer speaking another version is refused with an error naming both.
+const ALPN = "ted/1"
+
+// Identity is who a peer is, read from its verified certificate.
+type Identity struct {
+	// Name is the certificate's common name: the node name.
+	Name string
+	// Role is bound into the certificate by pki.Issue.
+	Role pki.Role
+}
+
+func (id Identity) String() string { return fmt.Sprintf("%s (%s)", id.Name, id.Role) }
+
+// Stream is one bidirectional, ordered byte stream of a session.
+type Stream interface {
+	io.Reader
+	io.Writer
+	// Close ends the stream in both directions. Data already written is
+	// still delivered; reads pending on either side end.
+	Close() error
+}
+
+// Session is one authenticated connection between two nodes. The side that
+// dialled opens the control stream first; either side may open further
+// streams. All methods are safe for concurrent use.
+type Session interface {
+	// Peer is the identity proven by the peer's certificate.
+	Peer() Identity
+	// RemoteAddr is the peer's network address, for logs.
+	RemoteAddr() string
+	// OpenStream opens a new stream to the peer.
+	OpenStream(ctx context.Context) (Stream, error)
+	// AcceptStream waits for the peer to open a stream.
+	AcceptStream(ctx context.Context) (Stream, error)
+	// Context is done when the session has ended, for whatever reason.
+	Context() context.Context
+	// Close ends the session; reason, if not nil, is told to the peer and
+	// logged there. Close is idempotent.
+	Close(reason error) error
+}
