@@ -21,6 +21,10 @@ type Config struct {
 	Parents transport.ParentsConfig
 	// Trust holds the publisher keys whose signatures are accepted.
 	Trust *distribution.Trust
+	// DataDir is where the store lives; MinFreeDisk is the free space below
+	// which nothing more is received there (0: no floor).
+	DataDir     string
+	MinFreeDisk int64
 	// KeepRevisions is how many revisions of each distribution are kept.
 	KeepRevisions int
 	// Channels maps each channel to who may publish into it and who may

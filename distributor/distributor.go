@@ -238,6 +238,10 @@ func (d *Distributor) receive(ctx context.Context, from transport.Session, s *di
 	if err != nil {
 		return res, err
 	}
+	if free, ferr := store.FreeBytes(d.cfg.DataDir); d.cfg.MinFreeDisk > 0 && ferr == nil && free < d.cfg.MinFreeDisk {
+		d.end(m)
+		return res, d.refuse("disk", fmt.Errorf("%w: %s is short of disk: %d bytes free in %s, floor min_free_disk %d", transport.ErrUnavailable, d.cfg.Name, free, d.cfg.DataDir, d.cfg.MinFreeDisk))
+	}
 	d.notify()
 	log := d.log.With("dist", m.Name, "rev", m.Revision, "peer", from.Peer().Name)
 	log.Info("receiving revision", "chunks", len(missing))

@@ -44,3 +44,13 @@ func allocatedBytes(fi fs.FileInfo) int64 {
 	}
 	return fi.Size()
 }
+
+// FreeBytes returns the space available to this process on the file system
+// holding dir: what a node checks against its min_free_disk floor.
+func FreeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, fmt.Errorf("free space of %s: %w", dir, err)
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}

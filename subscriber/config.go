@@ -24,6 +24,10 @@ type Config struct {
 	Trust *distribution.Trust
 	// Root is where every distribution's target is resolved.
 	Root string
+	// DataDir is where the store lives; MinFreeDisk is the free space below
+	// which nothing more is received there (0: no floor).
+	DataDir     string
+	MinFreeDisk int64
 	// KeepRevisions is how many revisions of each distribution are kept in
 	// the store.
 	KeepRevisions int

@@ -315,6 +315,11 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 			missing = append(missing, id)
 		}
 	}
+	if err := checkDisk(s.cfg.DataDir, s.cfg.MinFreeDisk, m, len(missing), len(ids)); err != nil {
+		log.Warn("not receiving", "err", err)
+		s.update(m, func(st *transport.RevisionState) { st.State, st.Error = StateFailed, err.Error() })
+		return m.Name, err
+	}
 	log.Info("receiving", "chunks", len(ids), "missing", len(missing))
 	var have atomic.Int64
 	have.Store(int64(len(ids) - len(missing)))
@@ -475,4 +480,26 @@ func (s *Subscriber) extract(ctx context.Context, name string) {
 func (s *Subscriber) ExtractNow(ctx context.Context) error {
 	s.extractAll(ctx)
 	return ctx.Err()
+}
+
+// checkDisk refuses to receive when the free space, less what the missing
+// chunks will take (estimated from the revision's plain size), would fall
+// below the floor: a node never fills its disk.
+func checkDisk(dir string, floor int64, m *distribution.Manifest, missing, total int) error {
+	if floor <= 0 || dir == "" {
+		return nil
+	}
+	free, err := store.FreeBytes(dir)
+	if err != nil {
+		return err
+	}
+	_, bytes, _ := m.Totals()
+	need := int64(0)
+	if total > 0 {
+		need = bytes / int64(total) * int64(missing)
+	}
+	if free-need < floor {
+		return fmt.Errorf("%w: short of disk: %s@%d needs about %d bytes, %d free in %s, floor min_free_disk %d; waiting for space", transport.ErrUnavailable, m.Name, m.Revision, need, free, dir, floor)
+	}
+	return nil
 }

@@ -71,6 +71,7 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	cfg.Parents.Addrs = file.Parents
 	cfg.Trust = distribution.NewTrust(keys...)
 	cfg.KeepRevisions = *file.KeepRevisions
+	cfg.DataDir, cfg.MinFreeDisk = file.DataDir, file.minFree
 	cfg.Channels = map[string]distributor.Channel{}
 	for name, ch := range file.Channels {
 		cfg.Channels[name] = distributor.Channel{Publishers: ch.Publishers, Children: ch.Children}

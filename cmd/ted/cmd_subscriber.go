@@ -65,6 +65,7 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	cfg.Trust = distribution.NewTrust(keys...)
 	cfg.Root = file.Root
 	cfg.KeepRevisions = *file.KeepRevisions
+	cfg.DataDir, cfg.MinFreeDisk = file.DataDir, file.minFree
 	if err := cfg.Validate(); err != nil {
 		return usageError{fmt.Errorf("%s: %w", opts.config, err)}
 	}
