@@ -393,13 +393,23 @@ func (d *Distributor) fetch(ctx context.Context, from transport.Session, missing
 // an incoming revision still lacks (pull-through). A stored chunk whose
 // bytes do not match its id is never served.
 func (d *Distributor) ServeChunk(ctx context.Context, id distribution.ChunkID) ([]byte, error) {
+	repaired := false
 	for {
 		data, err := d.store.Chunk(id)
 		if err == nil {
 			if _, err := distribution.DecodeChunk(id, data); err != nil {
 				d.metrics.corrupt.Inc()
 				d.log.Error("corrupt chunk in the store; not serving it", "chunk", id.Short(), "err", err)
-				return nil, fmt.Errorf("%s: %w", d.cfg.Name, err)
+				if repaired {
+					return nil, fmt.Errorf("%s: %w", d.cfg.Name, err)
+				}
+				repaired = true
+				if rerr := d.repair(ctx, id); rerr != nil {
+					d.log.Error("corrupt chunk not repaired", "chunk", id.Short(), "err", rerr)
+					return nil, fmt.Errorf("%s: %w", d.cfg.Name, err)
+				}
+				d.log.Info("corrupt chunk repaired from the parent", "chunk", id.Short())
+				continue
 			}
 			return data, nil
 		}
@@ -422,6 +432,26 @@ func (d *Distributor) ServeChunk(ctx context.Context, id distribution.ChunkID) (
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// repair fetches a good copy of a chunk found corrupt in the store from the
+// parent, if this is a lower tier connected to one.
+func (d *Distributor) repair(ctx context.Context, id distribution.ChunkID) error {
+	d.mu.Lock()
+	up := d.upstream
+	d.mu.Unlock()
+	if up == nil {
+		return errors.New("no parent connected to fetch a good copy from")
+	}
+	return transport.Fetch(ctx, up, []distribution.ChunkID{id}, repairSink{d.store}, transport.FetchOptions{Streams: 1})
+}
+
+// repairSink stores what it is given in place of the stored copy.
+type repairSink struct{ st store.Store }
+
+func (r repairSink) HasChunk(distribution.ChunkID) (bool, error) { return false, nil }
+func (r repairSink) PutChunk(id distribution.ChunkID, encoded []byte) error {
+	return r.st.RepairChunk(id, encoded)
 }
 
 // servePublisher takes the offers of a publisher session, one at a time,

@@ -296,6 +296,20 @@ func (e *badgerEngine) putChunk(id distribution.ChunkID, encoded []byte) error {
 	return nil
 }
 
+// replaceChunk appends a new copy and points the index at it; the old copy
+// becomes garbage that compaction reclaims.
+func (e *badgerEngine) replaceChunk(id distribution.ChunkID, encoded []byte) error {
+	e.idxMu.Lock()
+	defer e.idxMu.Unlock()
+	loc, err := e.packs.append(id, encoded)
+	if err != nil {
+		e.forgetLostLocked()
+		return err
+	}
+	e.unindexed[id] = loc
+	return e.flushIndexLocked()
+}
+
 func (e *badgerEngine) missingChunks(ids []distribution.ChunkID) (int, distribution.ChunkID, error) {
 	var n int
 	var first distribution.ChunkID

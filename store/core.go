@@ -46,6 +46,8 @@ type engine interface {
 	// It may run beside any other call, including another reclaim.
 	reclaim() error
 	usage() (Usage, error)
+	// replaceChunk stores a copy of encoded in place of any stored copy.
+	replaceChunk(id distribution.ChunkID, encoded []byte) error
 	// sync makes every chunk put so far durable.
 	sync() error
 	close() error
@@ -454,6 +456,21 @@ func (c *core) Usage() (Usage, error) {
 	}
 	defer c.closeMu.RUnlock()
 	return c.engine.usage()
+}
+
+// RepairChunk replaces a corrupt stored chunk with a checked good copy.
+func (c *core) RepairChunk(id distribution.ChunkID, encoded []byte) error {
+	if _, err := distribution.DecodeChunk(id, encoded); err != nil {
+		return fmt.Errorf("repair chunk %s: %w", id.Short(), err)
+	}
+	if err := c.enter(); err != nil {
+		return err
+	}
+	defer c.closeMu.RUnlock()
+	if err := c.engine.replaceChunk(id, encoded); err != nil {
+		return fmt.Errorf("repair chunk %s: %w", id.Short(), err)
+	}
+	return nil
 }
 
 // Sync makes every chunk put so far durable.

@@ -60,6 +60,13 @@ func (e *memoryEngine) putChunk(id distribution.ChunkID, encoded []byte) error {
 	return nil
 }
 
+func (e *memoryEngine) replaceChunk(id distribution.ChunkID, encoded []byte) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.chunks[id] = slices.Clone(encoded)
+	return nil
+}
+
 func (e *memoryEngine) missingChunks(ids []distribution.ChunkID) (int, distribution.ChunkID, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()

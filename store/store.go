@@ -58,6 +58,10 @@ type Store interface {
 	// distribution references and that is not pending, and gives the space
 	// back to the file system.
 	Prune(name string, keep int) (PruneResult, error)
+	// RepairChunk replaces a stored chunk whose bytes were found corrupt
+	// with a good copy, which it checks against id first
+	// (distribution.ErrChunkCorrupt if it does not match).
+	RepairChunk(id distribution.ChunkID, encoded []byte) error
 	// Sync makes every chunk put so far durable, so a process killed
 	// afterwards finds them on restart: a receiver checkpoints with it
 	// during a long transfer, so it need not fetch them again.

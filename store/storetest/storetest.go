@@ -29,6 +29,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 	}{
 		{"Chunks", testChunks},
 		{"ChunkMissing", testChunkMissing},
+		{"RepairChunk", testRepairChunk},
 		{"AddRevisionIncomplete", testAddRevisionIncomplete},
 		{"AddRevisionExists", testAddRevisionExists},
 		{"AddRevisionMismatchedKey", testAddRevisionMismatchedKey},
@@ -136,6 +137,28 @@ func testChunks(t *testing.T, s store.Store) {
 		if err := s.PutChunk(c.ID, bad); err == nil {
 			t.Errorf("PutChunk of %d bytes succeeded", len(bad))
 		}
+	}
+}
+
+func testRepairChunk(t *testing.T, s store.Store) {
+	c := chunks(t, 1)[0]
+	bad := bytes.Clone(c.Encoded)
+	bad[len(bad)-1] ^= 0xff
+	if err := s.PutChunk(c.ID, bad); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RepairChunk(c.ID, bad); !errors.Is(err, distribution.ErrChunkCorrupt) {
+		t.Fatalf("repair with corrupt bytes: %v, want ErrChunkCorrupt", err)
+	}
+	if err := s.RepairChunk(c.ID, c.Encoded); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Chunk(c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, c.Encoded) {
+		t.Fatal("after RepairChunk the store still serves the corrupt copy")
 	}
 }
 
