@@ -102,7 +102,7 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 			}
 		}
 	})
-	if err := g.Wait(); err != nil && ctx.Err() == nil && !isEnd(err) {
+	if err := g.Wait(); err != nil && ctx.Err() == nil && !transport.Ended(err) {
 		log.Debug("child session ended", "err", err)
 	}
 }

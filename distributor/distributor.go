@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"sort"
@@ -151,7 +150,15 @@ func (d *Distributor) Run(ctx context.Context, ln Listener, dial transport.DialF
 
 // handle runs one session that a peer dialled, until it ends.
 func (d *Distributor) handle(ctx context.Context, sess transport.Session) {
-	defer sess.Close(transport.ErrStopping)
+	// The reason travels in the close itself: closing is abrupt, and would
+	// overtake a refusal sent on the control stream.
+	var closeReason error
+	defer func() {
+		if closeReason == nil && ctx.Err() != nil {
+			closeReason = transport.ErrStopping
+		}
+		sess.Close(closeReason)
+	}()
 	peer := sess.Peer()
 	log := d.log.With("peer", peer.Name, "addr", sess.RemoteAddr())
 	var check func(*transport.Hello) error
@@ -165,6 +172,7 @@ func (d *Distributor) handle(ctx context.Context, sess transport.Session) {
 	if err != nil {
 		if ctx.Err() == nil {
 			log.Warn("peer refused", "err", err)
+			closeReason = err
 		}
 		return
 	}
@@ -464,7 +472,7 @@ func (d *Distributor) servePublisher(ctx context.Context, sess transport.Session
 	for {
 		msg, err := control.Receive()
 		if err != nil {
-			if ctx.Err() == nil && !isEnd(err) {
+			if ctx.Err() == nil && !transport.Ended(err) {
 				log.Warn("publisher session", "err", err)
 			}
 			return
@@ -488,11 +496,6 @@ func (d *Distributor) servePublisher(ctx context.Context, sess transport.Session
 			return
 		}
 	}
-}
-
-// isEnd reports whether err just says the peer went away.
-func isEnd(err error) bool {
-	return err == nil || errors.Is(err, context.Canceled) || errors.Is(err, io.EOF)
 }
 
 // sortedNames returns the keys of m, sorted.

@@ -285,7 +285,11 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 		err = fmt.Errorf("revision from %s refused: %w", peer, err)
 		log.Error("offer refused", "dist", um.Name, "rev", um.Revision, "err", err)
 		s.metrics.refused.WithLabelValues("signature").Inc()
-		s.update(um, func(st *transport.RevisionState) { st.State, st.Error = StateFailed, err.Error() })
+		// A forged offer must not change what status says of a revision
+		// held here: only one not held is shown as failed.
+		if _, herr := s.store.Signed(um.Name, um.Revision); herr != nil {
+			s.update(um, func(st *transport.RevisionState) { st.State, st.Error = StateFailed, err.Error() })
+		}
 		return um.Name, fmt.Errorf("%w: %v", errRefused, err)
 	}
 	log = log.With("dist", m.Name, "rev", m.Revision)

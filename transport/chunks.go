@@ -39,6 +39,9 @@ func StoreProvider(src distribution.ChunkSource) ChunkProvider {
 // p, until the session or ctx ends. served, if not nil, is called after each
 // chunk sent with its encoded size.
 func ServeChunks(ctx context.Context, sess Session, p ChunkProvider, served func(n int), log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	peer := sess.Peer().Name
 	var wg sync.WaitGroup
 	defer wg.Wait()

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -110,8 +111,8 @@ func (c *Conn) Receive() (Message, error) {
 	if n == 0 || uint64(n) > uint64(c.limit) {
 		return nil, fmt.Errorf("%w: receive from %s: frame of %d bytes (limit %d)", ErrProtocol, c.peer, n, c.limit)
 	}
-	frame := make([]byte, n)
-	if _, err := io.ReadFull(c.r, frame); err != nil {
+	frame, err := c.readFrame(int(n))
+	if err != nil {
 		return nil, fmt.Errorf("receive from %s: %w", c.peer, noEOF(err))
 	}
 	m, err := decodeMessage(msgType(frame[0]), frame[1:])
@@ -119,6 +120,26 @@ func (c *Conn) Receive() (Message, error) {
 		return nil, fmt.Errorf("%w: receive from %s: %v", ErrProtocol, c.peer, err)
 	}
 	return m, nil
+}
+
+// eagerFrame is the largest frame allocated whole before its bytes arrive;
+// a larger one (only offers can be) grows as its bytes come, so a peer that
+// announces 256 MiB and sends nothing costs nothing.
+const eagerFrame = 1 << 20
+
+func (c *Conn) readFrame(n int) ([]byte, error) {
+	if n <= eagerFrame {
+		frame := make([]byte, n)
+		_, err := io.ReadFull(c.r, frame)
+		return frame, err
+	}
+	var buf bytes.Buffer
+	buf.Grow(eagerFrame)
+	got, err := buf.ReadFrom(io.LimitReader(c.r, int64(n)))
+	if err == nil && got < int64(n) {
+		err = io.ErrUnexpectedEOF
+	}
+	return buf.Bytes(), err
 }
 
 // noEOF turns an EOF inside a frame into ErrUnexpectedEOF.

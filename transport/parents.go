@@ -46,6 +46,20 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 		connected = func(string) {}
 	}
 	wait := cfg.RetryMin
+	// backoff waits about wait, doubling it for next time; false when ctx
+	// ended meanwhile.
+	backoff := func() bool {
+		d := wait/2 + rand.N(wait/2+1)
+		wait = min(2*wait, cfg.RetryMax)
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return true
+		}
+	}
 	var next Session // a preferred parent found while on a fallback
 	nextIndex := 0
 	for ctx.Err() == nil {
@@ -56,20 +70,14 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 		}
 		if sess == nil {
 			connected("")
-			d := wait/2 + rand.N(wait/2+1)
-			wait = min(2*wait, cfg.RetryMax)
-			cfg.Logger.Warn("no parent reachable", "parents", cfg.Addrs, "retry_in", d.Round(time.Millisecond))
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			cfg.Logger.Warn("no parent reachable; retrying with backoff", "parents", cfg.Addrs, "next_wait_max", wait)
+			if !backoff() {
 				return
-			case <-t.C:
 			}
 			continue
 		}
-		wait = cfg.RetryMin
 		addr := cfg.Addrs[index]
+		start := time.Now()
 		connected(addr)
 		cfg.Logger.Info("connected to parent", "peer", sess.Peer().Name, "addr", addr)
 		sctx, cancel := context.WithCancelCause(ctx)
@@ -106,8 +114,23 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 		}
 		if next != nil {
 			cfg.Logger.Info("moving back to a preferred parent", "from", addr, "to", cfg.Addrs[nextIndex])
+			wait = cfg.RetryMin
+			continue
+		}
+		if Ended(err) {
+			cfg.Logger.Info("parent session ended", "peer", sess.Peer().Name, "addr", addr, "reason", err)
 		} else {
 			cfg.Logger.Warn("parent session ended", "peer", sess.Peer().Name, "addr", addr, "err", err)
+		}
+		if time.Since(start) >= cfg.RetryMax {
+			wait = cfg.RetryMin // it had been working: reconnect at once
+			continue
+		}
+		// A session that ended soon after it began (refused at the hello, a
+		// parent that keeps failing) is retried with the same backoff as an
+		// unreachable one, so a refused child does not hammer its parent.
+		if !backoff() {
+			return
 		}
 	}
 }

@@ -76,6 +76,9 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	for name, ch := range file.Channels {
 		cfg.Channels[name] = distributor.Channel{Publishers: ch.Publishers, Children: ch.Children}
 	}
+	qcfg := transport.DefaultQUICConfig()
+	qcfg.Logger = log
+	file.Link.apply(&qcfg, &cfg.Parents)
 	if err := cfg.Validate(); err != nil {
 		return usageError{fmt.Errorf("%s: %w", opts.config, err)}
 	}
@@ -101,8 +104,6 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 		return err
 	}
 	defer srv.Close()
-	qcfg := transport.DefaultQUICConfig()
-	qcfg.Logger = log
 	ln, err := transport.Listen(file.Listen, cred, d.Accept, qcfg)
 	if err != nil {
 		return err

@@ -66,6 +66,9 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	cfg.Root = file.Root
 	cfg.KeepRevisions = *file.KeepRevisions
 	cfg.DataDir, cfg.MinFreeDisk = file.DataDir, file.minFree
+	qcfg := transport.DefaultQUICConfig()
+	qcfg.Logger = log
+	file.Link.apply(&qcfg, &cfg.Parents)
 	if err := cfg.Validate(); err != nil {
 		return usageError{fmt.Errorf("%s: %w", opts.config, err)}
 	}
@@ -100,8 +103,6 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 		return err
 	}
 	defer srv.Close()
-	qcfg := transport.DefaultQUICConfig()
-	qcfg.Logger = log
 	dial := func(ctx context.Context, addr string) (transport.Session, error) {
 		return transport.Dial(ctx, addr, cred, pki.RoleDistributor, qcfg)
 	}

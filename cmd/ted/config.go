@@ -10,12 +10,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/dustin/go-humanize"
 	"go.yaml.in/yaml/v3"
 
 	"ted/distribution"
 	"ted/pki"
+	"ted/transport"
 )
 
 // Config files (CLI.md "Files"). Relative paths in a config file are
@@ -41,10 +43,62 @@ type distributorFile struct {
 	MinFreeDisk   string                 `yaml:"min_free_disk"`
 	StatusListen  string                 `yaml:"status_listen"`
 	Channels      map[string]channelFile `yaml:"channels"`
+	Link          linkFile               `yaml:"link"`
 
 	path string
 	// minFree is MinFreeDisk in bytes.
 	minFree int64
+}
+
+// linkFile tunes how a node's QUIC links notice a dead peer and how
+// often a child looks for its preferred parent again. Every field is
+// optional; the defaults are transport.DefaultQUICConfig's and 30 s.
+type linkFile struct {
+	HandshakeTimeout  time.Duration `yaml:"handshake_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	Keepalive         time.Duration `yaml:"keepalive"`
+	PreferParentEvery time.Duration `yaml:"prefer_parent_every"`
+}
+
+// check refuses negative values and a keepalive that cannot keep the link
+// alive.
+func (l *linkFile) check(file string) error {
+	for _, f := range []struct {
+		field string
+		value time.Duration
+	}{{"link.handshake_timeout", l.HandshakeTimeout}, {"link.idle_timeout", l.IdleTimeout}, {"link.keepalive", l.Keepalive}, {"link.prefer_parent_every", l.PreferParentEvery}} {
+		if f.value < 0 {
+			return configError(file, f.field, "%v: must be positive", f.value)
+		}
+	}
+	idle, keep := l.IdleTimeout, l.Keepalive
+	def := transport.DefaultQUICConfig()
+	if idle == 0 {
+		idle = def.MaxIdleTimeout
+	}
+	if keep == 0 {
+		keep = def.KeepAlivePeriod
+	}
+	if keep >= idle {
+		return configError(file, "link.keepalive", "%v must be shorter than the idle timeout %v", keep, idle)
+	}
+	return nil
+}
+
+// apply sets the link's values on the QUIC and parent configs.
+func (l *linkFile) apply(q *transport.QUICConfig, parents *transport.ParentsConfig) {
+	if l.HandshakeTimeout > 0 {
+		q.HandshakeIdleTimeout = l.HandshakeTimeout
+	}
+	if l.IdleTimeout > 0 {
+		q.MaxIdleTimeout = l.IdleTimeout
+	}
+	if l.Keepalive > 0 {
+		q.KeepAlivePeriod = l.Keepalive
+	}
+	if l.PreferParentEvery > 0 {
+		parents.PreferEvery = l.PreferParentEvery
+	}
 }
 
 type channelFile struct {
@@ -66,6 +120,7 @@ type subscriberFile struct {
 	KeepRevisions *int     `yaml:"keep_revisions"`
 	MinFreeDisk   string   `yaml:"min_free_disk"`
 	StatusListen  string   `yaml:"status_listen"`
+	Link          linkFile `yaml:"link"`
 	Cluster       *struct {
 		Name       string   `yaml:"name"`
 		Node       string   `yaml:"node"`
@@ -237,6 +292,9 @@ func loadDistributorConfig(file string) (*distributorFile, error) {
 	if c.Schedules != "" {
 		return nil, configError(file, "schedules", "schedule files are not supported by this version; every channel sends always")
 	}
+	if err := c.Link.check(file); err != nil {
+		return nil, err
+	}
 	if len(c.Channels) == 0 {
 		return nil, configError(file, "channels", "none")
 	}
@@ -311,6 +369,9 @@ func loadSubscriberConfig(file string) (*subscriberFile, error) {
 	}
 	if c.Schedules != "" {
 		return nil, configError(file, "schedules", "schedule files are not supported by this version; every window is open")
+	}
+	if err := c.Link.check(file); err != nil {
+		return nil, err
 	}
 	if err := checkSchedule(file, "extract", c.Extract); err != nil {
 		return nil, err

@@ -1,0 +1,280 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/quic-go/quic-go"
+)
+
+// Listener accepts QUIC sessions from peers whose certificates chain to our
+// CA. Its methods are safe for concurrent use.
+type Listener struct {
+	cred   *Credentials
+	accept func(Identity) error
+	log    *slog.Logger
+
+	udp *net.UDPConn
+	tr  *quic.Transport
+	ql  *quic.Listener
+
+	mu       sync.Mutex
+	closed   bool
+	sessions map[*quicSession]struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Listen listens for QUIC on the UDP address addr ("host:port", port 0 for
+// any). accept is shown the identity of every peer whose certificate is
+// valid, before Accept returns its session; an error refuses the peer and is
+// told to it. A nil accept admits every valid certificate.
+func Listen(addr string, cred *Credentials, accept func(Identity) error, cfg QUICConfig) (*Listener, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	laddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	resetKey, err := cred.statelessResetKey()
+	if err != nil {
+		return nil, err
+	}
+	udp, err := listenUDP("udp", laddr, cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	l := &Listener{
+		cred:     cred,
+		accept:   accept,
+		log:      cfg.Logger,
+		udp:      udp,
+		sessions: make(map[*quicSession]struct{}),
+	}
+	l.tr = &quic.Transport{
+		Conn:              &sizedConn{UDPConn: udp},
+		StatelessResetKey: resetKey,
+		ConnContext:       l.connContext,
+	}
+	l.ql, err = l.tr.Listen(cred.serverTLS(l.refused), cfg.quicConfig(false))
+	if err != nil {
+		err = errors.Join(err, l.tr.Close(), udp.Close())
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return l, nil
+}
+
+// incoming is what the listener knows of one connection from its first
+// packet until Accept takes it over. quic-go drops a connection whose
+// handshake fails without a word, so this is how such a failure gets
+// logged, once, with the best reason known.
+type incoming struct {
+	addr  string
+	taken atomic.Bool // Accept has it: failures are Accept's to log
+
+	mu      sync.Mutex
+	refusal error // why our TLS callbacks refused the peer
+	quiet   bool  // the refusal is worth a debug line only
+}
+
+type incomingKey struct{}
+
+// connContext is quic.Transport.ConnContext: the context it returns is the
+// parent of the connection's, and of the one crypto/tls hands our
+// callbacks, and it ends, with the cause, when the connection does.
+func (l *Listener) connContext(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
+	in := &incoming{addr: info.RemoteAddr.String()}
+	ctx = context.WithValue(ctx, incomingKey{}, in)
+	context.AfterFunc(ctx, func() { l.handshakeEnded(in, context.Cause(ctx)) })
+	return ctx, nil
+}
+
+// refused notes why the TLS callbacks refused a peer, for handshakeEnded.
+func (l *Listener) refused(ctx context.Context, err error, quiet bool) {
+	in, ok := ctx.Value(incomingKey{}).(*incoming)
+	if !ok {
+		// A quic-go that no longer hands our context to crypto/tls: the
+		// reason must still be logged.
+		l.log.Warn("refused peer", "err", err)
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.refusal == nil {
+		in.refusal, in.quiet = err, quiet
+	}
+}
+
+// handshakeEnded logs why a connection ended before Accept took it: our
+// refusal, or what the peer or the network did.
+func (l *Listener) handshakeEnded(in *incoming, cause error) {
+	if in.taken.Load() || l.isClosed() {
+		return
+	}
+	in.mu.Lock()
+	refusal, quiet := in.refusal, in.quiet
+	in.mu.Unlock()
+	if refusal != nil {
+		level := slog.LevelWarn
+		if quiet {
+			level = slog.LevelDebug
+		}
+		l.log.Log(context.Background(), level, "refused peer", "addr", in.addr, "err", refusal)
+		return
+	}
+	level, err := explainHandshakeFailure(cause)
+	l.log.Log(context.Background(), level, "handshake failed", "addr", in.addr, "err", err)
+}
+
+// explainHandshakeFailure says why a peer's handshake failed when our own
+// checks did not refuse it. A peer that goes silent is most likely a
+// scanner or a client that gave up: a debug line.
+func explainHandshakeFailure(cause error) (slog.Level, error) {
+	if _, ok := errors.AsType[*quic.IdleTimeoutError](cause); ok {
+		return slog.LevelDebug, fmt.Errorf("peer went silent: %w", cause)
+	}
+	if _, ok := errors.AsType[*quic.HandshakeTimeoutError](cause); ok {
+		return slog.LevelDebug, fmt.Errorf("peer went silent: %w", cause)
+	}
+	te, ok := errors.AsType[*quic.TransportError](cause)
+	if ok && te.Remote && te.ErrorCode.IsCryptoError() {
+		switch te.ErrorCode - 0x100 {
+		case alertBadCertificate, alertUnsupportedCertificate, alertCertificateExpired,
+			alertCertificateUnknown, alertUnknownCA:
+			return slog.LevelWarn, fmt.Errorf("peer refused our certificate (does it trust our CA, and want our role?): %w", cause)
+		}
+	}
+	return slog.LevelWarn, cause
+}
+
+// Addr is the local address, with the port chosen if addr asked for 0.
+func (l *Listener) Addr() net.Addr { return l.udp.LocalAddr() }
+
+// Accept returns the next admitted session. A peer that fails the handshake
+// or is refused is logged and skipped, never returned as an error: Accept
+// returns an error only when ctx ends or the listener is closed (then one
+// that wraps net.ErrClosed).
+func (l *Listener) Accept(ctx context.Context) (Session, error) {
+	for {
+		conn, err := l.ql.Accept(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("accept on %s: %w", l.Addr(), err)
+		}
+		if in, ok := conn.Context().Value(incomingKey{}).(*incoming); ok {
+			in.taken.Store(true)
+		}
+		id, sess, err := l.admit(conn)
+		if err != nil {
+			l.log.Warn("refused peer", "peer", id.Name, "addr", conn.RemoteAddr().String(), "err", err)
+			continue
+		}
+		return sess, nil
+	}
+}
+
+// admit runs the accept callback on the peer of a finished handshake and
+// tells the peer the outcome; a refused connection is closed.
+func (l *Listener) admit(conn *quic.Conn) (Identity, *quicSession, error) {
+	id, err := peerIdentity(conn)
+	if err != nil {
+		// verifyPeer has passed, so this is a bug rather than a peer's fault.
+		_ = conn.CloseWithError(codeRefused, "internal error reading the certificate")
+		return id, nil, err
+	}
+	if l.accept != nil {
+		if err := l.accept(id); err != nil {
+			// The dialer's error names us; the text is the reason alone.
+			_ = conn.CloseWithError(codeRefused, truncate(err.Error(), maxReasonLen))
+			return id, nil, err
+		}
+	}
+	if err := sendAdmission(conn); err != nil {
+		_ = conn.CloseWithError(codeProtocol, "cannot send admission")
+		return id, nil, err
+	}
+	sess := newQUICSession(conn, id, nil)
+	if !l.track(sess) {
+		_ = conn.CloseWithError(codeShutdown, l.cred.self.Name+" is shutting down")
+		return id, nil, errors.New("listener closed")
+	}
+	return id, sess, nil
+}
+
+// sendAdmission opens the unidirectional stream that Dial waits for. None
+// of it blocks: the dialer grants one such stream, and one byte fits in any
+// flow-control window.
+func sendAdmission(conn *quic.Conn) error {
+	st, err := conn.OpenUniStream()
+	if err != nil {
+		return fmt.Errorf("open admission stream: %w", err)
+	}
+	if _, err := st.Write([]byte{admitted}); err != nil {
+		return fmt.Errorf("send admission: %w", err)
+	}
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("send admission: %w", err)
+	}
+	return nil
+}
+
+// track records an admitted session until it ends, so that Close can end
+// it; it reports false once the listener is closed.
+func (l *Listener) track(s *quicSession) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.sessions[s] = struct{}{}
+	context.AfterFunc(s.conn.Context(), func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		delete(l.sessions, s)
+	})
+	return true
+}
+
+func (l *Listener) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closed
+}
+
+// Close stops accepting and ends every session that Accept returned,
+// telling their peers that this node is shutting down: they share the
+// listener's socket, which Close closes. It is idempotent.
+func (l *Listener) Close() error {
+	l.closeOnce.Do(func() {
+		l.mu.Lock()
+		l.closed = true
+		sessions := make([]*quicSession, 0, len(l.sessions))
+		for s := range l.sessions {
+			sessions = append(sessions, s)
+		}
+		l.mu.Unlock()
+
+		errs := []error{l.ql.Close()}
+		// CONNECTION_CLOSE lets peers fail over at once, not after their
+		// idle timeout; Transport.Close would drop sessions silently.
+		var wg sync.WaitGroup
+		for _, s := range sessions {
+			wg.Go(func() {
+				_ = s.conn.CloseWithError(codeShutdown, l.cred.self.Name+" is shutting down")
+			})
+		}
+		wg.Wait()
+		errs = append(errs, l.tr.Close(), l.udp.Close())
+		if err := errors.Join(errs...); err != nil {
+			l.closeErr = fmt.Errorf("close listener %s: %w", l.udp.LocalAddr(), err)
+		}
+	})
+	return l.closeErr
+}
