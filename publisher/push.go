@@ -79,6 +79,14 @@ func Push(ctx context.Context, sess transport.Session, name, agent string, st st
 		}
 		msg, err := control.Receive()
 		if err != nil {
+			// Say why: the push was cancelled, or the session ended and
+			// with what reason, rather than the closed stream it left.
+			switch {
+			case ctx.Err() != nil:
+				err = context.Cause(ctx)
+			case sess.Context().Err() != nil:
+				err = context.Cause(sess.Context())
+			}
 			answer = fmt.Errorf("waiting for %s to store %s@%d: %w", sess.Peer().Name, m.Name, m.Revision, err)
 			return nil
 		}
