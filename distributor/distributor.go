@@ -333,32 +333,31 @@ func (d *Distributor) arrived(id distribution.ChunkID) {
 }
 
 // end unregisters an incoming revision; children still waiting for its
-// chunks are released and find them stored, or missing if it failed.
+// chunks are released and find them stored, or missing if it failed. A
+// chunk that another incoming revision also lacks stays awaited.
 func (d *Distributor) end(m *distribution.Manifest) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.incoming, m.Name)
+	var others map[distribution.ChunkID]struct{}
 	for _, id := range m.ChunkIDs() {
-		if w, ok := d.waiting[id]; ok && !d.stillWanted(id) {
+		w, ok := d.waiting[id]
+		if !ok {
+			continue
+		}
+		if others == nil {
+			others = map[distribution.ChunkID]struct{}{}
+			for _, in := range d.incoming {
+				for _, o := range in.m.ChunkIDs() {
+					others[o] = struct{}{}
+				}
+			}
+		}
+		if _, wanted := others[id]; !wanted {
 			close(w)
 			delete(d.waiting, id)
 		}
 	}
-}
-
-// stillWanted reports whether another incoming revision lacks id; d.mu is
-// held.
-func (d *Distributor) stillWanted(id distribution.ChunkID) bool {
-	for _, in := range d.incoming {
-		for i := range in.m.Entries {
-			for _, c := range in.m.Entries[i].Chunks {
-				if c.ID == id {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
 
 // fetch gets the missing chunks from the sender, syncing the store every
