@@ -2,6 +2,7 @@ package distributor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -41,9 +42,7 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 	peer := sess.Peer()
 	c := &child{sess: sess, channels: hello.Channels}
 	d.mu.Lock()
-	if old, ok := d.children[peer.Name]; ok {
-		old.sess.Close(fmt.Errorf("%w: %s connected again from %s", transport.ErrUnavailable, peer.Name, sess.RemoteAddr()))
-	}
+	old := d.children[peer.Name]
 	d.children[peer.Name] = c
 	st, ok := d.seen[peer.Name]
 	if !ok {
@@ -53,6 +52,10 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 	st.Role, st.Addr, st.Channels, st.Agent = string(peer.Role), sess.RemoteAddr(), hello.Channels, hello.Agent
 	st.Connected, st.Since = true, time.Now()
 	d.mu.Unlock()
+	if old != nil {
+		// Closing waits for the connection to end: not under d.mu.
+		old.sess.Close(fmt.Errorf("%w: %s connected again from %s", transport.ErrUnavailable, peer.Name, sess.RemoteAddr()))
+	}
 	log.Info("child connected", "channels", hello.Channels, "agent", hello.Agent)
 	defer func() {
 		d.mu.Lock()
@@ -224,9 +227,19 @@ func (d *Distributor) runParent(ctx context.Context, sess transport.Session) err
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		defer sess.Close(nil)
+		defer queue.Wait()
 		for s := queue.Next(ctx); s != nil; s = queue.Next(ctx) {
-			if _, err := d.receive(ctx, sess, s, ""); err != nil && ctx.Err() == nil {
-				log.Warn("offer from parent not taken", "err", err)
+			res, err := d.receive(ctx, sess, s, "")
+			switch {
+			case err == nil || ctx.Err() != nil:
+				queue.Succeeded(res.Name)
+			case refusedForGood(err):
+				log.Warn("offer from parent refused", "err", err)
+			default:
+				// Short of disk, a chunk that stayed corrupt, a stream
+				// that failed: try again later on this session.
+				wait := queue.RetryLater(ctx, res.Name, s, d.cfg.RetryMin, d.cfg.RetryMax)
+				log.Warn("offer from parent not taken; will try again", "retry_in", wait, "err", err)
 			}
 			if err := control.Send(d.parentStatus()); err != nil {
 				return err
@@ -279,4 +292,11 @@ func (d *Distributor) parentStatus() *transport.Status {
 	}
 	d.mu.Unlock()
 	return st
+}
+
+// refusedForGood reports whether an offer failed for a reason that trying
+// again cannot change: a bad signature, a channel not carried, a rollback.
+func refusedForGood(err error) bool {
+	return errors.Is(err, distribution.ErrUntrustedKey) || errors.Is(err, distribution.ErrBadSignature) ||
+		errors.Is(err, transport.ErrUnauthorized) || errors.Is(err, transport.ErrRollback)
 }

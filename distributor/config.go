@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"ted/distribution"
 	"ted/transport"
@@ -35,6 +36,9 @@ type Config struct {
 	// CheckpointBytes is how many bytes are received between two store
 	// syncs, so a distributor killed in a transfer keeps most of it.
 	CheckpointBytes int64
+	// RetryMin and RetryMax bound the wait before an offer from the parent
+	// that failed is tried again on the same session.
+	RetryMin, RetryMax time.Duration
 }
 
 // Channel says who may publish into a channel and who may receive it.
@@ -56,6 +60,8 @@ func DefaultConfig() Config {
 		// 32 MiB: a sync costs a few milliseconds, and losing 32 MiB of a
 		// transfer to a kill costs less than syncing more often.
 		CheckpointBytes: 32 << 20,
+		RetryMin:        5 * time.Second,
+		RetryMax:        5 * time.Minute,
 	}
 }
 
@@ -87,6 +93,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Parents.RetryMin <= 0 || c.Parents.RetryMax < c.Parents.RetryMin || c.Parents.PreferEvery <= 0 {
 		errs = append(errs, errors.New("parents: retry and prefer intervals must be positive"))
+	}
+	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
+		errs = append(errs, errors.New("retry intervals must be positive"))
 	}
 	if c.CheckpointBytes <= 0 {
 		c.CheckpointBytes = DefaultConfig().CheckpointBytes

@@ -246,9 +246,9 @@ func (d *Distributor) receive(ctx context.Context, from transport.Session, s *di
 	if err != nil {
 		return res, err
 	}
-	if free, ferr := store.FreeBytes(d.cfg.DataDir); d.cfg.MinFreeDisk > 0 && ferr == nil && free < d.cfg.MinFreeDisk {
+	if err := store.CheckFree(d.cfg.DataDir, d.cfg.MinFreeDisk, missingBytes(m, len(missing))); err != nil {
 		d.end(m)
-		return res, d.refuse("disk", fmt.Errorf("%w: %s is short of disk: %d bytes free in %s, floor min_free_disk %d", transport.ErrUnavailable, d.cfg.Name, free, d.cfg.DataDir, d.cfg.MinFreeDisk))
+		return res, d.refuse("disk", fmt.Errorf("%w: %s@%d on %s: %v", transport.ErrUnavailable, m.Name, m.Revision, d.cfg.Name, err))
 	}
 	d.notify()
 	log := d.log.With("dist", m.Name, "rev", m.Revision, "peer", from.Peer().Name)
@@ -260,11 +260,7 @@ func (d *Distributor) receive(ctx context.Context, from transport.Session, s *di
 		if err == nil {
 			d.metrics.revisionsIn.Inc()
 			log.Info("revision stored", "files", info.Files, "bytes", info.Bytes, "fetched_chunks", res.FetchedChunks, "fetched_bytes", res.FetchedBytes)
-			if pr, perr := d.store.Prune(m.Name, d.cfg.KeepRevisions); perr != nil {
-				log.Error("prune", "err", perr)
-			} else if len(pr.RemovedRevisions) > 0 {
-				log.Info("pruned", "revisions", pr.RemovedRevisions, "chunks", pr.RemovedChunks, "bytes", pr.FreedBytes)
-			}
+			d.prune(m.Name, log)
 		}
 	}
 	d.end(m)
@@ -273,6 +269,34 @@ func (d *Distributor) receive(ctx context.Context, from transport.Session, s *di
 		return res, fmt.Errorf("receive %s@%d from %s: %w", m.Name, m.Revision, from.Peer().Name, err)
 	}
 	return res, nil
+}
+
+// prune keeps KeepRevisions revisions of name. While another revision is
+// being received it waits: the chunks that revision found present are not
+// pinned, and a prune could delete them under it. The next stored revision
+// prunes then.
+func (d *Distributor) prune(name string, log *slog.Logger) {
+	d.mu.Lock()
+	busy := len(d.incoming) > 1
+	d.mu.Unlock()
+	if busy {
+		log.Debug("prune deferred: another revision is being received")
+		return
+	}
+	if pr, err := d.store.Prune(name, d.cfg.KeepRevisions); err != nil {
+		log.Error("prune", "err", err)
+	} else if len(pr.RemovedRevisions) > 0 {
+		log.Info("pruned", "revisions", pr.RemovedRevisions, "chunks", pr.RemovedChunks, "bytes", pr.FreedBytes)
+	}
+}
+
+// missingBytes estimates the plain size of missing chunks of m.
+func missingBytes(m *distribution.Manifest, missing int) int64 {
+	_, bytes, chunks := m.Totals()
+	if chunks == 0 {
+		return 0
+	}
+	return bytes / int64(chunks) * int64(missing)
 }
 
 // authorise checks the revision's channels: a publisher must be listed for

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"time"
 
 	"ted/distribution"
@@ -107,4 +108,21 @@ type Usage struct {
 	ChunkBytes int64
 	// DiskBytes is the space the store takes on disk (0 in memory).
 	DiskBytes int64
+}
+
+// CheckFree returns an error when taking need more bytes on the file
+// system of dir would leave less than floor free (floor 0: no floor). A
+// node checks it before receiving, so it never fills its disk.
+func CheckFree(dir string, floor, need int64) error {
+	if floor <= 0 {
+		return nil
+	}
+	free, err := FreeBytes(dir)
+	if err != nil {
+		return err
+	}
+	if free-need < floor {
+		return fmt.Errorf("short of disk: about %d bytes needed, %d free in %s, floor min_free_disk %d", need, free, dir, floor)
+	}
+	return nil
 }

@@ -45,6 +45,10 @@ type Subscriber struct {
 	changed chan struct{} // a state changed: report it
 	started time.Time
 
+	// runCtx is Run's context: extraction runs under it, not under a parent
+	// session's, so a dropped link never abandons one half done.
+	runCtx context.Context
+
 	// extractMu makes extraction runs one at a time (offers, start-up and
 	// `ted subscriber extract`).
 	extractMu sync.Mutex
@@ -68,6 +72,7 @@ func New(cfg Config, st store.Store, inst *Installer, log *slog.Logger) (*Subscr
 // Run recovers any interrupted extraction, extracts what was received and
 // not yet extracted, then keeps a session with a parent until ctx ends.
 func (s *Subscriber) Run(ctx context.Context, dial transport.DialFunc) error {
+	s.runCtx = ctx
 	if err := s.inst.Recover(ctx, s.manifest); err != nil {
 		// The journal stays; status shows the failure and the next
 		// extraction of that distribution completes or replaces it.
@@ -177,34 +182,20 @@ func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) erro
 	log := s.log.With("peer", peer)
 	queue := transport.NewOfferQueue()
 	g, ctx := errgroup.WithContext(ctx)
-	var retries sync.WaitGroup
-	defer retries.Wait()
+	defer queue.Wait()
 	g.Go(func() error {
 		defer sess.Close(nil)
-		backoff := map[string]time.Duration{}
 		for signed := queue.Next(ctx); signed != nil; signed = queue.Next(ctx) {
 			name, err := s.receive(ctx, sess, signed, log)
 			if err == nil || ctx.Err() != nil || errors.Is(err, errRefused) {
-				delete(backoff, name)
+				queue.Succeeded(name)
 				continue
 			}
 			// A transfer that failed (the parent could not serve a chunk
-			// yet, a chunk stayed corrupt) is tried again later on this
-			// session; a newer offer meanwhile replaces it.
-			wait := max(s.cfg.RetryMin, min(2*backoff[name], s.cfg.RetryMax))
-			backoff[name] = wait
+			// yet, a chunk stayed corrupt, the disk is short) is tried
+			// again later on this session; a newer offer meanwhile wins.
+			wait := queue.RetryLater(ctx, name, signed, s.cfg.RetryMin, s.cfg.RetryMax)
 			log.Warn("transfer failed; will try again", "dist", name, "retry_in", wait, "err", err)
-			retries.Add(1)
-			go func() {
-				defer retries.Done()
-				t := time.NewTimer(wait)
-				defer t.Stop()
-				select {
-				case <-ctx.Done():
-				case <-t.C:
-					_ = queue.Push(signed)
-				}
-			}()
 		}
 		return nil
 	})
@@ -305,7 +296,7 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 		return m.Name, fmt.Errorf("%w: %v", errRefused, err)
 	}
 	if _, err := s.store.Signed(m.Name, m.Revision); err == nil {
-		s.extract(ctx, m.Name)
+		s.extract(s.runCtx, m.Name)
 		return m.Name, nil
 	}
 	ids := m.ChunkIDs()
@@ -350,7 +341,7 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 			st.Reason = fmt.Sprintf("%d corrupt chunks from %s detected and fetched again", n, peer)
 		}
 	})
-	s.extract(ctx, m.Name)
+	s.extract(s.runCtx, m.Name)
 	return m.Name, nil
 }
 
@@ -490,20 +481,17 @@ func (s *Subscriber) ExtractNow(ctx context.Context) error {
 // chunks will take (estimated from the revision's plain size), would fall
 // below the floor: a node never fills its disk.
 func checkDisk(dir string, floor int64, m *distribution.Manifest, missing, total int) error {
-	if floor <= 0 || dir == "" {
-		return nil
-	}
-	free, err := store.FreeBytes(dir)
-	if err != nil {
-		return err
-	}
-	_, bytes, _ := m.Totals()
-	need := int64(0)
-	if total > 0 {
-		need = bytes / int64(total) * int64(missing)
-	}
-	if free-need < floor {
-		return fmt.Errorf("%w: short of disk: %s@%d needs about %d bytes, %d free in %s, floor min_free_disk %d; waiting for space", transport.ErrUnavailable, m.Name, m.Revision, need, free, dir, floor)
+	if err := store.CheckFree(dir, floor, estimate(m, missing, total)); err != nil {
+		return fmt.Errorf("%w: %s@%d: %v; waiting for space", transport.ErrUnavailable, m.Name, m.Revision, err)
 	}
 	return nil
+}
+
+// estimate is the plain size of missing of the total chunks of m.
+func estimate(m *distribution.Manifest, missing, total int) int64 {
+	if total == 0 {
+		return 0
+	}
+	_, bytes, _ := m.Totals()
+	return bytes / int64(total) * int64(missing)
 }

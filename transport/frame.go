@@ -80,7 +80,13 @@ func (c *Conn) write(m Message) error {
 	if err != nil {
 		return fmt.Errorf("send %s to %s: %w", m.msgType(), c.peer, err)
 	}
-	c.buf = body[:0]
+	// Keep the buffer for the next message only while it is small: one
+	// large offer must not stay resident for the session's life.
+	if cap(body) <= 64<<10 {
+		c.buf = body[:0]
+	} else {
+		c.buf = nil
+	}
 	if len(body)+1 > c.limit {
 		return fmt.Errorf("send %s to %s: %d bytes exceed the frame limit %d", m.msgType(), c.peer, len(body)+1, c.limit)
 	}

@@ -45,6 +45,11 @@ func ClientHello(ctx context.Context, sess Session, hello *Hello) (*Conn, *Welco
 			c.Close()
 			return nil, nil, fmt.Errorf("%w: %s welcomed us as %q", ErrProtocol, peer, m.Name)
 		}
+		if !stop() {
+			// The deadline fired as the welcome arrived and closed the
+			// stream: this handshake failed after all.
+			return nil, nil, handshakeFailed(ctx, peer, context.DeadlineExceeded)
+		}
 		return c, m, nil
 	case *Error:
 		c.Close()
@@ -93,6 +98,9 @@ func ServerHello(ctx context.Context, sess Session, welcome *Welcome, check func
 	if err := c.Send(welcome); err != nil {
 		c.Close()
 		return nil, nil, handshakeFailed(ctx, peer, err)
+	}
+	if !stop() {
+		return nil, nil, handshakeFailed(ctx, peer, context.DeadlineExceeded)
 	}
 	return c, hello, nil
 }

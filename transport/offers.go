@@ -2,7 +2,9 @@ package transport
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"time"
 
 	"ted/distribution"
 )
@@ -15,6 +17,10 @@ type OfferQueue struct {
 	pending map[string]queued
 	order   []string // distribution names, first come first served
 	kick    chan struct{}
+	// backoff is the next retry wait of each distribution whose offer
+	// failed; retries are the goroutines waiting to push one back.
+	backoff map[string]time.Duration
+	retries sync.WaitGroup
 }
 
 type queued struct {
@@ -22,9 +28,13 @@ type queued struct {
 	rev    uint64
 }
 
+// MaxQueuedOffers bounds the distributions waiting in an OfferQueue: a
+// parent cannot make a child hold offers without limit.
+const MaxQueuedOffers = 1024
+
 // NewOfferQueue returns an empty queue.
 func NewOfferQueue() *OfferQueue {
-	return &OfferQueue{pending: map[string]queued{}, kick: make(chan struct{}, 1)}
+	return &OfferQueue{pending: map[string]queued{}, kick: make(chan struct{}, 1), backoff: map[string]time.Duration{}}
 }
 
 // Push queues an offer, unless one of a newer revision of the same
@@ -37,6 +47,9 @@ func (q *OfferQueue) Push(s *distribution.Signed) error {
 	q.mu.Lock()
 	old, ok := q.pending[m.Name]
 	switch {
+	case !ok && len(q.pending) >= MaxQueuedOffers:
+		q.mu.Unlock()
+		return fmt.Errorf("%w: more than %d distributions offered and waiting", ErrProtocol, MaxQueuedOffers)
 	case !ok:
 		q.order = append(q.order, m.Name)
 		q.pending[m.Name] = queued{s, m.Revision}
@@ -71,3 +84,37 @@ func (q *OfferQueue) Next(ctx context.Context) *distribution.Signed {
 		}
 	}
 }
+
+// RetryLater pushes a failed offer back after a wait that starts at
+// minWait and doubles on each failure of the same distribution up to
+// maxWait, unless ctx ends first; a newer offer pushed meanwhile wins. It
+// returns the wait.
+func (q *OfferQueue) RetryLater(ctx context.Context, name string, s *distribution.Signed, minWait, maxWait time.Duration) time.Duration {
+	q.mu.Lock()
+	wait := max(minWait, min(2*q.backoff[name], maxWait))
+	q.backoff[name] = wait
+	q.mu.Unlock()
+	q.retries.Add(1)
+	go func() {
+		defer q.retries.Done()
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+			_ = q.Push(s)
+		}
+	}()
+	return wait
+}
+
+// Succeeded resets the retry wait of a distribution.
+func (q *OfferQueue) Succeeded(name string) {
+	q.mu.Lock()
+	delete(q.backoff, name)
+	q.mu.Unlock()
+}
+
+// Wait waits for the retries started with RetryLater, which end with their
+// ctx.
+func (q *OfferQueue) Wait() { q.retries.Wait() }

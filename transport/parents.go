@@ -62,11 +62,15 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 	}
 	var next Session // a preferred parent found while on a fallback
 	nextIndex := 0
+	// shunned holds parents that refused this node (a session that ended
+	// soon after it began, with an error) until when they are skipped, so a
+	// misconfigured first parent does not keep a child from the others.
+	shunned := map[string]time.Time{}
 	for ctx.Err() == nil {
 		sess, index := next, nextIndex
 		next = nil
 		if sess == nil {
-			sess, index = dialFirst(ctx, cfg, dial, len(cfg.Addrs))
+			sess, index = dialFirst(ctx, cfg, dial, len(cfg.Addrs), shunned)
 		}
 		if sess == nil {
 			connected("")
@@ -95,7 +99,7 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 					return
 				case <-t.C:
 				}
-				if s, i := dialFirst(sctx, cfg, dial, index); s != nil {
+				if s, i := dialFirst(sctx, cfg, dial, index, shunned); s != nil {
 					next, nextIndex = s, i
 					cancel(errPreferred)
 					return
@@ -122,9 +126,16 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 		} else {
 			cfg.Logger.Warn("parent session ended", "peer", sess.Peer().Name, "addr", addr, "err", err)
 		}
+		connected("")
 		if time.Since(start) >= cfg.RetryMax {
 			wait = cfg.RetryMin // it had been working: reconnect at once
 			continue
+		}
+		if !Ended(err) {
+			shunned[addr] = time.Now().Add(cfg.RetryMax)
+			if len(shunned) < len(cfg.Addrs) || anyExpired(shunned) {
+				continue // try the others first
+			}
 		}
 		// A session that ended soon after it began (refused at the hello, a
 		// parent that keeps failing) is retried with the same backoff as an
@@ -135,10 +146,33 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 	}
 }
 
-// dialFirst dials the first n addresses in order and returns the first
-// session that succeeds with its index.
-func dialFirst(ctx context.Context, cfg ParentsConfig, dial DialFunc, n int) (Session, int) {
+// anyExpired reports whether some shunned parent may be tried again.
+func anyExpired(shunned map[string]time.Time) bool {
+	for _, until := range shunned {
+		if time.Now().After(until) {
+			return true
+		}
+	}
+	return false
+}
+
+// dialFirst dials the first n addresses in order, skipping those shunned
+// until later, and returns the first session that succeeds with its index.
+// When every parent is shunned (n is all of them), all are tried: the
+// caller has backed off already.
+func dialFirst(ctx context.Context, cfg ParentsConfig, dial DialFunc, n int, shunned map[string]time.Time) (Session, int) {
+	skip := func(addr string) bool {
+		until, ok := shunned[addr]
+		return ok && time.Now().Before(until)
+	}
+	allShunned := n == len(cfg.Addrs)
+	for _, addr := range cfg.Addrs {
+		allShunned = allShunned && skip(addr)
+	}
 	for i, addr := range cfg.Addrs[:n] {
+		if skip(addr) && !allShunned {
+			continue
+		}
 		sess, err := dial(ctx, addr)
 		if err == nil {
 			return sess, i
