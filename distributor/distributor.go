@@ -1,6 +1,7 @@
 package distributor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -39,7 +40,11 @@ type Distributor struct {
 	seen map[string]*ChildStatus
 	// incoming are the revisions being received, by distribution name.
 	incoming map[string]*incoming
-	// waiting holds, for every chunk an incoming revision still lacks, a
+	// waiting holds, for every chunk a child waits for and an incoming
+	// revision still lacks, a channel closed when it is stored or no
+	// incoming revision lacks it any more. Waiters are made when a child
+	// asks, not for every chunk of a revision, so memory follows what
+	// children wait for, not the revision's size.
 	// channel closed when it is stored or the transfer ends.
 	waiting map[distribution.ChunkID]chan struct{}
 	// wake is closed and replaced whenever there is something new to
@@ -57,7 +62,17 @@ type incoming struct {
 	signed *distribution.Signed
 	m      *distribution.Manifest
 	from   string
+	// lacking are the chunks it had to fetch, sorted for binary search.
+	lacking []distribution.ChunkID
 }
+
+// lacks reports whether the revision had to fetch id.
+func (in *incoming) lacks(id distribution.ChunkID) bool {
+	_, found := slices.BinarySearchFunc(in.lacking, id, compareIDs)
+	return found
+}
+
+func compareIDs(a, b distribution.ChunkID) int { return bytes.Compare(a[:], b[:]) }
 
 // New creates a distributor over an open store. Dependencies come in here,
 // so tests give it a memory store and pipe sessions.
@@ -337,13 +352,21 @@ func (d *Distributor) begin(s *distribution.Signed, m *distribution.Manifest, fr
 	if in, ok := d.incoming[m.Name]; ok {
 		return nil, fmt.Errorf("%w: %s@%d is being received from %s", transport.ErrUnavailable, m.Name, in.m.Revision, in.from)
 	}
-	d.incoming[m.Name] = &incoming{signed: s, m: m, from: from}
-	for _, id := range missing {
-		if _, ok := d.waiting[id]; !ok {
-			d.waiting[id] = make(chan struct{})
+	lacking := slices.Clone(missing)
+	slices.SortFunc(lacking, compareIDs)
+	d.incoming[m.Name] = &incoming{signed: s, m: m, from: from, lacking: lacking}
+	return missing, nil
+}
+
+// lackedLocked reports whether an incoming revision is still fetching id;
+// d.mu is held.
+func (d *Distributor) lackedLocked(id distribution.ChunkID) bool {
+	for _, in := range d.incoming {
+		if in.lacks(id) {
+			return true
 		}
 	}
-	return missing, nil
+	return false
 }
 
 // arrived releases the children waiting for a chunk.
@@ -363,21 +386,8 @@ func (d *Distributor) end(m *distribution.Manifest) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.incoming, m.Name)
-	var others map[distribution.ChunkID]struct{}
-	for _, id := range m.ChunkIDs() {
-		w, ok := d.waiting[id]
-		if !ok {
-			continue
-		}
-		if others == nil {
-			others = map[distribution.ChunkID]struct{}{}
-			for _, in := range d.incoming {
-				for _, o := range in.m.ChunkIDs() {
-					others[o] = struct{}{}
-				}
-			}
-		}
-		if _, wanted := others[id]; !wanted {
+	for id, w := range d.waiting {
+		if !d.lackedLocked(id) {
 			close(w)
 			delete(d.waiting, id)
 		}
@@ -448,13 +458,20 @@ func (d *Distributor) ServeChunk(ctx context.Context, id distribution.ChunkID) (
 			return nil, err
 		}
 		d.mu.Lock()
-		w := d.waiting[id]
-		d.mu.Unlock()
-		if w == nil {
-			// Stored between the two looks, or not coming at all.
-			if data, err := d.store.Chunk(id); err == nil {
-				return data, nil
+		var w chan struct{}
+		if d.lackedLocked(id) {
+			if w = d.waiting[id]; w == nil {
+				w = make(chan struct{})
+				d.waiting[id] = w
 			}
+		}
+		d.mu.Unlock()
+		// Look again: it may have been stored before the waiter existed,
+		// and arrived then had no one to release.
+		if held, _ := d.store.HasChunk(id); held {
+			continue
+		}
+		if w == nil {
 			return nil, fmt.Errorf("%w: chunk %s is not held by %s", distribution.ErrChunkMissing, id.Short(), d.cfg.Name)
 		}
 		select {

@@ -274,15 +274,18 @@ func has(txn *badger.Txn, key []byte) (bool, error) {
 }
 
 func (e *badgerEngine) putChunk(id distribution.ChunkID, encoded []byte) error {
-	e.idxMu.Lock()
-	defer e.idxMu.Unlock()
 	// A chunk already stored is not written again: it would only be
-	// garbage in a pack.
-	if _, ok := e.unindexed[id]; ok {
-		return nil
-	}
+	// garbage in a pack. The index is looked up before taking idxMu, which
+	// every put needs for the pack append: concurrent puts then do their
+	// lookups at once. Two puts of one new chunk may both append it; the
+	// second copy is garbage that compaction reclaims.
 	if _, stored, err := e.indexed(id); err != nil || stored {
 		return err
+	}
+	e.idxMu.Lock()
+	defer e.idxMu.Unlock()
+	if _, ok := e.unindexed[id]; ok {
+		return nil
 	}
 	loc, err := e.packs.append(id, encoded)
 	if err != nil {

@@ -35,6 +35,11 @@ type Conn struct {
 	limit  int
 
 	r *bufio.Reader
+	// reuse: frames are read into rbuf, reused from one Receive to the
+	// next (chunk streams: a Chunk's Data is valid until the next Receive),
+	// so a transfer does not allocate a buffer per chunk.
+	reuse bool
+	rbuf  []byte
 
 	wmu sync.Mutex
 	w   *bufio.Writer
@@ -44,8 +49,14 @@ type Conn struct {
 // NewControlConn frames the control stream of a session with peer.
 func NewControlConn(s Stream, peer string) *Conn { return newConn(s, peer, maxControlFrame) }
 
-// NewChunkConn frames a chunk stream of a session with peer.
-func NewChunkConn(s Stream, peer string) *Conn { return newConn(s, peer, maxChunkFrame) }
+// NewChunkConn frames a chunk stream of a session with peer. The Data of a
+// Chunk it receives is valid only until the next Receive: the buffer is
+// reused.
+func NewChunkConn(s Stream, peer string) *Conn {
+	c := newConn(s, peer, maxChunkFrame)
+	c.reuse = true
+	return c
+}
 
 func newConn(s Stream, peer string, limit int) *Conn {
 	return &Conn{
@@ -76,6 +87,9 @@ func (c *Conn) Send(m Message) error {
 
 // write buffers one message without flushing; the caller holds wmu.
 func (c *Conn) write(m Message) error {
+	if ch, ok := m.(*Chunk); ok {
+		return c.writeChunk(ch)
+	}
 	body, err := m.appendBody(c.buf[:0])
 	if err != nil {
 		return fmt.Errorf("send %s to %s: %w", m.msgType(), c.peer, err)
@@ -98,6 +112,27 @@ func (c *Conn) write(m Message) error {
 	}
 	if _, err := c.w.Write(body); err != nil {
 		return fmt.Errorf("send %s to %s: %w", m.msgType(), c.peer, err)
+	}
+	return nil
+}
+
+// writeChunk writes a chunk frame straight from its data: chunks are most
+// of the bytes that travel, and copying each into a body first would cost
+// a copy of everything.
+func (c *Conn) writeChunk(ch *Chunk) error {
+	n := 1 + len(ch.ID) + len(ch.Data)
+	if n > c.limit {
+		return fmt.Errorf("send chunk to %s: %d bytes exceed the frame limit %d", c.peer, n, c.limit)
+	}
+	var hdr [frameHeader + 1 + len(distribution.ChunkID{})]byte
+	binary.BigEndian.PutUint32(hdr[:frameHeader], uint32(n))
+	hdr[frameHeader] = byte(typeChunk)
+	copy(hdr[frameHeader+1:], ch.ID[:])
+	if _, err := c.w.Write(hdr[:]); err != nil {
+		return fmt.Errorf("send chunk to %s: %w", c.peer, err)
+	}
+	if _, err := c.w.Write(ch.Data); err != nil {
+		return fmt.Errorf("send chunk to %s: %w", c.peer, err)
 	}
 	return nil
 }
@@ -134,6 +169,14 @@ func (c *Conn) Receive() (Message, error) {
 const eagerFrame = 1 << 20
 
 func (c *Conn) readFrame(n int) ([]byte, error) {
+	if c.reuse && n <= eagerFrame {
+		if cap(c.rbuf) < n {
+			c.rbuf = make([]byte, n, max(n, 64<<10))
+		}
+		frame := c.rbuf[:n]
+		_, err := io.ReadFull(c.r, frame)
+		return frame, err
+	}
 	if n <= eagerFrame {
 		frame := make([]byte, n)
 		_, err := io.ReadFull(c.r, frame)
