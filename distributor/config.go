@@ -56,7 +56,7 @@ func DefaultConfig() Config {
 		Parents: transport.DefaultParentsConfig(),
 		// Three revisions: the current one, and two to roll back to.
 		KeepRevisions: 3,
-		Fetch:         transport.FetchOptions{Streams: 8, Batch: 32, Retries: 3},
+		Fetch:         transport.DefaultFetchOptions(),
 		// 32 MiB: a sync costs a few milliseconds, and losing 32 MiB of a
 		// transfer to a kill costs less than syncing more often.
 		CheckpointBytes: 32 << 20,

@@ -51,7 +51,7 @@ func DefaultConfig() Config {
 		Parents: transport.DefaultParentsConfig(),
 		// Three revisions: the current one, and two to roll back to.
 		KeepRevisions: 3,
-		Fetch:         transport.FetchOptions{Streams: 8, Batch: 32, Retries: 3},
+		Fetch:         transport.DefaultFetchOptions(),
 		// 8 MiB: a sync costs a few milliseconds; on a slow link 8 MiB is
 		// minutes of transfer that a kill must not cost again.
 		CheckpointBytes: 8 << 20,

@@ -107,15 +107,14 @@ func serveStream(ctx context.Context, c *Conn, p ChunkProvider, served func(int)
 	}
 }
 
-// FetchOptions tune Fetch.
+// FetchOptions tune Fetch. A zero field takes its DefaultFetchOptions value.
 type FetchOptions struct {
-	// Streams is the number of chunk streams used at once: several keep
-	// the link busy while each waits for its answers. Default 8.
+	// Streams is the number of chunk streams used at once.
 	Streams int
-	// Batch is the number of chunk ids per want. Default 32.
+	// Batch is the number of chunk ids per want.
 	Batch int
 	// Retries is how many times a chunk that arrives corrupt is asked for
-	// again before Fetch fails. Default 3.
+	// again before Fetch fails.
 	Retries int
 	// Stored, if set, is called after each chunk is checked and stored,
 	// with its encoded size. It may be called from several goroutines.
@@ -125,15 +124,28 @@ type FetchOptions struct {
 	Corrupt func(id distribution.ChunkID, err error)
 }
 
+// DefaultFetchOptions returns the defaults, measured with bench/hop.sh:
+// two streams of wants of 64 chunks, each stream keeping two wants
+// outstanding (about 4 MiB in flight at the average chunk size, which a
+// pipelined stream keeps moving whatever the round trip). More streams cost
+// CPU in scheduling and quic-go's stream handling without moving more;
+// fewer leave a stream waiting on the store. A corrupt chunk is asked for
+// three more times: once is a fluke, four times is a parent that has it
+// wrong.
+func DefaultFetchOptions() FetchOptions {
+	return FetchOptions{Streams: 2, Batch: 64, Retries: 3}
+}
+
 func (o *FetchOptions) defaults() {
+	def := DefaultFetchOptions()
 	if o.Streams <= 0 {
-		o.Streams = 8
+		o.Streams = def.Streams
 	}
 	if o.Batch <= 0 || o.Batch > MaxWantIDs {
-		o.Batch = 32
+		o.Batch = def.Batch
 	}
 	if o.Retries <= 0 {
-		o.Retries = 3
+		o.Retries = def.Retries
 	}
 }
 
@@ -174,13 +186,11 @@ func Fetch(ctx context.Context, sess Session, ids []distribution.ChunkID, sink d
 			defer f.c.Close()
 			stop := closeOnDone(ctx, f.c)
 			defer stop()
-			for batch := range batches {
-				if err := f.fetch(batch); err != nil {
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					return err
+			if err := f.run(batches); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
 				}
+				return err
 			}
 			return nil
 		})
@@ -195,57 +205,102 @@ type fetcher struct {
 	tries map[distribution.ChunkID]int
 }
 
-// fetch asks for batch, then again for the chunks that came corrupt.
-func (f *fetcher) fetch(batch []distribution.ChunkID) error {
-	for len(batch) > 0 {
-		if err := f.c.Send(&Want{IDs: batch}); err != nil {
+// pipelineDepth is how many wants a stream keeps outstanding. With two,
+// the peer finds the next want waiting when it has answered one, so a
+// stream never idles for a round trip between batches: what a stream moves
+// does not depend on the link's latency.
+const pipelineDepth = 2
+
+// run takes batches until there are none, keeping pipelineDepth wants
+// outstanding; chunks that came corrupt are asked for again.
+func (f *fetcher) run(batches <-chan []distribution.ChunkID) error {
+	var inflight [][]distribution.ChunkID
+	var retry []distribution.ChunkID
+	closed := false
+	for {
+		for len(inflight) < pipelineDepth {
+			var batch []distribution.ChunkID
+			switch {
+			case len(retry) > 0:
+				batch = retry[:min(len(retry), MaxWantIDs)]
+				retry = retry[len(batch):]
+			case closed:
+			case len(inflight) == 0:
+				b, ok := <-batches
+				closed, batch = !ok, b
+			default:
+				select {
+				case b, ok := <-batches:
+					closed, batch = !ok, b
+				default:
+				}
+			}
+			if len(batch) == 0 {
+				break
+			}
+			if err := f.c.Send(&Want{IDs: batch}); err != nil {
+				return err
+			}
+			inflight = append(inflight, batch)
+		}
+		if len(inflight) == 0 {
+			return nil
+		}
+		again, err := f.answers(inflight[0])
+		if err != nil {
 			return err
 		}
-		var again []distribution.ChunkID
-		for _, id := range batch {
-			m, err := f.c.Receive()
-			if err == io.EOF {
-				err = fmt.Errorf("%s closed the stream: %w", f.c.Peer(), io.ErrUnexpectedEOF)
-			}
-			if err != nil {
-				return fmt.Errorf("fetch chunk %s: %w", id.Short(), err)
-			}
-			switch m := m.(type) {
-			case *Chunk:
-				if m.ID != id {
-					return fmt.Errorf("%w: %s sent chunk %s, want %s", ErrProtocol, f.c.Peer(), m.ID.Short(), id.Short())
-				}
-				if _, err := distribution.DecodeChunk(id, m.Data); err != nil {
-					f.tries[id]++
-					if f.opts.Corrupt != nil {
-						f.opts.Corrupt(id, err)
-					}
-					if f.tries[id] > f.opts.Retries {
-						return fmt.Errorf("chunk from %s, %d times: %w", f.c.Peer(), f.tries[id], err)
-					}
-					again = append(again, id)
-					continue
-				}
-				if err := f.sink.PutChunk(id, m.Data); err != nil {
-					return err
-				}
-				if f.opts.Stored != nil {
-					f.opts.Stored(id, len(m.Data))
-				}
-			case *Missing:
-				if m.ID != id {
-					return fmt.Errorf("%w: %s answered for chunk %s, want %s", ErrProtocol, f.c.Peer(), m.ID.Short(), id.Short())
-				}
-				return fmt.Errorf("chunk %s: %w", id.Short(), remote(f.c.Peer(), m.Error))
-			case *Error:
-				return remote(f.c.Peer(), m)
-			default:
-				return fmt.Errorf("%w: %s sent %s on a chunk stream", ErrProtocol, f.c.Peer(), m.msgType())
-			}
-		}
-		batch = again
+		inflight = inflight[1:]
+		retry = append(retry, again...)
 	}
-	return nil
+}
+
+// answers reads the answers to one want, stores the good chunks and
+// returns those that came corrupt.
+func (f *fetcher) answers(batch []distribution.ChunkID) ([]distribution.ChunkID, error) {
+	var again []distribution.ChunkID
+	for _, id := range batch {
+		m, err := f.c.Receive()
+		if err == io.EOF {
+			err = fmt.Errorf("%s closed the stream: %w", f.c.Peer(), io.ErrUnexpectedEOF)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("fetch chunk %s: %w", id.Short(), err)
+		}
+		switch m := m.(type) {
+		case *Chunk:
+			if m.ID != id {
+				return nil, fmt.Errorf("%w: %s sent chunk %s, want %s", ErrProtocol, f.c.Peer(), m.ID.Short(), id.Short())
+			}
+			if _, err := distribution.DecodeChunk(id, m.Data); err != nil {
+				f.tries[id]++
+				if f.opts.Corrupt != nil {
+					f.opts.Corrupt(id, err)
+				}
+				if f.tries[id] > f.opts.Retries {
+					return nil, fmt.Errorf("chunk from %s, %d times: %w", f.c.Peer(), f.tries[id], err)
+				}
+				again = append(again, id)
+				continue
+			}
+			if err := f.sink.PutChunk(id, m.Data); err != nil {
+				return nil, err
+			}
+			if f.opts.Stored != nil {
+				f.opts.Stored(id, len(m.Data))
+			}
+		case *Missing:
+			if m.ID != id {
+				return nil, fmt.Errorf("%w: %s answered for chunk %s, want %s", ErrProtocol, f.c.Peer(), m.ID.Short(), id.Short())
+			}
+			return nil, fmt.Errorf("chunk %s: %w", id.Short(), remote(f.c.Peer(), m.Error))
+		case *Error:
+			return nil, remote(f.c.Peer(), m)
+		default:
+			return nil, fmt.Errorf("%w: %s sent %s on a chunk stream", ErrProtocol, f.c.Peer(), m.msgType())
+		}
+	}
+	return again, nil
 }
 
 // errStopped is the cause given when a daemon stops a session on purpose.

@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 )
 
 // NewPipe returns two sessions connected in memory, a dialled by b's peer
-// and b by a's: each stream is a net.Pipe. It is the test double of the QUIC
+// and b by a's: each stream is a buffered in-memory pipe. It is the test double of the QUIC
 // adapter, kept in a non-test file so every package's tests can use it.
 func NewPipe(a, b Identity) (Session, Session) {
 	sa := &pipeSession{self: a, peer: b, accept: make(chan Stream)}
@@ -18,7 +17,7 @@ func NewPipe(a, b Identity) (Session, Session) {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	sa.ctx, sb.ctx = ctx, ctx
 	sa.cancel, sb.cancel = cancel, cancel
-	shared := &pipeStreams{open: make(map[net.Conn]struct{})}
+	shared := &pipeStreams{open: make(map[*memStream]struct{})}
 	sa.streams, sb.streams = shared, shared
 	return sa, sb
 }
@@ -35,7 +34,7 @@ type pipeSession struct {
 // pipeStreams tracks the open pipes of both sessions, so Close can end them.
 type pipeStreams struct {
 	mu     sync.Mutex
-	open   map[net.Conn]struct{}
+	open   map[*memStream]struct{}
 	closed bool
 }
 
@@ -46,7 +45,7 @@ func (s *pipeSession) Context() context.Context {
 }
 
 func (s *pipeSession) OpenStream(ctx context.Context) (Stream, error) {
-	mine, theirs := net.Pipe()
+	mine, theirs := newMemStreams()
 	s.streams.mu.Lock()
 	if s.streams.closed {
 		s.streams.mu.Unlock()
@@ -56,8 +55,8 @@ func (s *pipeSession) OpenStream(ctx context.Context) (Stream, error) {
 	s.streams.open[theirs] = struct{}{}
 	s.streams.mu.Unlock()
 	select {
-	case s.other.accept <- &pipeStream{Conn: theirs, set: s.streams}:
-		return &pipeStream{Conn: mine, set: s.streams}, nil
+	case s.other.accept <- &pipeStream{memStream: theirs, set: s.streams}:
+		return &pipeStream{memStream: mine, set: s.streams}, nil
 	case <-ctx.Done():
 	case <-s.ctx.Done():
 	}
@@ -88,11 +87,12 @@ func (s *pipeSession) Close(reason error) error {
 	if reason == nil {
 		reason = errors.New("closed")
 	}
-	s.cancel(fmt.Errorf("%s closed the session: %w", s.self.Name, reason))
+	cause := fmt.Errorf("%s closed the session: %w", s.self.Name, reason)
+	s.cancel(cause)
 	s.streams.mu.Lock()
 	s.streams.closed = true
 	for c := range s.streams.open {
-		c.Close()
+		c.abort(cause)
 	}
 	clear(s.streams.open)
 	s.streams.mu.Unlock()
@@ -100,13 +100,13 @@ func (s *pipeSession) Close(reason error) error {
 }
 
 type pipeStream struct {
-	net.Conn
+	*memStream
 	set *pipeStreams
 }
 
 func (p *pipeStream) Close() error {
 	p.set.mu.Lock()
-	delete(p.set.open, p.Conn)
+	delete(p.set.open, p.memStream)
 	p.set.mu.Unlock()
-	return p.Conn.Close()
+	return p.memStream.Close()
 }

@@ -865,11 +865,11 @@ func TestFetchStoresEveryChunkExactly(t *testing.T) {
 		opts    FetchOptions
 		streams int32
 	}{
-		{"defaults", FetchOptions{}, 8},
+		{"defaults", FetchOptions{}, int32(DefaultFetchOptions().Streams)},
 		{"4 streams of 7", FetchOptions{Streams: 4, Batch: 7}, 4},
 		{"one stream of whole wants", FetchOptions{Streams: 1, Batch: MaxWantIDs}, 1},
 		{"more streams than batches", FetchOptions{Streams: 64, Batch: 100}, 10},
-		{"oversized batch", FetchOptions{Batch: MaxWantIDs + 1}, 8},
+		{"oversized batch", FetchOptions{Batch: MaxWantIDs + 1}, int32(DefaultFetchOptions().Streams)},
 		{"one id a want", FetchOptions{Streams: 3, Batch: 1}, 3},
 	}
 	for _, tc := range cases {
