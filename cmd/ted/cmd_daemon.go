@@ -11,8 +11,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
 
 	"ted/admin"
+	"ted/distribution"
 	"ted/pki"
 	"ted/store"
 	"ted/transport"
@@ -45,13 +47,69 @@ func (o *logOptions) logger(w io.Writer) (*slog.Logger, error) {
 	return nil, usageError{fmt.Errorf("--log-format %q: want text or json", o.format)}
 }
 
-// daemonDirs creates a daemon's data directory (0700: it holds the admin
-// socket and the store) and opens its store.
-func openDaemonStore(dataDir string, log *slog.Logger) (*store.Badger, error) {
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data_dir: %w", err)
+// node is what every daemon sets up from its config before it runs.
+type node struct {
+	file  *nodeFile
+	log   *slog.Logger
+	trust *distribution.Trust
+	cred  *transport.Credentials
+	quic  transport.QUICConfig
+	// parents is the parent list with its link settings.
+	parents transport.ParentsConfig
+	store   *store.Badger
+}
+
+// setUpNode loads a daemon's keys and certificate, creates its data
+// directory (0700: it holds the admin socket and the store) and opens its
+// store. The caller closes n.store.
+func setUpNode(file *nodeFile, role pki.Role, log *slog.Logger) (*node, error) {
+	keys, err := pki.LoadPublicKeys(file.Trust)
+	if err != nil {
+		return nil, fmt.Errorf("%s: trust: %w", file.path, err)
 	}
-	return store.Open(filepath.Join(dataDir, "store"), store.Options{Create: true, Logger: log})
+	cred, err := loadCredentials(file.path, file.Name, file.TLS, role)
+	if err != nil {
+		return nil, err
+	}
+	n := &node{file: file, log: log, trust: distribution.NewTrust(keys...), cred: cred,
+		quic: transport.DefaultQUICConfig(), parents: transport.DefaultParentsConfig()}
+	n.quic.Logger = log
+	n.parents.Addrs = file.Parents
+	file.Link.apply(&n.quic, &n.parents)
+	if err := os.MkdirAll(file.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("%s: data_dir: %w", file.path, err)
+	}
+	// The store's lock keeps a second daemon off this data_dir before it
+	// touches anything.
+	n.store, err = store.Open(filepath.Join(file.DataDir, "store"), store.Options{Create: true, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// dial dials a parent distributor.
+func (n *node) dial(ctx context.Context, addr string) (transport.Session, error) {
+	return transport.Dial(ctx, addr, n.cred, pki.RoleDistributor, n.quic)
+}
+
+// serve runs the daemon's admin socket and status address beside run
+// until ctx ends (SIGTERM: a clean stop, nil) or either fails.
+func (n *node) serve(ctx context.Context, kind string, a daemonAdmin, run func(ctx context.Context) error) error {
+	srv, err := startAdmin(n.file.DataDir, n.file.StatusListen, a, n.log)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return srv.Serve(gctx) })
+	g.Go(func() error { return run(gctx) })
+	err = g.Wait()
+	n.log.Info(kind+" stopped", "node", n.file.Name)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 // loadCredentials loads a node's TLS files and checks that the

@@ -4,13 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"ted/admin"
-	"ted/distribution"
 	"ted/distributor"
 	"ted/pki"
 	"ted/transport"
@@ -58,70 +55,36 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	keys, err := pki.LoadPublicKeys(file.Trust)
-	if err != nil {
-		return fmt.Errorf("%s: trust: %w", opts.config, err)
-	}
-	cred, err := loadCredentials(opts.config, file.Name, file.TLS, pki.RoleDistributor)
+	n, err := setUpNode(&file.nodeFile, pki.RoleDistributor, log)
 	if err != nil {
 		return err
 	}
+	defer n.store.Close()
 	cfg := distributor.DefaultConfig()
 	cfg.Name, cfg.Agent = file.Name, buildVersion().Version
-	cfg.Parents.Addrs = file.Parents
-	cfg.Trust = distribution.NewTrust(keys...)
+	cfg.Parents, cfg.Trust = n.parents, n.trust
 	cfg.KeepRevisions = *file.KeepRevisions
 	cfg.DataDir, cfg.MinFreeDisk = file.DataDir, file.minFree
 	cfg.Channels = map[string]distributor.Channel{}
 	for name, ch := range file.Channels {
 		cfg.Channels[name] = distributor.Channel{Publishers: ch.Publishers, Children: ch.Children}
 	}
-	qcfg := transport.DefaultQUICConfig()
-	qcfg.Logger = log
-	file.Link.apply(&qcfg, &cfg.Parents)
 	if err := cfg.Validate(); err != nil {
 		return usageError{fmt.Errorf("%s: %w", opts.config, err)}
 	}
-
-	// The admin socket first: a second daemon on this data_dir stops here,
-	// before it touches the store.
-	if err := os.MkdirAll(file.DataDir, 0o700); err != nil {
-		return fmt.Errorf("%s: data_dir: %w", opts.config, err)
-	}
-	st, err := openDaemonStore(file.DataDir, log)
+	d, err := distributor.New(cfg, n.store, log)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	d, err := distributor.New(cfg, st, log)
-	if err != nil {
-		return err
-	}
-	srv, err := startAdmin(file.DataDir, file.StatusListen, daemonAdmin{
-		status: func() any { return d.Status() }, health: d.Health, registry: d.Registry(),
-	}, log)
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-	ln, err := transport.Listen(file.Listen, cred, d.Accept, qcfg)
+	ln, err := transport.Listen(file.Listen, n.cred, d.Accept, n.quic)
 	if err != nil {
 		return err
 	}
 	defer ln.Close()
 	log.Info("distributor running", "node", file.Name, "listen", ln.Addr().String(), "data_dir", file.DataDir, "parents", file.Parents, "status_listen", file.StatusListen)
-	dial := func(ctx context.Context, addr string) (transport.Session, error) {
-		return transport.Dial(ctx, addr, cred, pki.RoleDistributor, qcfg)
-	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Serve(gctx) })
-	g.Go(func() error { return d.Run(gctx, ln, dial) })
-	err = g.Wait()
-	log.Info("distributor stopped", "node", file.Name)
-	if ctx.Err() != nil {
-		return nil // SIGTERM: a clean stop
-	}
-	return err
+	return n.serve(ctx, "distributor", daemonAdmin{
+		status: func() any { return d.Status() }, health: d.Health, registry: d.Registry(),
+	}, func(ctx context.Context) error { return d.Run(ctx, ln, n.dial) })
 }
 
 func newDistributorStatusCommand(g *globalOptions) *cobra.Command {

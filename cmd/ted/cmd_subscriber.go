@@ -5,17 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"ted/admin"
-	"ted/distribution"
 	"ted/pki"
 	"ted/subscriber"
-	"ted/transport"
 )
 
 func newSubscriberCommand(g *globalOptions) *cobra.Command {
@@ -50,45 +46,31 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	keys, err := pki.LoadPublicKeys(file.Trust)
-	if err != nil {
-		return fmt.Errorf("%s: trust: %w", opts.config, err)
-	}
-	cred, err := loadCredentials(opts.config, file.Name, file.TLS, pki.RoleSubscriber)
+	n, err := setUpNode(&file.nodeFile, pki.RoleSubscriber, log)
 	if err != nil {
 		return err
 	}
+	defer n.store.Close()
 	cfg := subscriber.DefaultConfig()
 	cfg.Name, cfg.Agent = file.Name, buildVersion().Version
-	cfg.Parents.Addrs = file.Parents
+	cfg.Parents, cfg.Trust = n.parents, n.trust
 	cfg.Channels = file.Channels
-	cfg.Trust = distribution.NewTrust(keys...)
 	cfg.Root = file.Root
 	cfg.KeepRevisions = *file.KeepRevisions
 	cfg.DataDir, cfg.MinFreeDisk = file.DataDir, file.minFree
-	qcfg := transport.DefaultQUICConfig()
-	qcfg.Logger = log
-	file.Link.apply(&qcfg, &cfg.Parents)
 	if err := cfg.Validate(); err != nil {
 		return usageError{fmt.Errorf("%s: %w", opts.config, err)}
 	}
-	if err := os.MkdirAll(file.DataDir, 0o700); err != nil {
-		return fmt.Errorf("%s: data_dir: %w", opts.config, err)
-	}
-	st, err := openDaemonStore(file.DataDir, log)
+	inst, err := subscriber.NewInstaller(file.Root, filepath.Join(file.DataDir, "installed"), n.store, log)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	inst, err := subscriber.NewInstaller(file.Root, filepath.Join(file.DataDir, "installed"), st, log)
+	s, err := subscriber.New(cfg, n.store, inst, log)
 	if err != nil {
 		return err
 	}
-	s, err := subscriber.New(cfg, st, inst, log)
-	if err != nil {
-		return err
-	}
-	srv, err := startAdmin(file.DataDir, file.StatusListen, daemonAdmin{
+	log.Info("subscriber running", "node", file.Name, "parents", file.Parents, "channels", file.Channels, "root", file.Root, "data_dir", file.DataDir)
+	return n.serve(ctx, "subscriber", daemonAdmin{
 		status: func() any { return s.Status() }, health: s.Health, registry: s.Registry(),
 		actions: map[string]admin.Action{
 			"extract": func(ctx context.Context, _ url.Values) (any, error) {
@@ -98,24 +80,7 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 				return s.Status(), nil
 			},
 		},
-	}, log)
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
-	dial := func(ctx context.Context, addr string) (transport.Session, error) {
-		return transport.Dial(ctx, addr, cred, pki.RoleDistributor, qcfg)
-	}
-	log.Info("subscriber running", "node", file.Name, "parents", file.Parents, "channels", file.Channels, "root", file.Root, "data_dir", file.DataDir)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return srv.Serve(gctx) })
-	g.Go(func() error { return s.Run(gctx, dial) })
-	err = g.Wait()
-	log.Info("subscriber stopped", "node", file.Name)
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
+	}, func(ctx context.Context) error { return s.Run(ctx, n.dial) })
 }
 
 func newSubscriberStatusCommand(g *globalOptions) *cobra.Command {

@@ -31,23 +31,66 @@ type tlsFiles struct {
 	Key  string `yaml:"key"`
 }
 
-type distributorFile struct {
-	Name          string                 `yaml:"name"`
-	Listen        string                 `yaml:"listen"`
-	DataDir       string                 `yaml:"data_dir"`
-	TLS           tlsFiles               `yaml:"tls"`
-	Parents       []string               `yaml:"parents"`
-	Schedules     string                 `yaml:"schedules"`
-	Trust         []string               `yaml:"trust"`
-	KeepRevisions *int                   `yaml:"keep_revisions"`
-	MinFreeDisk   string                 `yaml:"min_free_disk"`
-	StatusListen  string                 `yaml:"status_listen"`
-	Channels      map[string]channelFile `yaml:"channels"`
-	Link          linkFile               `yaml:"link"`
+// nodeFile holds the fields every daemon's config has.
+type nodeFile struct {
+	Name          string   `yaml:"name"`
+	DataDir       string   `yaml:"data_dir"`
+	TLS           tlsFiles `yaml:"tls"`
+	Parents       []string `yaml:"parents"`
+	Schedules     string   `yaml:"schedules"`
+	Trust         []string `yaml:"trust"`
+	KeepRevisions *int     `yaml:"keep_revisions"`
+	MinFreeDisk   string   `yaml:"min_free_disk"`
+	StatusListen  string   `yaml:"status_listen"`
+	Link          linkFile `yaml:"link"`
 
 	path string
 	// minFree is MinFreeDisk in bytes.
 	minFree int64
+}
+
+type distributorFile struct {
+	nodeFile `yaml:",inline"`
+	Listen   string                 `yaml:"listen"`
+	Channels map[string]channelFile `yaml:"channels"`
+}
+
+// check validates the common fields and resolves their paths; schedules
+// says what a missing schedule file means for this kind of daemon.
+func (c *nodeFile) check(file, schedules string) error {
+	c.path = file
+	if err := pki.ValidateName(c.Name); err != nil {
+		return configError(file, "name", "%v", err)
+	}
+	if err := checkAddr(file, "status_listen", c.StatusListen, false); err != nil {
+		return err
+	}
+	for i, p := range c.Parents {
+		if err := checkAddr(file, fmt.Sprintf("parents[%d]", i), p, true); err != nil {
+			return err
+		}
+	}
+	if c.DataDir == "" {
+		return configError(file, "data_dir", "missing")
+	}
+	c.DataDir = resolve(file, c.DataDir)
+	if err := c.TLS.check(file); err != nil {
+		return err
+	}
+	var err error
+	if c.Trust, err = checkTrust(file, c.Trust); err != nil {
+		return err
+	}
+	if err := checkKeep(file, &c.KeepRevisions); err != nil {
+		return err
+	}
+	if c.minFree, err = checkMinFree(file, c.MinFreeDisk); err != nil {
+		return err
+	}
+	if c.Schedules != "" {
+		return configError(file, "schedules", "schedule files are not supported by this version; %s", schedules)
+	}
+	return c.Link.check(file)
 }
 
 // linkFile tunes how a node's QUIC links notice a dead peer and how
@@ -108,20 +151,11 @@ type channelFile struct {
 }
 
 type subscriberFile struct {
-	Name          string   `yaml:"name"`
-	Parents       []string `yaml:"parents"`
-	DataDir       string   `yaml:"data_dir"`
-	TLS           tlsFiles `yaml:"tls"`
-	Channels      []string `yaml:"channels"`
-	Trust         []string `yaml:"trust"`
-	Schedules     string   `yaml:"schedules"`
-	Extract       string   `yaml:"extract"`
-	Root          string   `yaml:"root"`
-	KeepRevisions *int     `yaml:"keep_revisions"`
-	MinFreeDisk   string   `yaml:"min_free_disk"`
-	StatusListen  string   `yaml:"status_listen"`
-	Link          linkFile `yaml:"link"`
-	Cluster       *struct {
+	nodeFile `yaml:",inline"`
+	Channels []string `yaml:"channels"`
+	Extract  string   `yaml:"extract"`
+	Root     string   `yaml:"root"`
+	Cluster  *struct {
 		Name       string   `yaml:"name"`
 		Node       string   `yaml:"node"`
 		Bind       string   `yaml:"bind"`
@@ -130,9 +164,6 @@ type subscriberFile struct {
 		SecretFile string   `yaml:"secret_file"`
 		SharedDir  string   `yaml:"shared_dir"`
 	} `yaml:"cluster"`
-
-	path    string
-	minFree int64
 }
 
 // configError names the config file and the field.
@@ -257,42 +288,10 @@ func loadDistributorConfig(file string) (*distributorFile, error) {
 	if err := readConfig(file, &c); err != nil {
 		return nil, err
 	}
-	c.path = file
-	if err := pki.ValidateName(c.Name); err != nil {
-		return nil, configError(file, "name", "%v", err)
+	if err := c.check(file, "every channel sends always"); err != nil {
+		return nil, err
 	}
 	if err := checkAddr(file, "listen", c.Listen, true); err != nil {
-		return nil, err
-	}
-	if err := checkAddr(file, "status_listen", c.StatusListen, false); err != nil {
-		return nil, err
-	}
-	for i, p := range c.Parents {
-		if err := checkAddr(file, fmt.Sprintf("parents[%d]", i), p, true); err != nil {
-			return nil, err
-		}
-	}
-	if c.DataDir == "" {
-		return nil, configError(file, "data_dir", "missing")
-	}
-	c.DataDir = resolve(file, c.DataDir)
-	if err := c.TLS.check(file); err != nil {
-		return nil, err
-	}
-	var err error
-	if c.Trust, err = checkTrust(file, c.Trust); err != nil {
-		return nil, err
-	}
-	if err := checkKeep(file, &c.KeepRevisions); err != nil {
-		return nil, err
-	}
-	if c.minFree, err = checkMinFree(file, c.MinFreeDisk); err != nil {
-		return nil, err
-	}
-	if c.Schedules != "" {
-		return nil, configError(file, "schedules", "schedule files are not supported by this version; every channel sends always")
-	}
-	if err := c.Link.check(file); err != nil {
 		return nil, err
 	}
 	if len(c.Channels) == 0 {
@@ -323,32 +322,16 @@ func loadSubscriberConfig(file string) (*subscriberFile, error) {
 	if err := readConfig(file, &c); err != nil {
 		return nil, err
 	}
-	c.path = file
-	if err := pki.ValidateName(c.Name); err != nil {
-		return nil, configError(file, "name", "%v", err)
+	if err := c.check(file, "every window is open"); err != nil {
+		return nil, err
 	}
 	if len(c.Parents) == 0 {
 		return nil, configError(file, "parents", "none")
 	}
-	for i, p := range c.Parents {
-		if err := checkAddr(file, fmt.Sprintf("parents[%d]", i), p, true); err != nil {
-			return nil, err
-		}
-	}
-	if err := checkAddr(file, "status_listen", c.StatusListen, false); err != nil {
-		return nil, err
-	}
-	if c.DataDir == "" {
-		return nil, configError(file, "data_dir", "missing")
-	}
-	c.DataDir = resolve(file, c.DataDir)
 	if c.Root == "" {
 		return nil, configError(file, "root", "missing")
 	}
 	c.Root = resolve(file, c.Root)
-	if err := c.TLS.check(file); err != nil {
-		return nil, err
-	}
 	if len(c.Channels) == 0 {
 		return nil, configError(file, "channels", "none")
 	}
@@ -356,22 +339,6 @@ func loadSubscriberConfig(file string) (*subscriberFile, error) {
 		if err := distribution.ValidName("channel", ch); err != nil {
 			return nil, configError(file, "channels", "%v", err)
 		}
-	}
-	var err error
-	if c.Trust, err = checkTrust(file, c.Trust); err != nil {
-		return nil, err
-	}
-	if err := checkKeep(file, &c.KeepRevisions); err != nil {
-		return nil, err
-	}
-	if c.minFree, err = checkMinFree(file, c.MinFreeDisk); err != nil {
-		return nil, err
-	}
-	if c.Schedules != "" {
-		return nil, configError(file, "schedules", "schedule files are not supported by this version; every window is open")
-	}
-	if err := c.Link.check(file); err != nil {
-		return nil, err
 	}
 	if err := checkSchedule(file, "extract", c.Extract); err != nil {
 		return nil, err
