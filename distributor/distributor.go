@@ -397,11 +397,7 @@ func (d *Distributor) end(m *distribution.Manifest) {
 // fetch gets the missing chunks from the sender, syncing the store every
 // CheckpointBytes.
 func (d *Distributor) fetch(ctx context.Context, from transport.Session, missing []distribution.ChunkID, res *transport.Result) error {
-	var sinceSync atomic.Int64
-	var chunks atomic.Int64
-	var bytes atomic.Int64
-	var syncMu sync.Mutex
-	var syncErr error
+	var chunks, bytes atomic.Int64
 	opts := d.cfg.Fetch
 	opts.Stored = func(id distribution.ChunkID, n int) {
 		chunks.Add(1)
@@ -409,25 +405,15 @@ func (d *Distributor) fetch(ctx context.Context, from transport.Session, missing
 		d.metrics.chunksIn.Inc()
 		d.metrics.bytesIn.Add(float64(n))
 		d.arrived(id)
-		if sinceSync.Add(int64(n)) >= d.cfg.CheckpointBytes {
-			sinceSync.Store(0)
-			syncMu.Lock()
-			if err := d.store.Sync(); err != nil && syncErr == nil {
-				syncErr = err
-			}
-			syncMu.Unlock()
-		}
 	}
 	opts.Corrupt = func(id distribution.ChunkID, err error) {
 		d.metrics.corrupt.Inc()
 		d.log.Warn("corrupt chunk received; asking again", "peer", from.Peer().Name, "chunk", id.Short(), "err", err)
 	}
+	opts.Checkpoint, opts.CheckpointBytes = d.store.Sync, d.cfg.CheckpointBytes
 	err := transport.Fetch(ctx, from, missing, d.store, opts)
 	res.FetchedChunks, res.FetchedBytes = int(chunks.Load()), bytes.Load()
-	if err != nil {
-		return err
-	}
-	return syncErr
+	return err
 }
 
 // ServeChunk serves a chunk to a child from the store, waiting for one that

@@ -347,39 +347,24 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 
 // fetch gets the missing chunks, checkpointing the store as it goes.
 func (s *Subscriber) fetch(ctx context.Context, sess transport.Session, m *distribution.Manifest, missing []distribution.ChunkID, have, corrupt *atomic.Int64, log *slog.Logger) error {
-	var sinceSync atomic.Int64
-	var syncMu sync.Mutex
-	var syncErr error
 	opts := s.cfg.Fetch
 	opts.Stored = func(_ distribution.ChunkID, n int) {
 		have.Add(1)
 		s.metrics.chunks.Inc()
 		s.metrics.bytes.Add(float64(n))
-		if sinceSync.Add(int64(n)) >= s.cfg.CheckpointBytes {
-			sinceSync.Store(0)
-			syncMu.Lock()
-			if err := s.store.Sync(); err != nil && syncErr == nil {
-				syncErr = err
-			}
-			syncMu.Unlock()
-			s.update(m, func(st *transport.RevisionState) { st.HaveChunks = int(have.Load()) })
-		}
 	}
 	opts.Corrupt = func(id distribution.ChunkID, err error) {
 		corrupt.Add(1)
 		s.metrics.corrupt.Inc()
 		log.Warn("corrupt chunk received; fetching it again", "peer", sess.Peer().Name, "chunk", id.Short(), "err", err)
 	}
-	err := transport.Fetch(ctx, sess, missing, s.store, opts)
-	// Keep what arrived, whatever happened: the next try fetches only the
-	// rest.
-	if serr := s.store.Sync(); err == nil {
-		err = serr
+	opts.CheckpointBytes = s.cfg.CheckpointBytes
+	opts.Checkpoint = func() error {
+		err := s.store.Sync()
+		s.update(m, func(st *transport.RevisionState) { st.HaveChunks = int(have.Load()) })
+		return err
 	}
-	if err == nil {
-		err = syncErr
-	}
-	return err
+	return transport.Fetch(ctx, sess, missing, s.store, opts)
 }
 
 // newest returns the newest revision of name held or known here: stored or

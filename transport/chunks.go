@@ -122,6 +122,13 @@ type FetchOptions struct {
 	// Corrupt, if set, is called for each chunk that arrived corrupt (it
 	// is then asked for again).
 	Corrupt func(id distribution.ChunkID, err error)
+	// Checkpoint, if set, is called after every CheckpointBytes of chunks
+	// stored, and once more when Fetch ends however it ends, never twice
+	// at once: a receiver makes what arrived durable with it, so a kill
+	// costs at most CheckpointBytes fetched again. Its error ends the
+	// fetch.
+	Checkpoint      func() error
+	CheckpointBytes int64
 }
 
 // DefaultFetchOptions returns the defaults, measured with bench/hop.sh:
@@ -161,6 +168,7 @@ func Fetch(ctx context.Context, sess Session, ids []distribution.ChunkID, sink d
 		return nil
 	}
 	peer := sess.Peer().Name
+	ck := &checkpointer{fn: opts.Checkpoint, every: opts.CheckpointBytes}
 	batches := make(chan []distribution.ChunkID)
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -182,7 +190,7 @@ func Fetch(ctx context.Context, sess Session, ids []distribution.ChunkID, sink d
 			if err != nil {
 				return fmt.Errorf("open chunk stream to %s: %w", peer, err)
 			}
-			f := &fetcher{c: NewChunkConn(st, peer), sink: sink, opts: &opts, tries: map[distribution.ChunkID]int{}}
+			f := &fetcher{c: NewChunkConn(st, peer), sink: sink, opts: &opts, ck: ck, tries: map[distribution.ChunkID]int{}}
 			defer f.c.Close()
 			stop := closeOnDone(ctx, f.c)
 			defer stop()
@@ -195,13 +203,51 @@ func Fetch(ctx context.Context, sess Session, ids []distribution.ChunkID, sink d
 			return nil
 		})
 	}
-	return g.Wait()
+	err := g.Wait()
+	// Keep what arrived, whatever happened: the next try fetches only the
+	// rest.
+	if cerr := ck.final(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// checkpointer calls FetchOptions.Checkpoint every so many bytes.
+type checkpointer struct {
+	fn    func() error
+	every int64
+	mu    sync.Mutex
+	since int64
+}
+
+// stored counts n bytes stored, checkpointing when enough have been.
+func (c *checkpointer) stored(n int) error {
+	if c.fn == nil || c.every <= 0 {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.since += int64(n); c.since < c.every {
+		return nil
+	}
+	c.since = 0
+	return c.fn()
+}
+
+func (c *checkpointer) final() error {
+	if c.fn == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fn()
 }
 
 type fetcher struct {
 	c     *Conn
 	sink  distribution.ChunkSink
 	opts  *FetchOptions
+	ck    *checkpointer
 	tries map[distribution.ChunkID]int
 }
 
@@ -288,6 +334,9 @@ func (f *fetcher) answers(batch []distribution.ChunkID) ([]distribution.ChunkID,
 			}
 			if f.opts.Stored != nil {
 				f.opts.Stored(id, len(m.Data))
+			}
+			if err := f.ck.stored(len(m.Data)); err != nil {
+				return nil, fmt.Errorf("checkpoint: %w", err)
 			}
 		case *Missing:
 			if m.ID != id {
