@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -19,6 +20,35 @@ import (
 type child struct {
 	sess     transport.Session
 	channels []string
+
+	// offered are the revisions offered to it on this session: it may
+	// fetch their chunks and no others.
+	mu      sync.Mutex
+	offered map[revKey]struct{}
+}
+
+// revKey names one revision.
+type revKey struct {
+	name string
+	rev  uint64
+}
+
+// offer records that key was offered to the child.
+func (c *child) offer(key revKey) {
+	c.mu.Lock()
+	c.offered[key] = struct{}{}
+	c.mu.Unlock()
+}
+
+// revisions returns what was offered to the child.
+func (c *child) revisions() []revKey {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]revKey, 0, len(c.offered))
+	for k := range c.offered {
+		out = append(out, k)
+	}
+	return out
 }
 
 // ChildStatus is what the distributor knows of a child.
@@ -40,7 +70,7 @@ type ChildStatus struct {
 // serveChild runs a child session: offers down, status up, chunks served.
 func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, control *transport.Conn, hello *transport.Hello, log *slog.Logger) {
 	peer := sess.Peer()
-	c := &child{sess: sess, channels: hello.Channels}
+	c := &child{sess: sess, channels: hello.Channels, offered: map[revKey]struct{}{}}
 	d.mu.Lock()
 	old := d.children[peer.Name]
 	d.children[peer.Name] = c
@@ -71,7 +101,7 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 	stop := context.AfterFunc(ctx, func() { control.Close() })
 	defer stop()
 	g.Go(func() error {
-		return transport.ServeChunks(ctx, sess, d, func(n int) {
+		return transport.ServeChunks(ctx, sess, d.providerFor(c), func(n int) {
 			d.metrics.chunksOut.Inc()
 			d.metrics.bytesOut.Add(float64(n))
 		}, log)
@@ -146,6 +176,7 @@ func (d *Distributor) offerLoop(ctx context.Context, c *child, control *transpor
 				log.Warn("offer", "dist", info.Name, "rev", info.Revision, "err", err)
 				continue
 			}
+			c.offer(revKey{info.Name, info.Revision})
 			if err := control.Send(&transport.Offer{Signed: s}); err != nil {
 				return err
 			}
@@ -159,6 +190,7 @@ func (d *Distributor) offerLoop(ctx context.Context, c *child, control *transpor
 			if o, ok := sent[m.Name]; ok && o.rev >= pendingRevs[i].rev {
 				continue
 			}
+			c.offer(revKey{m.Name, m.Revision})
 			if err := control.Send(&transport.Offer{Signed: s}); err != nil {
 				return err
 			}
@@ -299,4 +331,62 @@ func (d *Distributor) parentStatus() *transport.Status {
 func refusedForGood(err error) bool {
 	return errors.Is(err, distribution.ErrUntrustedKey) || errors.Is(err, distribution.ErrBadSignature) ||
 		errors.Is(err, transport.ErrUnauthorized) || errors.Is(err, transport.ErrRollback)
+}
+
+// providerFor serves a child only the chunks of revisions offered to it:
+// a chunk id is a hash of content, and without this check a child of one
+// channel could fetch another channel's content, or probe whether a
+// distributor holds a file, by naming its hash.
+func (d *Distributor) providerFor(c *child) transport.ChunkProvider {
+	return transport.ChunkProviderFunc(func(ctx context.Context, id distribution.ChunkID) ([]byte, error) {
+		for _, key := range c.revisions() {
+			if d.revisionHas(key, id) {
+				return d.ServeChunk(ctx, id)
+			}
+		}
+		d.metrics.refused.WithLabelValues("chunk").Inc()
+		return nil, fmt.Errorf("%w: chunk %s is in no revision offered to %s", transport.ErrUnauthorized, id.Short(), c.sess.Peer().Name)
+	})
+}
+
+// revisionHas reports whether revision key references chunk id. The sorted
+// chunk list of each revision is built once, on first use, and shared by
+// every child.
+func (d *Distributor) revisionHas(key revKey, id distribution.ChunkID) bool {
+	d.mu.Lock()
+	ids, ok := d.chunkLists[key]
+	var m *distribution.Manifest
+	if !ok {
+		if in, ok := d.incoming[key.name]; ok && in.m.Revision == key.rev {
+			m = in.m
+		}
+	}
+	d.mu.Unlock()
+	if !ok {
+		if m == nil {
+			s, err := d.store.Signed(key.name, key.rev)
+			if err != nil {
+				return false // pruned since: nothing of it to serve
+			}
+			if m, err = s.Manifest(); err != nil {
+				return false
+			}
+		}
+		ids = m.ChunkIDs()
+		slices.SortFunc(ids, compareIDs)
+		d.mu.Lock()
+		d.chunkLists[key] = ids
+		d.mu.Unlock()
+	}
+	_, found := slices.BinarySearchFunc(ids, id, compareIDs)
+	return found
+}
+
+// forgetRevisions drops the chunk lists of pruned revisions.
+func (d *Distributor) forgetRevisions(name string, revs []uint64) {
+	d.mu.Lock()
+	for _, rev := range revs {
+		delete(d.chunkLists, revKey{name, rev})
+	}
+	d.mu.Unlock()
 }

@@ -52,6 +52,9 @@ type Distributor struct {
 	wake chan struct{}
 	// parent is the address of the parent connected now.
 	parent string
+	// chunkLists caches the sorted chunk ids of revisions offered to
+	// children, to check what a child may fetch (providerFor).
+	chunkLists map[revKey][]distribution.ChunkID
 	// upstream is the session with the parent, for repairs.
 	upstream transport.Session
 	started  time.Time
@@ -82,12 +85,13 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Distributor, error) {
 	}
 	d := &Distributor{
 		cfg: cfg, store: st, log: log.With("node", cfg.Name),
-		children: map[string]*child{},
-		seen:     map[string]*ChildStatus{},
-		incoming: map[string]*incoming{},
-		waiting:  map[distribution.ChunkID]chan struct{}{},
-		wake:     make(chan struct{}),
-		started:  time.Now(),
+		children:   map[string]*child{},
+		seen:       map[string]*ChildStatus{},
+		incoming:   map[string]*incoming{},
+		waiting:    map[distribution.ChunkID]chan struct{}{},
+		chunkLists: map[revKey][]distribution.ChunkID{},
+		wake:       make(chan struct{}),
+		started:    time.Now(),
 	}
 	d.metrics = newMetrics(func() float64 {
 		d.mu.Lock()
@@ -301,6 +305,7 @@ func (d *Distributor) prune(name string, log *slog.Logger) {
 	if pr, err := d.store.Prune(name, d.cfg.KeepRevisions); err != nil {
 		log.Error("prune", "err", err)
 	} else if len(pr.RemovedRevisions) > 0 {
+		d.forgetRevisions(name, pr.RemovedRevisions)
 		log.Info("pruned", "revisions", pr.RemovedRevisions, "chunks", pr.RemovedChunks, "bytes", pr.FreedBytes)
 	}
 }

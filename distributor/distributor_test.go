@@ -1031,3 +1031,26 @@ func TestRunStopsWhenContextEnds(t *testing.T) {
 		t.Errorf("app@2 after an interrupted publish: %v, want %v", err, store.ErrNotFound)
 	}
 }
+
+// TestChildFetchesOnlyOfferedChunks checks that a child cannot fetch the
+// chunks of another channel's revision by naming their ids.
+func TestChildFetchesOnlyOfferedChunks(t *testing.T) {
+	n := startDistributor(t, testConfig(), nil)
+	src := memStore(t)
+	web1, webM := build(t, src, publisherKey(), appFiles(1), 1, "web")
+	n.publish(pubID, src, web1)
+	db, dbM := buildNamed(t, src, publisherKey(), "db", map[string][]byte{"schema.sql": []byte("create table secrets (id int);\n")}, 7, "db")
+	n.publish(pub2ID, src, db)
+
+	web := n.mustChild(subID, "web")
+	if got := web.nextOffer(); !slices.Equal(got.Encode(), web1.Encode()) {
+		t.Fatal("sub-1 was not offered app@1")
+	}
+	if err := web.fetch(webM, memStore(t)); err != nil {
+		t.Fatalf("fetch of the offered app@1: %v", err)
+	}
+	err := web.fetch(dbM, memStore(t))
+	if !errors.Is(err, transport.ErrUnauthorized) {
+		t.Fatalf("fetch of db@7's chunks by a child of web: %v, want ErrUnauthorized", err)
+	}
+}
