@@ -342,15 +342,9 @@ func (d *Distributor) authorise(m *distribution.Manifest, publisher string) erro
 
 // begin registers an incoming revision and returns the chunks to fetch.
 func (d *Distributor) begin(s *distribution.Signed, m *distribution.Manifest, from string) ([]distribution.ChunkID, error) {
-	var missing []distribution.ChunkID
-	for _, id := range m.ChunkIDs() {
-		ok, err := d.store.HasChunk(id)
-		if err != nil {
-			return nil, err
-		}
-		if !ok {
-			missing = append(missing, id)
-		}
+	missing, err := d.store.MissingChunks(m.ChunkIDs())
+	if err != nil {
+		return nil, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -310,11 +310,10 @@ func (e *badgerEngine) replaceChunk(id distribution.ChunkID, encoded []byte) err
 	return e.flushIndexLocked()
 }
 
-func (e *badgerEngine) missingChunks(ids []distribution.ChunkID) (int, distribution.ChunkID, error) {
-	var n int
-	var first distribution.ChunkID
+func (e *badgerEngine) missingChunks(ids []distribution.ChunkID) ([]distribution.ChunkID, error) {
+	var missing []distribution.ChunkID
 	if err := e.flushIndex(); err != nil {
-		return 0, first, err
+		return nil, err
 	}
 	// Read-only: Get does not count against badger's transaction size, so
 	// a revision of any number of chunks is checked in one snapshot.
@@ -325,15 +324,12 @@ func (e *badgerEngine) missingChunks(ids []distribution.ChunkID) (int, distribut
 				return err
 			}
 			if !ok {
-				if n == 0 {
-					first = id
-				}
-				n++
+				missing = append(missing, id)
 			}
 		}
 		return nil
 	})
-	return n, first, err
+	return missing, err
 }
 
 func (e *badgerEngine) hasRevision(name string, rev uint64) (bool, error) {

@@ -20,9 +20,9 @@ type engine interface {
 	// putChunk stores a copy of encoded; a chunk already stored is left as
 	// it is.
 	putChunk(id distribution.ChunkID, encoded []byte) error
-	// missingChunks counts the ids that are not stored and returns the
-	// first of them, in the order of ids.
-	missingChunks(ids []distribution.ChunkID) (int, distribution.ChunkID, error)
+	// missingChunks returns the ids that are not stored, in the order of
+	// ids, looked up in one snapshot.
+	missingChunks(ids []distribution.ChunkID) ([]distribution.ChunkID, error)
 	hasRevision(name string, rev uint64) (bool, error)
 	// addRevision stores the record, its revision and channel index
 	// entries atomically and durably; ErrExists if the revision is stored.
@@ -172,13 +172,13 @@ func (c *core) AddRevision(s *distribution.Signed, m *distribution.Manifest) (Re
 	} else if ok {
 		return RevisionInfo{}, fmt.Errorf("add revision %s: %w", label, ErrExists)
 	}
-	missing, first, err := c.engine.missingChunks(ids)
+	missing, err := c.engine.missingChunks(ids)
 	if err != nil {
 		return RevisionInfo{}, fmt.Errorf("add revision %s: %w", label, err)
 	}
-	if missing > 0 {
+	if len(missing) > 0 {
 		return RevisionInfo{}, fmt.Errorf("add revision %s: %w: %d of %d chunks missing, the first is %s",
-			label, ErrIncomplete, missing, len(ids), first.Short())
+			label, ErrIncomplete, len(missing), len(ids), missing[0].Short())
 	}
 	if err := c.engine.addRevision(&revisionRecord{info: info, envelope: s.Encode(), chunks: ids}); err != nil {
 		return RevisionInfo{}, fmt.Errorf("add revision %s: %w", label, err)
@@ -471,6 +471,19 @@ func (c *core) RepairChunk(id distribution.ChunkID, encoded []byte) error {
 		return fmt.Errorf("repair chunk %s: %w", id.Short(), err)
 	}
 	return nil
+}
+
+// MissingChunks returns those of ids the store does not hold, in order.
+func (c *core) MissingChunks(ids []distribution.ChunkID) ([]distribution.ChunkID, error) {
+	if err := c.enter(); err != nil {
+		return nil, err
+	}
+	defer c.closeMu.RUnlock()
+	missing, err := c.engine.missingChunks(ids)
+	if err != nil {
+		return nil, fmt.Errorf("look up %d chunks: %w", len(ids), err)
+	}
+	return missing, nil
 }
 
 // Sync makes every chunk put so far durable.

@@ -67,20 +67,16 @@ func (e *memoryEngine) replaceChunk(id distribution.ChunkID, encoded []byte) err
 	return nil
 }
 
-func (e *memoryEngine) missingChunks(ids []distribution.ChunkID) (int, distribution.ChunkID, error) {
+func (e *memoryEngine) missingChunks(ids []distribution.ChunkID) ([]distribution.ChunkID, error) {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	var n int
-	var first distribution.ChunkID
+	var missing []distribution.ChunkID
 	for _, id := range ids {
 		if _, ok := e.chunks[id]; !ok {
-			if n == 0 {
-				first = id
-			}
-			n++
+			missing = append(missing, id)
 		}
 	}
-	return n, first, nil
+	return missing, nil
 }
 
 func (e *memoryEngine) hasRevision(name string, rev uint64) (bool, error) {

@@ -59,6 +59,9 @@ type Store interface {
 	// distribution references and that is not pending, and gives the space
 	// back to the file system.
 	Prune(name string, keep int) (PruneResult, error)
+	// MissingChunks returns those of ids the store does not hold, in the
+	// order of ids: one lookup of many, cheaper than HasChunk for each.
+	MissingChunks(ids []distribution.ChunkID) ([]distribution.ChunkID, error)
 	// RepairChunk replaces a stored chunk whose bytes were found corrupt
 	// with a good copy, which it checks against id first
 	// (distribution.ErrChunkCorrupt if it does not match).

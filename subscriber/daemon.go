@@ -300,15 +300,9 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 		return m.Name, nil
 	}
 	ids := m.ChunkIDs()
-	var missing []distribution.ChunkID
-	for _, id := range ids {
-		ok, err := s.store.HasChunk(id)
-		if err != nil {
-			return m.Name, err
-		}
-		if !ok {
-			missing = append(missing, id)
-		}
+	missing, err := s.store.MissingChunks(ids)
+	if err != nil {
+		return m.Name, err
 	}
 	if err := checkDisk(s.cfg.DataDir, s.cfg.MinFreeDisk, m, len(missing), len(ids)); err != nil {
 		log.Warn("not receiving", "err", err)

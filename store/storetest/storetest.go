@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Chunks", testChunks},
 		{"ChunkMissing", testChunkMissing},
 		{"RepairChunk", testRepairChunk},
+		{"MissingChunks", testMissingChunks},
 		{"AddRevisionIncomplete", testAddRevisionIncomplete},
 		{"AddRevisionExists", testAddRevisionExists},
 		{"AddRevisionMismatchedKey", testAddRevisionMismatchedKey},
@@ -137,6 +138,27 @@ func testChunks(t *testing.T, s store.Store) {
 		if err := s.PutChunk(c.ID, bad); err == nil {
 			t.Errorf("PutChunk of %d bytes succeeded", len(bad))
 		}
+	}
+}
+
+func testMissingChunks(t *testing.T, s store.Store) {
+	all := chunks(t, 10)
+	PutChunks(t, s, all[:3])
+	PutChunks(t, s, all[6:8])
+	ids := make([]distribution.ChunkID, len(all))
+	for i, c := range all {
+		ids[i] = c.ID
+	}
+	missing, err := s.MissingChunks(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(append([]distribution.ChunkID{}, ids[3:6]...), ids[8:]...)
+	if !slices.Equal(missing, want) {
+		t.Fatalf("MissingChunks = %d ids, want the %d not put, in order", len(missing), len(want))
+	}
+	if missing, err := s.MissingChunks(ids[:3]); err != nil || len(missing) != 0 {
+		t.Fatalf("MissingChunks of stored chunks = %v, %v; want none", missing, err)
 	}
 }
 
