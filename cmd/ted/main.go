@@ -72,6 +72,7 @@ func newRootCommand() *cobra.Command {
 		newPublishCommand(g),
 		newDistributorCommand(g),
 		newSubscriberCommand(g),
+		newScheduleCommand(g),
 		newDemoCommand(g),
 	)
 	markArgErrorsAsUsage(root)
