@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"ted/distribution"
+	"ted/schedule"
 	"ted/transport"
 )
 
@@ -43,6 +44,12 @@ type Config struct {
 	// StatusEvery bounds how often progress is reported to the parent while
 	// receiving; state changes are reported at once.
 	StatusEvery time.Duration
+	// Schedules holds the schedule file (reloaded while running) and
+	// Extract names the schedule whose windows gate extraction.
+	Schedules *schedule.Source
+	Extract   string
+	// Clock tells the time for schedules; tests give a fake one.
+	Clock schedule.Clock
 }
 
 // DefaultConfig returns a configuration with every default spelled out.
@@ -60,6 +67,8 @@ func DefaultConfig() Config {
 		// Once a second: enough for a person watching, little for a parent
 		// with thousands of children.
 		StatusEvery: time.Second,
+		Extract:     schedule.Always,
+		Clock:       schedule.SystemClock(),
 	}
 }
 
@@ -88,6 +97,16 @@ func (c *Config) Validate() error {
 	}
 	if c.KeepRevisions < 1 {
 		errs = append(errs, fmt.Errorf("keep_revisions: %d, want at least 1", c.KeepRevisions))
+	}
+	if c.Schedules == nil {
+		if src, err := schedule.NewSource("", []string{c.Extract}); err != nil {
+			errs = append(errs, fmt.Errorf("extract: %w", err))
+		} else {
+			c.Schedules = src
+		}
+	}
+	if c.Clock == nil {
+		c.Clock = schedule.SystemClock()
 	}
 	if c.CheckpointBytes <= 0 || c.RetryMin <= 0 || c.RetryMax < c.RetryMin || c.StatusEvery <= 0 {
 		errs = append(errs, errors.New("checkpoint, retry and status intervals must be positive"))

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"ted/distribution"
+	"ted/schedule"
 	"ted/store"
 	"ted/transport"
 )
@@ -81,7 +82,13 @@ func (s *Subscriber) Run(ctx context.Context, dial transport.DialFunc) error {
 	if err := s.loadStates(); err != nil {
 		return err
 	}
-	s.extractAll(ctx)
+	s.extractAll(ctx, false)
+	windows := make(chan struct{})
+	go func() {
+		defer close(windows)
+		s.windowLoop(ctx)
+	}()
+	defer func() { <-windows }()
 	pc := s.cfg.Parents
 	pc.Logger = s.log
 	transport.RunParents(ctx, pc, dial, s.runParent, func(addr string) {
@@ -296,7 +303,7 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 		return m.Name, fmt.Errorf("%w: %v", errRefused, err)
 	}
 	if _, err := s.store.Signed(m.Name, m.Revision); err == nil {
-		s.extract(s.runCtx, m.Name)
+		s.extract(s.runCtx, m.Name, false)
 		return m.Name, nil
 	}
 	ids := m.ChunkIDs()
@@ -335,7 +342,7 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 			st.Reason = fmt.Sprintf("%d corrupt chunks from %s detected and fetched again", n, peer)
 		}
 	})
-	s.extract(s.runCtx, m.Name)
+	s.extract(s.runCtx, m.Name, false)
 	return m.Name, nil
 }
 
@@ -376,21 +383,65 @@ func (s *Subscriber) newest(name string) uint64 {
 
 // extractAll extracts, for every distribution, its newest received revision
 // if it is newer than the installed one.
-func (s *Subscriber) extractAll(ctx context.Context) {
+func (s *Subscriber) extractAll(ctx context.Context, force bool) {
 	names, err := s.store.Distributions()
 	if err != nil {
 		s.log.Error("list distributions", "err", err)
 		return
 	}
 	for _, name := range names {
-		s.extract(ctx, name)
+		s.extract(ctx, name, force)
+	}
+}
+
+// extractWindow says whether the extract schedule is open now; if not, the
+// reason a waiting revision shows.
+func (s *Subscriber) extractWindow() (bool, string) {
+	sch := s.cfg.Schedules.Lookup(s.cfg.Extract)
+	now := s.cfg.Clock.Now()
+	if sch.OpenAt(now) {
+		return true, ""
+	}
+	if w, ok := sch.Next(now); ok {
+		return false, fmt.Sprintf("waiting for the extract window (%s) opening at %s", s.cfg.Extract, w.Start.UTC().Format(time.RFC3339))
+	}
+	return false, fmt.Sprintf("the extract schedule %q never opens; ted subscriber extract extracts now", s.cfg.Extract)
+}
+
+// windowLoop extracts what waits when an extract window opens, and looks
+// again when the schedule file is reloaded.
+func (s *Subscriber) windowLoop(ctx context.Context) {
+	for {
+		changed := s.cfg.Schedules.Changed()
+		var opens <-chan time.Time
+		var timer schedule.Timer
+		sch := s.cfg.Schedules.Lookup(s.cfg.Extract)
+		now := s.cfg.Clock.Now()
+		if w, ok := sch.Next(now); ok && !sch.OpenAt(now) {
+			timer = s.cfg.Clock.NewTimer(w.Start.Sub(now))
+			opens = timer.C()
+		}
+		select {
+		case <-ctx.Done():
+			if timer != nil {
+				timer.Stop()
+			}
+			return
+		case <-changed:
+		case <-opens:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		s.extractAll(ctx, false)
 	}
 }
 
 // extract installs the newest stored revision of name if it is newer than
 // the installed one, verifies the tree, marks older revisions superseded
-// and prunes the store. Until schedules exist, every extract window is open.
-func (s *Subscriber) extract(ctx context.Context, name string) {
+// and prunes the store. Outside the extract window (unless force) the
+// revision waits as received, its reason saying when the window opens.
+func (s *Subscriber) extract(ctx context.Context, name string, force bool) {
 	s.extractMu.Lock()
 	defer s.extractMu.Unlock()
 	latest, err := s.store.Latest(name)
@@ -408,6 +459,14 @@ func (s *Subscriber) extract(ctx context.Context, name string) {
 	m, err := s.manifest(name, latest.Revision)
 	if err != nil {
 		s.log.Error("load manifest", "dist", name, "rev", latest.Revision, "err", err)
+		return
+	}
+	if open, why := s.extractWindow(); !open && !force {
+		s.update(m, func(st *transport.RevisionState) {
+			if st.State != StateFailed {
+				st.State, st.Reason = StateReceived, why
+			}
+		})
 		return
 	}
 	log := s.log.With("dist", name, "rev", m.Revision)
@@ -436,7 +495,7 @@ func (s *Subscriber) extract(ctx context.Context, name string) {
 	}
 	s.mu.Unlock()
 	s.update(m, func(st *transport.RevisionState) {
-		st.State, st.Error, st.HaveChunks, st.Chunks = StateExtracted, "", latest.Chunks, latest.Chunks
+		st.State, st.Error, st.Reason, st.HaveChunks, st.Chunks = StateExtracted, "", "", latest.Chunks, latest.Chunks
 	})
 	if pr, err := s.store.Prune(name, s.cfg.KeepRevisions); err != nil {
 		log.Error("prune", "err", err)
@@ -452,7 +511,7 @@ func (s *Subscriber) extract(ctx context.Context, name string) {
 // ExtractNow extracts every received revision that is newer than the
 // installed one, now (`ted subscriber extract`).
 func (s *Subscriber) ExtractNow(ctx context.Context) error {
-	s.extractAll(ctx)
+	s.extractAll(ctx, true)
 	return ctx.Err()
 }
 

@@ -6,8 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
@@ -16,6 +19,7 @@ import (
 	"ted/admin"
 	"ted/distribution"
 	"ted/pki"
+	"ted/schedule"
 	"ted/store"
 	"ted/transport"
 )
@@ -57,7 +61,13 @@ type node struct {
 	// parents is the parent list with its link settings.
 	parents transport.ParentsConfig
 	store   *store.Badger
+	// schedules, if set, is reloaded on SIGHUP and when its file changes.
+	schedules *schedule.Source
 }
+
+// scheduleWatchEvery is how often a daemon looks whether its schedule file
+// changed: a stat, so it costs nothing, and an edit takes effect within it.
+const scheduleWatchEvery = 5 * time.Second
 
 // setUpNode loads a daemon's keys and certificate, creates its data
 // directory (0700: it holds the admin socket and the store) and opens its
@@ -88,6 +98,20 @@ func setUpNode(file *nodeFile, role pki.Role, log *slog.Logger) (*node, error) {
 	return n, nil
 }
 
+// reloadSchedules reloads the schedule file on SIGHUP; a bad file keeps the
+// schedules in use, with an error in the log.
+func (n *node) reloadSchedules() {
+	if n.schedules == nil || n.file.Schedules == "" {
+		n.log.Info("SIGHUP: no schedule file to reload")
+		return
+	}
+	if err := n.schedules.Reload(); err != nil {
+		n.log.Error("SIGHUP: schedule file not reloaded", "err", err)
+		return
+	}
+	n.log.Info("SIGHUP: schedule file reloaded", "file", n.file.Schedules)
+}
+
 // dial dials a parent distributor.
 func (n *node) dial(ctx context.Context, addr string) (transport.Session, error) {
 	return transport.Dial(ctx, addr, n.cred, pki.RoleDistributor, n.quic)
@@ -101,9 +125,30 @@ func (n *node) serve(ctx context.Context, kind string, a daemonAdmin, run func(c
 		return err
 	}
 	defer srv.Close()
+	// SIGHUP reloads the schedule file and never stops the daemon (its
+	// default action would).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx) })
 	g.Go(func() error { return run(gctx) })
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-hup:
+				n.reloadSchedules()
+			}
+		}
+	})
+	if n.schedules != nil {
+		g.Go(func() error {
+			n.schedules.Watch(gctx, scheduleWatchEvery, schedule.SystemClock(), n.log)
+			return nil
+		})
+	}
 	err = g.Wait()
 	n.log.Info(kind+" stopped", "node", n.file.Name)
 	if ctx.Err() != nil {

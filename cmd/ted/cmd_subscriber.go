@@ -58,6 +58,11 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	cfg.Root = file.Root
 	cfg.KeepRevisions = *file.KeepRevisions
 	cfg.DataDir, cfg.MinFreeDisk = file.DataDir, file.minFree
+	if cfg.Schedules, err = loadSchedules(&file.nodeFile, map[string]string{file.Extract: "extract"}); err != nil {
+		return err
+	}
+	n.schedules = cfg.Schedules
+	cfg.Extract = file.Extract
 	if err := cfg.Validate(); err != nil {
 		return usageError{fmt.Errorf("%s: %w", opts.config, err)}
 	}

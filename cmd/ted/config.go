@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"ted/distribution"
 	"ted/pki"
+	"ted/schedule"
 	"ted/transport"
 )
 
@@ -55,9 +57,10 @@ type distributorFile struct {
 	Channels map[string]channelFile `yaml:"channels"`
 }
 
-// check validates the common fields and resolves their paths; schedules
-// says what a missing schedule file means for this kind of daemon.
-func (c *nodeFile) check(file, schedules string) error {
+// check validates the common fields and resolves their paths.
+// noSchedules, if not empty, says why this kind of daemon refuses a
+// schedule file for now.
+func (c *nodeFile) check(file, noSchedules string) error {
 	c.path = file
 	if err := pki.ValidateName(c.Name); err != nil {
 		return configError(file, "name", "%v", err)
@@ -87,9 +90,10 @@ func (c *nodeFile) check(file, schedules string) error {
 	if c.minFree, err = checkMinFree(file, c.MinFreeDisk); err != nil {
 		return err
 	}
-	if c.Schedules != "" {
-		return configError(file, "schedules", "schedule files are not supported by this version; %s", schedules)
+	if c.Schedules != "" && noSchedules != "" {
+		return configError(file, "schedules", "%s", noSchedules)
 	}
+	c.Schedules = resolve(file, c.Schedules)
 	return c.Link.check(file)
 }
 
@@ -274,13 +278,37 @@ func checkTrust(file string, trust []string) ([]string, error) {
 	return out, nil
 }
 
-// checkSchedule accepts only the built-in schedule until schedule files
-// exist: refusing a named schedule is better than silently ignoring it.
+// checkSchedule accepts only the built-in schedule where windows are not
+// enforced yet: refusing a named schedule is better than ignoring it.
 func checkSchedule(file, field, name string) error {
 	if name != "" && name != "always" {
-		return configError(file, field, "schedule %q: only \"always\" is supported by this version", name)
+		return configError(file, field, "schedule %q: send windows are not supported by this version yet; only \"always\"", name)
 	}
 	return nil
+}
+
+// loadSchedules opens a daemon's schedule file, checking that it defines
+// every schedule the config names (field says where each is named).
+func loadSchedules(file *nodeFile, names map[string]string) (*schedule.Source, error) {
+	var required []string
+	for name := range names {
+		required = append(required, name)
+	}
+	src, err := schedule.NewSource(file.Schedules, required)
+	if err == nil {
+		return src, nil
+	}
+	if errors.Is(err, schedule.ErrUnknownSchedule) {
+		for name, field := range names {
+			if strings.Contains(err.Error(), strconv.Quote(name)) {
+				return nil, configError(file.path, field, "%v", err)
+			}
+		}
+	}
+	if errors.Is(err, schedule.ErrInvalid) || errors.Is(err, schedule.ErrUnknownSchedule) {
+		return nil, usageError{fmt.Errorf("%s: schedules: %w", file.path, err)}
+	}
+	return nil, fmt.Errorf("%s: schedules: %w", file.path, err)
 }
 
 func loadDistributorConfig(file string) (*distributorFile, error) {
@@ -288,7 +316,7 @@ func loadDistributorConfig(file string) (*distributorFile, error) {
 	if err := readConfig(file, &c); err != nil {
 		return nil, err
 	}
-	if err := c.check(file, "every channel sends always"); err != nil {
+	if err := c.check(file, "send windows are not supported by this version yet; every channel sends always"); err != nil {
 		return nil, err
 	}
 	if err := checkAddr(file, "listen", c.Listen, true); err != nil {
@@ -322,7 +350,7 @@ func loadSubscriberConfig(file string) (*subscriberFile, error) {
 	if err := readConfig(file, &c); err != nil {
 		return nil, err
 	}
-	if err := c.check(file, "every window is open"); err != nil {
+	if err := c.check(file, ""); err != nil {
 		return nil, err
 	}
 	if len(c.Parents) == 0 {
@@ -340,8 +368,8 @@ func loadSubscriberConfig(file string) (*subscriberFile, error) {
 			return nil, configError(file, "channels", "%v", err)
 		}
 	}
-	if err := checkSchedule(file, "extract", c.Extract); err != nil {
-		return nil, err
+	if c.Extract == "" {
+		c.Extract = schedule.Always
 	}
 	if c.Cluster != nil {
 		return nil, configError(file, "cluster", "clusters are not supported by this version")
