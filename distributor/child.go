@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"ted/distribution"
+	"ted/schedule"
 	"ted/store"
 	"ted/transport"
 )
@@ -151,18 +152,43 @@ func (d *Distributor) offerLoop(ctx context.Context, c *child, control *transpor
 		stored bool
 	}
 	sent := map[string]offered{}
+	// told remembers the window opening last told to the child per
+	// distribution, so it is told once, not at every wake.
+	told := map[string]time.Time{}
+	name := c.sess.Peer().Name
+	// offer sends s unless its send window is closed for this child; then
+	// the child is told when it opens, and next keeps the earliest opening.
+	var next time.Time
+	offer := func(s *distribution.Signed, m *distribution.Manifest) (bool, error) {
+		channels := d.childChannels(m.Channels, c)
+		open, at := d.sendState(channels, name)
+		if open == "" {
+			if !at.IsZero() {
+				next = earliest(next, at)
+			}
+			if prev, ok := told[m.Name]; !ok || !prev.Equal(at) {
+				told[m.Name] = at
+				if err := control.Send(transport.ErrorOf(fmt.Errorf("%s@%d: %w", m.Name, m.Revision, closedUntil(channels, at)))); err != nil {
+					return false, err
+				}
+			}
+			return false, nil
+		}
+		c.offer(revKey{m.Name, m.Revision})
+		return true, control.Send(&transport.Offer{Signed: s})
+	}
 	for {
+		next = time.Time{}
 		d.mu.Lock()
 		wake := d.wake
-		var pending []*distribution.Signed
-		var pendingRevs []offered
+		var pending []*incoming
 		for _, in := range d.incoming {
 			if sharesChannel(in.m.Channels, c.channels) {
-				pending = append(pending, in.signed)
-				pendingRevs = append(pendingRevs, offered{rev: in.m.Revision})
+				pending = append(pending, in)
 			}
 		}
 		d.mu.Unlock()
+		changed := d.cfg.Schedules.Changed()
 		latest, err := d.latestFor(c.channels)
 		if err != nil {
 			return err
@@ -176,32 +202,48 @@ func (d *Distributor) offerLoop(ctx context.Context, c *child, control *transpor
 				log.Warn("offer", "dist", info.Name, "rev", info.Revision, "err", err)
 				continue
 			}
-			c.offer(revKey{info.Name, info.Revision})
-			if err := control.Send(&transport.Offer{Signed: s}); err != nil {
-				return err
-			}
-			sent[info.Name] = offered{rev: info.Revision, stored: true}
-		}
-		for i, s := range pending {
 			m, err := s.Manifest()
 			if err != nil {
 				continue
 			}
-			if o, ok := sent[m.Name]; ok && o.rev >= pendingRevs[i].rev {
-				continue
-			}
-			c.offer(revKey{m.Name, m.Revision})
-			if err := control.Send(&transport.Offer{Signed: s}); err != nil {
+			ok, err := offer(s, m)
+			if err != nil {
 				return err
 			}
-			sent[m.Name] = offered{rev: m.Revision}
+			if ok {
+				sent[info.Name] = offered{rev: info.Revision, stored: true}
+			}
+		}
+		for _, in := range pending {
+			if o, ok := sent[in.m.Name]; ok && o.rev >= in.m.Revision {
+				continue
+			}
+			ok, err := offer(in.signed, in.m)
+			if err != nil {
+				return err
+			}
+			if ok {
+				sent[in.m.Name] = offered{rev: in.m.Revision}
+			}
+		}
+		var opens <-chan time.Time
+		var timer schedule.Timer
+		if !next.IsZero() {
+			timer = d.cfg.Clock.NewTimer(next.Sub(d.cfg.Clock.Now()))
+			opens = timer.C()
 		}
 		select {
 		case <-ctx.Done():
-			return nil
 		case <-c.sess.Context().Done():
-			return nil
 		case <-wake:
+		case <-changed:
+		case <-opens:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil || c.sess.Context().Err() != nil {
+			return nil
 		}
 	}
 }
@@ -333,28 +375,72 @@ func refusedForGood(err error) bool {
 		errors.Is(err, transport.ErrUnauthorized) || errors.Is(err, transport.ErrRollback)
 }
 
-// providerFor serves a child only the chunks of revisions offered to it:
-// a chunk id is a hash of content, and without this check a child of one
+// providerFor serves a child only the chunks of revisions offered to it,
+// only inside a send window of their channels, at the channel's rate: a
+// chunk id is a hash of content, and without the first check a child of one
 // channel could fetch another channel's content, or probe whether a
 // distributor holds a file, by naming its hash.
 func (d *Distributor) providerFor(c *child) transport.ChunkProvider {
 	return transport.ChunkProviderFunc(func(ctx context.Context, id distribution.ChunkID) ([]byte, error) {
+		var next time.Time
+		var waiting []string
 		for _, key := range c.revisions() {
-			if d.revisionHas(key, id) {
-				return d.ServeChunk(ctx, id)
+			rc := d.revisionChunks(key)
+			if rc == nil || !rc.has(id) {
+				continue
 			}
+			channels := d.childChannels(rc.channels, c)
+			open, at := d.sendState(channels, c.sess.Peer().Name)
+			if open == "" {
+				waiting, next = channels, earliest(next, at)
+				continue
+			}
+			data, err := d.ServeChunk(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			if err := d.waitRate(ctx, open, len(data)); err != nil {
+				return nil, err
+			}
+			return data, nil
+		}
+		if waiting != nil {
+			return nil, closedUntil(waiting, next)
 		}
 		d.metrics.refused.WithLabelValues("chunk").Inc()
 		return nil, fmt.Errorf("%w: chunk %s is in no revision offered to %s", transport.ErrUnauthorized, id.Short(), c.sess.Peer().Name)
 	})
 }
 
-// revisionHas reports whether revision key references chunk id. The sorted
-// chunk list of each revision is built once, on first use, and shared by
-// every child.
-func (d *Distributor) revisionHas(key revKey, id distribution.ChunkID) bool {
+// childChannels returns the channels of a revision that this child
+// receives.
+func (d *Distributor) childChannels(channels []string, c *child) []string {
+	var out []string
+	for _, ch := range channels {
+		if slices.Contains(c.channels, ch) {
+			out = append(out, ch)
+		}
+	}
+	return out
+}
+
+// revChunks is what a child's chunk requests are checked against: a
+// revision's sorted chunk ids and its channels.
+type revChunks struct {
+	ids      []distribution.ChunkID
+	channels []string
+}
+
+func (rc *revChunks) has(id distribution.ChunkID) bool {
+	_, found := slices.BinarySearchFunc(rc.ids, id, compareIDs)
+	return found
+}
+
+// revisionChunks returns the chunk list of revision key, built once on
+// first use and shared by every child; nil if the revision is gone.
+func (d *Distributor) revisionChunks(key revKey) *revChunks {
 	d.mu.Lock()
-	ids, ok := d.chunkLists[key]
+	rc, ok := d.chunkLists[key]
 	var m *distribution.Manifest
 	if !ok {
 		if in, ok := d.incoming[key.name]; ok && in.m.Revision == key.rev {
@@ -362,24 +448,24 @@ func (d *Distributor) revisionHas(key revKey, id distribution.ChunkID) bool {
 		}
 	}
 	d.mu.Unlock()
-	if !ok {
-		if m == nil {
-			s, err := d.store.Signed(key.name, key.rev)
-			if err != nil {
-				return false // pruned since: nothing of it to serve
-			}
-			if m, err = s.Manifest(); err != nil {
-				return false
-			}
-		}
-		ids = m.ChunkIDs()
-		slices.SortFunc(ids, compareIDs)
-		d.mu.Lock()
-		d.chunkLists[key] = ids
-		d.mu.Unlock()
+	if ok {
+		return rc
 	}
-	_, found := slices.BinarySearchFunc(ids, id, compareIDs)
-	return found
+	if m == nil {
+		s, err := d.store.Signed(key.name, key.rev)
+		if err != nil {
+			return nil // pruned since: nothing of it to serve
+		}
+		if m, err = s.Manifest(); err != nil {
+			return nil
+		}
+	}
+	rc = &revChunks{ids: m.ChunkIDs(), channels: m.Channels}
+	slices.SortFunc(rc.ids, compareIDs)
+	d.mu.Lock()
+	d.chunkLists[key] = rc
+	d.mu.Unlock()
+	return rc
 }
 
 // forgetRevisions drops the chunk lists of pruned revisions.

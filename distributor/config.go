@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"ted/distribution"
+	"ted/schedule"
 	"ted/transport"
 )
 
@@ -39,6 +40,11 @@ type Config struct {
 	// RetryMin and RetryMax bound the wait before an offer from the parent
 	// that failed is tried again on the same session.
 	RetryMin, RetryMax time.Duration
+	// Schedules holds the schedule file (reloaded while running) that the
+	// channels' Send names refer to; nil: only always and never.
+	Schedules *schedule.Source
+	// Clock tells the time for send windows; tests give a fake one.
+	Clock schedule.Clock
 }
 
 // Channel says who may publish into a channel and who may receive it.
@@ -48,6 +54,9 @@ type Channel struct {
 	// Children are the certificate names (subscribers or lower-tier
 	// distributors) allowed to receive.
 	Children []string
+	// Send names the schedule whose windows gate offers and chunks sent
+	// to children; empty means always.
+	Send string
 }
 
 // DefaultConfig returns a configuration with every default spelled out.
@@ -62,6 +71,7 @@ func DefaultConfig() Config {
 		CheckpointBytes: 32 << 20,
 		RetryMin:        5 * time.Second,
 		RetryMax:        5 * time.Minute,
+		Clock:           schedule.SystemClock(),
 	}
 }
 
@@ -93,6 +103,22 @@ func (c *Config) Validate() error {
 	}
 	if c.Parents.RetryMin <= 0 || c.Parents.RetryMax < c.Parents.RetryMin || c.Parents.PreferEvery <= 0 {
 		errs = append(errs, errors.New("parents: retry and prefer intervals must be positive"))
+	}
+	var sends []string
+	for _, ch := range c.Channels {
+		if ch.Send != "" {
+			sends = append(sends, ch.Send)
+		}
+	}
+	if c.Schedules == nil {
+		if src, err := schedule.NewSource("", sends); err != nil {
+			errs = append(errs, fmt.Errorf("channels: send: %w", err))
+		} else {
+			c.Schedules = src
+		}
+	}
+	if c.Clock == nil {
+		c.Clock = schedule.SystemClock()
 	}
 	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
 		errs = append(errs, errors.New("retry intervals must be positive"))

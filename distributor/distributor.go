@@ -54,7 +54,9 @@ type Distributor struct {
 	parent string
 	// chunkLists caches the sorted chunk ids of revisions offered to
 	// children, to check what a child may fetch (providerFor).
-	chunkLists map[revKey][]distribution.ChunkID
+	chunkLists map[revKey]*revChunks
+	// limits caps each channel's send rate.
+	limits limiters
 	// upstream is the session with the parent, for repairs.
 	upstream transport.Session
 	started  time.Time
@@ -89,7 +91,8 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Distributor, error) {
 		seen:       map[string]*ChildStatus{},
 		incoming:   map[string]*incoming{},
 		waiting:    map[distribution.ChunkID]chan struct{}{},
-		chunkLists: map[revKey][]distribution.ChunkID{},
+		chunkLists: map[revKey]*revChunks{},
+		limits:     limiters{per: map[string]channelLimiter{}},
 		wake:       make(chan struct{}),
 		started:    time.Now(),
 	}

@@ -198,6 +198,15 @@ func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) erro
 				queue.Succeeded(name)
 				continue
 			}
+			if at, ok := transport.RetryAt(err); ok {
+				// The send window closed: the transfer pauses and resumes
+				// at the opening from where it stopped (only the chunks
+				// still missing are asked for).
+				wait := max(at.Sub(s.cfg.Clock.Now()), 0) + s.cfg.RetryMin/5
+				queue.RetryIn(ctx, signed, wait)
+				log.Info("transfer paused until the send window opens", "dist", name, "opens", at.UTC().Format(time.RFC3339))
+				continue
+			}
 			// A transfer that failed (the parent could not serve a chunk
 			// yet, a chunk stayed corrupt, the disk is short) is tried
 			// again later on this session; a newer offer meanwhile wins.
@@ -223,6 +232,10 @@ func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) erro
 					return fmt.Errorf("%w: offer from %s: %v", transport.ErrProtocol, peer, err)
 				}
 			case *transport.Error:
+				if msg.RetryAt > 0 {
+					log.Info("parent holds an offer until its send window opens", "why", msg.Message)
+					continue
+				}
 				log.Warn("parent reports an error", "err", msg.Message)
 			default:
 				return fmt.Errorf("%w: %s sent %T", transport.ErrProtocol, peer, msg)
@@ -325,6 +338,12 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 		st.Chunks, st.HaveChunks = len(ids), int(have.Load())
 	})
 	if err := s.fetch(ctx, sess, m, missing, &have, &corrupt, log); err != nil {
+		if _, paused := transport.RetryAt(err); paused {
+			s.update(m, func(st *transport.RevisionState) {
+				st.State, st.Reason, st.HaveChunks = StateReceiving, "paused: "+err.Error(), int(have.Load())
+			})
+			return m.Name, err
+		}
 		s.update(m, func(st *transport.RevisionState) {
 			st.State, st.Error, st.HaveChunks = StateFailed, err.Error(), int(have.Load())
 		})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"ted/distribution"
 )
@@ -65,6 +66,40 @@ var codes = []struct {
 type Error struct {
 	Code    Code   `cbor:"1,keyasint"`
 	Message string `cbor:"2,keyasint"`
+	// RetryAt, if set (Unix seconds), is when asking again can succeed: a
+	// send window's next opening.
+	RetryAt int64 `cbor:"3,keyasint,omitempty"`
+}
+
+// ClosedUntil says that something waits for a window: a channel's send
+// window is closed and opens at At (zero: never). It is ErrUnavailable, and
+// travels with At as the wire error's RetryAt.
+type ClosedUntil struct {
+	At     time.Time
+	Reason string
+}
+
+func (e *ClosedUntil) Error() string {
+	if e.At.IsZero() {
+		return e.Reason + "; no window opens"
+	}
+	return fmt.Sprintf("%s; the next window opens at %s", e.Reason, e.At.UTC().Format(time.RFC3339))
+}
+
+// Unwrap makes a ClosedUntil an ErrUnavailable.
+func (e *ClosedUntil) Unwrap() error { return ErrUnavailable }
+
+// RetryAt returns when a peer said to ask again, if err carries that.
+func RetryAt(err error) (time.Time, bool) {
+	var wire *Error
+	if errors.As(err, &wire) && wire.RetryAt > 0 {
+		return time.Unix(wire.RetryAt, 0), true
+	}
+	var closed *ClosedUntil
+	if errors.As(err, &closed) && !closed.At.IsZero() {
+		return closed.At, true
+	}
+	return time.Time{}, false
 }
 
 // ErrorOf turns err into its wire form: the code of the first sentinel it
@@ -81,12 +116,17 @@ func ErrorOf(err error) *Error {
 	if len(msg) > maxText {
 		msg = strings.ToValidUTF8(msg[:maxText], "")
 	}
+	var retry int64
+	var closed *ClosedUntil
+	if errors.As(err, &closed) && !closed.At.IsZero() {
+		retry = closed.At.Unix()
+	}
 	for _, c := range codes {
 		if errors.Is(err, c.err) {
-			return &Error{Code: c.code, Message: msg}
+			return &Error{Code: c.code, Message: msg, RetryAt: retry}
 		}
 	}
-	return &Error{Code: CodeInternal, Message: msg}
+	return &Error{Code: CodeInternal, Message: msg, RetryAt: retry}
 }
 
 func (e *Error) Error() string { return e.Message }

@@ -94,10 +94,17 @@ func (q *OfferQueue) RetryLater(ctx context.Context, name string, s *distributio
 	wait := max(minWait, min(2*q.backoff[name], maxWait))
 	q.backoff[name] = wait
 	q.mu.Unlock()
+	q.RetryIn(ctx, s, wait)
+	return wait
+}
+
+// RetryIn pushes an offer back after d, unless ctx ends first: a transfer
+// paused by a closed send window resumes at its opening.
+func (q *OfferQueue) RetryIn(ctx context.Context, s *distribution.Signed, d time.Duration) {
 	q.retries.Add(1)
 	go func() {
 		defer q.retries.Done()
-		t := time.NewTimer(wait)
+		t := time.NewTimer(d)
 		defer t.Stop()
 		select {
 		case <-ctx.Done():
@@ -105,7 +112,6 @@ func (q *OfferQueue) RetryLater(ctx context.Context, name string, s *distributio
 			_ = q.Push(s)
 		}
 	}()
-	return wait
 }
 
 // Succeeded resets the retry wait of a distribution.

@@ -66,9 +66,17 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	cfg.KeepRevisions = *file.KeepRevisions
 	cfg.DataDir, cfg.MinFreeDisk = file.DataDir, file.minFree
 	cfg.Channels = map[string]distributor.Channel{}
+	sends := map[string]string{}
 	for name, ch := range file.Channels {
-		cfg.Channels[name] = distributor.Channel{Publishers: ch.Publishers, Children: ch.Children}
+		cfg.Channels[name] = distributor.Channel{Publishers: ch.Publishers, Children: ch.Children, Send: ch.Send}
+		if ch.Send != "" {
+			sends[ch.Send] = "channels." + name + ".send"
+		}
 	}
+	if cfg.Schedules, err = loadSchedules(&file.nodeFile, sends); err != nil {
+		return err
+	}
+	n.schedules = cfg.Schedules
 	if err := cfg.Validate(); err != nil {
 		return usageError{fmt.Errorf("%s: %w", opts.config, err)}
 	}

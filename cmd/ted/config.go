@@ -278,15 +278,6 @@ func checkTrust(file string, trust []string) ([]string, error) {
 	return out, nil
 }
 
-// checkSchedule accepts only the built-in schedule where windows are not
-// enforced yet: refusing a named schedule is better than ignoring it.
-func checkSchedule(file, field, name string) error {
-	if name != "" && name != "always" {
-		return configError(file, field, "schedule %q: send windows are not supported by this version yet; only \"always\"", name)
-	}
-	return nil
-}
-
 // loadSchedules opens a daemon's schedule file, checking that it defines
 // every schedule the config names (field says where each is named).
 func loadSchedules(file *nodeFile, names map[string]string) (*schedule.Source, error) {
@@ -316,7 +307,7 @@ func loadDistributorConfig(file string) (*distributorFile, error) {
 	if err := readConfig(file, &c); err != nil {
 		return nil, err
 	}
-	if err := c.check(file, "send windows are not supported by this version yet; every channel sends always"); err != nil {
+	if err := c.check(file, ""); err != nil {
 		return nil, err
 	}
 	if err := checkAddr(file, "listen", c.Listen, true); err != nil {
@@ -329,9 +320,6 @@ func loadDistributorConfig(file string) (*distributorFile, error) {
 		field := "channels." + name
 		if err := distribution.ValidName("channel", name); err != nil {
 			return nil, configError(file, field, "%v", err)
-		}
-		if err := checkSchedule(file, field+".send", ch.Send); err != nil {
-			return nil, err
 		}
 		for i, n := range append(append([]string{}, ch.Publishers...), ch.Children...) {
 			if err := pki.ValidateName(n); err != nil {
