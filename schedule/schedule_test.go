@@ -362,3 +362,39 @@ func TestLimiter(t *testing.T) {
 		t.Error("unlimited limiter refuses")
 	}
 }
+
+// TestLimiterRateOverLongTransfer sends 64 MiB in chunks through the
+// limiter on a virtual clock (each chunk waits the delay its reservation
+// asks for, as rate.Limiter.WaitN does) and checks the achieved rate is
+// within 10 % of max_rate: deterministic, no wall time.
+func TestLimiterRateOverLongTransfer(t *testing.T) {
+	for _, rateText := range []string{"512KiB/s", "1MiB/s", "20MiB/s"} {
+		t.Run(rateText, func(t *testing.T) {
+			s := mustSchedule(t, "    max_rate: "+rateText+"\n    windows: [{cron: '@daily', duration: 1h}]\n")
+			l := s.Limiter()
+			start := utc(2026, 1, 1, 0, 0)
+			now := start
+			const total = 64 << 20
+			sizes := []int{16 << 10, 5 << 10, 64<<10 + 1, 30 << 10}
+			sent := 0
+			for i := 0; sent < total; i++ {
+				n := sizes[i%len(sizes)]
+				for left := n; left > 0; {
+					step := min(left, l.Burst())
+					r := l.ReserveN(now, step)
+					if !r.OK() {
+						t.Fatalf("reservation of %d bytes refused (burst %d)", step, l.Burst())
+					}
+					now = now.Add(r.DelayFrom(now))
+					left -= step
+				}
+				sent += n
+			}
+			got := float64(sent) / now.Sub(start).Seconds()
+			want := float64(s.MaxRate)
+			if got < 0.9*want || got > 1.1*want {
+				t.Errorf("%d bytes in %v: %.0f B/s, want within 10 %% of %.0f", sent, now.Sub(start), got, want)
+			}
+		})
+	}
+}
