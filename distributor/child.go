@@ -310,6 +310,13 @@ func (d *Distributor) runParent(ctx context.Context, sess transport.Session) err
 			case refusedForGood(err):
 				log.Warn("offer from parent refused", "err", err)
 			default:
+				if at, ok := transport.RetryAt(err); ok {
+					// The parent's send window closed: resume at its
+					// opening, with only the chunks still missing.
+					queue.RetryIn(ctx, s, max(at.Sub(d.cfg.Clock.Now()), 0)+d.cfg.RetryMin/5)
+					log.Info("transfer from parent paused until its send window opens", "opens", at.UTC().Format(time.RFC3339))
+					break
+				}
 				// Short of disk, a chunk that stayed corrupt, a stream
 				// that failed: try again later on this session.
 				wait := queue.RetryLater(ctx, res.Name, s, d.cfg.RetryMin, d.cfg.RetryMax)
@@ -331,12 +338,17 @@ func (d *Distributor) runParent(ctx context.Context, sess transport.Session) err
 			if err != nil {
 				return err
 			}
-			offer, ok := msg.(*transport.Offer)
-			if !ok {
+			switch msg := msg.(type) {
+			case *transport.Offer:
+				if err := queue.Push(msg.Signed); err != nil {
+					return fmt.Errorf("%w: offer from parent: %v", transport.ErrProtocol, err)
+				}
+			case *transport.Error:
+				// A notice: the parent holds an offer until its send
+				// window opens, or reports a problem.
+				log.Info("parent notice", "msg", msg.Message)
+			default:
 				return fmt.Errorf("%w: parent sent %T", transport.ErrProtocol, msg)
-			}
-			if err := queue.Push(offer.Signed); err != nil {
-				return fmt.Errorf("%w: offer from parent: %v", transport.ErrProtocol, err)
 			}
 		}
 	})
