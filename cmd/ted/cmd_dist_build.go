@@ -15,7 +15,7 @@ import (
 
 	"ted/distribution"
 	"ted/pki"
-	"ted/store"
+	"ted/publisher"
 )
 
 type distBuildOptions struct {
@@ -184,51 +184,18 @@ func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) 
 	}
 	defer st.Close()
 
-	var next uint64 = 1
-	latest, err := st.Latest(opts.Name)
-	switch {
-	case err == nil:
-		next = latest.Revision + 1
-	case !errors.Is(err, store.ErrNotFound):
-		return nil, err
-	}
-
-	build.Revision = next
-	m, stats, err := distribution.BuildDir(ctx, opts.From, build, st)
+	built, err := publisher.Build(ctx, st, publisher.BuildOptions{From: opts.From, Manifest: build, Keep: opts.Keep}, key)
 	if bar != nil {
-		bar.finish(stats.Bytes)
+		bar.finish(built.Stats.Bytes)
 	}
 	if err != nil {
 		return nil, err
 	}
-	signed, err := distribution.Sign(m, key)
-	if err != nil {
-		return nil, err
-	}
-	res.Files, res.Bytes, res.Chunks = stats.Files, stats.Bytes, stats.Chunks
-	res.NewChunks, res.NewBytes = stats.NewChunks, stats.NewBytes
-	res.ManifestBytes = len(signed.Body)
-
-	if latest.Revision != 0 {
-		_, previous, err := loadSigned(st, revisionRef{Name: opts.Name, Revision: latest.Revision})
-		if err != nil {
-			return nil, err
-		}
-		if previous.SameContent(m) {
-			res.Revision, res.Unchanged = latest.Revision, true
-			res.Seconds = time.Since(start).Seconds()
-			return res, nil
-		}
-	}
-	if _, err := st.AddRevision(signed, m); err != nil {
-		return nil, err
-	}
-	res.Revision = m.Revision
-	pruned, err := st.Prune(opts.Name, opts.Keep)
-	if err != nil {
-		return nil, fmt.Errorf("%s@%d stored, but pruning old revisions failed: %w", opts.Name, m.Revision, err)
-	}
-	res.Pruned = append(res.Pruned, pruned.RemovedRevisions...)
+	res.Revision, res.Unchanged = built.Revision, built.Unchanged
+	res.Files, res.Bytes, res.Chunks = built.Stats.Files, built.Stats.Bytes, built.Stats.Chunks
+	res.NewChunks, res.NewBytes = built.Stats.NewChunks, built.Stats.NewBytes
+	res.ManifestBytes = built.ManifestBytes
+	res.Pruned = append(res.Pruned, built.Pruned...)
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
 }

@@ -70,6 +70,7 @@ func newRootCommand() *cobra.Command {
 		newPKICommand(g),
 		newDistCommand(g),
 		newPublishCommand(g),
+		newPublisherCommand(g),
 		newDistributorCommand(g),
 		newSubscriberCommand(g),
 		newScheduleCommand(g),

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+
+	"github.com/Masterminds/semver/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+
+	"ted/admin"
+	"ted/distribution"
+	"ted/pki"
+	"ted/publisher"
+	"ted/schedule"
+	"ted/store"
+	"ted/transport"
+)
+
+// publisherFile is publisher.yaml (CLI.md "Files").
+type publisherFile struct {
+	Name string `yaml:"name"`
+	// Store is the publisher's store, as dist build --store.
+	Store string `yaml:"store"`
+	// DataDir holds the admin socket; default: the store's directory.
+	DataDir       string                           `yaml:"data_dir"`
+	SignKey       string                           `yaml:"sign_key"`
+	TLS           tlsFiles                         `yaml:"tls"`
+	Distributor   string                           `yaml:"distributor"`
+	Schedules     string                           `yaml:"schedules"`
+	KeepRevisions *int                             `yaml:"keep_revisions"`
+	StatusListen  string                           `yaml:"status_listen"`
+	Link          linkFile                         `yaml:"link"`
+	Distributions map[string]*publisherDistribFile `yaml:"distributions"`
+
+	path string
+}
+
+type publisherDistribFile struct {
+	From     string   `yaml:"from"`
+	Version  string   `yaml:"version"`
+	Channels []string `yaml:"channels"`
+	Target   string   `yaml:"target"`
+	Requires []string `yaml:"requires"`
+	// Build is a schedule name; default always.
+	Build string `yaml:"build"`
+}
+
+func loadPublisherConfig(file string) (*publisherFile, error) {
+	var c publisherFile
+	if err := readConfig(file, &c); err != nil {
+		return nil, err
+	}
+	c.path = file
+	if err := pki.ValidateName(c.Name); err != nil {
+		return nil, configError(file, "name", "%v", err)
+	}
+	for _, f := range []struct {
+		field string
+		value *string
+	}{{"store", &c.Store}, {"sign_key", &c.SignKey}} {
+		if *f.value == "" {
+			return nil, configError(file, f.field, "missing")
+		}
+		*f.value = resolve(file, *f.value)
+	}
+	c.DataDir = resolve(file, c.DataDir)
+	if c.DataDir == "" {
+		c.DataDir = c.Store
+	}
+	if err := c.TLS.check(file); err != nil {
+		return nil, err
+	}
+	if err := checkAddr(file, "distributor", c.Distributor, true); err != nil {
+		return nil, err
+	}
+	if err := checkAddr(file, "status_listen", c.StatusListen, false); err != nil {
+		return nil, err
+	}
+	if err := checkKeep(file, &c.KeepRevisions); err != nil {
+		return nil, err
+	}
+	if err := c.Link.check(file); err != nil {
+		return nil, err
+	}
+	c.Schedules = resolve(file, c.Schedules)
+	if len(c.Distributions) == 0 {
+		return nil, configError(file, "distributions", "none")
+	}
+	for name, d := range c.Distributions {
+		field := "distributions." + name
+		if d == nil {
+			return nil, configError(file, field, "empty")
+		}
+		if err := distribution.ValidName("distribution name", name); err != nil {
+			return nil, configError(file, field, "%v", err)
+		}
+		if d.From == "" {
+			return nil, configError(file, field+".from", "missing")
+		}
+		d.From = resolve(file, d.From)
+		v, err := semver.NewVersion(d.Version)
+		if err != nil {
+			return nil, configError(file, field+".version", "%q is not a semantic version", d.Version)
+		}
+		d.Version = v.String()
+		if len(d.Channels) == 0 {
+			return nil, configError(file, field+".channels", "none")
+		}
+		for i, r := range d.Requires {
+			if err := validateRequires([]string{r}); err != nil {
+				return nil, configError(file, fmt.Sprintf("%s.requires[%d]", field, i), "%q: not \"NAME [CONSTRAINT]\"", r)
+			}
+		}
+		if d.Build == "" {
+			d.Build = schedule.Always
+		}
+		// Metadata that dist build would refuse, refused here by field.
+		b := distribution.BuildOptions{Name: name, Revision: 1, Version: d.Version, Channels: d.Channels, Target: d.Target, Requires: d.Requires}
+		if err := b.Validate(); err != nil {
+			return nil, configError(file, field, "%v", err)
+		}
+	}
+	return &c, nil
+}
+
+// names returns the distributions' names, sorted.
+func (c *publisherFile) names() []string {
+	var names []string
+	for name := range c.Distributions {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func newPublisherCommand(_ *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "publisher", Short: "Daemon that rebuilds distributions in build windows and pushes them"}
+	cmd.AddCommand(newPublisherRunCommand())
+	return cmd
+}
+
+func newPublisherRunCommand() *cobra.Command {
+	var opts daemonOptions
+	cmd := &cobra.Command{
+		Use:   "run --config publisher.yaml",
+		Short: "Run the publisher daemon until SIGTERM: rebuild in build windows, push what changed",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runPublisher(cmd.Context(), opts, cmd.ErrOrStderr())
+		},
+	}
+	opts.AddFlags(cmd)
+	return cmd
+}
+
+func runPublisher(ctx context.Context, opts daemonOptions, stderr io.Writer) error {
+	if err := requireFlag("config", opts.config); err != nil {
+		return err
+	}
+	log, err := opts.log.logger(stderr)
+	if err != nil {
+		return err
+	}
+	file, err := loadPublisherConfig(opts.config)
+	if err != nil {
+		return err
+	}
+	// The schedules come first: a config naming an unknown one is a usage
+	// error, found before any key or store is touched.
+	required := map[string]string{}
+	for _, name := range file.names() {
+		if build := file.Distributions[name].Build; required[build] == "" {
+			required[build] = "distributions." + name + ".build"
+		}
+	}
+	// loadSchedules needs only the file's path and its schedule file.
+	n := &node{file: &nodeFile{Name: file.Name, DataDir: file.DataDir, StatusListen: file.StatusListen, Schedules: file.Schedules, path: file.path}, log: log}
+	if n.schedules, err = loadSchedules(n.file, required); err != nil {
+		return err
+	}
+	key, err := pki.LoadSigningKey(file.SignKey)
+	if err != nil {
+		return fmt.Errorf("%s: sign_key: %w", file.path, err)
+	}
+	cred, err := loadCredentials(file.path, file.Name, file.TLS, pki.RolePublisher)
+	if err != nil {
+		return err
+	}
+	qcfg := transport.DefaultQUICConfig()
+	qcfg.Logger = log
+	parents := transport.DefaultParentsConfig() // the link's parent setting does not apply
+	file.Link.apply(&qcfg, &parents)
+
+	cfg := publisher.DefaultConfig()
+	cfg.Name, cfg.Agent, cfg.Distributor = file.Name, buildVersion().Version, file.Distributor
+	cfg.Schedules, cfg.KeepRevisions = n.schedules, *file.KeepRevisions
+	for _, name := range file.names() {
+		d := file.Distributions[name]
+		cfg.Distributions = append(cfg.Distributions, publisher.Distribution{Name: name, From: d.From, Version: d.Version,
+			Channels: d.Channels, Target: d.Target, Requires: d.Requires, Build: d.Build})
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{fmt.Errorf("%s: %w", file.path, err)}
+	}
+
+	if err := os.MkdirAll(file.DataDir, 0o700); err != nil {
+		return fmt.Errorf("%s: data_dir: %w", file.path, err)
+	}
+	st, err := store.Open(file.Store, store.Options{Create: true, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	dial := func(ctx context.Context, addr string) (transport.Session, error) {
+		return transport.Dial(ctx, addr, cred, pki.RoleDistributor, qcfg)
+	}
+	d, err := publisher.New(cfg, st, key, dial, log)
+	if err != nil {
+		return err
+	}
+	return n.serve(ctx, "publisher", daemonAdmin{
+		status: func() any { return d.Status() },
+		health: func() error {
+			_, err := st.Usage()
+			return err
+		},
+		registry: prometheus.NewRegistry(),
+		actions:  map[string]admin.Action{},
+	}, d.Run)
+}
