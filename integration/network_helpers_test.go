@@ -161,6 +161,9 @@ func (nw *network) publish(ref string, d *node) publishResult {
 // channel says who may publish into a channel and who may receive it.
 type channel struct {
 	publishers, children []string
+	// send, if set, is the channel's send schedule (a name in the
+	// distributor's schedule file).
+	send string
 }
 
 // distributorSpec is what differs between distributors.
@@ -169,6 +172,9 @@ type distributorSpec struct {
 	channels map[string]channel
 	// trust defaults to the network's publisher key.
 	trust []string
+	// schedules, if set, is the schedule file, relative to the config's
+	// directory (the network's).
+	schedules string
 }
 
 // subscriberSpec is what differs between subscribers.
@@ -182,6 +188,9 @@ type subscriberSpec struct {
 	tls *tlsSpec
 	// link, if set, is the config's link block (timeouts).
 	link map[string]string
+	// schedules, if set, is the schedule file, relative to the config's
+	// directory (the network's); extract, if set, the extract schedule.
+	schedules, extract string
 }
 
 type tlsSpec struct{ ca, cert, key string }
@@ -228,6 +237,9 @@ func (nw *network) distributor(name string, spec distributorSpec) *node {
 		if c.children != nil {
 			v["children"] = c.children
 		}
+		if c.send != "" {
+			v["send"] = c.send
+		}
 		channels[ch] = v
 	}
 	values := map[string]any{
@@ -239,6 +251,9 @@ func (nw *network) distributor(name string, spec distributorSpec) *node {
 	}
 	if len(spec.parents) > 0 {
 		values["parents"] = spec.parents
+	}
+	if spec.schedules != "" {
+		values["schedules"] = spec.schedules
 	}
 	n := nw.newNode(name, "distributor", values)
 	n.startFresh()
@@ -270,6 +285,12 @@ func (nw *network) subscriber(name string, spec subscriberSpec) *node {
 	}
 	if spec.link != nil {
 		values["link"] = spec.link
+	}
+	if spec.schedules != "" {
+		values["schedules"] = spec.schedules
+	}
+	if spec.extract != "" {
+		values["extract"] = spec.extract
 	}
 	n := nw.newNode(name, "subscriber", values)
 	n.root = filepath.Join(nw.dir, "srv", name)
