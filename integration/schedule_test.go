@@ -256,10 +256,17 @@ func TestScheduleSIGHUP(t *testing.T) {
 
 	nw.build("1.0.0")
 	nw.publish("app", dist1)
-	r := web1.waitState(1, "received")
-	if !strings.Contains(r.Reason, "hold") || !strings.Contains(r.Reason, "never") {
-		t.Errorf("after the bad edit, app@1 is held with reason %q; want the old hold schedule (never)", r.Reason)
-	}
+	web1.waitState(1, "received")
+	// The reason follows the state at once (received, then the window is
+	// looked at); wait for it rather than race it.
+	waitFor(t, "app@1 held by the old hold schedule (never)", func() (bool, string) {
+		st, err := web1.subscriberStatus()
+		if err != nil {
+			return false, err.Error()
+		}
+		r, _ := st.revision(1)
+		return r.State == "received" && strings.Contains(r.Reason, "hold") && strings.Contains(r.Reason, "never"), fmt.Sprintf("%+v", r)
+	})
 	requireNothingExtracted(t, web1)
 
 	// A good edit opens hold: the waiting revision is extracted.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -355,10 +356,13 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 	}
 	s.metrics.received.Inc()
 	log.Info("revision received", "fetched_chunks", len(missing), "corrupt_refetched", corrupt.Load())
+	_, waiting := s.extractWindow()
 	s.update(m, func(st *transport.RevisionState) {
-		st.State, st.HaveChunks = StateReceived, len(ids)
+		// Received and, outside the extract window, why it waits: in one
+		// change, so no one sees it received without its reason.
+		st.State, st.HaveChunks, st.Error, st.Reason = StateReceived, len(ids), "", waiting
 		if n := corrupt.Load(); n > 0 {
-			st.Reason = fmt.Sprintf("%d corrupt chunks from %s detected and fetched again", n, peer)
+			st.Reason = strings.TrimPrefix(st.Reason+"; ", "; ") + fmt.Sprintf("%d corrupt chunks from %s detected and fetched again", n, peer)
 		}
 	})
 	s.extract(s.runCtx, m.Name, false)
