@@ -63,6 +63,11 @@ type node struct {
 	store   *store.Badger
 	// schedules, if set, is reloaded on SIGHUP and when its file changes.
 	schedules *schedule.Source
+	// hup receives SIGHUP from setUpNode on, long before the admin socket
+	// exists (which operators and scripts take as the sign the daemon is
+	// up): SIGHUP reloads the schedule file and never stops the daemon, as
+	// its default action would.
+	hup chan os.Signal
 }
 
 // scheduleWatchEvery is how often a daemon looks whether its schedule file
@@ -82,7 +87,8 @@ func setUpNode(file *nodeFile, role pki.Role, log *slog.Logger) (*node, error) {
 		return nil, err
 	}
 	n := &node{file: file, log: log, trust: distribution.NewTrust(keys...), cred: cred,
-		quic: transport.DefaultQUICConfig(), parents: transport.DefaultParentsConfig()}
+		quic: transport.DefaultQUICConfig(), parents: transport.DefaultParentsConfig(), hup: make(chan os.Signal, 1)}
+	signal.Notify(n.hup, syscall.SIGHUP)
 	n.quic.Logger = log
 	n.parents.Addrs = file.Parents
 	file.Link.apply(&n.quic, &n.parents)
@@ -120,16 +126,17 @@ func (n *node) dial(ctx context.Context, addr string) (transport.Session, error)
 // serve runs the daemon's admin socket and status address beside run
 // until ctx ends (SIGTERM: a clean stop, nil) or either fails.
 func (n *node) serve(ctx context.Context, kind string, a daemonAdmin, run func(ctx context.Context) error) error {
+	if n.hup == nil {
+		n.hup = make(chan os.Signal, 1)
+		signal.Notify(n.hup, syscall.SIGHUP)
+	}
+	hup := n.hup
+	defer signal.Stop(hup)
 	srv, err := startAdmin(n.file.DataDir, n.file.StatusListen, a, n.log)
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	// SIGHUP reloads the schedule file and never stops the daemon (its
-	// default action would).
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx) })
 	g.Go(func() error { return run(gctx) })

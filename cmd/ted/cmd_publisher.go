@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"slices"
+	"syscall"
 
 	"github.com/Masterminds/semver/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -178,7 +180,9 @@ func runPublisher(ctx context.Context, opts daemonOptions, stderr io.Writer) err
 		}
 	}
 	// loadSchedules needs only the file's path and its schedule file.
-	n := &node{file: &nodeFile{Name: file.Name, DataDir: file.DataDir, StatusListen: file.StatusListen, Schedules: file.Schedules, path: file.path}, log: log}
+	n := &node{file: &nodeFile{Name: file.Name, DataDir: file.DataDir, StatusListen: file.StatusListen, Schedules: file.Schedules, path: file.path}, log: log,
+		hup: make(chan os.Signal, 1)}
+	signal.Notify(n.hup, syscall.SIGHUP) // from here on SIGHUP reloads, never stops
 	if n.schedules, err = loadSchedules(n.file, required); err != nil {
 		return err
 	}
