@@ -313,7 +313,7 @@ func (d *Distributor) runParent(ctx context.Context, sess transport.Session) err
 				if at, ok := transport.RetryAt(err); ok {
 					// The parent's send window closed: resume at its
 					// opening, with only the chunks still missing.
-					queue.RetryIn(ctx, s, max(at.Sub(d.cfg.Clock.Now()), 0)+d.cfg.RetryMin/5)
+					queue.RetryIn(ctx, res.Name, s, max(at.Sub(d.cfg.Clock.Now()), 0)+d.cfg.RetryMin/5)
 					log.Info("transfer from parent paused until its send window opens", "opens", at.UTC().Format(time.RFC3339))
 					break
 				}

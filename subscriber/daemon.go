@@ -204,7 +204,7 @@ func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) erro
 				// at the opening from where it stopped (only the chunks
 				// still missing are asked for).
 				wait := max(at.Sub(s.cfg.Clock.Now()), 0) + s.cfg.RetryMin/5
-				queue.RetryIn(ctx, signed, wait)
+				queue.RetryIn(ctx, name, signed, wait)
 				log.Info("transfer paused until the send window opens", "dist", name, "opens", at.UTC().Format(time.RFC3339))
 				continue
 			}

@@ -21,6 +21,10 @@ type OfferQueue struct {
 	// failed; retries are the goroutines waiting to push one back.
 	backoff map[string]time.Duration
 	retries sync.WaitGroup
+	// waiting holds, per distribution, the offer a pending retry will push:
+	// one timer per distribution, so two copies of an offer that both
+	// failed do not retry twice.
+	waiting map[string]*distribution.Signed
 }
 
 type queued struct {
@@ -34,7 +38,8 @@ const MaxQueuedOffers = 1024
 
 // NewOfferQueue returns an empty queue.
 func NewOfferQueue() *OfferQueue {
-	return &OfferQueue{pending: map[string]queued{}, kick: make(chan struct{}, 1), backoff: map[string]time.Duration{}}
+	return &OfferQueue{pending: map[string]queued{}, kick: make(chan struct{}, 1), backoff: map[string]time.Duration{},
+		waiting: map[string]*distribution.Signed{}}
 }
 
 // Push queues an offer, unless one of a newer revision of the same
@@ -94,13 +99,22 @@ func (q *OfferQueue) RetryLater(ctx context.Context, name string, s *distributio
 	wait := max(minWait, min(2*q.backoff[name], maxWait))
 	q.backoff[name] = wait
 	q.mu.Unlock()
-	q.RetryIn(ctx, s, wait)
+	q.RetryIn(ctx, name, s, wait)
 	return wait
 }
 
-// RetryIn pushes an offer back after d, unless ctx ends first: a transfer
-// paused by a closed send window resumes at its opening.
-func (q *OfferQueue) RetryIn(ctx context.Context, s *distribution.Signed, d time.Duration) {
+// RetryIn pushes an offer of distribution name back after d, unless ctx
+// ends first: a transfer paused by a closed send window resumes at its
+// opening. While a retry of name is pending, another only replaces the
+// offer it will push.
+func (q *OfferQueue) RetryIn(ctx context.Context, name string, s *distribution.Signed, d time.Duration) {
+	q.mu.Lock()
+	_, pending := q.waiting[name]
+	q.waiting[name] = s
+	q.mu.Unlock()
+	if pending {
+		return
+	}
 	q.retries.Add(1)
 	go func() {
 		defer q.retries.Done()
@@ -109,6 +123,12 @@ func (q *OfferQueue) RetryIn(ctx context.Context, s *distribution.Signed, d time
 		select {
 		case <-ctx.Done():
 		case <-t.C:
+		}
+		q.mu.Lock()
+		s := q.waiting[name]
+		delete(q.waiting, name)
+		q.mu.Unlock()
+		if ctx.Err() == nil {
 			_ = q.Push(s)
 		}
 	}()
