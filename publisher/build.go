@@ -5,8 +5,10 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
+	"ted/dependency"
 	"ted/distribution"
 	"ted/store"
 )
@@ -42,7 +44,14 @@ type BuildResult struct {
 	ManifestBytes int
 	// Pruned lists the revisions deleted to keep Keep, oldest first.
 	Pruned []uint64
+	// Warnings are requirements naming distributions this store has never
+	// held: allowed (they may be published elsewhere), but worth a look.
+	Warnings []string
 }
+
+// ErrCycle: the build's requirements would close a cycle among the
+// distributions of the store, so no subscriber could ever extract them.
+var ErrCycle = errors.New("requirements would close a cycle")
 
 // Build builds a revision of a distribution from opts.From into st: it
 // chunks the tree, signs the manifest with key and stores it as the next
@@ -67,6 +76,9 @@ func Build(ctx context.Context, st store.Store, opts BuildOptions, key ed25519.P
 		return res, err
 	}
 	b.Revision = latest + 1
+	if res.Warnings, err = checkRequires(st, b.Name, b.Requires); err != nil {
+		return res, err
+	}
 	m, stats, err := distribution.BuildDir(ctx, opts.From, b, st)
 	res.Stats = stats
 	if err != nil {
@@ -103,4 +115,54 @@ func Build(ctx context.Context, st store.Store, opts BuildOptions, key ed25519.P
 	}
 	res.Pruned = append(res.Pruned, pruned.RemovedRevisions...)
 	return res, nil
+}
+
+// checkRequires refuses requirements that would close a cycle with the
+// latest revisions of the store's other distributions (DESIGN §8: cycles are
+// refused at build time when the publisher can see them), and lists those
+// naming distributions the store has never held.
+func checkRequires(st store.Store, name string, requires []string) ([]string, error) {
+	warnings := []string{}
+	reqs, err := dependency.ParseRequirements(requires)
+	if err != nil {
+		return warnings, fmt.Errorf("build %s: %w", name, err)
+	}
+	if len(reqs) == 0 {
+		return warnings, nil
+	}
+	names, err := st.Distributions()
+	if err != nil {
+		return warnings, err
+	}
+	graph := map[string][]string{}
+	for _, other := range names {
+		if other == name {
+			continue
+		}
+		s, err := st.Signed(other, 0)
+		if err != nil {
+			return warnings, err
+		}
+		m, err := s.Manifest()
+		if err != nil {
+			return warnings, fmt.Errorf("%s: %w", other, err)
+		}
+		theirs, err := dependency.ParseRequirements(m.Requires)
+		if err != nil {
+			continue // not this build's to judge; the subscriber reports it
+		}
+		for _, r := range theirs {
+			graph[other] = append(graph[other], r.Name)
+		}
+	}
+	for _, r := range reqs {
+		graph[name] = append(graph[name], r.Name)
+		if r.Name != name && !slices.Contains(names, r.Name) {
+			warnings = append(warnings, fmt.Sprintf("requires %s, which this store has never held (published elsewhere?)", r.Text))
+		}
+	}
+	if cycle := dependency.FindCycle(graph); cycle != nil {
+		return warnings, fmt.Errorf("build %s: %w: %s", name, ErrCycle, dependency.FormatCycle(cycle))
+	}
+	return warnings, nil
 }

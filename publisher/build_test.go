@@ -1,9 +1,11 @@
 package publisher
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,5 +111,39 @@ func TestBuildRefuses(t *testing.T) {
 	}
 	if _, err := st.Latest("app"); err == nil {
 		t.Error("a failed build stored a revision")
+	}
+}
+
+// TestBuildRefusesCycle: app requires runtime, so runtime may not require
+// app; a requirement the store has never held is built with a warning.
+func TestBuildRefusesCycle(t *testing.T) {
+	src := t.TempDir()
+	writeTree(t, src, map[string]string{"f": "x"})
+	st := store.NewMemory()
+	t.Cleanup(func() { _ = st.Close() })
+	named := func(name string, requires ...string) BuildOptions {
+		o := buildOptions(src, 3, time.Unix(1_700_000_000, 0))
+		o.Manifest.Name, o.Manifest.Requires = name, requires
+		return o
+	}
+	app, err := Build(t.Context(), st, named("app", "runtime >=1.0"), publisherKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(app.Warnings) != 1 || !strings.Contains(app.Warnings[0], "runtime") {
+		t.Errorf("warnings %q, want one naming runtime, never held", app.Warnings)
+	}
+	if _, err := Build(t.Context(), st, named("lib"), publisherKey()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Build(t.Context(), st, named("runtime", "lib", "app"), publisherKey())
+	if !errors.Is(err, ErrCycle) || !strings.Contains(err.Error(), "app → runtime → app") {
+		t.Fatalf("runtime requiring app: %v, want ErrCycle naming app → runtime → app", err)
+	}
+	if _, err := st.Latest("runtime"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the refused build stored something: %v", err)
+	}
+	if ok, err := Build(t.Context(), st, named("runtime", "lib"), publisherKey()); err != nil || len(ok.Warnings) != 0 {
+		t.Fatalf("runtime requiring lib: %+v, %v; want built without warnings", ok, err)
 	}
 }

@@ -62,6 +62,7 @@ type distBuildResult struct {
 	Unchanged     bool           `json:"unchanged"`
 	Skipped       []skippedEntry `json:"skipped"`
 	Pruned        []uint64       `json:"pruned"`
+	Warnings      []string       `json:"warnings"`
 	Seconds       float64        `json:"seconds"`
 }
 
@@ -144,7 +145,7 @@ func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) 
 	if err := validateRequires(opts.Requires); err != nil {
 		return nil, err
 	}
-	res := &distBuildResult{Name: opts.Name, Version: version, Skipped: []skippedEntry{}, Pruned: []uint64{}}
+	res := &distBuildResult{Name: opts.Name, Version: version, Skipped: []skippedEntry{}, Pruned: []uint64{}, Warnings: []string{}}
 	start := time.Now()
 	var bar progress
 	build := distribution.BuildOptions{
@@ -188,8 +189,15 @@ func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) 
 	if bar != nil {
 		bar.finish(built.Stats.Bytes)
 	}
+	if errors.Is(err, publisher.ErrCycle) {
+		return nil, usageError{err}
+	}
 	if err != nil {
 		return nil, err
+	}
+	res.Warnings = built.Warnings
+	for _, w := range built.Warnings {
+		fmt.Fprintf(stderr, "warning: %s@%d: %s\n", opts.Name, built.Revision, w)
 	}
 	res.Revision, res.Unchanged = built.Revision, built.Unchanged
 	res.Files, res.Bytes, res.Chunks = built.Stats.Files, built.Stats.Bytes, built.Stats.Chunks

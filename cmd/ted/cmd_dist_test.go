@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"ted/distribution"
@@ -87,6 +88,17 @@ func TestRunDistBuildAndList(t *testing.T) {
 	opts.Requires = []string{"runtime >= banana"}
 	if _, err := runDistBuild(context.Background(), opts, io.Discard); exitCode(err) != exitUsage {
 		t.Fatalf("bad constraint: %v, want a usage error", err)
+	}
+
+	// app requires runtime (and certs, never built here: a warning), so a
+	// runtime that requires app would close a cycle.
+	if res.Warnings == nil {
+		t.Error("warnings is null in the JSON, want a list")
+	}
+	cycle := opts
+	cycle.Name, cycle.Requires = "runtime", []string{"app"}
+	if _, err := runDistBuild(context.Background(), cycle, io.Discard); exitCode(err) != exitUsage || !strings.Contains(err.Error(), "app → runtime → app") {
+		t.Fatalf("runtime requiring app: %v, want a usage error naming the cycle", err)
 	}
 }
 
