@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"ted/dependency"
 	"ted/distribution"
 	"ted/schedule"
 	"ted/store"
@@ -317,7 +318,7 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 		return m.Name, fmt.Errorf("%w: %v", errRefused, err)
 	}
 	if _, err := s.store.Signed(m.Name, m.Revision); err == nil {
-		s.extract(s.runCtx, m.Name, false)
+		s.extractAll(s.runCtx, false)
 		return m.Name, nil
 	}
 	ids := m.ChunkIDs()
@@ -365,7 +366,7 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 			st.Reason = strings.TrimPrefix(st.Reason+"; ", "; ") + fmt.Sprintf("%d corrupt chunks from %s detected and fetched again", n, peer)
 		}
 	})
-	s.extract(s.runCtx, m.Name, false)
+	s.extractAll(s.runCtx, false)
 	return m.Name, nil
 }
 
@@ -407,14 +408,87 @@ func (s *Subscriber) newest(name string) uint64 {
 // extractAll extracts, for every distribution, its newest received revision
 // if it is newer than the installed one.
 func (s *Subscriber) extractAll(ctx context.Context, force bool) {
+	s.extractMu.Lock()
+	defer s.extractMu.Unlock()
+	// Each pass plans the waiting revisions in dependency order and
+	// extracts the first ready one; the next pass sees it installed, so a
+	// dependency arriving in the same run unblocks its dependants in it. A
+	// revision that fails is left out of later passes of this run.
+	failed := map[string]bool{}
+	for ctx.Err() == nil {
+		candidates, manifests, installed := s.waiting(failed)
+		if len(candidates) == 0 {
+			return
+		}
+		plan := dependency.PlanExtraction(installed, candidates)
+		for name, reason := range plan.Blocked {
+			m := manifests[name]
+			s.update(m, func(st *transport.RevisionState) {
+				if st.State != StateFailed {
+					st.State, st.Reason = StateBlocked, reason
+				}
+			})
+		}
+		if len(plan.Order) == 0 {
+			return
+		}
+		if open, why := s.extractWindow(); !open && !force {
+			for _, c := range plan.Order {
+				s.update(manifests[c.Name], func(st *transport.RevisionState) {
+					if st.State != StateFailed {
+						st.State, st.Reason = StateReceived, why
+					}
+				})
+			}
+			return
+		}
+		next := plan.Order[0]
+		if !s.extractOne(ctx, manifests[next.Name]) {
+			failed[next.Name] = true
+		}
+	}
+}
+
+// waiting returns the newest stored revision of every distribution that
+// is newer than the installed one (and not in skip), as dependency
+// candidates, with their manifests and the installed versions.
+func (s *Subscriber) waiting(skip map[string]bool) ([]dependency.Candidate, map[string]*distribution.Manifest, map[string]string) {
+	installed := map[string]string{}
+	list, err := s.inst.Installed()
+	if err != nil {
+		s.log.Error("installed records", "err", err)
+		return nil, nil, nil
+	}
+	revs := map[string]uint64{}
+	for _, in := range list {
+		installed[in.Name], revs[in.Name] = in.Version, in.Revision
+	}
 	names, err := s.store.Distributions()
 	if err != nil {
 		s.log.Error("list distributions", "err", err)
-		return
+		return nil, nil, nil
 	}
+	var candidates []dependency.Candidate
+	manifests := map[string]*distribution.Manifest{}
 	for _, name := range names {
-		s.extract(ctx, name, force)
+		latest, err := s.store.Latest(name)
+		if err != nil || skip[name] || latest.Revision <= revs[name] {
+			continue
+		}
+		m, err := s.manifest(name, latest.Revision)
+		if err != nil {
+			s.log.Error("load manifest", "dist", name, "rev", latest.Revision, "err", err)
+			continue
+		}
+		reqs, err := dependency.ParseRequirements(m.Requires)
+		if err != nil {
+			s.update(m, func(st *transport.RevisionState) { st.State, st.Reason = StateBlocked, err.Error() })
+			continue
+		}
+		manifests[name] = m
+		candidates = append(candidates, dependency.Candidate{Name: name, Revision: m.Revision, Version: m.Version, Requires: reqs})
 	}
+	return candidates, manifests, installed
 }
 
 // extractWindow says whether the extract schedule is open now; if not, the
@@ -460,65 +534,39 @@ func (s *Subscriber) windowLoop(ctx context.Context) {
 	}
 }
 
-// extract installs the newest stored revision of name if it is newer than
-// the installed one, verifies the tree, marks older revisions superseded
-// and prunes the store. Outside the extract window (unless force) the
-// revision waits as received, its reason saying when the window opens.
-func (s *Subscriber) extract(ctx context.Context, name string, force bool) {
-	s.extractMu.Lock()
-	defer s.extractMu.Unlock()
-	latest, err := s.store.Latest(name)
-	if err != nil {
-		return
-	}
-	inst, ok, err := s.inst.InstalledRevision(name)
-	if err != nil {
-		s.log.Error("installed record", "dist", name, "err", err)
-		return
-	}
-	if ok && inst.Revision >= latest.Revision {
-		return
-	}
-	m, err := s.manifest(name, latest.Revision)
-	if err != nil {
-		s.log.Error("load manifest", "dist", name, "rev", latest.Revision, "err", err)
-		return
-	}
-	if open, why := s.extractWindow(); !open && !force {
-		s.update(m, func(st *transport.RevisionState) {
-			if st.State != StateFailed {
-				st.State, st.Reason = StateReceived, why
-			}
-		})
-		return
-	}
+// extractOne installs m, verifies the tree, marks older revisions
+// superseded and prunes the store; s.extractMu is held. It reports whether
+// m is now extracted.
+func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) bool {
+	name := m.Name
 	log := s.log.With("dist", name, "rev", m.Revision)
 	start := time.Now()
-	err = s.inst.Install(ctx, m)
+	err := s.inst.Install(ctx, m)
 	if err == nil {
 		err = VerifyTree(ctx, m, filepath.Join(s.cfg.Root, filepath.FromSlash(m.Target)))
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return // stopping: the journal resumes it at the next start
+			return false // stopping: the journal resumes it at the next start
 		}
 		log.Error("extraction failed", "err", err)
 		s.metrics.failed.Inc()
 		s.update(m, func(st *transport.RevisionState) { st.State, st.Error = StateFailed, err.Error() })
-		return
+		return false
 	}
 	s.metrics.extracted.Inc()
 	files, bytes, _ := m.Totals()
+	distinct := len(m.ChunkIDs())
 	log.Info("extracted and verified", "target", m.Target, "files", files, "bytes", bytes, "took", time.Since(start).Round(time.Millisecond))
 	s.mu.Lock()
 	for rev, st := range s.states[name] {
-		if rev < m.Revision && (st.State == StateExtracted || st.State == StateReceived) {
-			st.State = StateSuperseded
+		if rev < m.Revision && (st.State == StateExtracted || st.State == StateReceived || st.State == StateBlocked) {
+			st.State, st.Reason = StateSuperseded, ""
 		}
 	}
 	s.mu.Unlock()
 	s.update(m, func(st *transport.RevisionState) {
-		st.State, st.Error, st.Reason, st.HaveChunks, st.Chunks = StateExtracted, "", "", latest.Chunks, latest.Chunks
+		st.State, st.Error, st.Reason, st.HaveChunks, st.Chunks = StateExtracted, "", "", distinct, distinct
 	})
 	if pr, err := s.store.Prune(name, s.cfg.KeepRevisions); err != nil {
 		log.Error("prune", "err", err)
@@ -529,6 +577,7 @@ func (s *Subscriber) extract(ctx context.Context, name string, force bool) {
 		}
 		s.mu.Unlock()
 	}
+	return true
 }
 
 // ExtractNow extracts every received revision that is newer than the
