@@ -50,6 +50,8 @@ type Config struct {
 	Extract   string
 	// Clock tells the time for schedules; tests give a fake one.
 	Clock schedule.Clock
+	// ActionTimeout bounds each pre or post action command.
+	ActionTimeout time.Duration
 }
 
 // DefaultConfig returns a configuration with every default spelled out.
@@ -68,7 +70,10 @@ func DefaultConfig() Config {
 		// with thousands of children.
 		StatusEvery: time.Second,
 		Extract:     schedule.Always,
-		Clock:       schedule.SystemClock(),
+		// Five minutes: long enough to stop and start a service, short
+		// enough that a hung script does not hold extraction for good.
+		ActionTimeout: 5 * time.Minute,
+		Clock:         schedule.SystemClock(),
 	}
 }
 
@@ -107,6 +112,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Clock == nil {
 		c.Clock = schedule.SystemClock()
+	}
+	if c.ActionTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("action timeout %v: must be positive", c.ActionTimeout))
 	}
 	if c.CheckpointBytes <= 0 || c.RetryMin <= 0 || c.RetryMax < c.RetryMin || c.StatusEvery <= 0 {
 		errs = append(errs, errors.New("checkpoint, retry and status intervals must be positive"))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -152,8 +153,22 @@ func (s *Subscriber) loadStates() error {
 	return nil
 }
 
+// maxStatusText bounds a reason or error as reported: the parent refuses
+// status text over 4 KiB, and an action's command line alone may be longer.
+const maxStatusText = 2048
+
+// clip cuts s to maxStatusText bytes of valid UTF-8.
+func clip(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= maxStatusText {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxStatusText], "") + "…"
+}
+
 // setLocked records a revision's state; s.mu is held.
 func (s *Subscriber) setLocked(st *transport.RevisionState) {
+	st.Reason, st.Error = clip(st.Reason), clip(st.Error)
 	revs := s.states[st.Name]
 	if revs == nil {
 		revs = map[uint64]*transport.RevisionState{}
@@ -541,9 +556,31 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 	name := m.Name
 	log := s.log.With("dist", name, "rev", m.Revision)
 	start := time.Now()
+	target := filepath.Join(s.cfg.Root, filepath.FromSlash(m.Target))
+	if len(m.Pre) > 0 {
+		// A failing pre-action aborts: nothing of the revision is written.
+		dir := target
+		if _, err := os.Stat(dir); err != nil {
+			dir = s.cfg.Root
+		}
+		if err := runActions(ctx, "pre", m.Pre, m, dir, target, s.cfg.ActionTimeout, s.log); err != nil {
+			if ctx.Err() == nil {
+				s.metrics.failed.Inc()
+				s.update(m, func(st *transport.RevisionState) { st.State, st.Error = StateFailed, err.Error() })
+			}
+			return false
+		}
+	}
 	err := s.inst.Install(ctx, m)
 	if err == nil {
-		err = VerifyTree(ctx, m, filepath.Join(s.cfg.Root, filepath.FromSlash(m.Target)))
+		err = VerifyTree(ctx, m, target)
+	}
+	if err == nil && len(m.Post) > 0 {
+		if perr := runActions(ctx, "post", m.Post, m, target, target, s.cfg.ActionTimeout, s.log); perr != nil {
+			// The files are in place; undoing them needs the rollback
+			// work (backups of what the revision replaced), not here yet.
+			err = fmt.Errorf("%w; the revision's files stay in place (no automatic rollback yet)", perr)
+		}
 	}
 	if err != nil {
 		if ctx.Err() != nil {
