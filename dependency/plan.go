@@ -44,7 +44,15 @@ type Plan struct {
 // would break a requirement that another waiting candidate currently meets
 // goes last, and ties go by name, so the plan is deterministic.
 func PlanExtraction(installed map[string]string, candidates []Candidate) Plan {
+	return PlanExtractionReceiving(installed, candidates, nil)
+}
+
+// PlanExtractionReceiving is PlanExtraction where receiving names the
+// distributions on their way to this server, so a revision waiting for one
+// says it is being received rather than not yet received.
+func PlanExtractionReceiving(installed map[string]string, candidates []Candidate, receiving map[string]bool) Plan {
 	p := newPlanner(installed, candidates)
+	p.receiving = receiving
 	p.order()
 	return p.result()
 }
@@ -68,6 +76,7 @@ type planner struct {
 	byName     map[string]*entry
 	names      []string            // candidate names, sorted
 	dependants map[string][]*entry // required name → candidates requiring it, once each
+	receiving  map[string]bool     // names on their way here (for reasons)
 	plan       Plan
 }
 
@@ -292,6 +301,9 @@ func (p *planner) explain(e *entry, visiting map[string]bool) string {
 			received = nil
 		}
 		if !extracted && received == nil {
+			if p.receiving[r.Name] {
+				return fmt.Sprintf("waiting for %s, being received", r)
+			}
 			return fmt.Sprintf("waiting for %s, not yet received", r)
 		}
 		why := "requires " + r.String()

@@ -286,3 +286,14 @@ func BenchmarkPlanExtraction(b *testing.B) {
 		}
 	}
 }
+
+func TestPlanSaysBeingReceived(t *testing.T) {
+	app := Candidate{Name: "app", Revision: 1, Version: "1.0.0", Requires: []Requirement{mustRequire(t, "runtime >=2.0")}}
+	plan := PlanExtractionReceiving(nil, []Candidate{app}, map[string]bool{"runtime": true})
+	if got := plan.Blocked["app"]; got != "waiting for runtime >=2.0, being received" {
+		t.Fatalf("reason %q", got)
+	}
+	if got := PlanExtraction(nil, []Candidate{app}).Blocked["app"]; got != "waiting for runtime >=2.0, not yet received" {
+		t.Fatalf("reason without receiving %q", got)
+	}
+}

@@ -435,7 +435,7 @@ func (s *Subscriber) extractAll(ctx context.Context, force bool) {
 		if len(candidates) == 0 {
 			return
 		}
-		plan := dependency.PlanExtraction(installed, candidates)
+		plan := dependency.PlanExtractionReceiving(installed, candidates, s.receivingNames())
 		for name, reason := range plan.Blocked {
 			m := manifests[name]
 			s.update(m, func(st *transport.RevisionState) {
@@ -462,6 +462,21 @@ func (s *Subscriber) extractAll(ctx context.Context, force bool) {
 			failed[next.Name] = true
 		}
 	}
+}
+
+// receivingNames are the distributions being received now.
+func (s *Subscriber) receivingNames() map[string]bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := map[string]bool{}
+	for name, revs := range s.states {
+		for _, st := range revs {
+			if st.State == StateReceiving {
+				names[name] = true
+			}
+		}
+	}
+	return names
 }
 
 // waiting returns the newest stored revision of every distribution that
