@@ -82,7 +82,7 @@ func TestScheduleNothingBeforeWindow(t *testing.T) {
 	// The opening: a whole second, far enough ahead for the set-up below
 	// (a few hundred milliseconds, more on a loaded machine) and the
 	// checks while closed.
-	opening := time.Now().UTC().Truncate(time.Second).Add(9 * time.Second)
+	opening := time.Now().UTC().Truncate(time.Second).Add(15 * time.Second)
 	nw := newNetwork(t)
 	nw.writeSchedules("schedules.yaml", fmt.Sprintf(
 		"schedules:\n  later:\n    windows:\n      - cron: \"%d %d %d * * *\"\n        duration: 30s\n    timezone: UTC\n",
@@ -108,7 +108,9 @@ func TestScheduleNothingBeforeWindow(t *testing.T) {
 	// The offer reaches the subscriber as a notice that it is held.
 	web1.waitLog("parent holds an offer until its send window opens")
 	if time.Now().After(opening.Add(-time.Second)) {
-		t.Fatalf("set-up took until %s, too close to the opening at %s to check the closed window", time.Now().UTC(), opening)
+		// A machine this loaded says nothing about TED: skip rather than
+		// fail a run for it.
+		t.Skipf("set-up took until %s, too close to the opening at %s to check the closed window", time.Now().UTC(), opening)
 	}
 	// While closed: nothing sent, nothing received, nothing extracted,
 	// checked until just before the opening.
