@@ -310,16 +310,15 @@ func (d *Distributor) runParent(ctx context.Context, sess transport.Session) err
 			case refusedForGood(err):
 				log.Warn("offer from parent refused", "err", err)
 			default:
-				if at, ok := transport.RetryAt(err); ok {
-					// The parent's send window closed: resume at its
-					// opening, with only the chunks still missing.
-					queue.RetryIn(ctx, res.Name, s, max(at.Sub(d.cfg.Clock.Now()), 0)+d.cfg.RetryMin/5)
-					log.Info("transfer from parent paused until its send window opens", "opens", at.UTC().Format(time.RFC3339))
+				// A closed send window at the parent pauses the transfer
+				// until it opens; short of disk, a chunk that stayed
+				// corrupt, a stream that failed: backoff. Either way on
+				// this session, with only the chunks still missing.
+				wait, paused := queue.RetryLater(ctx, res.Name, s, err, d.cfg.Clock.Now(), d.cfg.RetryMin, d.cfg.RetryMax)
+				if paused {
+					log.Info("transfer from parent paused until its send window opens", "retry_in", wait)
 					break
 				}
-				// Short of disk, a chunk that stayed corrupt, a stream
-				// that failed: try again later on this session.
-				wait := queue.RetryLater(ctx, res.Name, s, d.cfg.RetryMin, d.cfg.RetryMax)
 				log.Warn("offer from parent not taken; will try again", "retry_in", wait, "err", err)
 			}
 			if err := control.Send(d.parentStatus()); err != nil {

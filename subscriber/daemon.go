@@ -215,19 +215,16 @@ func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) erro
 				queue.Succeeded(name)
 				continue
 			}
-			if at, ok := transport.RetryAt(err); ok {
-				// The send window closed: the transfer pauses and resumes
-				// at the opening from where it stopped (only the chunks
-				// still missing are asked for).
-				wait := max(at.Sub(s.cfg.Clock.Now()), 0) + s.cfg.RetryMin/5
-				queue.RetryIn(ctx, name, signed, wait)
-				log.Info("transfer paused until the send window opens", "dist", name, "opens", at.UTC().Format(time.RFC3339))
+			// A closed send window pauses the transfer until it opens
+			// (only the chunks still missing are asked for then); any
+			// other failure (the parent could not serve a chunk yet, a
+			// chunk stayed corrupt, the disk is short) is tried again
+			// with backoff. A newer offer meanwhile wins.
+			wait, paused := queue.RetryLater(ctx, name, signed, err, s.cfg.Clock.Now(), s.cfg.RetryMin, s.cfg.RetryMax)
+			if paused {
+				log.Info("transfer paused until the send window opens", "dist", name, "opens", s.cfg.Clock.Now().Add(wait).UTC().Format(time.RFC3339))
 				continue
 			}
-			// A transfer that failed (the parent could not serve a chunk
-			// yet, a chunk stayed corrupt, the disk is short) is tried
-			// again later on this session; a newer offer meanwhile wins.
-			wait := queue.RetryLater(ctx, name, signed, s.cfg.RetryMin, s.cfg.RetryMax)
 			log.Warn("transfer failed; will try again", "dist", name, "retry_in", wait, "err", err)
 		}
 		return nil

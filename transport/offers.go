@@ -90,17 +90,24 @@ func (q *OfferQueue) Next(ctx context.Context) *distribution.Signed {
 	}
 }
 
-// RetryLater pushes a failed offer back after a wait that starts at
-// minWait and doubles on each failure of the same distribution up to
-// maxWait, unless ctx ends first; a newer offer pushed meanwhile wins. It
-// returns the wait.
-func (q *OfferQueue) RetryLater(ctx context.Context, name string, s *distribution.Signed, minWait, maxWait time.Duration) time.Duration {
+// RetryLater pushes back an offer whose transfer failed with err. When the
+// peer said when to ask again (a send window that closed, see RetryAt), it
+// waits until then, plus a fifth of minWait so the window is surely open,
+// and paused is true: the transfer resumes where it stopped. Otherwise it
+// waits from minWait, doubling on each failure of the same distribution up
+// to maxWait. ctx ending first cancels it; a newer offer pushed meanwhile
+// wins. It returns the wait.
+func (q *OfferQueue) RetryLater(ctx context.Context, name string, s *distribution.Signed, err error, now time.Time, minWait, maxWait time.Duration) (wait time.Duration, paused bool) {
 	q.mu.Lock()
-	wait := max(minWait, min(2*q.backoff[name], maxWait))
-	q.backoff[name] = wait
+	if at, ok := RetryAt(err); ok {
+		wait, paused = max(at.Sub(now), 0)+minWait/5, true
+	} else {
+		wait = max(minWait, min(2*q.backoff[name], maxWait))
+		q.backoff[name] = wait
+	}
 	q.mu.Unlock()
 	q.RetryIn(ctx, name, s, wait)
-	return wait
+	return wait, paused
 }
 
 // RetryIn pushes an offer of distribution name back after d, unless ctx
