@@ -26,6 +26,8 @@ type child struct {
 	// fetch their chunks and no others.
 	mu      sync.Mutex
 	offered map[revKey]struct{}
+	// open caches, per offered revision, a send window known open.
+	open map[revKey]openWindow
 }
 
 // revKey names one revision.
@@ -71,7 +73,7 @@ type ChildStatus struct {
 // serveChild runs a child session: offers down, status up, chunks served.
 func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, control *transport.Conn, hello *transport.Hello, log *slog.Logger) {
 	peer := sess.Peer()
-	c := &child{sess: sess, channels: hello.Channels, offered: map[revKey]struct{}{}}
+	c := &child{sess: sess, channels: hello.Channels, offered: map[revKey]struct{}{}, open: map[revKey]openWindow{}}
 	d.mu.Lock()
 	old := d.children[peer.Name]
 	d.children[peer.Name] = c
@@ -401,7 +403,7 @@ func (d *Distributor) providerFor(c *child) transport.ChunkProvider {
 				continue
 			}
 			channels := d.childChannels(rc.channels, c)
-			open, at := d.sendState(channels, c.sess.Peer().Name)
+			open, at := d.openFor(c, key, channels)
 			if open == "" {
 				waiting, next = channels, earliest(next, at)
 				continue

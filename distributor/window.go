@@ -12,9 +12,10 @@ import (
 	"ted/transport"
 )
 
-// sendState says on which of channels (if any) a child may receive now
-// and, if on none, when it may (zero: never).
-func (d *Distributor) sendState(channels []string, child string) (open string, next time.Time) {
+// sendState says on which of channels (if any) a child may receive now,
+// and until when; if on none, when it may (zero: never).
+func (d *Distributor) sendState(channels []string, child string) (open string, at time.Time) {
+	var next time.Time
 	now := d.cfg.Clock.Now()
 	for _, name := range channels {
 		ch, ok := d.cfg.Channels[name]
@@ -27,7 +28,7 @@ func (d *Distributor) sendState(channels []string, child string) (open string, n
 			// beginning, the same offset for a child all window long.
 			start := w.Start.Add(sch.JitterFor(child, w))
 			if !now.Before(start) {
-				return name, time.Time{}
+				return name, w.End
 			}
 			next = earliest(next, start)
 			continue
@@ -96,4 +97,40 @@ func (d *Distributor) waitRate(ctx context.Context, channel string, n int) error
 		n -= step
 	}
 	return nil
+}
+
+// sendStateTTL bounds how long a child's open window is taken as known
+// without asking the schedule again, so a reloaded schedule file takes
+// effect within it even in the middle of a long window.
+const sendStateTTL = time.Second
+
+// openFor is sendState for the chunks of one revision offered to a child,
+// remembered until the window ends (at most sendStateTTL): it is asked for
+// every chunk served, and a schedule's window query walks its cron
+// openings.
+func (d *Distributor) openFor(c *child, key revKey, channels []string) (open string, at time.Time) {
+	now := d.cfg.Clock.Now()
+	c.mu.Lock()
+	cached, ok := c.open[key]
+	c.mu.Unlock()
+	if ok && now.Before(cached.until) {
+		return cached.channel, cached.until
+	}
+	open, at = d.sendState(channels, c.sess.Peer().Name)
+	if open != "" {
+		until := at
+		if limit := now.Add(sendStateTTL); limit.Before(until) {
+			until = limit
+		}
+		c.mu.Lock()
+		c.open[key] = openWindow{channel: open, until: until}
+		c.mu.Unlock()
+	}
+	return open, at
+}
+
+// openWindow is a child's send window known open for a revision.
+type openWindow struct {
+	channel string
+	until   time.Time
 }
