@@ -427,8 +427,10 @@ func (s *Subscriber) extractAll(ctx context.Context, force bool) {
 	// dependency arriving in the same run unblocks its dependants in it. A
 	// revision that fails is left out of later passes of this run.
 	failed := map[string]bool{}
+	// Manifests decoded once per run, not once per pass.
+	decoded := map[string]*distribution.Manifest{}
 	for ctx.Err() == nil {
-		candidates, manifests, installed := s.waiting(failed)
+		candidates, manifests, installed := s.waiting(failed, decoded)
 		if len(candidates) == 0 {
 			return
 		}
@@ -478,8 +480,9 @@ func (s *Subscriber) receivingNames() map[string]bool {
 
 // waiting returns the newest stored revision of every distribution that
 // is newer than the installed one (and not in skip), as dependency
-// candidates, with their manifests and the installed versions.
-func (s *Subscriber) waiting(skip map[string]bool) ([]dependency.Candidate, map[string]*distribution.Manifest, map[string]string) {
+// candidates, with their manifests and the installed versions. decoded
+// keeps the manifests read, by NAME@REV, for the next call.
+func (s *Subscriber) waiting(skip map[string]bool, decoded map[string]*distribution.Manifest) ([]dependency.Candidate, map[string]*distribution.Manifest, map[string]string) {
 	installed := map[string]string{}
 	list, err := s.inst.Installed()
 	if err != nil {
@@ -502,10 +505,14 @@ func (s *Subscriber) waiting(skip map[string]bool) ([]dependency.Candidate, map[
 		if err != nil || skip[name] || latest.Revision <= revs[name] {
 			continue
 		}
-		m, err := s.manifest(name, latest.Revision)
-		if err != nil {
-			s.log.Error("load manifest", "dist", name, "rev", latest.Revision, "err", err)
-			continue
+		ref := fmt.Sprintf("%s@%d", name, latest.Revision)
+		m := decoded[ref]
+		if m == nil {
+			if m, err = s.manifest(name, latest.Revision); err != nil {
+				s.log.Error("load manifest", "dist", name, "rev", latest.Revision, "err", err)
+				continue
+			}
+			decoded[ref] = m
 		}
 		reqs, err := dependency.ParseRequirements(m.Requires)
 		if err != nil {
