@@ -83,7 +83,7 @@ func (w *materializer) run() error {
 	// Renames are durable only once their directory is synced; sync while
 	// the directories are still open to us, before their final modes.
 	for dir := range touched {
-		if err := syncDir(w.root, dir); err != nil {
+		if err := SyncDir(w.root, dir); err != nil {
 			return fmt.Errorf("%s: sync: %w", dir, err)
 		}
 	}
@@ -205,7 +205,9 @@ func tempName(p string) (string, error) {
 	return base, nil
 }
 
-func syncDir(root *os.Root, dir string) error {
+// SyncDir makes the entries of directory dir of root durable: renames and
+// removals in it survive a crash only once it is synced.
+func SyncDir(root *os.Root, dir string) error {
 	d, err := root.Open(dir)
 	if err != nil {
 		return unwrapPath(err)

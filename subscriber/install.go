@@ -373,7 +373,7 @@ func (in *Installer) write(ctx context.Context, root *os.Root, j *journalRecord,
 	// Materialize syncs the directories inside the target; the target's
 	// own entry, perhaps just created, is in its parents.
 	for dir := path.Dir(j.Target); ; dir = path.Dir(dir) {
-		if err := syncDir(root, dir); err != nil {
+		if err := distribution.SyncDir(root, dir); err != nil {
 			return fmt.Errorf("sync %s: %w", dir, err)
 		}
 		if dir == "." {
@@ -425,7 +425,7 @@ func (in *Installer) removeAll(root *os.Root, j *journalRecord, list []pathType,
 	// A removal is durable only once its directory is synced; else a crash
 	// after the commit could bring back a file no record knows.
 	for dir := range parents {
-		if err := syncDir(root, dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := distribution.SyncDir(root, dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("sync %s: %w", dir, err)
 		}
 	}
@@ -658,18 +658,6 @@ func isEmptyDir(root *os.Root, dir string) (bool, error) {
 		return true, nil
 	}
 	return false, err
-}
-
-func syncDir(root *os.Root, dir string) error {
-	d, err := root.Open(dir)
-	if err != nil {
-		return unwrapPath(err)
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // unwrapPath drops the *PathError wrapper, whose path is relative to the
