@@ -61,7 +61,9 @@ type ChildStatus struct {
 	Addr      string   `json:"addr"`
 	Channels  []string `json:"channels"`
 	Agent     string   `json:"agent"`
-	Connected bool     `json:"connected"`
+	// Connected is whether it has a session now (from the connected
+	// children, when status is taken).
+	Connected bool `json:"connected"`
 	// Since is when it connected, or when it went away.
 	Since time.Time `json:"since"`
 	// ActiveNode is the active node of a cluster child.
@@ -83,7 +85,7 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 		d.seen[peer.Name] = st
 	}
 	st.Role, st.Addr, st.Channels, st.Agent = string(peer.Role), sess.RemoteAddr(), hello.Channels, hello.Agent
-	st.Connected, st.Since = true, time.Now()
+	st.Since = time.Now()
 	d.mu.Unlock()
 	if old != nil {
 		// Closing waits for the connection to end: not under d.mu.
@@ -94,7 +96,7 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 		d.mu.Lock()
 		if d.children[peer.Name] == c {
 			delete(d.children, peer.Name)
-			st.Connected, st.Since = false, time.Now()
+			st.Since = time.Now()
 		}
 		d.mu.Unlock()
 		log.Info("child disconnected")

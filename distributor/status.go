@@ -62,6 +62,7 @@ func (d *Distributor) Status() Status {
 	slices.SortFunc(st.Incoming, func(a, b HeldRevision) int { return strings.Compare(a.Name, b.Name) })
 	for _, name := range sortedNames(d.seen) {
 		c := *d.seen[name]
+		_, c.Connected = d.children[name]
 		c.Revisions = slices.Clone(c.Revisions)
 		st.Children = append(st.Children, c)
 	}
