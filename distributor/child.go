@@ -56,11 +56,11 @@ func (c *child) revisions() []revKey {
 
 // ChildStatus is what the distributor knows of a child.
 type ChildStatus struct {
-	Name      string   `json:"name"`
-	Role      string   `json:"role"`
-	Addr      string   `json:"addr"`
-	Channels  []string `json:"channels"`
-	Agent     string   `json:"agent"`
+	Name     string   `json:"name"`
+	Role     string   `json:"role"`
+	Addr     string   `json:"addr"`
+	Channels []string `json:"channels"`
+	Agent    string   `json:"agent"`
 	// Connected is whether it has a session now (from the connected
 	// children, when status is taken).
 	Connected bool `json:"connected"`
