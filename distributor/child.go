@@ -336,24 +336,7 @@ func (d *Distributor) runParent(ctx context.Context, sess transport.Session) err
 		if err := control.Send(d.parentStatus()); err != nil {
 			return err
 		}
-		for {
-			msg, err := control.Receive()
-			if err != nil {
-				return err
-			}
-			switch msg := msg.(type) {
-			case *transport.Offer:
-				if err := queue.Push(msg.Signed); err != nil {
-					return fmt.Errorf("%w: offer from parent: %v", transport.ErrProtocol, err)
-				}
-			case *transport.Error:
-				// A notice: the parent holds an offer until its send
-				// window opens, or reports a problem.
-				log.Info("parent notice", "msg", msg.Message)
-			default:
-				return fmt.Errorf("%w: parent sent %T", transport.ErrProtocol, msg)
-			}
-		}
+		return transport.ReadOffers(control, queue, log)
 	})
 	return g.Wait()
 }

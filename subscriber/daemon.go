@@ -235,26 +235,7 @@ func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) erro
 	})
 	g.Go(func() error {
 		defer sess.Close(nil)
-		for {
-			msg, err := control.Receive()
-			if err != nil {
-				return err
-			}
-			switch msg := msg.(type) {
-			case *transport.Offer:
-				if err := queue.Push(msg.Signed); err != nil {
-					return fmt.Errorf("%w: offer from %s: %v", transport.ErrProtocol, peer, err)
-				}
-			case *transport.Error:
-				if msg.RetryAt > 0 {
-					log.Info("parent holds an offer until its send window opens", "why", msg.Message)
-					continue
-				}
-				log.Warn("parent reports an error", "err", msg.Message)
-			default:
-				return fmt.Errorf("%w: %s sent %T", transport.ErrProtocol, peer, msg)
-			}
-		}
+		return transport.ReadOffers(control, queue, log)
 	})
 	return g.Wait()
 }

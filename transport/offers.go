@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -151,3 +152,31 @@ func (q *OfferQueue) Succeeded(name string) {
 // Wait waits for the retries started with RetryLater, which end with their
 // ctx.
 func (q *OfferQueue) Wait() { q.retries.Wait() }
+
+// ReadOffers reads a parent's control stream into q until it fails: offers
+// are queued, and error notices (an offer held until a send window opens,
+// or a problem the parent reports) logged. Anything else is a protocol
+// error naming the parent.
+func ReadOffers(control *Conn, q *OfferQueue, log *slog.Logger) error {
+	peer := control.Peer()
+	for {
+		msg, err := control.Receive()
+		if err != nil {
+			return err
+		}
+		switch msg := msg.(type) {
+		case *Offer:
+			if err := q.Push(msg.Signed); err != nil {
+				return fmt.Errorf("%w: offer from %s: %v", ErrProtocol, peer, err)
+			}
+		case *Error:
+			if msg.RetryAt > 0 {
+				log.Info("parent holds an offer until its send window opens", "why", msg.Message)
+				continue
+			}
+			log.Warn("parent reports an error", "err", msg.Message)
+		default:
+			return fmt.Errorf("%w: %s sent %s on the control stream", ErrProtocol, peer, msg.msgType())
+		}
+	}
+}
