@@ -3,6 +3,7 @@ package dependency
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/Masterminds/semver/v3"
@@ -94,4 +95,25 @@ func (r Requirement) Allows(version string) bool {
 	}
 	v, err := semver.NewVersion(version)
 	return err == nil && r.Constraint.Check(v)
+}
+
+// Breaks returns the requirements among the extracted revisions that would
+// no longer hold if name were extracted at version instead of what it is
+// now (version "": no longer extracted at all), each as "app 1.2.0
+// requires runtime >=2.0", sorted. It is what refuses a rollback or a
+// removal that would pull a dependency from under its dependants.
+func Breaks(extracted []Candidate, name, version string) []string {
+	var out []string
+	for _, c := range extracted {
+		if c.Name == name {
+			continue
+		}
+		for _, r := range c.Requires {
+			if r.Name == name && (version == "" || !r.Allows(version)) {
+				out = append(out, fmt.Sprintf("%s %s requires %s", c.Name, c.Version, r.Text))
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -1,6 +1,7 @@
 package dependency
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -109,4 +110,38 @@ func mustRequire(t testing.TB, s string) Requirement {
 		t.Fatal(err)
 	}
 	return r
+}
+
+func TestBreaks(t *testing.T) {
+	reqs := func(list ...string) []Requirement {
+		t.Helper()
+		r, err := ParseRequirements(list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	extracted := []Candidate{
+		{Name: "app", Version: "1.2.0", Requires: reqs("runtime >=2.0, <3", "certs")},
+		{Name: "tool", Version: "0.9.0", Requires: reqs("runtime")},
+		{Name: "runtime", Version: "2.1.0", Requires: reqs("libc >=2")},
+		{Name: "certs", Version: "2024.1.0"},
+	}
+	tests := []struct {
+		name, version string
+		want          []string
+	}{
+		{"runtime", "2.0.5", nil},
+		{"runtime", "1.4.0", []string{"app 1.2.0 requires runtime >=2.0, <3"}},
+		{"runtime", "", []string{"app 1.2.0 requires runtime >=2.0, <3", "tool 0.9.0 requires runtime"}},
+		{"runtime", "not-semver", []string{"app 1.2.0 requires runtime >=2.0, <3"}},
+		{"certs", "", []string{"app 1.2.0 requires certs"}},
+		{"certs", "1.0.0", nil},
+		{"app", "", nil},
+	}
+	for _, tt := range tests {
+		if got := Breaks(extracted, tt.name, tt.version); !slices.Equal(got, tt.want) {
+			t.Errorf("Breaks(%s, %q) = %q, want %q", tt.name, tt.version, got, tt.want)
+		}
+	}
 }

@@ -119,7 +119,7 @@ func (w *materializer) dir(e *Entry) error {
 }
 
 func (w *materializer) file(e *Entry) error {
-	tmp, err := tempName(e.Path)
+	tmp, err := TempName(e.Path)
 	if err != nil {
 		return err
 	}
@@ -169,7 +169,7 @@ func (w *materializer) writeChunks(f *os.File, e *Entry) error {
 }
 
 func (w *materializer) symlink(e *Entry) error {
-	tmp, err := tempName(e.Path)
+	tmp, err := TempName(e.Path)
 	if err != nil {
 		return err
 	}
@@ -192,8 +192,9 @@ func (w *materializer) replace(tmp, p string) error {
 	return w.root.Rename(tmp, p)
 }
 
-// tempName returns a fresh hidden name beside p.
-func tempName(p string) (string, error) {
+// TempName returns a fresh hidden name beside the slash-separated path p,
+// for a file written there and then renamed over p.
+func TempName(p string) (string, error) {
 	var b [6]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", err

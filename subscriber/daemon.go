@@ -77,7 +77,7 @@ func New(cfg Config, st store.Store, inst *Installer, log *slog.Logger) (*Subscr
 // not yet extracted, then keeps a session with a parent until ctx ends.
 func (s *Subscriber) Run(ctx context.Context, dial transport.DialFunc) error {
 	s.runCtx = ctx
-	if err := s.inst.Recover(ctx, s.manifest); err != nil {
+	if err := s.inst.Recover(ctx, s.afterRecovered); err != nil {
 		// The journal stays; status shows the failure and the next
 		// extraction of that distribution completes or replaces it.
 		s.log.Error("recover interrupted extraction", "err", err)
@@ -112,6 +112,31 @@ func (s *Subscriber) manifest(name string, rev uint64) (*distribution.Manifest, 
 	return signed.Manifest()
 }
 
+// afterRecovered runs the after-step of an installation that a crash
+// interrupted after its commit.
+func (s *Subscriber) afterRecovered(ctx context.Context, name string, rev uint64) error {
+	m, err := s.manifest(name, rev)
+	if err != nil {
+		return fmt.Errorf("manifest of %s@%d for its post-action: %w", name, rev, err)
+	}
+	s.log.Info("running the after-step again after a restart", "dist", name, "rev", rev)
+	return s.after(ctx, m)
+}
+
+// after is what follows the commit of an installation: the tree is checked
+// file by file, then the post-action runs. If either fails, the installer
+// rolls the revision back.
+func (s *Subscriber) after(ctx context.Context, m *distribution.Manifest) error {
+	target := filepath.Join(s.cfg.Root, filepath.FromSlash(m.Target))
+	if err := VerifyTree(ctx, m, target); err != nil {
+		return err
+	}
+	if len(m.Post) == 0 {
+		return nil
+	}
+	return runActions(ctx, "post", m.Post, m, target, target, s.cfg.ActionTimeout, s.log)
+}
+
 // loadStates rebuilds the revision states from the store and the installed
 // records: what a restart knows.
 func (s *Subscriber) loadStates() error {
@@ -134,6 +159,10 @@ func (s *Subscriber) loadStates() error {
 		if err != nil {
 			return err
 		}
+		held, err := s.inst.Held(name)
+		if err != nil {
+			return err
+		}
 		for _, r := range revs {
 			st := &transport.RevisionState{Name: r.Name, Revision: r.Revision, Version: r.Version, State: StateReceived, Chunks: r.Chunks, HaveChunks: r.Chunks}
 			switch {
@@ -141,6 +170,8 @@ func (s *Subscriber) loadStates() error {
 				st.State = StateExtracted
 			case ok && r.Revision < inst.Revision:
 				st.State = StateSuperseded
+			case r.Revision <= held:
+				st.State, st.Reason = StateRolledBack, heldReason
 			}
 			for _, j := range pending {
 				if j.Name == name && j.To == r.Revision {
@@ -403,6 +434,11 @@ func (s *Subscriber) newest(name string) uint64 {
 func (s *Subscriber) extractAll(ctx context.Context, force bool) {
 	s.extractMu.Lock()
 	defer s.extractMu.Unlock()
+	s.extractAllLocked(ctx, force)
+}
+
+// extractAllLocked is extractAll with s.extractMu held.
+func (s *Subscriber) extractAllLocked(ctx context.Context, force bool) {
 	// Each pass plans the waiting revisions in dependency order and
 	// extracts the first ready one; the next pass sees it installed, so a
 	// dependency arriving in the same run unblocks its dependants in it. A
@@ -485,6 +521,12 @@ func (s *Subscriber) waiting(skip map[string]bool, decoded map[string]*distribut
 		latest, err := s.store.Latest(name)
 		if err != nil || skip[name] || latest.Revision <= revs[name] {
 			continue
+		}
+		if held, err := s.inst.Held(name); err != nil || latest.Revision <= held {
+			if err != nil {
+				s.log.Error("held revisions", "dist", name, "err", err)
+			}
+			continue // rolled back by an operator: it waits for a newer one
 		}
 		ref := fmt.Sprintf("%s@%d", name, latest.Revision)
 		m := decoded[ref]
@@ -571,17 +613,7 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 			return false
 		}
 	}
-	err := s.inst.Install(ctx, m)
-	if err == nil {
-		err = VerifyTree(ctx, m, target)
-	}
-	if err == nil && len(m.Post) > 0 {
-		if perr := runActions(ctx, "post", m.Post, m, target, target, s.cfg.ActionTimeout, s.log); perr != nil {
-			// The files are in place; undoing them needs the rollback
-			// work (backups of what the revision replaced), not here yet.
-			err = fmt.Errorf("%w; the revision's files stay in place (no automatic rollback yet)", perr)
-		}
-	}
+	err := s.inst.Install(ctx, m, func(ctx context.Context, _ string, _ uint64) error { return s.after(ctx, m) })
 	if err != nil {
 		if ctx.Err() != nil {
 			return false // stopping: the journal resumes it at the next start
@@ -597,7 +629,7 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 	log.Info("extracted and verified", "target", m.Target, "files", files, "bytes", bytes, "took", time.Since(start).Round(time.Millisecond))
 	s.mu.Lock()
 	for rev, st := range s.states[name] {
-		if rev < m.Revision && (st.State == StateExtracted || st.State == StateReceived || st.State == StateBlocked) {
+		if rev < m.Revision && (st.State == StateExtracted || st.State == StateReceived || st.State == StateBlocked || st.State == StateRolledBack) {
 			st.State, st.Reason = StateSuperseded, ""
 		}
 	}
@@ -615,6 +647,42 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 		s.mu.Unlock()
 	}
 	return true
+}
+
+// heldReason is the reason a revision rolled back by an operator shows.
+const heldReason = "rolled back by an operator; a newer revision is extracted again"
+
+// Rollback undoes the most recent installation of a distribution (of any,
+// without a name; `ted subscriber rollback`). The revisions of it held here
+// up to the newest are then rolled_back and not extracted again until a
+// newer one arrives. Revisions that wait on others are planned again.
+func (s *Subscriber) Rollback(ctx context.Context, name string, force bool) (RolledBack, error) {
+	s.extractMu.Lock()
+	defer s.extractMu.Unlock()
+	opts := RollbackOptions{Name: name, Force: force}
+	if name != "" {
+		opts.Hold = s.newest(name)
+	} else if hist, err := s.inst.History(); err == nil && len(hist) > 0 {
+		opts.Name, opts.Hold = hist[0].Name, s.newest(hist[0].Name)
+	}
+	res, err := s.inst.Rollback(ctx, opts)
+	if err != nil {
+		return res, err
+	}
+	s.metrics.rolledBack.Inc()
+	s.mu.Lock()
+	for rev, st := range s.states[res.Name] {
+		switch {
+		case rev == res.To:
+			st.State, st.Reason, st.Error = StateExtracted, "", ""
+		case rev > res.To && rev <= opts.Hold:
+			st.State, st.Reason, st.Error = StateRolledBack, heldReason, ""
+		}
+		s.setLocked(st)
+	}
+	s.mu.Unlock()
+	s.extractAllLocked(ctx, false)
+	return res, nil
 }
 
 // ExtractNow extracts every received revision that is newer than the

@@ -297,7 +297,7 @@ type running struct {
 func (d *daemon) start(dial transport.DialFunc) *running {
 	d.t.Helper()
 	log := daemonLog(d.t)
-	inst, err := NewInstaller(d.cfg.Root, d.state, d.store, log)
+	inst, err := NewInstaller(d.cfg.Root, d.state, d.store, InstallerOptions{Log: log, Keep: d.cfg.KeepRevisions})
 	if err != nil {
 		d.t.Fatal(err)
 	}

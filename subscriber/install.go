@@ -1,22 +1,31 @@
 // Package subscriber is the subscriber side of TED: it installs the
 // revisions of the distributions a node subscribes to under a root
-// directory.
+// directory, and rolls them back.
 //
 // The Installer extracts a revision crash-safely (DESIGN.md §9). Each
 // revision of a distribution lands in root/TARGET with overlay semantics:
 // files land under the target, entries that the previously installed
 // revision installed and this one dropped are removed (a dropped directory
 // only once it is empty), and files TED never installed are never touched.
-// Every step (begin, write, remove, commit) is recorded durably in a
-// journal before it happens, and the installer keeps its own record of what
-// each distribution has installed, so it never depends on the store still
-// holding an old manifest.
+// Every step (begin, backup, write, remove, commit, post) is recorded
+// durably in a journal before it happens, and the installer keeps its own
+// record of what each distribution has installed, so it never depends on
+// the store still holding an old manifest.
 //
-// Recovery rolls forward: Recover completes an interrupted extraction, so
-// that the target is then exactly the new revision. Rolling back to the old
-// revision instead, and keeping backups of overwritten and removed files,
-// comes with the rollback work (issue 5); until then a file that a revision
-// overwrites or drops is gone.
+// Before an installation changes anything, what is at every path it will
+// touch is recorded in an undo directory, and every file there is kept by
+// a hard link (a copy when the state directory is on another file system):
+// files are always replaced by renaming a new file over them, never
+// changed in place, so the link keeps the old content exactly. From that
+// record a rollback puts every path back as it was: content, modes,
+// removed files back, added files gone. Rollbacks are journalled too.
+//
+// After a crash, Recover makes every target exactly the old or the new
+// revision: an installation interrupted before its commit is rolled back
+// (the daemon then extracts it again from the start, pre-action
+// included); one interrupted after it is completed, and its after-step
+// (verification and post-action, which must therefore be safe to run
+// again) runs again; an interrupted rollback is finished.
 //
 // The installer must never write or remove anything outside the root (all
 // work goes through os.Root), never remove what it did not install, never
@@ -47,35 +56,61 @@ import (
 // newer than the installed one.
 var ErrNotNewer = errors.New("refused by anti-rollback")
 
-// Installer extracts revisions under a root directory and keeps a durable
-// record of what is installed. Its methods are safe for concurrent use;
-// extractions run one at a time. Only one Installer may use a state
-// directory at a time.
+// AfterFunc runs once a revision's files are installed and committed: it
+// verifies them and runs the post-action. If it fails, the installation is
+// rolled back. After a crash in it, Recover runs it again.
+type AfterFunc func(ctx context.Context, name string, revision uint64) error
+
+// InstallerOptions tune an Installer.
+type InstallerOptions struct {
+	// Log receives what the installer does; nil discards it.
+	Log *slog.Logger
+	// Keep is how many installations of each distribution can be rolled
+	// back, one after the other (keep_revisions); 0 means 3.
+	Keep int
+}
+
+// Installer extracts revisions under a root directory, keeps a durable
+// record of what is installed, and rolls installations back. Its methods
+// are safe for concurrent use; extractions and rollbacks run one at a
+// time. Only one Installer may use a state directory at a time.
 type Installer struct {
 	root  string // absolute
 	state stateStore
 	src   distribution.ChunkSource
 	log   *slog.Logger
+	keep  int
 
-	mu sync.Mutex // held for the whole of an extraction
+	mu  sync.Mutex // held for the whole of an extraction or rollback
+	seq uint64     // the last installation sequence number given out
 
 	now func() time.Time
-	// hook, if set, is called right after each step is recorded; an error
-	// stops the extraction there, as a crash would (tests).
-	hook func(Step) error
+	// hook, if set, is called at each fault point; an error stops the
+	// work there, as a crash would (SetHook).
+	hook func(point string) error
+	// copying is set once the installer found it must copy files into
+	// the undo directory rather than link them (logged once).
+	copying bool
 }
 
 // NewInstaller returns an installer that extracts under root, reading
-// chunks from src, and keeps its records in stateDir:
-//
-//	stateDir/installed/NAME.cbor   what revision NAME installed, and every entry of it
-//	stateDir/journal/NAME.cbor     the extraction of NAME under way, if any
+// chunks from src, and keeps its records in stateDir (see stateStore).
+// Backups cost nothing when stateDir is on the file system of root; on
+// another one every file an installation replaces is copied.
 //
 // It creates the directories if needed. It does not recover interrupted
-// extractions: call Recover at start-up, before any Install.
-func NewInstaller(root, stateDir string, src distribution.ChunkSource, log *slog.Logger) (*Installer, error) {
+// work: call Recover at start-up, before any Install or Rollback.
+func NewInstaller(root, stateDir string, src distribution.ChunkSource, opts InstallerOptions) (*Installer, error) {
+	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	keep := opts.Keep
+	if keep == 0 {
+		keep = 3
+	}
+	if keep < 1 {
+		return nil, fmt.Errorf("installer: keep %d, want at least 1", keep)
 	}
 	// Absolute, so a later change of working directory cannot move it.
 	abs, err := filepath.Abs(root)
@@ -93,7 +128,81 @@ func NewInstaller(root, stateDir string, src distribution.ChunkSource, log *slog
 	if err := state.init(); err != nil {
 		return nil, err
 	}
-	return &Installer{root: abs, state: state, src: src, log: log, now: time.Now}, nil
+	in := &Installer{root: abs, state: state, src: src, log: log, keep: keep, now: time.Now}
+	if in.seq, err = in.lastSeq(); err != nil {
+		return nil, fmt.Errorf("state directory %s: %w", stateDir, err)
+	}
+	return in, nil
+}
+
+// SetHook installs a fault-injection hook, for crash tests: it is called
+// at each fault point (a step's name right after the step is recorded,
+// and "write+1" and "restore+1" after the first file of those steps), and
+// an error it returns stops the work there, as a crash would. Nil removes
+// it.
+func (in *Installer) SetHook(hook func(point string) error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.hook = hook
+}
+
+// errFault is wrapped by the error of a fault point whose hook stopped the
+// work: it ends there, as a crash would, with nothing undone.
+var errFault = errors.New("stopped by the fault hook")
+
+// fault calls the hook at a fault point.
+func (in *Installer) fault(point string) error {
+	if in.hook == nil {
+		return nil
+	}
+	if err := in.hook(point); err != nil {
+		return fmt.Errorf("%w at %s: %w", errFault, point, err)
+	}
+	return nil
+}
+
+// lastSeq returns the highest installation sequence number on record.
+func (in *Installer) lastSeq() (uint64, error) {
+	var last uint64
+	for _, sub := range []string{installedDir, journalDir} {
+		names, err := in.state.names(sub)
+		if err != nil {
+			return 0, err
+		}
+		for _, name := range names {
+			if sub == installedDir {
+				rec, ok, err := in.state.readInstalled(name)
+				if err != nil {
+					return 0, err
+				}
+				if ok {
+					last = max(last, rec.Seq)
+				}
+				continue
+			}
+			j, ok, err := in.state.readJournal(name)
+			if err != nil {
+				return 0, err
+			}
+			if ok {
+				last = max(last, j.Seq)
+			}
+		}
+	}
+	names, err := in.state.undoNames()
+	if err != nil {
+		return 0, err
+	}
+	for _, name := range names {
+		seqs, err := in.state.undoSeqs(name)
+		if err != nil {
+			return 0, err
+		}
+		if len(seqs) > 0 {
+			last = max(last, seqs[len(seqs)-1])
+		}
+	}
+	return last, nil
 }
 
 // Installed returns the installed revisions, sorted by name.
@@ -131,8 +240,9 @@ func (in *Installer) InstalledRevision(name string) (Installed, bool, error) {
 	return rec.public(), true, nil
 }
 
-// Pending returns the extractions that were started and not committed,
-// sorted by name: interrupted by a crash, or failed.
+// Pending returns the extractions and rollbacks that were started and not
+// finished, sorted by name: interrupted by a crash and not yet recovered,
+// or stopped by an error that recovery could not get past either.
 func (in *Installer) Pending() ([]JournalEntry, error) {
 	names, err := in.state.names(journalDir)
 	if err != nil {
@@ -152,54 +262,59 @@ func (in *Installer) Pending() ([]JournalEntry, error) {
 }
 
 // Install extracts revision m (already verified against the publisher's
-// keys) into root/TARGET and records it as installed. A revision that is
-// not newer than the installed one is refused with an error wrapping
-// ErrNotNewer, before anything is touched.
+// keys) into root/TARGET, records it as installed, then runs after (if not
+// nil). A revision that is not newer than the installed one is refused
+// with an error wrapping ErrNotNewer, before anything is touched.
 //
-// If an extraction of the same distribution is pending, Install of the same
-// revision completes it, and Install of another newer revision replaces it:
-// what either earlier revision installed and m does not name is removed.
-// An Install that fails leaves its journal in place (see Pending).
-func (in *Installer) Install(ctx context.Context, m *distribution.Manifest) error {
+// If anything fails on the way, including after, the installation is
+// rolled back: the target is then exactly as it was, and the error says
+// so. If ctx ends first, the journal stays and Recover rolls it back at
+// the next start-up (or runs after again, if the commit was reached).
+func (in *Installer) Install(ctx context.Context, m *distribution.Manifest, after AfterFunc) error {
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("install: %w", err) // names the revision
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if err := in.install(ctx, m); err != nil {
+	if err := in.install(ctx, m, after); err != nil {
 		return fmt.Errorf("install %s@%d: %w", m.Name, m.Revision, err)
 	}
 	return nil
 }
 
-func (in *Installer) install(ctx context.Context, m *distribution.Manifest) error {
+// unfinished is the after-step of work that recovery did not finish
+// before another Install or Rollback of the same distribution: it is
+// rolled back, as its after-step may not have succeeded.
+func unfinished(context.Context, string, uint64) error {
+	return errors.New("its after-step (verification, post-action) did not finish")
+}
+
+// settle finishes or undoes whatever a journal of name still records.
+func (in *Installer) settle(ctx context.Context, name string) error {
+	j, ok, err := in.state.readJournal(name)
+	if err != nil || !ok {
+		return err
+	}
+	in.log.Warn("finishing earlier work first", "dist", name, "rev", j.To, "step", j.Step)
+	if err := in.recover(ctx, &j, unfinished); err != nil {
+		return fmt.Errorf("earlier work on %s (step %s): %w", j.label(), j.Step, err)
+	}
+	return nil
+}
+
+func (in *Installer) install(ctx context.Context, m *distribution.Manifest, after AfterFunc) error {
+	if err := in.settle(ctx, m.Name); err != nil {
+		return err
+	}
 	installed, haveInstalled, err := in.state.readInstalled(m.Name)
 	if err != nil {
 		return err
-	}
-	pending, havePending, err := in.state.readJournal(m.Name)
-	if err != nil {
-		return err
-	}
-	if havePending && haveInstalled && installed.Revision >= pending.To {
-		// The crash came after the commit, before the journal went.
-		if err := in.state.removeJournal(m.Name); err != nil {
-			return err
-		}
-		havePending = false
 	}
 	if haveInstalled && m.Revision <= installed.Revision {
 		if m.Revision == installed.Revision {
 			return fmt.Errorf("%s@%d is already installed: %w", m.Name, m.Revision, ErrNotNewer)
 		}
 		return fmt.Errorf("%s@%d is older than the installed %s@%d: %w", m.Name, m.Revision, m.Name, installed.Revision, ErrNotNewer)
-	}
-	if havePending && pending.To == m.Revision {
-		if pending.Target != m.Target {
-			return fmt.Errorf("the pending extraction has target %q, the manifest %q", pending.Target, m.Target)
-		}
-		in.log.Info("resuming extraction", "dist", m.Name, "rev", m.Revision, "step", pending.Step)
-		return in.run(ctx, &pending, m)
 	}
 
 	root, err := os.OpenRoot(in.root)
@@ -213,44 +328,35 @@ func (in *Installer) install(ctx context.Context, m *distribution.Manifest) erro
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("target %s: %w", m.Target, unwrapPath(err))
 	}
-
-	// What is on disk of this distribution: the installed revision, and
-	// whatever a pending extraction may have written or not yet removed.
 	var prev []pathType
 	if haveInstalled {
 		prev = appendUnder(prev, installed.Target, installed.Entries)
 	}
-	if havePending {
-		prev = appendUnder(prev, pending.Target, pending.New)
-		prev = append(prev, pending.Clear...)
-		prev = append(prev, pending.Remove...)
-	}
+	in.seq++
 	j := &journalRecord{
 		Name: m.Name, From: installed.Revision, To: m.Revision, Version: m.Version, Target: m.Target,
-		Step: StepBegin, Started: in.now().UnixNano(), New: entriesOf(m),
+		Step: StepBegin, Started: in.now().UnixNano(), New: entriesOf(m), Seq: in.seq, Requires: m.Requires,
 	}
 	j.Clear, j.Remove = plan(prev, m)
 	if targetInfo != nil && !targetInfo.IsDir() && !slices.ContainsFunc(j.Clear, func(e pathType) bool { return e.Path == m.Target }) {
 		return fmt.Errorf("target %s is a %s that TED did not install", m.Target, typeName(targetInfo.Mode()))
 	}
-	if havePending {
-		in.log.Info("replacing pending extraction", "dist", m.Name, "rev", m.Revision, "pending", pending.To)
-	}
 	if err := in.record(j); err != nil {
 		return err
 	}
-	return in.run(ctx, j, m)
+	return in.run(ctx, j, m, after)
 }
 
-// Recover completes every pending extraction, so that each target is then
-// exactly the revision its extraction was installing. load returns a
-// (verified) manifest of a revision; it is needed only for an extraction
-// interrupted before its files were all written. An extraction whose
-// manifest or chunks are no longer available keeps its journal, and its
-// error, naming the distribution and revision, is joined to the result;
-// the others are still completed. With nothing pending, Recover does
+// Recover finishes every extraction and rollback that a crash
+// interrupted, so that each target is then exactly the old or the new
+// revision: an extraction interrupted before its commit is rolled back,
+// one interrupted after it is completed and after (nil: nothing to run)
+// runs again; a rollback is finished. Work that cannot be finished keeps
+// its journal, and its error, naming the distribution and revision, is
+// joined to the result; the others are still finished. Undo directories
+// past what Keep needs are removed. With nothing pending, Recover changes
 // nothing.
-func (in *Installer) Recover(ctx context.Context, load func(name string, rev uint64) (*distribution.Manifest, error)) error {
+func (in *Installer) Recover(ctx context.Context, after AfterFunc) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	names, err := in.state.names(journalDir)
@@ -267,38 +373,37 @@ func (in *Installer) Recover(ctx context.Context, load func(name string, rev uin
 		case err != nil:
 			errs = append(errs, fmt.Errorf("recover %s: %w", name, err))
 		case ok:
-			if err := in.recover(ctx, &j, load); err != nil {
+			if err := in.recover(ctx, &j, after); err != nil {
 				errs = append(errs, fmt.Errorf("recover %s: %w", j.label(), err))
 			}
+		}
+	}
+	undoNames, err := in.state.undoNames()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list undo records: %w", err))
+	}
+	for _, name := range undoNames {
+		if err := in.prune(name); err != nil {
+			errs = append(errs, fmt.Errorf("prune undo records of %s: %w", name, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (in *Installer) recover(ctx context.Context, j *journalRecord, load func(string, uint64) (*distribution.Manifest, error)) error {
-	installed, ok, err := in.state.readInstalled(j.Name)
-	if err != nil {
-		return err
+func (in *Installer) recover(ctx context.Context, j *journalRecord, after AfterFunc) error {
+	in.log.Info("recovering interrupted work", "dist", j.Name, "from", j.From, "to", j.To, "step", j.Step)
+	switch j.Step {
+	case StepBegin, StepBackup:
+		// Nothing under the root has changed yet.
+		return in.discard(j)
+	case StepWrite, StepRemove:
+		return in.undo(ctx, j, nil)
+	case StepCommit, StepPost:
+		return in.run(ctx, j, nil, after)
+	case StepRestore, StepUndone:
+		return in.runRollback(ctx, j)
 	}
-	if ok && installed.Revision >= j.To {
-		// The crash came after the commit, before the journal went.
-		return in.state.removeJournal(j.Name)
-	}
-	var m *distribution.Manifest
-	if j.Step == StepBegin || j.Step == StepWrite {
-		m, err = load(j.Name, j.To)
-		if err == nil && m == nil {
-			err = errors.New("no manifest")
-		}
-		if err != nil {
-			return fmt.Errorf("load manifest: %w", err)
-		}
-		if m.Name != j.Name || m.Revision != j.To || m.Target != j.Target {
-			return fmt.Errorf("loaded manifest is %s@%d with target %q, the journal wants target %q", m.Name, m.Revision, m.Target, j.Target)
-		}
-	}
-	in.log.Info("recovering extraction", "dist", j.Name, "rev", j.To, "step", j.Step)
-	return in.run(ctx, j, m)
+	return fmt.Errorf("journal has unknown step %q", j.Step)
 }
 
 // record writes the journal durably, then lets the test hook stop there.
@@ -306,16 +411,13 @@ func (in *Installer) record(j *journalRecord) error {
 	if err := in.state.writeJournal(j); err != nil {
 		return fmt.Errorf("record step %s: %w", j.Step, err)
 	}
-	if in.hook != nil {
-		return in.hook(j.Step)
-	}
-	return nil
+	return in.fault(string(j.Step))
 }
 
 // run carries an extraction on from its recorded step, which may have been
-// partly done already: every step can be repeated. m is needed only from
-// StepBegin or StepWrite.
-func (in *Installer) run(ctx context.Context, j *journalRecord, m *distribution.Manifest) error {
+// partly done already. m is needed only up to StepWrite. Whatever fails
+// before the installation is finished rolls it back, unless ctx ended.
+func (in *Installer) run(ctx context.Context, j *journalRecord, m *distribution.Manifest, after AfterFunc) error {
 	root, err := os.OpenRoot(in.root)
 	if err != nil {
 		return err
@@ -323,19 +425,35 @@ func (in *Installer) run(ctx context.Context, j *journalRecord, m *distribution.
 	defer root.Close()
 	for {
 		if err := ctx.Err(); err != nil {
-			return err
+			return err // the journal stays; Recover takes it from here
 		}
 		var stepErr error
 		switch j.Step {
+		case StepBackup:
+			stepErr = in.backup(root, j)
 		case StepWrite:
 			stepErr = in.write(ctx, root, j, m)
 		case StepRemove:
 			stepErr = in.removeAll(root, j, j.Remove, false)
 		case StepCommit:
-			return in.commit(j)
+			stepErr = in.commit(j)
+		case StepPost:
+			if after != nil {
+				stepErr = after(ctx, j.Name, j.To)
+			}
+			if stepErr == nil {
+				return in.finish(j)
+			}
 		}
 		if stepErr != nil {
-			return fmt.Errorf("%s: %w", j.Step, stepErr)
+			stepErr = fmt.Errorf("%s: %w", j.Step, stepErr)
+			if ctx.Err() != nil || errors.Is(stepErr, errFault) {
+				return stepErr
+			}
+			if j.Step == StepBackup {
+				return errors.Join(stepErr, in.discard(j))
+			}
+			return in.undo(ctx, j, stepErr)
 		}
 		next, ok := j.Step.next()
 		if !ok {
@@ -367,7 +485,20 @@ func (in *Installer) write(ctx context.Context, root *os.Root, j *journalRecord,
 	if byName, err := os.Stat(dest); err != nil || !os.SameFile(inside, byName) {
 		return fmt.Errorf("target %s: %s does not lead to it inside the root", j.Target, dest)
 	}
-	if err := distribution.Materialize(ctx, m, in.src, dest, distribution.MaterializeOptions{}); err != nil {
+	var faultErr error
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	opts := distribution.MaterializeOptions{Progress: func(p distribution.BuildProgress) {
+		if p.Files == 1 {
+			if faultErr = in.fault(string(StepWrite) + "+1"); faultErr != nil {
+				cancel(faultErr)
+			}
+		}
+	}}
+	if err := distribution.Materialize(ctx, m, in.src, dest, opts); err != nil {
+		if faultErr != nil {
+			return faultErr
+		}
 		return err
 	}
 	// Materialize syncs the directories inside the target; the target's
@@ -382,17 +513,28 @@ func (in *Installer) write(ctx context.Context, root *os.Root, j *journalRecord,
 	}
 }
 
-// commit writes the installed record and ends the extraction.
+// commit writes the installed record; the journal moves on to the
+// after-step.
 func (in *Installer) commit(j *journalRecord) error {
 	rec := &installedRecord{Name: j.Name, Revision: j.To, Version: j.Version, Target: j.Target,
-		Installed: in.now().UnixNano(), Entries: j.New}
+		Installed: in.now().UnixNano(), Entries: j.New, Seq: j.Seq, Requires: j.Requires}
 	if err := in.state.writeInstalled(rec); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	if err := in.state.removeJournal(j.Name); err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return err
 	}
 	in.log.Info("installed", "dist", j.Name, "rev", j.To, "version", j.Version, "target", j.Target)
+	return nil
+}
+
+// finish ends an installation whose after-step succeeded, and drops the
+// undo records past what Keep needs.
+func (in *Installer) finish(j *journalRecord) error {
+	if err := in.state.removeJournal(j.Name); err != nil {
+		return fmt.Errorf("finish: %w", err)
+	}
+	if err := in.prune(j.Name); err != nil {
+		// Only space is at stake; the next start-up prunes again.
+		in.log.Warn("prune undo records", "dist", j.Name, "err", err)
+	}
 	return nil
 }
 

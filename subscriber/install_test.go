@@ -33,6 +33,7 @@ type fixture struct {
 	trust *distribution.Trust
 	root  string
 	state string
+	keep  int // installations kept undoable; 0 for the default
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -47,10 +48,15 @@ func newFixture(t *testing.T) *fixture {
 // publish builds a revision of src, signs and stores it.
 func (f *fixture) publish(name string, rev uint64, target, src string) *distribution.Manifest {
 	f.t.Helper()
-	m, _, err := distribution.BuildDir(context.Background(), src, distribution.BuildOptions{
-		Name: name, Revision: rev, Version: fmt.Sprintf("1.%d", rev), Channels: []string{"stable"},
-		Target: target, Created: time.Unix(1700000000+int64(rev), 0),
-	}, f.store)
+	return f.publishWith(src, distribution.BuildOptions{Name: name, Revision: rev, Version: fmt.Sprintf("1.%d", rev), Target: target})
+}
+
+// publishWith builds a revision of src with opts, signs and stores it.
+func (f *fixture) publishWith(src string, opts distribution.BuildOptions) *distribution.Manifest {
+	f.t.Helper()
+	opts.Channels = []string{"stable"}
+	opts.Created = time.Unix(1700000000+int64(opts.Revision), 0)
+	m, _, err := distribution.BuildDir(context.Background(), src, opts, f.store)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -64,38 +70,29 @@ func (f *fixture) publish(name string, rev uint64, target, src string) *distribu
 	return m
 }
 
-// load is what the daemon gives Recover: a verified manifest from the store.
-func (f *fixture) load(name string, rev uint64) (*distribution.Manifest, error) {
-	signed, err := f.store.Signed(name, rev)
-	if err != nil {
-		return nil, err
-	}
-	return f.trust.Verify(signed)
-}
-
 // installer returns a new installer on the fixture's directories, as after
 // a restart; it crashes right after recording stopAt, if set.
 func (f *fixture) installer(src distribution.ChunkSource, stopAt Step) *Installer {
 	f.t.Helper()
 	log := slog.New(slog.NewTextHandler(f.t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	in, err := NewInstaller(f.root, f.state, src, log)
+	in, err := NewInstaller(f.root, f.state, src, InstallerOptions{Log: log, Keep: f.keep})
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	if stopAt != "" {
-		in.hook = func(s Step) error {
-			if s == stopAt {
+		in.SetHook(func(point string) error {
+			if point == string(stopAt) {
 				return errCrash
 			}
 			return nil
-		}
+		})
 	}
 	return in
 }
 
 func (f *fixture) install(in *Installer, m *distribution.Manifest) {
 	f.t.Helper()
-	if err := in.Install(context.Background(), m); err != nil {
+	if err := in.Install(context.Background(), m, nil); err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -394,20 +391,20 @@ func TestUpgradeMovesTarget(t *testing.T) {
 
 func TestRecoverAfterCrash(t *testing.T) {
 	tests := []struct {
-		name     string
-		stopAt   Step
-		midWrite bool // the source fails halfway through the write
-		want     error
-		step     Step // recorded in the journal
+		point   string // where the installer stops, as a crash would
+		step    Step   // recorded in the journal then
+		forward bool   // recovery completes rev 2; else it rolls back to rev 1
 	}{
-		{name: "begin", stopAt: StepBegin, want: errCrash, step: StepBegin},
-		{name: "write", stopAt: StepWrite, want: errCrash, step: StepWrite},
-		{name: "halfway through write", midWrite: true, want: distribution.ErrChunkMissing, step: StepWrite},
-		{name: "remove", stopAt: StepRemove, want: errCrash, step: StepRemove},
-		{name: "commit", stopAt: StepCommit, want: errCrash, step: StepCommit},
+		{"begin", StepBegin, false},
+		{"backup", StepBackup, false},
+		{"write", StepWrite, false},
+		{"write+1", StepWrite, false},
+		{"remove", StepRemove, false},
+		{"commit", StepCommit, true},
+		{"post", StepPost, true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+		t.Run(tt.point, func(t *testing.T) {
 			f := newFixture(t)
 			src1, src2 := rev1Tree(t), rev2Tree(t)
 			m1 := f.publish("web", 1, "web", src1)
@@ -415,32 +412,73 @@ func TestRecoverAfterCrash(t *testing.T) {
 			target := filepath.Join(f.root, "web")
 			f.install(f.installer(f.store, ""), m1)
 			placeByHand(t, target)
+			before := listing(t, f.root)
 
-			var src distribution.ChunkSource = f.store
-			if tt.midWrite {
-				src = failOn(f.store, m2, "swap") // after bin/app and new.txt
+			in := f.installer(f.store, Step(tt.point))
+			if err := in.Install(context.Background(), m2, nil); !errors.Is(err, errCrash) {
+				t.Fatalf("Install: %v, want the crash", err)
 			}
-			in := f.installer(src, tt.stopAt)
-			if err := in.Install(context.Background(), m2); !errors.Is(err, tt.want) {
-				t.Fatalf("Install: %v, want %v", err, tt.want)
-			}
-			if tt.midWrite {
-				if _, err := os.Stat(filepath.Join(target, "new.txt")); err != nil {
-					t.Fatalf("the write did not get halfway: %v", err)
-				}
+			if tt.point == "write+1" && slices.Equal(before, listing(t, f.root)) {
+				t.Fatal("the write did not get halfway")
 			}
 			assertPending(t, in, []JournalEntry{{Name: "web", From: 1, To: 2, Version: "1.2", Target: "web", Step: tt.step}})
-			assertInstalled(t, in, "web", 1, "web")
+			if tt.step == StepPost {
+				assertInstalled(t, in, "web", 2, "web")
+			} else {
+				assertInstalled(t, in, "web", 1, "web")
+			}
 
 			restarted := f.installer(f.store, "")
-			if err := restarted.Recover(context.Background(), f.load); err != nil {
+			afterRuns := 0
+			after := func(_ context.Context, name string, rev uint64) error {
+				if name != "web" || rev != 2 {
+					t.Errorf("after ran for %s@%d", name, rev)
+				}
+				afterRuns++
+				return nil
+			}
+			if err := restarted.Recover(context.Background(), after); err != nil {
 				t.Fatal(err)
 			}
-			assertExactly(t, m2, src2, target, handPlaced)
-			assertInstalled(t, restarted, "web", 2, "web")
 			assertPending(t, restarted, nil)
+			if tt.forward {
+				assertExactly(t, m2, src2, target, handPlaced)
+				assertInstalled(t, restarted, "web", 2, "web")
+				if afterRuns != 1 {
+					t.Errorf("after ran %d times on recovery, want 1", afterRuns)
+				}
+				return
+			}
+			assertSameTree(t, before, listing(t, f.root))
+			assertInstalled(t, restarted, "web", 1, "web")
+			if afterRuns != 0 {
+				t.Errorf("after ran %d times for a rolled back revision", afterRuns)
+			}
+			// And rev 2 installs cleanly afterwards.
+			f.install(restarted, m2)
+			assertExactly(t, m2, src2, target, handPlaced)
 		})
 	}
+}
+
+// assertSameTree compares two listings of a tree.
+func assertSameTree(t *testing.T, want, got []string) {
+	t.Helper()
+	if slices.Equal(want, got) {
+		return
+	}
+	var missing, extra []string
+	for _, l := range want {
+		if !slices.Contains(got, l) {
+			missing = append(missing, l)
+		}
+	}
+	for _, l := range got {
+		if !slices.Contains(want, l) {
+			extra = append(extra, l)
+		}
+	}
+	t.Errorf("tree differs:\nmissing %s\nextra   %s", strings.Join(missing, "\n        "), strings.Join(extra, "\n        "))
 }
 
 func TestResumeByInstallingAgain(t *testing.T) {
@@ -451,9 +489,10 @@ func TestResumeByInstallingAgain(t *testing.T) {
 	target := filepath.Join(f.root, "web")
 	f.install(f.installer(f.store, ""), m1)
 	placeByHand(t, target)
-	if err := f.installer(f.store, StepRemove).Install(context.Background(), m2); !errors.Is(err, errCrash) {
+	if err := f.installer(f.store, StepRemove).Install(context.Background(), m2, nil); !errors.Is(err, errCrash) {
 		t.Fatalf("Install: %v, want the crash", err)
 	}
+	// Without a Recover: the next Install settles the journal first.
 	in := f.installer(f.store, "")
 	f.install(in, m2)
 	assertExactly(t, m2, src2, target, handPlaced)
@@ -466,16 +505,16 @@ func TestRecoverWithNothingPending(t *testing.T) {
 	src := rev1Tree(t)
 	m := f.publish("web", 1, "web", src)
 	in := f.installer(f.store, "")
-	noLoad := func(name string, rev uint64) (*distribution.Manifest, error) {
-		t.Errorf("Recover loaded %s@%d with nothing pending", name, rev)
-		return nil, store.ErrNotFound
+	noAfter := func(_ context.Context, name string, rev uint64) error {
+		t.Errorf("Recover ran the after-step of %s@%d with nothing pending", name, rev)
+		return nil
 	}
-	if err := in.Recover(context.Background(), noLoad); err != nil {
+	if err := in.Recover(context.Background(), noAfter); err != nil {
 		t.Fatal(err)
 	}
 	f.install(in, m)
 	before := listing(t, f.root)
-	if err := in.Recover(context.Background(), noLoad); err != nil {
+	if err := in.Recover(context.Background(), noAfter); err != nil {
 		t.Fatal(err)
 	}
 	if after := listing(t, f.root); !slices.Equal(before, after) {
@@ -484,65 +523,51 @@ func TestRecoverWithNothingPending(t *testing.T) {
 	assertInstalled(t, in, "web", 1, "web")
 }
 
-func TestRecoverUnavailableRevision(t *testing.T) {
-	tests := []struct {
-		name   string
-		src    func(f *fixture) distribution.ChunkSource
-		load   func(f *fixture) func(string, uint64) (*distribution.Manifest, error)
-		want   error
-		inText string
-	}{
-		{
-			name: "manifest gone",
-			src:  func(f *fixture) distribution.ChunkSource { return f.store },
-			load: func(f *fixture) func(string, uint64) (*distribution.Manifest, error) {
-				return func(name string, rev uint64) (*distribution.Manifest, error) {
-					return nil, fmt.Errorf("%s@%d: %w", name, rev, store.ErrNotFound)
-				}
-			},
-			want:   store.ErrNotFound,
-			inText: "recover web@2: load manifest",
-		},
-		{
-			name: "chunks gone",
-			src:  func(f *fixture) distribution.ChunkSource { return store.NewMemory() },
-			load: func(f *fixture) func(string, uint64) (*distribution.Manifest, error) { return f.load },
-			want: distribution.ErrChunkMissing,
-			// Materialize names the file.
-			inText: "recover web@2: write: extract web@2",
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t)
-			src1, src2 := rev1Tree(t), rev2Tree(t)
-			m1 := f.publish("web", 1, "web", src1)
-			m2 := f.publish("web", 2, "web", src2)
-			f.install(f.installer(f.store, ""), m1)
-			if err := f.installer(f.store, StepWrite).Install(context.Background(), m2); !errors.Is(err, errCrash) {
-				t.Fatalf("Install: %v, want the crash", err)
-			}
+func TestFailingAfterRollsBack(t *testing.T) {
+	f := newFixture(t)
+	src1, src2 := rev1Tree(t), rev2Tree(t)
+	m1 := f.publish("web", 1, "web", src1)
+	m2 := f.publish("web", 2, "web", src2)
+	in := f.installer(f.store, "")
+	failing := func(context.Context, string, uint64) error { return errors.New(`post-action "restart" exited 1`) }
 
-			in := f.installer(tt.src(f), "")
-			err := in.Recover(context.Background(), tt.load(f))
-			if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.inText) {
-				t.Fatalf("Recover: %v; want %v, with %q", err, tt.want, tt.inText)
-			}
-			assertPending(t, in, []JournalEntry{{Name: "web", From: 1, To: 2, Version: "1.2", Target: "web", Step: StepWrite}})
-			assertInstalled(t, in, "web", 1, "web")
-
-			// Once the revision is available again, recovery completes.
-			in = f.installer(f.store, "")
-			if err := in.Recover(context.Background(), f.load); err != nil {
-				t.Fatal(err)
-			}
-			assertExactly(t, m2, src2, filepath.Join(f.root, "web"), nil)
-			assertInstalled(t, in, "web", 2, "web")
-		})
+	// A first installation rolls back to nothing.
+	emptyRoot := listing(t, f.root)
+	err := in.Install(context.Background(), m1, failing)
+	if want := `post: post-action "restart" exited 1; rolled back to nothing installed`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Install: %v; want %q", err, want)
 	}
+	assertSameTree(t, emptyRoot, listing(t, f.root))
+	if _, ok, _ := in.InstalledRevision("web"); ok {
+		t.Error("web recorded as installed")
+	}
+
+	f.install(in, m1)
+	placeByHand(t, filepath.Join(f.root, "web"))
+	before := listing(t, f.root)
+	err = in.Install(context.Background(), m2, failing)
+	if want := `rolled back to web@1`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Install: %v; want %q", err, want)
+	}
+	assertSameTree(t, before, listing(t, f.root))
+	assertInstalled(t, in, "web", 1, "web")
+	assertPending(t, in, nil)
+
+	// After a crash in the after-step, a failing after-step on recovery
+	// rolls back too.
+	if err := f.installer(f.store, StepPost).Install(context.Background(), m2, nil); !errors.Is(err, errCrash) {
+		t.Fatalf("Install: %v, want the crash", err)
+	}
+	restarted := f.installer(f.store, "")
+	if err := restarted.Recover(context.Background(), failing); err == nil || !strings.Contains(err.Error(), "rolled back to web@1") {
+		t.Fatalf("Recover: %v; want the after-step's failure and the rollback", err)
+	}
+	assertSameTree(t, before, listing(t, f.root))
+	assertInstalled(t, restarted, "web", 1, "web")
+	assertPending(t, restarted, nil)
 }
 
-func TestInstallReplacesFailedExtraction(t *testing.T) {
+func TestFailedExtractionRollsBack(t *testing.T) {
 	f := newFixture(t)
 	src1, src2 := rev1Tree(t), rev2Tree(t)
 	m1 := f.publish("web", 1, "web", src1)
@@ -557,15 +582,20 @@ func TestInstallReplacesFailedExtraction(t *testing.T) {
 	target := filepath.Join(f.root, "web")
 	f.install(f.installer(f.store, ""), m1)
 	placeByHand(t, target)
+	before := listing(t, f.root)
 
-	if err := f.installer(failOn(f.store, m2, "swap"), "").Install(context.Background(), m2); !errors.Is(err, distribution.ErrChunkMissing) {
-		t.Fatalf("Install: %v, want ErrChunkMissing", err)
+	// The write fails halfway (after bin/app and new.txt).
+	err := f.installer(failOn(f.store, m2, "swap"), "").Install(context.Background(), m2, nil)
+	if !errors.Is(err, distribution.ErrChunkMissing) || !strings.Contains(err.Error(), "rolled back to web@1") {
+		t.Fatalf("Install: %v, want ErrChunkMissing and a rollback", err)
 	}
+	assertSameTree(t, before, listing(t, f.root))
 	in := f.installer(f.store, "")
+	assertPending(t, in, nil)
+	assertInstalled(t, in, "web", 1, "web")
 	f.install(in, m3)
 	assertExactly(t, m3, src3, target, handPlaced)
 	assertInstalled(t, in, "web", 3, "web")
-	assertPending(t, in, nil)
 }
 
 func TestInstallRefusesRevisionNotNewer(t *testing.T) {
@@ -582,7 +612,7 @@ func TestInstallRefusesRevisionNotNewer(t *testing.T) {
 		{m1, "web@1 is older than the installed web@2"},
 		{m2, "web@2 is already installed"},
 	} {
-		err := in.Install(context.Background(), tt.m)
+		err := in.Install(context.Background(), tt.m, nil)
 		if !errors.Is(err, ErrNotNewer) || !strings.Contains(err.Error(), tt.text) {
 			t.Errorf("Install(web@%d): %v; want ErrNotNewer with %q", tt.m.Revision, err, tt.text)
 		}
@@ -636,7 +666,7 @@ func TestInstallRefusesEscapingTarget(t *testing.T) {
 			m.Target = tt.target
 			in := f.installer(f.store, "")
 			before := listing(t, f.root)
-			err := in.Install(context.Background(), m)
+			err := in.Install(context.Background(), m, nil)
 			if err == nil || (tt.want != nil && !errors.Is(err, tt.want)) || !strings.Contains(err.Error(), tt.inText) {
 				t.Fatalf("Install: %v; want %v with %q", err, tt.want, tt.inText)
 			}
@@ -773,45 +803,14 @@ func TestInstallStopsAtDirectoryInTheWay(t *testing.T) {
 	// also holds a file TED did not install.
 	mine := filepath.Join(f.root, "web/swap/mine.txt")
 	writeFile(t, mine, []byte("mine\n"), 0o600)
-	err := in.Install(context.Background(), m2)
+	before := listing(t, f.root)
+	err := in.Install(context.Background(), m2, nil)
 	if want := "install web@2: write: web/swap: directory holds files TED did not install"; err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Install: %v; want %q", err, want)
 	}
-	if b, err := os.ReadFile(mine); err != nil || string(b) != "mine\n" {
-		t.Errorf("the file placed by hand: %q, %v", b, err)
-	}
+	assertSameTree(t, before, listing(t, f.root))
 	assertInstalled(t, in, "web", 1, "web")
-	assertPending(t, in, []JournalEntry{{Name: "web", From: 1, To: 2, Version: "1.2", Target: "web", Step: StepWrite}})
-}
-
-func TestRecoverDropsJournalOfCommittedExtraction(t *testing.T) {
-	f := newFixture(t)
-	m1 := f.publish("web", 1, "web", rev1Tree(t))
-	m2 := f.publish("web", 2, "web", rev2Tree(t))
-	f.install(f.installer(f.store, ""), m1)
-	if err := f.installer(f.store, StepCommit).Install(context.Background(), m2); !errors.Is(err, errCrash) {
-		t.Fatalf("Install: %v, want the crash", err)
-	}
-	// A crash after the installed record was written and before the
-	// journal was removed: put the journal back after a commit.
-	journal := filepath.Join(f.state, journalDir, "web"+recordExt)
-	saved, err := os.ReadFile(journal)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := f.installer(f.store, "")
-	f.install(in, m2)
-	writeFile(t, journal, saved, 0o600)
-
-	noLoad := func(name string, rev uint64) (*distribution.Manifest, error) {
-		t.Errorf("Recover loaded %s@%d for a committed extraction", name, rev)
-		return nil, store.ErrNotFound
-	}
-	if err := in.Recover(context.Background(), noLoad); err != nil {
-		t.Fatal(err)
-	}
 	assertPending(t, in, nil)
-	assertInstalled(t, in, "web", 2, "web")
 }
 
 // tempDir is t.TempDir for trees with read-only directories: a subscriber

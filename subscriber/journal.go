@@ -7,7 +7,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,8 +18,8 @@ import (
 	"ted/distribution"
 )
 
-// Step is one step of an extraction, recorded in the journal before it
-// happens.
+// Step is one step of an extraction or of a rollback, recorded in the
+// journal before it happens.
 type Step string
 
 // The steps of an extraction, in order.
@@ -26,6 +28,10 @@ const (
 	// entries and every earlier entry to remove); nothing under the root
 	// has changed yet.
 	StepBegin Step = "begin"
+	// StepBackup: what is on disk at every path the extraction will touch
+	// is being recorded, and every file there linked (or copied) into the
+	// undo directory; nothing under the root has changed yet.
+	StepBackup Step = "backup"
 	// StepWrite: the new revision is being written over the target.
 	StepWrite Step = "write"
 	// StepRemove: the new revision is complete; the entries it dropped are
@@ -34,33 +40,61 @@ const (
 	// StepCommit: the target is exactly the new revision; the installed
 	// record is being written.
 	StepCommit Step = "commit"
+	// StepPost: the revision is installed; its after-step (verification
+	// and post-action) has not finished. If it fails, the revision is
+	// rolled back.
+	StepPost Step = "post"
 )
 
-// next returns the step after s, and false after StepCommit or for an
-// unknown step.
+// The steps of a rollback, in order.
+const (
+	// StepRestore: what was on disk before the installation being undone
+	// is being put back, path by path.
+	StepRestore Step = "restore"
+	// StepUndone: the target is exactly as before the installation; the
+	// records are being put back.
+	StepUndone Step = "undone"
+)
+
+// next returns the step after s, and false after the last step of an
+// extraction or a rollback, or for an unknown step.
 func (s Step) next() (Step, bool) {
 	switch s {
 	case StepBegin:
+		return StepBackup, true
+	case StepBackup:
 		return StepWrite, true
 	case StepWrite:
 		return StepRemove, true
 	case StepRemove:
 		return StepCommit, true
+	case StepCommit:
+		return StepPost, true
+	case StepRestore:
+		return StepUndone, true
 	}
 	return "", false
 }
 
-// JournalEntry describes an extraction that was started and has not been
-// committed: interrupted by a crash, or failed. Recover, or a later Install
-// of the same or a newer revision, completes it.
+// known reports whether s is a step this version records.
+func (s Step) known() bool {
+	_, ok := s.next()
+	return ok || s == StepPost || s == StepUndone
+}
+
+// JournalEntry describes an extraction or a rollback that was started and
+// has not finished: interrupted by a crash, or stopped by an error that
+// recovery could not get past either.
 type JournalEntry struct {
-	Name    string    // distribution
-	From    uint64    // revision installed when it began; 0 for none
-	To      uint64    // revision being installed
-	Version string    // version of To
-	Target  string    // where To lands, relative to the root
-	Step    Step      // the last step recorded; it may be partly done
-	Started time.Time // when the extraction began
+	Name string // distribution
+	// From is the revision installed when it began (0 for none), and To the
+	// revision it leads to: for a rollback, From is the revision being
+	// undone and To the one restored (0 for none).
+	From, To uint64
+	Version  string    // version of the revision being installed or undone
+	Target   string    // where it lands, relative to the root
+	Step     Step      // the last step recorded; it may be partly done
+	Started  time.Time // when the extraction or rollback began
 }
 
 // Installed describes the revision of a distribution that is installed.
@@ -69,6 +103,7 @@ type Installed struct {
 	Revision  uint64    // installed revision
 	Version   string    // its version
 	Target    string    // where it landed, relative to the root
+	Requires  []string  // the distributions it requires, as declared
 	Installed time.Time // when its extraction was committed
 }
 
@@ -76,10 +111,13 @@ type Installed struct {
 const stateFormat = 1
 
 // Directories of the state directory: one file per distribution in each,
-// named NAME.cbor (distribution names are safe file names).
+// named NAME.cbor (distribution names are safe file names), and one
+// directory per distribution in undo.
 const (
 	installedDir = "installed"
 	journalDir   = "journal"
+	heldDir      = "held"
+	undoDir      = "undo"
 	recordExt    = ".cbor"
 )
 
@@ -102,16 +140,21 @@ type installedRecord struct {
 	Target    string     `cbor:"5,keyasint"`
 	Installed int64      `cbor:"6,keyasint"` // Unix nanoseconds
 	Entries   []pathType `cbor:"7,keyasint"` // relative to Target
+	// Seq is the sequence number of the installation that put it there:
+	// installations are undone in the reverse order of these.
+	Seq      uint64   `cbor:"8,keyasint,omitempty"`
+	Requires []string `cbor:"9,keyasint,omitempty"`
 }
 
 func (r *installedRecord) public() Installed {
 	return Installed{Name: r.Name, Revision: r.Revision, Version: r.Version, Target: r.Target,
-		Installed: time.Unix(0, r.Installed).UTC()}
+		Requires: r.Requires, Installed: time.Unix(0, r.Installed).UTC()}
 }
 
-// journalRecord is the journal of one extraction. The whole plan is fixed
-// when it begins, so every later step, and recovery, does the same thing
-// whatever happened in between; only Step changes afterwards.
+// journalRecord is the journal of one extraction or rollback. The whole
+// plan is fixed when it begins, so every later step, and recovery, does
+// the same thing whatever happened in between; only Step changes
+// afterwards.
 type journalRecord struct {
 	Format  uint   `cbor:"1,keyasint"`
 	Name    string `cbor:"2,keyasint"`
@@ -122,8 +165,7 @@ type journalRecord struct {
 	Step    Step   `cbor:"7,keyasint"`
 	Started int64  `cbor:"8,keyasint"` // Unix nanoseconds
 	// New lists the entries of To, relative to Target: the installed record
-	// at commit, and what a later revision replaces if this one never
-	// completes.
+	// at commit.
 	New []pathType `cbor:"9,keyasint"`
 	// Clear lists earlier entries, relative to the root, that stand in the
 	// way of To (a directory where To has a file); they go before writing.
@@ -131,6 +173,15 @@ type journalRecord struct {
 	// Remove lists earlier entries, relative to the root, that To dropped;
 	// they go after writing. Both lists are ordered deepest first.
 	Remove []pathType `cbor:"11,keyasint"`
+	// Seq is the installation's sequence number, which names its undo
+	// directory; for a rollback, the installation being undone.
+	Seq      uint64   `cbor:"12,keyasint"`
+	Requires []string `cbor:"13,keyasint,omitempty"`
+	// Prev, for a rollback, is the installed record it puts back (nil:
+	// none), and Hold the revision up to which the distribution is then
+	// held (0: not held).
+	Prev *installedRecord `cbor:"14,keyasint,omitempty"`
+	Hold uint64           `cbor:"15,keyasint,omitempty"`
 }
 
 func (j *journalRecord) label() string { return fmt.Sprintf("%s@%d", j.Name, j.To) }
@@ -138,6 +189,48 @@ func (j *journalRecord) label() string { return fmt.Sprintf("%s@%d", j.Name, j.T
 func (j *journalRecord) public() JournalEntry {
 	return JournalEntry{Name: j.Name, From: j.From, To: j.To, Version: j.Version, Target: j.Target,
 		Step: j.Step, Started: time.Unix(0, j.Started).UTC()}
+}
+
+// change is one path an installation touches, with what was there before
+// it and what it leaves there: enough to put the path back exactly.
+type change struct {
+	_    struct{} `cbor:",toarray"`
+	Path string   // relative to the root
+	// Was is what was there before (0: nothing), Now what the
+	// installation leaves there (0: nothing).
+	Was, Now distribution.EntryType
+	// Mode holds the permission, setuid, setgid and sticky bits of a file
+	// or directory that was there (fs.FileMode bits).
+	Mode uint32
+	// Link is the target of a symlink that was there.
+	Link string
+	// A file that was there is kept in the undo directory under the
+	// change's index; its owner and modification time are kept here for
+	// when it had to be copied rather than linked.
+	UID, GID int
+	ModTime  int64 // Unix nanoseconds
+}
+
+// undoRecord is what it takes to undo one installation: the installed
+// record before it and every path it touched. It is written, with the
+// backups of the files, before the installation changes anything.
+type undoRecord struct {
+	Format   uint             `cbor:"1,keyasint"`
+	Name     string           `cbor:"2,keyasint"`
+	Seq      uint64           `cbor:"3,keyasint"`
+	Revision uint64           `cbor:"4,keyasint"`
+	Version  string           `cbor:"5,keyasint"`
+	Target   string           `cbor:"6,keyasint"`
+	Prev     *installedRecord `cbor:"7,keyasint,omitempty"` // nil: nothing was installed
+	Changes  []change         `cbor:"8,keyasint"`
+}
+
+// heldRecord says that the revisions of a distribution up to Through were
+// rolled back by an operator and are not extracted again on their own.
+type heldRecord struct {
+	Format  uint   `cbor:"1,keyasint"`
+	Name    string `cbor:"2,keyasint"`
+	Through uint64 `cbor:"3,keyasint"`
 }
 
 // The codec modes are immutable once built.
@@ -164,10 +257,13 @@ func mustStateDec() cbor.DecMode {
 	return dm
 }
 
-// stateStore keeps the installed records and journals in a directory:
+// stateStore keeps the installer's records in a directory:
 //
-//	DIR/installed/NAME.cbor   the installed revision of NAME
-//	DIR/journal/NAME.cbor     the extraction of NAME under way, if any
+//	DIR/installed/NAME.cbor        the installed revision of NAME
+//	DIR/journal/NAME.cbor          the extraction or rollback of NAME under way, if any
+//	DIR/held/NAME.cbor             the revisions of NAME an operator rolled back
+//	DIR/undo/NAME/SEQ/undo.cbor    how to undo installation SEQ of NAME
+//	DIR/undo/NAME/SEQ/N            the file that was at its change N
 //
 // Every file is written to a temporary name, synced, renamed over the old
 // one and its directory synced, so a crash leaves either record whole.
@@ -176,7 +272,7 @@ type stateStore struct {
 }
 
 func (s stateStore) init() error {
-	for _, sub := range []string{installedDir, journalDir} {
+	for _, sub := range []string{installedDir, journalDir, heldDir, undoDir} {
 		dir := filepath.Join(s.dir, sub)
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			return fmt.Errorf("state directory %s: %w", s.dir, err)
@@ -220,10 +316,8 @@ func (s stateStore) readJournal(name string) (journalRecord, bool, error) {
 	if ok && err == nil {
 		err = checkRecord(j.Format, j.Name, name)
 	}
-	if ok && err == nil {
-		if _, known := j.Step.next(); !known && j.Step != StepCommit {
-			err = fmt.Errorf("journal %s: unknown step %q", s.file(journalDir, name), j.Step)
-		}
+	if ok && err == nil && !j.Step.known() {
+		err = fmt.Errorf("journal %s: unknown step %q", s.file(journalDir, name), j.Step)
 	}
 	return j, ok, err
 }
@@ -233,13 +327,135 @@ func (s stateStore) writeJournal(j *journalRecord) error {
 	return s.write(journalDir, j.Name, j)
 }
 
+func (s stateStore) readHeld(name string) (heldRecord, bool, error) {
+	var h heldRecord
+	ok, err := s.read(heldDir, name, &h)
+	if ok && err == nil {
+		err = checkRecord(h.Format, h.Name, name)
+	}
+	return h, ok, err
+}
+
+func (s stateStore) writeHeld(h *heldRecord) error {
+	h.Format = stateFormat
+	return s.write(heldDir, h.Name, h)
+}
+
+// removeInstalled deletes the installed record of name durably.
+func (s stateStore) removeInstalled(name string) error {
+	return s.remove(installedDir, name)
+}
+
+// undoFile is the name of the record in an undo directory.
+const undoFile = "undo" + recordExt
+
+// undoPath is the undo directory of installation seq of name.
+func (s stateStore) undoPath(name string, seq uint64) string {
+	return filepath.Join(s.dir, undoDir, name, fmt.Sprintf("%020d", seq))
+}
+
+// backupPath is where the file of change i of installation seq is kept.
+func (s stateStore) backupPath(name string, seq uint64, i int) string {
+	return filepath.Join(s.undoPath(name, seq), strconv.Itoa(i))
+}
+
+func (s stateStore) readUndo(name string, seq uint64) (undoRecord, error) {
+	var u undoRecord
+	file := filepath.Join(s.undoPath(name, seq), undoFile)
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return u, err
+	}
+	if err := stateDec.Unmarshal(b, &u); err != nil {
+		return u, fmt.Errorf("%s: %w", file, err)
+	}
+	if err := checkRecord(u.Format, u.Name, name); err != nil {
+		return u, err
+	}
+	if u.Seq != seq {
+		return u, fmt.Errorf("%s: record of installation %d", file, u.Seq)
+	}
+	return u, nil
+}
+
+// writeUndo writes the record of an undo directory that holds its backups
+// already, and syncs the directory: the backups and the record are then
+// durable.
+func (s stateStore) writeUndo(u *undoRecord) error {
+	u.Format = stateFormat
+	b, err := stateEnc.Marshal(u)
+	if err != nil {
+		return err
+	}
+	return writeDurably(s.undoPath(u.Name, u.Seq), undoFile, b)
+}
+
+// undoNames lists the distributions that have undo directories, sorted.
+func (s stateStore) undoNames() ([]string, error) {
+	dirEntries, err := os.ReadDir(filepath.Join(s.dir, undoDir))
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, d := range dirEntries {
+		if d.IsDir() && distribution.ValidName("name", d.Name()) == nil {
+			names = append(names, d.Name())
+		}
+	}
+	return names, nil
+}
+
+// undoSeqs lists the installations of name that have an undo directory,
+// oldest first, whole or not.
+func (s stateStore) undoSeqs(name string) ([]uint64, error) {
+	dirEntries, err := os.ReadDir(filepath.Join(s.dir, undoDir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var seqs []uint64
+	for _, d := range dirEntries {
+		seq, err := strconv.ParseUint(d.Name(), 10, 64)
+		if err != nil || !d.IsDir() || len(d.Name()) != 20 {
+			continue // nothing of ours
+		}
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	return seqs, nil
+}
+
+// removeUndo deletes an undo directory: its record first, so a crash
+// halfway leaves a directory that no record describes and the next
+// prune removes.
+func (s stateStore) removeUndo(name string, seq uint64) error {
+	dir := s.undoPath(name, seq)
+	if err := os.Remove(filepath.Join(dir, undoFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	err := syncPath(filepath.Dir(dir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
 // removeJournal deletes a journal durably: until the directory is synced,
 // a crash could bring the finished extraction back.
 func (s stateStore) removeJournal(name string) error {
-	if err := os.Remove(s.file(journalDir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	return s.remove(journalDir, name)
+}
+
+func (s stateStore) remove(sub, name string) error {
+	if err := os.Remove(s.file(sub, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return syncPath(filepath.Join(s.dir, journalDir))
+	return syncPath(filepath.Join(s.dir, sub))
 }
 
 // names lists the distributions that have a record in sub, sorted.
@@ -289,7 +505,12 @@ func (s stateStore) write(sub, name string, v any) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(s.dir, sub)
+	return writeDurably(filepath.Join(s.dir, sub), name+recordExt, b)
+}
+
+// writeDurably writes b to dir/name through a synced temporary file renamed
+// over it, then syncs dir: a crash leaves the old file or the new one.
+func writeDurably(dir, name string, b []byte) error {
 	f, err := os.CreateTemp(dir, "."+name+".*.tmp")
 	if err != nil {
 		return err
@@ -302,7 +523,7 @@ func (s stateStore) write(sub, name string, v any) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(f.Name(), s.file(sub, name))
+		err = os.Rename(f.Name(), filepath.Join(dir, name))
 	}
 	if err != nil {
 		_ = os.Remove(f.Name())

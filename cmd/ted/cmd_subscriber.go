@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -16,7 +19,7 @@ import (
 
 func newSubscriberCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "subscriber", Short: "Daemon on every server: receive, verify and extract revisions"}
-	cmd.AddCommand(newSubscriberRunCommand(), newSubscriberStatusCommand(g), newSubscriberExtractCommand())
+	cmd.AddCommand(newSubscriberRunCommand(), newSubscriberStatusCommand(g), newSubscriberExtractCommand(), newSubscriberRollbackCommand(g))
 	return cmd
 }
 
@@ -66,9 +69,21 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	if err := cfg.Validate(); err != nil {
 		return usageError{fmt.Errorf("%s: %w", opts.config, err)}
 	}
-	inst, err := subscriber.NewInstaller(file.Root, filepath.Join(file.DataDir, "installed"), n.store, log)
+	inst, err := subscriber.NewInstaller(file.Root, filepath.Join(file.DataDir, "installed"), n.store,
+		subscriber.InstallerOptions{Log: log, Keep: cfg.KeepRevisions})
 	if err != nil {
 		return err
+	}
+	if point := os.Getenv(killAtEnv); point != "" {
+		// Crash tests: die at a journal step as kill -9 would.
+		log.Warn("fault injection: the daemon kills itself at an installer step", "env", killAtEnv, "point", point)
+		inst.SetHook(func(at string) error {
+			if at == point {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {} // the signal is on its way
+			}
+			return nil
+		})
 	}
 	s, err := subscriber.New(cfg, n.store, inst, log)
 	if err != nil {
@@ -78,6 +93,16 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	return n.serve(ctx, "subscriber", daemonAdmin{
 		status: func() any { return s.Status() }, health: s.Health, registry: s.Registry(),
 		actions: map[string]admin.Action{
+			"rollback": func(ctx context.Context, params url.Values) (any, error) {
+				res, err := s.Rollback(ctx, params.Get("name"), params.Get("force") == "true")
+				if errors.Is(err, subscriber.ErrNothingToRollBack) {
+					err = notFound{err}
+				}
+				if err != nil {
+					return nil, err
+				}
+				return rollbackResult{RolledBack: res, Status: s.Status()}, nil
+			},
 			"extract": func(ctx context.Context, _ url.Values) (any, error) {
 				if err := s.ExtractNow(ctx); err != nil {
 					return nil, err
@@ -86,6 +111,74 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 			},
 		},
 	}, func(ctx context.Context) error { return s.Run(ctx, n.dial) })
+}
+
+// killAtEnv names an installer fault point (a journal step, such as
+// "write" or "restore+1") at which the subscriber daemon kills itself with
+// SIGKILL: the crash tests' hook. Never set it in production.
+const killAtEnv = "TED_TEST_KILL_AT"
+
+// notFound makes an action's error answer "not found" (exit 4), its text
+// unchanged.
+type notFound struct{ error }
+
+func (e notFound) Unwrap() []error { return []error{e.error, admin.ErrNotFound} }
+
+// rollbackResult is what the rollback action answers.
+type rollbackResult struct {
+	RolledBack subscriber.RolledBack `json:"rolled_back"`
+	Status     subscriber.Status     `json:"status"`
+}
+
+func newSubscriberRollbackCommand(g *globalOptions) *cobra.Command {
+	var config, name string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "rollback --config subscriber.yaml [--name NAME] [--force]",
+		Short: "Undo the most recent installation (of one distribution with --name), last in first out",
+		Long: `Undo the most recent installation: every file it touched is put back exactly
+as it was (content, modes, removed files back, added files gone) and the
+revision it replaced is installed again. Without --name, the most recent
+installation of any distribution is undone. The revisions rolled back are not
+extracted again until a newer one arrives. A rollback that would take away
+what an extracted distribution requires is refused, naming it, unless --force.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireFlag("config", config); err != nil {
+				return err
+			}
+			file, err := loadSubscriberConfig(config)
+			if err != nil {
+				return err
+			}
+			params := url.Values{}
+			if name != "" {
+				params.Set("name", name)
+			}
+			if force {
+				params.Set("force", "true")
+			}
+			var res rollbackResult
+			if err := admin.Post(cmd.Context(), daemonSocket(file.DataDir), "rollback", params, &res); err != nil {
+				return err
+			}
+			return printResult(cmd.OutOrStdout(), g.json, res, func(p *printer) {
+				rb := res.RolledBack
+				to := "nothing installed"
+				if rb.To != 0 {
+					to = fmt.Sprintf("%s@%d (%s)", rb.Name, rb.To, rb.ToVersion)
+				}
+				p.linef("rolled back %s@%d (%s) in %s; now %s", rb.Name, rb.From, rb.FromVersion, rb.Target, to)
+				p.linef("")
+				printSubscriberStatus(p, res.Status)
+			})
+		},
+	}
+	cmd.Flags().StringVar(&config, "config", "", "the daemon's config file")
+	cmd.Flags().StringVar(&name, "name", "", "the distribution to roll back (default: the most recent installation of any)")
+	cmd.Flags().BoolVar(&force, "force", false, "roll back even if an extracted distribution requires what it takes away")
+	addJSONFlag(cmd, g)
+	return cmd
 }
 
 func newSubscriberStatusCommand(g *globalOptions) *cobra.Command {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"ted/admin"
 	"ted/distribution"
 	"ted/store"
 	"ted/transport"
@@ -40,7 +41,7 @@ func exitCode(err error) int {
 		// that fails verification, as dist verify reports it.
 		errors.Is(err, distribution.ErrChunkMissing):
 		return exitVerify
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, transport.ErrNotFound):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, transport.ErrNotFound), errors.Is(err, admin.ErrNotFound):
 		return exitNotFound
 	case errors.Is(err, context.Canceled):
 		return exitInterrupted
