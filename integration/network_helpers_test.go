@@ -209,6 +209,8 @@ type node struct {
 	addr, statusAddr string
 	// values is the config, as written.
 	values map[string]any
+	// env is added to the environment of the next runs.
+	env []string
 
 	mu   sync.Mutex
 	proc *process
@@ -413,6 +415,7 @@ func (n *node) tryStart() error {
 	}
 	cmd := exec.Command(tedBinary, n.role, "run", "--config", n.config)
 	cmd.Dir = n.nw.cwd
+	cmd.Env = append(os.Environ(), n.env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// A daemon must not outlive a test binary that dies without cleanup.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -488,6 +491,30 @@ func (n *node) kill() {
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 		n.nw.t.Fatalf("kill %s: %v", n.name, err)
+	}
+}
+
+// waitKilled waits until the daemon dies of SIGKILL on its own (a fault
+// hook) and fails the test if it exits otherwise.
+func (n *node) waitKilled() {
+	n.nw.t.Helper()
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	if p == nil {
+		n.nw.t.Fatalf("%s is not running", n.name)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(waitTimeout):
+		n.nw.t.Fatalf("%s did not die within %s:\n%s", n.name, waitTimeout, n.runLog())
+	}
+	n.mu.Lock()
+	n.proc = nil
+	n.mu.Unlock()
+	var exit *exec.ExitError
+	if !errors.As(p.err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		n.nw.t.Fatalf("%s exited with %v, want SIGKILL:\n%s", n.name, p.err, n.runLog())
 	}
 }
 

@@ -650,7 +650,7 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 }
 
 // heldReason is the reason a revision rolled back by an operator shows.
-const heldReason = "rolled back by an operator; a newer revision is extracted again"
+const heldReason = "rolled back by an operator; held until a newer revision arrives"
 
 // Rollback undoes the most recent installation of a distribution (of any,
 // without a name; `ted subscriber rollback`). The revisions of it held here
