@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"net"
+	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -325,7 +326,30 @@ func (d *demo) walk(ctx context.Context) error {
 	}
 	d.say("delivered", "webstack@%d extracted on every subscriber, identical to the source", second.Revision)
 	d.res.Final = &demoFigure{Revisions: 2, Bytes: second.Bytes, DeltaNewChunks: pushed.SentChunks, DeltaNewBytes: pushed.SentBytes}
+	if err := d.rollback(ctx); err != nil {
+		return err
+	}
 	return d.printStatus(ctx)
+}
+
+// rollback undoes the patch on the last subscriber, as `ted subscriber
+// rollback` would, and checks its tree is the first release again.
+func (d *demo) rollback(ctx context.Context) error {
+	n := d.nodes[len(d.nodes)-1]
+	var res rollbackResult
+	if err := admin.Post(ctx, daemonSocket(n.dataDir), "rollback", url.Values{"name": {"webstack"}}, &res); err != nil {
+		return fmt.Errorf("%s: rollback: %w", n.name, err)
+	}
+	first := d.path("site-2.1.0")
+	if err := writeDemoSite(first); err != nil {
+		return err
+	}
+	if err := sameTree(first, filepath.Join(n.root, "webstack")); err != nil {
+		return fmt.Errorf("%s: tree after the rollback differs from webstack 2.1.0: %w", n.name, err)
+	}
+	d.say("rollback", "%s: webstack@%d undone, @%d (%s) back file for file; @%d stays rolled back until a newer revision arrives",
+		n.name, res.RolledBack.From, res.RolledBack.To, res.RolledBack.ToVersion, res.RolledBack.From)
+	return nil
 }
 
 func (d *demo) publish(ctx context.Context) (publisher.PushResult, error) {
