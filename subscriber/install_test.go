@@ -27,7 +27,7 @@ var errCrash = errors.New("simulated crash")
 // fixture is a publisher (a store holding signed revisions) and a
 // subscriber's root and state directory.
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	store *store.Memory
 	key   ed25519.PrivateKey
 	trust *distribution.Trust
@@ -36,7 +36,7 @@ type fixture struct {
 	keep  int // installations kept undoable; 0 for the default
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	key := ed25519.NewKeyFromSeed([]byte("ted subscriber installer tests!!"))
 	st := store.NewMemory()
@@ -123,7 +123,7 @@ func failOn(src distribution.ChunkSource, m *distribution.Manifest, path string)
 	return failingSource{ChunkSource: src, fail: fail}
 }
 
-func writeFile(t *testing.T, path string, data []byte, mode os.FileMode) {
+func writeFile(t testing.TB, path string, data []byte, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)
@@ -815,7 +815,7 @@ func TestInstallStopsAtDirectoryInTheWay(t *testing.T) {
 
 // tempDir is t.TempDir for trees with read-only directories: a subscriber
 // that is not root could not remove them otherwise.
-func tempDir(t *testing.T) string {
+func tempDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	t.Cleanup(func() { // runs before TempDir's own cleanup
