@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strings"
 )
 
 // MaterializeOptions tune Materialize.
@@ -190,6 +191,21 @@ func (w *materializer) replace(tmp, p string) error {
 		return errors.New("a directory is in the way")
 	}
 	return w.root.Rename(tmp, p)
+}
+
+// IsTempName reports whether a file name (not a path) is one TempName
+// makes: a file a crash left half written.
+func IsTempName(name string) bool {
+	hexPart, ok := strings.CutPrefix(name, ".ted-")
+	if !ok {
+		return false
+	}
+	hexPart, ok = strings.CutSuffix(hexPart, ".tmp")
+	if !ok || len(hexPart) != 12 {
+		return false
+	}
+	_, err := hex.DecodeString(hexPart)
+	return err == nil
 }
 
 // TempName returns a fresh hidden name beside the slash-separated path p,

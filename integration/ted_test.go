@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +29,7 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
+	noteSources()
 	tedBinary = filepath.Join(dir, "ted")
 	build := exec.Command("go", "build", "-o", tedBinary, "../cmd/ted")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
@@ -36,6 +38,24 @@ func runMain(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
+}
+
+// noteSources stats every Go source and module file of the project, so
+// that `go test` caches this package's results only while none of them
+// changes: the ted binary it runs is built from them, not imported.
+func noteSources() {
+	_ = filepath.WalkDir("..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && p != ".." {
+			return filepath.SkipDir
+		}
+		if strings.HasSuffix(p, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum" || strings.Contains(p, "demodata") {
+			_, _ = os.Stat(p)
+		}
+		return nil
+	})
 }
 
 // result is one finished ted process.

@@ -58,33 +58,63 @@ func (e *ActionError) Error() string {
 	return msg
 }
 
+// actionRun is where and for what a revision's (or a package component's)
+// commands run.
+type actionRun struct {
+	Name     string
+	Revision uint64
+	Version  string
+	// Component is the package component, "" for a distribution's own
+	// actions; it is TED_COMPONENT.
+	Component string
+	// Dir is the working directory; Target the absolute target directory
+	// (TED_TARGET).
+	Dir, Target string
+	Timeout     time.Duration
+	Log         *slog.Logger
+}
+
+// actionsFor returns the action run of revision m.
+func actionsFor(m *distribution.Manifest, dir, target string, timeout time.Duration, log *slog.Logger) actionRun {
+	return actionRun{Name: m.Name, Revision: m.Revision, Version: m.Version, Dir: dir, Target: target, Timeout: timeout, Log: log}
+}
+
 // runActions runs cmds in order and stops at the first that fails.
 func runActions(ctx context.Context, phase string, cmds []string, m *distribution.Manifest, dir, target string, timeout time.Duration, log *slog.Logger) error {
+	return actionsFor(m, dir, target, timeout, log).run(ctx, phase, cmds)
+}
+
+// run runs cmds in order and stops at the first that fails.
+func (a actionRun) run(ctx context.Context, phase string, cmds []string) error {
 	for _, cmd := range cmds {
-		if err := runAction(ctx, phase, cmd, m, dir, target, timeout, log); err != nil {
+		if err := a.runOne(ctx, phase, cmd); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func runAction(ctx context.Context, phase, command string, m *distribution.Manifest, dir, target string, timeout time.Duration, log *slog.Logger) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+func (a actionRun) runOne(ctx context.Context, phase, command string) error {
+	ctx, cancel := context.WithTimeout(ctx, a.Timeout)
 	defer cancel()
 	cmd := exec.Command("sh", "-c", command)
-	cmd.Dir = dir
+	cmd.Dir = a.Dir
 	cmd.Env = append(os.Environ(),
-		"TED_NAME="+m.Name,
-		"TED_REVISION="+strconv.FormatUint(m.Revision, 10),
-		"TED_VERSION="+m.Version,
-		"TED_TARGET="+target,
+		"TED_NAME="+a.Name,
+		"TED_REVISION="+strconv.FormatUint(a.Revision, 10),
+		"TED_VERSION="+a.Version,
+		"TED_TARGET="+a.Target,
 		"TED_PHASE="+phase,
+		"TED_COMPONENT="+a.Component,
 	)
 	// A group of its own, so the timeout kills what the command started.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, w := io.Pipe()
 	cmd.Stdout, cmd.Stderr = w, w
-	log = log.With("dist", m.Name, "rev", m.Revision, "phase", phase, "command", command)
+	log := a.Log.With("dist", a.Name, "rev", a.Revision, "phase", phase, "command", command)
+	if a.Component != "" {
+		log = log.With("component", a.Component)
+	}
 	tail := &lastLines{n: actionTail}
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -68,6 +68,40 @@ type InstallerOptions struct {
 	// Keep is how many installations of each distribution can be rolled
 	// back, one after the other (keep_revisions); 0 means 3.
 	Keep int
+	// ActionTimeout bounds each command of a package component (pre,
+	// post, undo); 0 means 5 minutes.
+	ActionTimeout time.Duration
+}
+
+// Installation is what Install installs: a distribution's revision is one
+// part landing at its target; a package's is one part per component
+// installed, in order, each with its own target and commands.
+type Installation struct {
+	Name     string
+	Revision uint64
+	Version  string
+	Kind     distribution.Kind
+	Requires []string
+	// Parts are written in order: for each, its pre-commands, its files,
+	// its post-commands.
+	Parts []Part
+	// Skipped lists components left out, for the record.
+	Skipped []SkippedPart
+	// Scripts, if set, is the package's own files: kept with the
+	// installation (for as long as it can be undone), the directory its
+	// parts' commands run in.
+	Scripts *distribution.Manifest
+}
+
+// Part is one part of an Installation.
+type Part struct {
+	// Component names a package's component; "" for a distribution.
+	Component string
+	// M holds the part's entries; M.Target is where they land.
+	M *distribution.Manifest
+	// Pre and Post run around the part's files; Undo runs when the part
+	// is rolled back, before its files are put back.
+	Pre, Post, Undo []string
 }
 
 // Installer extracts revisions under a root directory, keeps a durable
@@ -75,11 +109,12 @@ type InstallerOptions struct {
 // are safe for concurrent use; extractions and rollbacks run one at a
 // time. Only one Installer may use a state directory at a time.
 type Installer struct {
-	root  string // absolute
-	state stateStore
-	src   distribution.ChunkSource
-	log   *slog.Logger
-	keep  int
+	root          string // absolute
+	state         stateStore
+	src           distribution.ChunkSource
+	log           *slog.Logger
+	keep          int
+	actionTimeout time.Duration
 
 	mu  sync.Mutex // held for the whole of an extraction or rollback
 	seq uint64     // the last installation sequence number given out
@@ -128,7 +163,11 @@ func NewInstaller(root, stateDir string, src distribution.ChunkSource, opts Inst
 	if err := state.init(); err != nil {
 		return nil, err
 	}
-	in := &Installer{root: abs, state: state, src: src, log: log, keep: keep, now: time.Now}
+	timeout := opts.ActionTimeout
+	if timeout == 0 {
+		timeout = 5 * time.Minute
+	}
+	in := &Installer{root: abs, state: state, src: src, log: log, keep: keep, actionTimeout: timeout, now: time.Now}
 	if in.seq, err = in.lastSeq(); err != nil {
 		return nil, fmt.Errorf("state directory %s: %w", stateDir, err)
 	}
@@ -274,10 +313,20 @@ func (in *Installer) Install(ctx context.Context, m *distribution.Manifest, afte
 	if err := m.Validate(); err != nil {
 		return fmt.Errorf("install: %w", err) // names the revision
 	}
+	return in.InstallParts(ctx, &Installation{Name: m.Name, Revision: m.Revision, Version: m.Version,
+		Kind: distribution.KindFiles, Requires: m.Requires, Parts: []Part{{M: m}}}, after)
+}
+
+// InstallParts is Install for an installation of several parts (a
+// package's components). A part that fails, or its pre- or post-command,
+// rolls back the whole installation: the undo commands of every part
+// whose pre-command started run, last part first, and every file goes
+// back.
+func (in *Installer) InstallParts(ctx context.Context, inst *Installation, after AfterFunc) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if err := in.install(ctx, m, after); err != nil {
-		return fmt.Errorf("install %s@%d: %w", m.Name, m.Revision, err)
+	if err := in.install(ctx, inst, after); err != nil {
+		return fmt.Errorf("install %s@%d: %w", inst.Name, inst.Revision, err)
 	}
 	return nil
 }
@@ -302,19 +351,30 @@ func (in *Installer) settle(ctx context.Context, name string) error {
 	return nil
 }
 
-func (in *Installer) install(ctx context.Context, m *distribution.Manifest, after AfterFunc) error {
-	if err := in.settle(ctx, m.Name); err != nil {
+func (in *Installer) install(ctx context.Context, inst *Installation, after AfterFunc) error {
+	if err := distribution.ValidName("distribution name", inst.Name); err != nil {
 		return err
 	}
-	installed, haveInstalled, err := in.state.readInstalled(m.Name)
+	if inst.Kind != distribution.KindPackage && len(inst.Parts) != 1 {
+		return fmt.Errorf("a distribution installs as one part, not %d", len(inst.Parts))
+	}
+	for _, p := range inst.Parts {
+		if err := p.M.Validate(); err != nil {
+			return fmt.Errorf("component %s: %w", p.Component, err)
+		}
+	}
+	if err := in.settle(ctx, inst.Name); err != nil {
+		return err
+	}
+	installed, haveInstalled, err := in.state.readInstalled(inst.Name)
 	if err != nil {
 		return err
 	}
-	if haveInstalled && m.Revision <= installed.Revision {
-		if m.Revision == installed.Revision {
-			return fmt.Errorf("%s@%d is already installed: %w", m.Name, m.Revision, ErrNotNewer)
+	if haveInstalled && inst.Revision <= installed.Revision {
+		if inst.Revision == installed.Revision {
+			return fmt.Errorf("%s@%d is already installed: %w", inst.Name, inst.Revision, ErrNotNewer)
 		}
-		return fmt.Errorf("%s@%d is older than the installed %s@%d: %w", m.Name, m.Revision, m.Name, installed.Revision, ErrNotNewer)
+		return fmt.Errorf("%s@%d is older than the installed %s@%d: %w", inst.Name, inst.Revision, inst.Name, installed.Revision, ErrNotNewer)
 	}
 
 	root, err := os.OpenRoot(in.root)
@@ -322,29 +382,77 @@ func (in *Installer) install(ctx context.Context, m *distribution.Manifest, afte
 		return err
 	}
 	defer root.Close()
-	// Refuse a target that leads out of the root (through a symlink)
-	// before anything is recorded or written.
-	targetInfo, err := root.Stat(m.Target)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("target %s: %w", m.Target, unwrapPath(err))
-	}
-	var prev []pathType
-	if haveInstalled {
-		prev = appendUnder(prev, installed.Target, installed.Entries)
-	}
 	in.seq++
 	j := &journalRecord{
-		Name: m.Name, From: installed.Revision, To: m.Revision, Version: m.Version, Target: m.Target,
-		Step: StepBegin, Started: in.now().UnixNano(), New: entriesOf(m), Seq: in.seq, Requires: m.Requires,
+		Name: inst.Name, From: installed.Revision, To: inst.Revision, Version: inst.Version, Kind: inst.Kind,
+		Step: StepBegin, Started: in.now().UnixNano(), Seq: in.seq, Requires: inst.Requires,
+		Skipped: inst.Skipped, Scripts: inst.Scripts != nil,
 	}
-	j.Clear, j.Remove = plan(prev, m)
-	if targetInfo != nil && !targetInfo.IsDir() && !slices.ContainsFunc(j.Clear, func(e pathType) bool { return e.Path == m.Target }) {
-		return fmt.Errorf("target %s is a %s that TED did not install", m.Target, typeName(targetInfo.Mode()))
+	for _, p := range inst.Parts {
+		j.Parts = append(j.Parts, journalPart{Component: p.Component, Target: p.M.Target, New: entriesOf(p.M),
+			Pre: p.Pre, Post: p.Post, Undo: p.Undo})
+	}
+	if err := overlapping(j.Parts); err != nil {
+		return err
+	}
+	j.Clear, j.Remove = plan(installed.entries(), j.Parts)
+	for _, p := range j.Parts {
+		// Refuse a target that leads out of the root (through a symlink),
+		// or that is a file TED did not put there, before anything is
+		// recorded or written.
+		info, err := root.Stat(p.Target)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("target %s: %w", p.Target, unwrapPath(err))
+		}
+		// A symlink on the way would put the files elsewhere than the
+		// records say, where a rollback could not follow them.
+		for dir := p.Target; dir != "."; dir = path.Dir(dir) {
+			if l, err := root.Lstat(dir); err == nil && l.Mode()&fs.ModeSymlink != 0 {
+				return fmt.Errorf("target %s: %s is a symlink; TED installs into real directories only", p.Target, dir)
+			}
+		}
+		if info != nil && !info.IsDir() && !slices.ContainsFunc(j.Clear, func(e pathType) bool { return e.Path == p.Target }) {
+			return fmt.Errorf("target %s is a %s that TED did not install", p.Target, typeName(info.Mode()))
+		}
 	}
 	if err := in.record(j); err != nil {
 		return err
 	}
-	return in.run(ctx, j, m, after)
+	return in.run(ctx, j, inst, after)
+}
+
+// overlapping refuses parts that would install the same path twice, or a
+// directory of one where another has a file.
+func overlapping(parts []journalPart) error {
+	type claim struct {
+		part int
+		t    distribution.EntryType
+	}
+	seen := map[string]claim{}
+	for i, p := range parts {
+		add := func(path string, t distribution.EntryType) error {
+			c, ok := seen[path]
+			if !ok {
+				seen[path] = claim{i, t}
+				return nil
+			}
+			if c.t == distribution.TypeDir && t == distribution.TypeDir {
+				return nil
+			}
+			return fmt.Errorf("components %s and %s both install %s", parts[c.part].Component, p.Component, path)
+		}
+		for dir := p.Target; dir != "."; dir = path.Dir(dir) {
+			if err := add(dir, distribution.TypeDir); err != nil {
+				return err
+			}
+		}
+		for _, e := range p.New {
+			if err := add(p.Target+"/"+e.Path, e.Type); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Recover finishes every extraction and rollback that a crash
@@ -397,11 +505,12 @@ func (in *Installer) recover(ctx context.Context, j *journalRecord, after AfterF
 		// Nothing under the root has changed yet.
 		return in.discard(j)
 	case StepWrite, StepRemove:
-		return in.undo(ctx, j, nil)
+		return in.undo(ctx, j, nil, 0)
 	case StepCommit, StepPost:
 		return in.run(ctx, j, nil, after)
 	case StepRestore, StepUndone:
-		return in.runRollback(ctx, j)
+		_, err := in.runRollback(ctx, j) // failed undo commands are logged
+		return err
 	}
 	return fmt.Errorf("journal has unknown step %q", j.Step)
 }
@@ -415,9 +524,9 @@ func (in *Installer) record(j *journalRecord) error {
 }
 
 // run carries an extraction on from its recorded step, which may have been
-// partly done already. m is needed only up to StepWrite. Whatever fails
+// partly done already. inst is needed only up to StepWrite. Whatever fails
 // before the installation is finished rolls it back, unless ctx ended.
-func (in *Installer) run(ctx context.Context, j *journalRecord, m *distribution.Manifest, after AfterFunc) error {
+func (in *Installer) run(ctx context.Context, j *journalRecord, inst *Installation, after AfterFunc) error {
 	root, err := os.OpenRoot(in.root)
 	if err != nil {
 		return err
@@ -430,9 +539,9 @@ func (in *Installer) run(ctx context.Context, j *journalRecord, m *distribution.
 		var stepErr error
 		switch j.Step {
 		case StepBackup:
-			stepErr = in.backup(root, j)
+			stepErr = in.backup(ctx, root, j, inst.Scripts)
 		case StepWrite:
-			stepErr = in.write(ctx, root, j, m)
+			stepErr = in.write(ctx, root, j, inst)
 		case StepRemove:
 			stepErr = in.removeAll(root, j, j.Remove, false)
 		case StepCommit:
@@ -453,7 +562,7 @@ func (in *Installer) run(ctx context.Context, j *journalRecord, m *distribution.
 			if j.Step == StepBackup {
 				return errors.Join(stepErr, in.discard(j))
 			}
-			return in.undo(ctx, j, stepErr)
+			return in.undo(ctx, j, stepErr, 0)
 		}
 		next, ok := j.Step.next()
 		if !ok {
@@ -466,30 +575,70 @@ func (in *Installer) run(ctx context.Context, j *journalRecord, m *distribution.
 	}
 }
 
-// write clears what stands in the way of the new revision and writes it
-// over the target.
-func (in *Installer) write(ctx context.Context, root *os.Root, j *journalRecord, m *distribution.Manifest) error {
+// write clears what stands in the way of the new revision, then writes
+// each part: its pre-commands, its files, its post-commands. Before each
+// part's pre-commands the journal records that the part is under way.
+func (in *Installer) write(ctx context.Context, root *os.Root, j *journalRecord, inst *Installation) error {
 	if err := in.removeAll(root, j, j.Clear, true); err != nil {
 		return err
 	}
-	if err := root.MkdirAll(j.Target, 0o755); err != nil {
-		return fmt.Errorf("target %s: %w", j.Target, unwrapPath(err))
+	for i, p := range j.Parts {
+		if i > 0 {
+			j.Part = i
+			if err := in.record(j); err != nil {
+				return err
+			}
+		}
+		run := in.partActions(j, i)
+		if err := run.run(ctx, "pre", p.Pre); err != nil {
+			return err
+		}
+		if err := in.writePart(ctx, root, p, inst.Parts[i].M); err != nil {
+			if p.Component != "" {
+				err = fmt.Errorf("component %s: %w", p.Component, err)
+			}
+			return err
+		}
+		if err := run.run(ctx, "post", p.Post); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// partActions returns where the commands of part i run: the package's
+// scripts directory if it has one, else the part's target.
+func (in *Installer) partActions(j *journalRecord, i int) actionRun {
+	p := j.Parts[i]
+	target := filepath.Join(in.root, filepath.FromSlash(p.Target))
+	dir := target
+	if j.Scripts {
+		dir = filepath.Join(in.state.undoPath(j.Name, j.Seq), scriptsDir)
+	}
+	return actionRun{Name: j.Name, Revision: j.To, Version: j.Version, Component: p.Component,
+		Dir: dir, Target: target, Timeout: in.actionTimeout, Log: in.log}
+}
+
+// writePart writes one part's files over its target.
+func (in *Installer) writePart(ctx context.Context, root *os.Root, p journalPart, m *distribution.Manifest) error {
+	if err := root.MkdirAll(p.Target, 0o755); err != nil {
+		return fmt.Errorf("target %s: %w", p.Target, unwrapPath(err))
 	}
 	// Materialize opens the target by name, not through our os.Root: make
 	// sure the name leads where the os.Root resolved it, inside the root.
-	dest := filepath.Join(in.root, filepath.FromSlash(j.Target))
-	inside, err := root.Stat(j.Target)
+	dest := filepath.Join(in.root, filepath.FromSlash(p.Target))
+	inside, err := root.Stat(p.Target)
 	if err != nil {
-		return fmt.Errorf("target %s: %w", j.Target, unwrapPath(err))
+		return fmt.Errorf("target %s: %w", p.Target, unwrapPath(err))
 	}
 	if byName, err := os.Stat(dest); err != nil || !os.SameFile(inside, byName) {
-		return fmt.Errorf("target %s: %s does not lead to it inside the root", j.Target, dest)
+		return fmt.Errorf("target %s: %s does not lead to it inside the root", p.Target, dest)
 	}
 	var faultErr error
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	opts := distribution.MaterializeOptions{Progress: func(p distribution.BuildProgress) {
-		if p.Files == 1 {
+	opts := distribution.MaterializeOptions{Progress: func(pr distribution.BuildProgress) {
+		if pr.Files == 1 {
 			if faultErr = in.fault(string(StepWrite) + "+1"); faultErr != nil {
 				cancel(faultErr)
 			}
@@ -503,7 +652,7 @@ func (in *Installer) write(ctx context.Context, root *os.Root, j *journalRecord,
 	}
 	// Materialize syncs the directories inside the target; the target's
 	// own entry, perhaps just created, is in its parents.
-	for dir := path.Dir(j.Target); ; dir = path.Dir(dir) {
+	for dir := path.Dir(p.Target); ; dir = path.Dir(dir) {
 		if err := distribution.SyncDir(root, dir); err != nil {
 			return fmt.Errorf("sync %s: %w", dir, err)
 		}
@@ -516,12 +665,15 @@ func (in *Installer) write(ctx context.Context, root *os.Root, j *journalRecord,
 // commit writes the installed record; the journal moves on to the
 // after-step.
 func (in *Installer) commit(j *journalRecord) error {
-	rec := &installedRecord{Name: j.Name, Revision: j.To, Version: j.Version, Target: j.Target,
-		Installed: in.now().UnixNano(), Entries: j.New, Seq: j.Seq, Requires: j.Requires}
+	rec := &installedRecord{Name: j.Name, Revision: j.To, Version: j.Version, Kind: j.Kind,
+		Installed: in.now().UnixNano(), Seq: j.Seq, Requires: j.Requires, Skipped: j.Skipped}
+	for _, p := range j.Parts {
+		rec.Parts = append(rec.Parts, partRecord{Component: p.Component, Target: p.Target, Entries: p.New})
+	}
 	if err := in.state.writeInstalled(rec); err != nil {
 		return err
 	}
-	in.log.Info("installed", "dist", j.Name, "rev", j.To, "version", j.Version, "target", j.Target)
+	in.log.Info("installed", "dist", j.Name, "rev", j.To, "version", j.Version, "target", j.target())
 	return nil
 }
 
@@ -670,9 +822,11 @@ func (r *remover) realParents(p string) bool {
 // extraction's records say TED installed.
 func installedDirs(j *journalRecord) map[string]struct{} {
 	dirs := make(map[string]struct{})
-	for _, e := range j.New {
-		if e.Type == distribution.TypeDir {
-			dirs[j.Target+"/"+e.Path] = struct{}{}
+	for _, p := range j.Parts {
+		for _, e := range p.New {
+			if e.Type == distribution.TypeDir {
+				dirs[p.Target+"/"+e.Path] = struct{}{}
+			}
 		}
 	}
 	for _, list := range [][]pathType{j.Clear, j.Remove} {
@@ -686,20 +840,23 @@ func installedDirs(j *journalRecord) map[string]struct{} {
 }
 
 // plan returns what of the earlier entries prev (relative to the root) must
-// go for m: clear, the entries in m's way (a directory where m has a file
-// or a symlink, with everything under it, or a file where m's target needs
-// a directory), removed before writing; and remove, the entries m does not
-// name, removed after writing. Both are ordered deepest first.
-func plan(prev []pathType, m *distribution.Manifest) (clear, remove []pathType) {
-	want := make(map[string]distribution.EntryType, len(m.Entries)+8)
-	for _, e := range m.Entries {
-		want[m.Target+"/"+e.Path] = e.Type
-	}
-	// The target and its parents are directories m needs.
+// go for the new parts: clear, the entries in their way (a directory where
+// a part has a file or a symlink, with everything under it, or a file where
+// a part's target needs a directory), removed before writing; and remove,
+// the entries no part names, removed after writing. Both are ordered
+// deepest first.
+func plan(prev []pathType, parts []journalPart) (clear, remove []pathType) {
+	want := make(map[string]distribution.EntryType)
 	targetChain := make(map[string]struct{})
-	for dir := m.Target; dir != "."; dir = path.Dir(dir) {
-		want[dir] = distribution.TypeDir
-		targetChain[dir] = struct{}{}
+	for _, p := range parts {
+		for _, e := range p.New {
+			want[p.Target+"/"+e.Path] = e.Type
+		}
+		// The target and its parents are directories the part needs.
+		for dir := p.Target; dir != "."; dir = path.Dir(dir) {
+			want[dir] = distribution.TypeDir
+			targetChain[dir] = struct{}{}
+		}
 	}
 	seen := make(map[pathType]struct{}, len(prev))
 	blocked := make(map[string]struct{})

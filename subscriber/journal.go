@@ -92,19 +92,35 @@ type JournalEntry struct {
 	// undone and To the one restored (0 for none).
 	From, To uint64
 	Version  string    // version of the revision being installed or undone
-	Target   string    // where it lands, relative to the root
+	Target   string    // where it lands, relative to the root; "" for a package
 	Step     Step      // the last step recorded; it may be partly done
 	Started  time.Time // when the extraction or rollback began
 }
 
 // Installed describes the revision of a distribution that is installed.
 type Installed struct {
-	Name      string    // distribution
-	Revision  uint64    // installed revision
-	Version   string    // its version
-	Target    string    // where it landed, relative to the root
-	Requires  []string  // the distributions it requires, as declared
-	Installed time.Time // when its extraction was committed
+	Name      string            // distribution
+	Revision  uint64            // installed revision
+	Version   string            // its version
+	Kind      distribution.Kind // files or package
+	Target    string            // where it landed, relative to the root; "" for a package
+	Requires  []string          // the distributions it requires, as declared
+	Installed time.Time         // when its extraction was committed
+	Order     uint64            // installations sort by this in completion order
+	Parts     []InstalledPart   // a package's components installed, in order
+	Skipped   []SkippedPart     // a package's components skipped, in order
+}
+
+// InstalledPart is a package component that an installation installed.
+type InstalledPart struct {
+	Component string // its name
+	Target    string // where it landed, relative to the root
+}
+
+// SkippedPart is a package component that an installation skipped.
+type SkippedPart struct {
+	Component string `cbor:"1,keyasint"`
+	Reason    string `cbor:"2,keyasint"` // the prerequisite that failed, and what was found
 }
 
 // stateFormat is the version of the records in the state directory.
@@ -129,26 +145,59 @@ type pathType struct {
 	Type distribution.EntryType
 }
 
+// partRecord is one part of an installation: a distribution's target, or
+// a package component's, with every entry it installed there.
+type partRecord struct {
+	_         struct{} `cbor:",toarray"`
+	Component string   // "" for a distribution
+	Target    string   // relative to the root
+	Entries   []pathType
+}
+
 // installedRecord is the durable record of an installed revision. It lists
 // every entry, so removing what the next revision drops does not depend on
 // the store still holding this revision's manifest.
 type installedRecord struct {
-	Format    uint       `cbor:"1,keyasint"`
-	Name      string     `cbor:"2,keyasint"`
-	Revision  uint64     `cbor:"3,keyasint"`
-	Version   string     `cbor:"4,keyasint"`
-	Target    string     `cbor:"5,keyasint"`
-	Installed int64      `cbor:"6,keyasint"` // Unix nanoseconds
-	Entries   []pathType `cbor:"7,keyasint"` // relative to Target
+	Format    uint              `cbor:"1,keyasint"`
+	Name      string            `cbor:"2,keyasint"`
+	Revision  uint64            `cbor:"3,keyasint"`
+	Version   string            `cbor:"4,keyasint"`
+	Kind      distribution.Kind `cbor:"5,keyasint"`
+	Installed int64             `cbor:"6,keyasint"` // Unix nanoseconds
+	Parts     []partRecord      `cbor:"7,keyasint"`
 	// Seq is the sequence number of the installation that put it there:
 	// installations are undone in the reverse order of these.
-	Seq      uint64   `cbor:"8,keyasint,omitempty"`
-	Requires []string `cbor:"9,keyasint,omitempty"`
+	Seq      uint64        `cbor:"8,keyasint,omitempty"`
+	Requires []string      `cbor:"9,keyasint,omitempty"`
+	Skipped  []SkippedPart `cbor:"10,keyasint,omitempty"`
+}
+
+// target is where a distribution landed; "" for a package.
+func (r *installedRecord) target() string {
+	if len(r.Parts) == 1 && r.Parts[0].Component == "" {
+		return r.Parts[0].Target
+	}
+	return ""
+}
+
+// entries lists every entry of every part, relative to the root.
+func (r *installedRecord) entries() []pathType {
+	var out []pathType
+	for _, p := range r.Parts {
+		out = appendUnder(out, p.Target, p.Entries)
+	}
+	return out
 }
 
 func (r *installedRecord) public() Installed {
-	return Installed{Name: r.Name, Revision: r.Revision, Version: r.Version, Target: r.Target,
-		Requires: r.Requires, Installed: time.Unix(0, r.Installed).UTC()}
+	in := Installed{Name: r.Name, Revision: r.Revision, Version: r.Version, Kind: r.Kind, Target: r.target(),
+		Requires: r.Requires, Installed: time.Unix(0, r.Installed).UTC(), Order: r.Seq, Skipped: r.Skipped}
+	if in.Kind == distribution.KindPackage {
+		for _, p := range r.Parts {
+			in.Parts = append(in.Parts, InstalledPart{Component: p.Component, Target: p.Target})
+		}
+	}
+	return in
 }
 
 // journalRecord is the journal of one extraction or rollback. The whole
@@ -156,17 +205,17 @@ func (r *installedRecord) public() Installed {
 // the same thing whatever happened in between; only Step changes
 // afterwards.
 type journalRecord struct {
-	Format  uint   `cbor:"1,keyasint"`
-	Name    string `cbor:"2,keyasint"`
-	From    uint64 `cbor:"3,keyasint"`
-	To      uint64 `cbor:"4,keyasint"`
-	Version string `cbor:"5,keyasint"`
-	Target  string `cbor:"6,keyasint"`
-	Step    Step   `cbor:"7,keyasint"`
-	Started int64  `cbor:"8,keyasint"` // Unix nanoseconds
-	// New lists the entries of To, relative to Target: the installed record
-	// at commit.
-	New []pathType `cbor:"9,keyasint"`
+	Format  uint              `cbor:"1,keyasint"`
+	Name    string            `cbor:"2,keyasint"`
+	From    uint64            `cbor:"3,keyasint"`
+	To      uint64            `cbor:"4,keyasint"`
+	Version string            `cbor:"5,keyasint"`
+	Kind    distribution.Kind `cbor:"6,keyasint"`
+	Step    Step              `cbor:"7,keyasint"`
+	Started int64             `cbor:"8,keyasint"` // Unix nanoseconds
+	// Parts lists the parts of To with their entries and actions: the
+	// installed record at commit.
+	Parts []journalPart `cbor:"9,keyasint"`
 	// Clear lists earlier entries, relative to the root, that stand in the
 	// way of To (a directory where To has a file); they go before writing.
 	Clear []pathType `cbor:"10,keyasint"`
@@ -182,12 +231,42 @@ type journalRecord struct {
 	// held (0: not held).
 	Prev *installedRecord `cbor:"14,keyasint,omitempty"`
 	Hold uint64           `cbor:"15,keyasint,omitempty"`
+	// Part is how far the parts went: while writing, the part whose
+	// pre-action may have started; while restoring, the part being
+	// restored.
+	Part    int           `cbor:"16,keyasint,omitempty"`
+	Skipped []SkippedPart `cbor:"17,keyasint,omitempty"`
+	// Scripts: the installation keeps its package's scripts in its undo
+	// directory.
+	Scripts bool `cbor:"18,keyasint,omitempty"`
+	// Target is where a distribution lands ("" for a package), for a
+	// rollback, whose Parts are in its undo record.
+	Target string `cbor:"19,keyasint,omitempty"`
+}
+
+// journalPart is one part of an installation under way.
+type journalPart struct {
+	_         struct{} `cbor:",toarray"`
+	Component string   // "" for a distribution
+	Target    string   // relative to the root
+	New       []pathType
+	Pre       []string
+	Post      []string
+	Undo      []string
 }
 
 func (j *journalRecord) label() string { return fmt.Sprintf("%s@%d", j.Name, j.To) }
 
+// target is where a distribution lands; "" for a package.
+func (j *journalRecord) target() string {
+	if len(j.Parts) == 1 && j.Parts[0].Component == "" {
+		return j.Parts[0].Target
+	}
+	return j.Target
+}
+
 func (j *journalRecord) public() JournalEntry {
-	return JournalEntry{Name: j.Name, From: j.From, To: j.To, Version: j.Version, Target: j.Target,
+	return JournalEntry{Name: j.Name, From: j.From, To: j.To, Version: j.Version, Target: j.target(),
 		Step: j.Step, Started: time.Unix(0, j.Started).UTC()}
 }
 
@@ -209,6 +288,15 @@ type change struct {
 	// when it had to be copied rather than linked.
 	UID, GID int
 	ModTime  int64 // Unix nanoseconds
+	// Part is the index of the part that touches the path, or -1 for an
+	// earlier entry that only goes.
+	Part int
+	// Chain marks a directory on the way to a target that no part has as
+	// an entry: TED creates it if missing but never changes its mode.
+	Chain bool
+	// Expect is the type of an earlier entry that only goes: the
+	// installation removes it only if it is still of that type.
+	Expect distribution.EntryType
 }
 
 // undoRecord is what it takes to undo one installation: the installed
@@ -220,9 +308,20 @@ type undoRecord struct {
 	Seq      uint64           `cbor:"3,keyasint"`
 	Revision uint64           `cbor:"4,keyasint"`
 	Version  string           `cbor:"5,keyasint"`
-	Target   string           `cbor:"6,keyasint"`
+	Parts    []undoPart       `cbor:"6,keyasint"`
 	Prev     *installedRecord `cbor:"7,keyasint,omitempty"` // nil: nothing was installed
 	Changes  []change         `cbor:"8,keyasint"`
+	// Kind is what was installed: a package's later installations must
+	// be undone first.
+	Kind distribution.Kind `cbor:"9,keyasint"`
+}
+
+// undoPart is what a rollback needs of one part: its undo commands.
+type undoPart struct {
+	_         struct{} `cbor:",toarray"`
+	Component string
+	Target    string
+	Undo      []string
 }
 
 // heldRecord says that the revisions of a distribution up to Through were
@@ -544,3 +643,7 @@ func syncPath(dir string) error {
 	}
 	return err
 }
+
+// scriptsDir is where an installation's undo directory keeps its
+// package's scripts.
+const scriptsDir = "scripts"

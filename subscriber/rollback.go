@@ -27,6 +27,8 @@ var (
 	// ErrRequired: an extracted distribution requires what the rollback
 	// would take away; the error names the dependants.
 	ErrRequired = errors.New("required by an extracted distribution")
+	// ErrNotLatest: a package installed later must be rolled back first.
+	ErrNotLatest = errors.New("not the latest package installed")
 )
 
 // RollbackOptions say what Rollback undoes.
@@ -50,7 +52,9 @@ type RolledBack struct {
 	FromVersion string `json:"from_version"`
 	To          uint64 `json:"to"`
 	ToVersion   string `json:"to_version,omitempty"`
-	Target      string `json:"target"`
+	Target      string `json:"target,omitempty"` // "" for a package
+	// Warnings are undo commands that failed; the files went back anyway.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Undoable is an installation that Rollback can undo.
@@ -156,6 +160,20 @@ func (in *Installer) rollback(ctx context.Context, opts RollbackOptions) (Rolled
 	if err := distribution.ValidName("distribution name", name); err != nil {
 		return RolledBack{}, err
 	}
+	if j, ok, err := in.state.readJournal(name); err != nil {
+		return RolledBack{}, err
+	} else if ok && (j.Step == StepCommit || j.Step == StepPost) {
+		// An installation whose after-step never finished is the one to
+		// undo: it is the most recent.
+		res := RolledBack{Name: name, From: j.To, FromVersion: j.Version, To: j.From, Target: j.target()}
+		if err := in.undo(ctx, &j, nil, max(opts.Hold, j.To)); err != nil {
+			return res, err
+		}
+		if prev, ok, _ := in.state.readInstalled(name); ok {
+			res.ToVersion = prev.Version
+		}
+		return res, nil
+	}
 	if err := in.settle(ctx, name); err != nil {
 		return RolledBack{}, err
 	}
@@ -177,9 +195,26 @@ func (in *Installer) rollback(ctx context.Context, opts RollbackOptions) (Rolled
 	if u.Revision != rec.Revision {
 		return RolledBack{}, fmt.Errorf("undo record of installation %d is for %s@%d, the installed record says %d", rec.Seq, name, u.Revision, rec.Revision)
 	}
-	res := RolledBack{Name: name, From: rec.Revision, FromVersion: rec.Version, Target: rec.Target}
+	res := RolledBack{Name: name, From: rec.Revision, FromVersion: rec.Version, Target: rec.target()}
 	if u.Prev != nil {
 		res.To, res.ToVersion = u.Prev.Revision, u.Prev.Version
+	}
+	if rec.Kind == distribution.KindPackage {
+		// Packages are undone in the reverse order of their completion.
+		if later, err := in.laterPackages(rec); err != nil {
+			return res, err
+		} else if len(later) > 0 {
+			return res, fmt.Errorf("%s@%d: %s installed later; roll %s back first: %w",
+				name, rec.Revision, strings.Join(later, ", "), pronoun(len(later)), ErrNotLatest)
+		}
+	}
+	if !opts.Force && u.Prev != nil {
+		if unmet, err := in.unmet(name, u.Prev.Requires); err != nil {
+			return res, err
+		} else if len(unmet) > 0 {
+			return res, fmt.Errorf("%s@%d: %s %s, brought back, %s; extract that first, or force it: %w",
+				name, rec.Revision, name, res.ToVersion, strings.Join(unmet, "; "), ErrRequired)
+		}
 	}
 	if !opts.Force {
 		if broken, err := in.breaks(name, res.ToVersion); err != nil {
@@ -193,16 +228,72 @@ func (in *Installer) rollback(ctx context.Context, opts RollbackOptions) (Rolled
 				name, rec.Revision, to, strings.Join(broken, "; "), ErrRequired)
 		}
 	}
-	rb := &journalRecord{Name: name, From: rec.Revision, To: res.To, Version: rec.Version, Target: rec.Target,
-		Step: StepRestore, Started: in.now().UnixNano(), Seq: rec.Seq, Prev: u.Prev, Hold: max(opts.Hold, rec.Revision)}
+	rb := &journalRecord{Name: name, From: rec.Revision, To: res.To, Version: rec.Version, Target: rec.target(),
+		Step: StepRestore, Started: in.now().UnixNano(), Seq: rec.Seq, Prev: u.Prev, Hold: max(opts.Hold, rec.Revision),
+		Part: len(u.Parts) - 1}
 	if err := in.record(rb); err != nil {
 		return res, err
 	}
-	if err := in.runRollback(ctx, rb); err != nil {
+	warnings, err := in.runRollback(ctx, rb)
+	res.Warnings = warnings
+	if err != nil {
 		return res, err
 	}
 	in.log.Info("rolled back", "dist", name, "from", res.From, "to", res.To, "target", res.Target)
 	return res, nil
+}
+
+// laterPackages names the packages installed after rec, latest first.
+func (in *Installer) laterPackages(rec installedRecord) ([]string, error) {
+	all, err := in.Installed()
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(all, func(a, b Installed) int { return cmp.Compare(b.Order, a.Order) })
+	var later []string
+	for _, other := range all {
+		if other.Kind == distribution.KindPackage && other.Name != rec.Name && other.Order > rec.Seq {
+			later = append(later, fmt.Sprintf("%s@%d", other.Name, other.Revision))
+		}
+	}
+	return later, nil
+}
+
+func pronoun(n int) string {
+	if n == 1 {
+		return "it"
+	}
+	return "them, latest first,"
+}
+
+// unmet lists the requirements among requires that the installed
+// revisions other than name's do not meet.
+func (in *Installer) unmet(name string, requires []string) ([]string, error) {
+	reqs, err := dependency.ParseRequirements(requires)
+	if err != nil {
+		return []string{err.Error()}, nil
+	}
+	all, err := in.Installed()
+	if err != nil {
+		return nil, err
+	}
+	versions := map[string]string{}
+	for _, i := range all {
+		if i.Name != name {
+			versions[i.Name] = i.Version
+		}
+	}
+	var out []string
+	for _, r := range reqs {
+		v, ok := versions[r.Name]
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("requires %s, which is not extracted", r.Text))
+		case !r.Allows(v):
+			out = append(out, fmt.Sprintf("requires %s; extracted: %s %s", r.Text, r.Name, v))
+		}
+	}
+	return out, nil
 }
 
 // breaks lists the requirements of the other installed revisions that
@@ -232,18 +323,27 @@ func (in *Installer) breaks(name, version string) ([]string, error) {
 
 // undo rolls back an installation that failed (cause) or was interrupted
 // (cause nil) before it finished.
-func (in *Installer) undo(ctx context.Context, j *journalRecord, cause error) error {
+func (in *Installer) undo(ctx context.Context, j *journalRecord, cause error, hold uint64) error {
 	u, err := in.state.readUndo(j.Name, j.Seq)
 	if err != nil {
 		return errors.Join(cause, fmt.Errorf("roll back: %w", err))
 	}
-	rb := &journalRecord{Name: j.Name, From: j.To, To: j.From, Version: j.Version, Target: j.Target,
-		Step: StepRestore, Started: in.now().UnixNano(), Seq: j.Seq, Prev: u.Prev}
+	// The parts whose pre-commands may have started are undone.
+	last := len(u.Parts) - 1
+	if j.Step == StepWrite {
+		last = min(j.Part, last)
+	}
+	rb := &journalRecord{Name: j.Name, From: j.To, To: j.From, Version: j.Version, Target: j.target(),
+		Step: StepRestore, Started: in.now().UnixNano(), Seq: j.Seq, Prev: u.Prev, Part: last, Hold: hold}
 	if err := in.record(rb); err != nil {
 		return errors.Join(cause, fmt.Errorf("roll back: %w", err))
 	}
-	if err := in.runRollback(ctx, rb); err != nil {
+	warnings, err := in.runRollback(ctx, rb)
+	if err != nil {
 		return errors.Join(cause, fmt.Errorf("roll back: %w", err))
+	}
+	if len(warnings) > 0 && cause != nil {
+		cause = fmt.Errorf("%w; undo: %s", cause, strings.Join(warnings, "; "))
 	}
 	back := "nothing installed"
 	if u.Prev != nil {
@@ -268,22 +368,59 @@ func (in *Installer) discard(j *journalRecord) error {
 	return nil
 }
 
-// runRollback carries a rollback on from its recorded step.
-func (in *Installer) runRollback(ctx context.Context, rb *journalRecord) error {
+// runRollback carries a rollback on from its recorded step: part by part,
+// last first, the part's undo commands run and its paths go back; then
+// the earlier entries the installation removed. It returns the undo
+// commands that failed: the files go back anyway.
+func (in *Installer) runRollback(ctx context.Context, rb *journalRecord) ([]string, error) {
+	var warnings []string
 	if rb.Step == StepRestore {
 		u, err := in.state.readUndo(rb.Name, rb.Seq)
 		if err != nil {
-			return fmt.Errorf("%s: %w", rb.Step, err)
+			return nil, fmt.Errorf("%s: %w", rb.Step, err)
 		}
-		if err := in.restore(ctx, &u); err != nil {
-			return fmt.Errorf("%s: %w", rb.Step, err)
+		for k := min(rb.Part, len(u.Parts)-1); k >= 0; k-- {
+			if k != rb.Part {
+				rb.Part = k
+				if err := in.record(rb); err != nil {
+					return warnings, err
+				}
+			}
+			if p := u.Parts[k]; len(p.Undo) > 0 {
+				run := in.undoActions(&u, k)
+				if err := run.run(ctx, "undo", p.Undo); err != nil {
+					if ctx.Err() != nil {
+						return warnings, err
+					}
+					warnings = append(warnings, err.Error())
+					in.log.Warn("undo command failed; the component's files go back anyway", "dist", u.Name, "component", p.Component, "err", err)
+				}
+			}
+			if err := in.restore(ctx, &u, k); err != nil {
+				return warnings, fmt.Errorf("%s: %w", rb.Step, err)
+			}
+		}
+		if err := in.restore(ctx, &u, -1); err != nil {
+			return warnings, fmt.Errorf("%s: %w", rb.Step, err)
 		}
 		rb.Step = StepUndone
 		if err := in.record(rb); err != nil {
-			return err
+			return warnings, err
 		}
 	}
-	return in.undone(rb)
+	return warnings, in.undone(rb)
+}
+
+// undoActions returns where the undo commands of part k of u run.
+func (in *Installer) undoActions(u *undoRecord, k int) actionRun {
+	p := u.Parts[k]
+	target := filepath.Join(in.root, filepath.FromSlash(p.Target))
+	dir := filepath.Join(in.state.undoPath(u.Name, u.Seq), scriptsDir)
+	if _, err := os.Stat(dir); err != nil {
+		dir = in.root
+	}
+	return actionRun{Name: u.Name, Revision: u.Revision, Version: u.Version, Component: p.Component,
+		Dir: dir, Target: target, Timeout: in.actionTimeout, Log: in.log}
 }
 
 // undone puts the records back after a rollback restored the files: the
@@ -350,7 +487,7 @@ func (in *Installer) prune(name string) error {
 // backup records what is at every path the installation will touch and
 // keeps every file there in its undo directory, then writes the undo
 // record. Nothing under the root changes.
-func (in *Installer) backup(root *os.Root, j *journalRecord) error {
+func (in *Installer) backup(ctx context.Context, root *os.Root, j *journalRecord, scripts *distribution.Manifest) error {
 	dir := in.state.undoPath(j.Name, j.Seq)
 	if err := os.RemoveAll(dir); err != nil {
 		return err
@@ -358,7 +495,24 @@ func (in *Installer) backup(root *os.Root, j *journalRecord) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	u := &undoRecord{Name: j.Name, Seq: j.Seq, Revision: j.To, Version: j.Version, Target: j.Target}
+	// The new directory survives a power loss only once its parents are
+	// synced; its own entries are synced with the record.
+	for _, d := range []string{filepath.Dir(dir), filepath.Dir(filepath.Dir(dir))} {
+		if err := syncPath(d); err != nil {
+			return err
+		}
+	}
+	u := &undoRecord{Name: j.Name, Seq: j.Seq, Revision: j.To, Version: j.Version, Kind: j.Kind}
+	for _, p := range j.Parts {
+		u.Parts = append(u.Parts, undoPart{Component: p.Component, Target: p.Target, Undo: p.Undo})
+	}
+	if scripts != nil {
+		// Kept with the installation: its commands run there, now and
+		// when it is undone.
+		if err := distribution.Materialize(ctx, scripts, in.src, filepath.Join(dir, scriptsDir), distribution.MaterializeOptions{}); err != nil {
+			return fmt.Errorf("scripts: %w", err)
+		}
+	}
 	if prev, ok, err := in.state.readInstalled(j.Name); err != nil {
 		return err
 	} else if ok {
@@ -375,6 +529,9 @@ func (in *Installer) backup(root *os.Root, j *journalRecord) error {
 			return fmt.Errorf("%s: %w", c.Path, unwrapPath(err))
 		}
 		mode := info.Mode()
+		if c.Now == 0 && !isType(mode, c.Expect) {
+			continue // not what TED installed there: the installation leaves it alone
+		}
 		c.Mode = uint32(mode & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky))
 		switch {
 		case mode.IsDir():
@@ -407,23 +564,40 @@ func (in *Installer) backup(root *os.Root, j *journalRecord) error {
 // touches, sorted (so a directory comes before what is in it), with what
 // it leaves there.
 func touched(j *journalRecord) []change {
-	now := make(map[string]distribution.EntryType, len(j.New)+len(j.Remove)+4)
-	for dir := j.Target; dir != "."; dir = path.Dir(dir) {
-		now[dir] = distribution.TypeDir
+	type claim struct {
+		t      distribution.EntryType
+		part   int
+		chain  bool
+		expect distribution.EntryType
 	}
-	for _, e := range j.New {
-		now[j.Target+"/"+e.Path] = e.Type
+	now := make(map[string]claim)
+	for i, p := range j.Parts {
+		for dir := p.Target; dir != "."; dir = path.Dir(dir) {
+			if _, ok := now[dir]; !ok {
+				now[dir] = claim{t: distribution.TypeDir, part: i, chain: true}
+			}
+		}
+	}
+	for i, p := range j.Parts {
+		for _, e := range p.New {
+			c, ok := now[p.Target+"/"+e.Path]
+			if !ok {
+				c = claim{t: e.Type, part: i}
+			}
+			c.chain = false // an entry: its mode is the revision's
+			now[p.Target+"/"+e.Path] = c
+		}
 	}
 	for _, list := range [][]pathType{j.Clear, j.Remove} {
 		for _, e := range list {
 			if _, ok := now[e.Path]; !ok {
-				now[e.Path] = 0 // removed
+				now[e.Path] = claim{part: -1, expect: e.Type} // removed
 			}
 		}
 	}
 	out := make([]change, 0, len(now))
-	for p, t := range now {
-		out = append(out, change{Path: p, Now: t})
+	for p, c := range now {
+		out = append(out, change{Path: p, Now: c.t, Part: c.part, Chain: c.chain, Expect: c.expect})
 	}
 	slices.SortFunc(out, func(a, b change) int { return strings.Compare(a.Path, b.Path) })
 	return out
@@ -482,10 +656,11 @@ func copyTo(src io.Reader, dst string) error {
 	return err
 }
 
-// restore puts every path of u back as it was before the installation.
-// Every part can be repeated, so a rollback interrupted anywhere is
-// finished by running it again.
-func (in *Installer) restore(ctx context.Context, u *undoRecord) error {
+// restore puts the paths of part k of u (-1: the earlier entries that only
+// went) back as they were before the installation. Every part of it can be
+// repeated, so a rollback interrupted anywhere is finished by running it
+// again.
+func (in *Installer) restore(ctx context.Context, u *undoRecord, k int) error {
 	root, err := os.OpenRoot(in.root)
 	if err != nil {
 		return err
@@ -499,11 +674,22 @@ func (in *Installer) restore(ctx context.Context, u *undoRecord) error {
 			added.Remove = append(added.Remove, pathType{Path: c.Path, Type: c.Now})
 		}
 	}
+	mine := func(c change) bool { return c.Part == k }
+	// Files a crash left half written beside their destination go first.
+	if err := sweepTemps(root, u.Changes, mine); err != nil {
+		return err
+	}
 	r := remover{root: root, installedDirs: installedDirs(added), real: make(map[string]bool)}
 	parents := map[string]struct{}{}
+	real := realDirs{root: root, seen: map[string]bool{}}
 	for _, c := range slices.Backward(u.Changes) {
-		if c.Now == 0 || c.Now == c.Was {
+		if !mine(c) || c.Now == 0 || c.Now == c.Was {
 			continue
+		}
+		if ok, err := real.parents(c.Path); err != nil {
+			return fmt.Errorf("%s: %w", c.Path, err)
+		} else if !ok {
+			continue // not where TED put it any more
 		}
 		outcome, err := r.remove(pathType{Path: c.Path, Type: c.Now})
 		if err != nil {
@@ -526,13 +712,20 @@ func (in *Installer) restore(ctx context.Context, u *undoRecord) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		if !mine(c) || c.Was == 0 {
+			continue
+		}
+		// Never through a symlink put on the way since.
+		if err := real.make(c.Path); err != nil {
+			return fmt.Errorf("%s: %w", c.Path, err)
+		}
 		var err error
 		switch c.Was {
-		case 0:
-			continue
 		case distribution.TypeDir:
-			err = restoreDir(root, c.Path)
-			dirs = append(dirs, c)
+			err = restoreDir(root, c.Path, c.Chain)
+			if !c.Chain {
+				dirs = append(dirs, c)
+			}
 		case distribution.TypeFile:
 			err = in.restoreFile(root, c, in.state.backupPath(u.Name, u.Seq, i))
 		case distribution.TypeSymlink:
@@ -554,19 +747,126 @@ func (in *Installer) restore(ctx context.Context, u *undoRecord) error {
 		}
 	}
 	for _, c := range slices.Backward(dirs) {
-		if err := root.Chmod(c.Path, fs.FileMode(c.Mode)); err != nil {
+		info, err := root.Lstat(c.Path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.Path, unwrapPath(err))
+		}
+		want := fs.FileMode(c.Mode)
+		if info.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) == want {
+			continue // as it was: a chmod could only fail (not our directory)
+		}
+		if err := root.Chmod(c.Path, want); err != nil {
 			return fmt.Errorf("%s: %w", c.Path, unwrapPath(err))
 		}
 	}
 	return nil
 }
 
-// restoreDir makes sure a directory is at p, writable by us.
-func restoreDir(root *os.Root, p string) error {
+// sweepTemps removes the temporary files a crash left in the directories
+// of the changes selected.
+func sweepTemps(root *os.Root, changes []change, mine func(change) bool) error {
+	dirs := map[string]struct{}{}
+	for _, c := range changes {
+		if !mine(c) {
+			continue
+		}
+		dirs[path.Dir(c.Path)] = struct{}{}
+		if c.Now == distribution.TypeDir || c.Was == distribution.TypeDir {
+			dirs[c.Path] = struct{}{}
+		}
+	}
+	real := realDirs{root: root, seen: map[string]bool{}}
+	for dir := range dirs {
+		if ok, err := real.parents(dir + "/x"); err != nil || !ok {
+			continue
+		}
+		if info, err := root.Lstat(dir); err != nil || !info.IsDir() {
+			continue
+		}
+		d, err := root.Open(dir)
+		if err != nil {
+			continue
+		}
+		names, err := d.Readdirnames(-1)
+		d.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", dir, err)
+		}
+		for _, name := range names {
+			if distribution.IsTempName(name) {
+				if err := root.Remove(path.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return fmt.Errorf("%s: %w", path.Join(dir, name), unwrapPath(err))
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// realDirs checks that the directories above a path are real directories
+// under the root, not symlinks put there since.
+type realDirs struct {
+	root *os.Root
+	seen map[string]bool
+}
+
+// parents reports whether every directory above p is a real directory;
+// a missing one makes it false.
+func (r realDirs) parents(p string) (bool, error) {
+	dir := path.Dir(p)
+	if dir == "." {
+		return true, nil
+	}
+	if ok, seen := r.seen[dir]; seen {
+		return ok, nil
+	}
+	ok, err := r.parents(dir)
+	if err != nil || !ok {
+		return false, err
+	}
+	info, err := r.root.Lstat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil // not cached: it may be made
+	case err != nil:
+		return false, unwrapPath(err)
+	}
+	r.seen[dir] = info.IsDir()
+	return info.IsDir(), nil
+}
+
+// make makes sure every directory above p is a real directory, creating a
+// missing one, and fails on a symlink or a file.
+func (r realDirs) make(p string) error {
+	dir := path.Dir(p)
+	if dir == "." || r.seen[dir] {
+		return nil
+	}
+	if err := r.make(dir); err != nil {
+		return err
+	}
+	info, err := r.root.Lstat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := r.root.Mkdir(dir, 0o755); err != nil {
+			return unwrapPath(err)
+		}
+	case err != nil:
+		return unwrapPath(err)
+	case !info.IsDir():
+		return fmt.Errorf("%s is a %s now; TED does not restore through it", dir, typeName(info.Mode()))
+	}
+	r.seen[dir] = true
+	return nil
+}
+
+// restoreDir makes sure a directory is at p, writable by us unless it is
+// on the way to a target (chain), which TED leaves as it is.
+func restoreDir(root *os.Root, p string, chain bool) error {
 	info, err := root.Lstat(p)
 	switch {
 	case err == nil && info.IsDir():
-		if info.Mode().Perm()&0o700 != 0o700 {
+		if !chain && info.Mode().Perm()&0o700 != 0o700 {
 			return unwrapPath(root.Chmod(p, info.Mode().Perm()|0o700))
 		}
 		return nil
@@ -589,6 +889,19 @@ func (in *Installer) restoreFile(root *os.Root, c change, kept string) error {
 	if there, err := root.Lstat(c.Path); err == nil && os.SameFile(there, keptInfo) {
 		return nil // never replaced, or already put back
 	}
+	if !sameAttrs(keptInfo, c) {
+		// A copy (the link was refused at backup): copied back with
+		// the mode, owner and time of the file that was there.
+		tmp, err := distribution.TempName(c.Path)
+		if err != nil {
+			return err
+		}
+		if err := copyBack(root, tmp, kept, c); err != nil {
+			_ = root.Remove(tmp)
+			return err
+		}
+		return renameOver(root, tmp, c.Path)
+	}
 	tmp, err := distribution.TempName(c.Path)
 	if err != nil {
 		return err
@@ -610,15 +923,32 @@ func (in *Installer) restoreFile(root *os.Root, c change, kept string) error {
 	default:
 		return err
 	}
-	if info, err := root.Lstat(c.Path); err == nil && info.IsDir() {
+	return renameOver(root, tmp, c.Path)
+}
+
+// renameOver renames tmp over p, refusing a directory in the way.
+func renameOver(root *os.Root, tmp, p string) error {
+	if info, err := root.Lstat(p); err == nil && info.IsDir() {
 		_ = root.Remove(tmp)
 		return errors.New("a directory is in the way")
 	}
-	if err := root.Rename(tmp, c.Path); err != nil {
+	if err := root.Rename(tmp, p); err != nil {
 		_ = root.Remove(tmp)
 		return unwrapPath(err)
 	}
 	return nil
+}
+
+// sameAttrs reports whether a kept file has the mode, owner and
+// modification time the change recorded: a hard link has them.
+func sameAttrs(info fs.FileInfo, c change) bool {
+	if uint32(info.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky)) != c.Mode || info.ModTime().UnixNano() != c.ModTime {
+		return false
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid) == c.UID && int(st.Gid) == c.GID
+	}
+	return true
 }
 
 // copyBack copies the kept file into tmp under the root with c's mode,
@@ -662,13 +992,5 @@ func restoreSymlink(root *os.Root, c change) error {
 	if err := root.Symlink(c.Link, tmp); err != nil {
 		return unwrapPath(err)
 	}
-	if info, err := root.Lstat(c.Path); err == nil && info.IsDir() {
-		_ = root.Remove(tmp)
-		return errors.New("a directory is in the way")
-	}
-	if err := root.Rename(tmp, c.Path); err != nil {
-		_ = root.Remove(tmp)
-		return unwrapPath(err)
-	}
-	return nil
+	return renameOver(root, tmp, c.Path)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -79,7 +80,7 @@ func TestRollbackThreeInARow(t *testing.T) {
 		}
 		want := RolledBack{Name: "web", From: rev, FromVersion: fmt.Sprintf("1.%d", rev), To: rev - 1,
 			ToVersion: fmt.Sprintf("1.%d", rev-1), Target: targets[rev-1]}
-		if res != want {
+		if !reflect.DeepEqual(res, want) {
 			t.Errorf("Rollback() = %+v, want %+v", res, want)
 		}
 		assertSameTree(t, snaps[rev-1], listing(t, f.root))

@@ -1,0 +1,42 @@
+package subscriber
+
+import (
+	"fmt"
+	"strings"
+
+	"ted/distribution"
+)
+
+// subManifest returns the part of package revision m under the folder
+// prefix of its tree, re-rooted there, to land at target: the entries of a
+// component, or the package's scripts. It shares m's chunks, so it reads
+// from the same store. It is nil when m has no such folder.
+func subManifest(m *distribution.Manifest, prefix, target string) (*distribution.Manifest, error) {
+	sub := *m
+	sub.Target = target
+	sub.Entries = nil
+	sub.Pre, sub.Post = nil, nil
+	found := false
+	for _, e := range m.Entries {
+		if e.Path == prefix {
+			if e.Type != distribution.TypeDir {
+				return nil, fmt.Errorf("%s@%d: %s is a %s, not a folder", m.Name, m.Revision, prefix, e.Type)
+			}
+			found = true
+			continue
+		}
+		rest, ok := strings.CutPrefix(e.Path, prefix+"/")
+		if !ok {
+			continue
+		}
+		e.Path = rest
+		sub.Entries = append(sub.Entries, e)
+	}
+	if !found {
+		return nil, nil
+	}
+	if err := sub.Validate(); err != nil {
+		return nil, fmt.Errorf("%s of %s@%d: %w", prefix, m.Name, m.Revision, err)
+	}
+	return &sub, nil
+}
