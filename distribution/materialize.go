@@ -272,6 +272,26 @@ func CheckContent(ctx context.Context, m *Manifest, src ChunkSource, problem fun
 
 // readChunk fetches a chunk and returns its plain bytes, checked against the
 // id and the size the manifest gives.
+// ReadFile returns the content of file entry e from src, every chunk
+// checked, refusing a file of more than max bytes.
+func ReadFile(src ChunkSource, e *Entry, max int64) ([]byte, error) {
+	if e.Type != TypeFile {
+		return nil, fmt.Errorf("%s: a %s, not a file", e.Path, e.Type)
+	}
+	if e.Size > max {
+		return nil, fmt.Errorf("%s: %d bytes, more than %d", e.Path, e.Size, max)
+	}
+	out := make([]byte, 0, e.Size)
+	for _, c := range e.Chunks {
+		plain, err := readChunk(src, c)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Path, err)
+		}
+		out = append(out, plain...)
+	}
+	return out, nil
+}
+
 func readChunk(src ChunkSource, c ChunkRef) ([]byte, error) {
 	encoded, err := src.Chunk(c.ID)
 	if err != nil {

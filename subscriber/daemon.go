@@ -120,6 +120,13 @@ func (s *Subscriber) afterRecovered(ctx context.Context, name string, rev uint64
 		return fmt.Errorf("manifest of %s@%d for its post-action: %w", name, rev, err)
 	}
 	s.log.Info("running the after-step again after a restart", "dist", name, "rev", rev)
+	if m.Kind == distribution.KindPackage {
+		rec, ok, err := s.inst.InstalledRevision(name)
+		if err != nil || !ok || rec.Revision != rev {
+			return fmt.Errorf("installed record of %s@%d: %v", name, rev, err)
+		}
+		return s.verifyParts(ctx, m, rec.Parts)
+	}
 	return s.after(ctx, m)
 }
 
@@ -167,7 +174,7 @@ func (s *Subscriber) loadStates() error {
 			st := &transport.RevisionState{Name: r.Name, Revision: r.Revision, Version: r.Version, State: StateReceived, Chunks: r.Chunks, HaveChunks: r.Chunks}
 			switch {
 			case ok && r.Revision == inst.Revision:
-				st.State = StateExtracted
+				st.State, st.Reason = StateExtracted, partialReason(inst.Skipped)
 			case ok && r.Revision < inst.Revision:
 				st.State = StateSuperseded
 			case r.Revision <= held:
@@ -571,7 +578,9 @@ func (s *Subscriber) windowLoop(ctx context.Context) {
 		var timer schedule.Timer
 		sch := s.cfg.Schedules.Lookup(s.cfg.Extract)
 		now := s.cfg.Clock.Now()
-		if w, ok := sch.Next(now); ok && !sch.OpenAt(now) {
+		// The next opening, also while a window is open: a revision
+		// blocked now (a package's prerequisite) is tried again then.
+		if w, ok := sch.Next(now); ok && w.Start.After(now) {
 			timer = s.cfg.Clock.NewTimer(w.Start.Sub(now))
 			opens = timer.C()
 		}
@@ -613,7 +622,31 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 			return false
 		}
 	}
-	err := s.inst.Install(ctx, m, func(ctx context.Context, _ string, _ uint64) error { return s.after(ctx, m) })
+	var err error
+	var skipped []SkippedPart
+	if m.Kind == distribution.KindPackage {
+		var inst *Installation
+		var blocked string
+		inst, blocked, err = s.packageInstallation(ctx, m)
+		if blocked != "" {
+			// Checked again in the next extract run.
+			log.Info("package blocked", "reason", blocked)
+			s.update(m, func(st *transport.RevisionState) { st.State, st.Reason, st.Error = StateBlocked, blocked, "" })
+			return false
+		}
+		if err == nil {
+			skipped = inst.Skipped
+			err = s.inst.InstallParts(ctx, inst, func(ctx context.Context, _ string, _ uint64) error {
+				var parts []InstalledPart
+				for _, p := range inst.Parts {
+					parts = append(parts, InstalledPart{Component: p.Component, Target: p.M.Target})
+				}
+				return s.verifyParts(ctx, m, parts)
+			})
+		}
+	} else {
+		err = s.inst.Install(ctx, m, func(ctx context.Context, _ string, _ uint64) error { return s.after(ctx, m) })
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return false // stopping: the journal resumes it at the next start
@@ -635,7 +668,7 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 	}
 	s.mu.Unlock()
 	s.update(m, func(st *transport.RevisionState) {
-		st.State, st.Error, st.Reason, st.HaveChunks, st.Chunks = StateExtracted, "", "", distinct, distinct
+		st.State, st.Error, st.Reason, st.HaveChunks, st.Chunks = StateExtracted, "", partialReason(skipped), distinct, distinct
 	})
 	if pr, err := s.store.Prune(name, s.cfg.KeepRevisions); err != nil {
 		log.Error("prune", "err", err)

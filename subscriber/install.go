@@ -668,7 +668,7 @@ func (in *Installer) commit(j *journalRecord) error {
 	rec := &installedRecord{Name: j.Name, Revision: j.To, Version: j.Version, Kind: j.Kind,
 		Installed: in.now().UnixNano(), Seq: j.Seq, Requires: j.Requires, Skipped: j.Skipped}
 	for _, p := range j.Parts {
-		rec.Parts = append(rec.Parts, partRecord{Component: p.Component, Target: p.Target, Entries: p.New})
+		rec.Parts = append(rec.Parts, partRecord{Component: p.Component, Target: p.Target, Entries: p.New, Post: p.Post})
 	}
 	if err := in.state.writeInstalled(rec); err != nil {
 		return err

@@ -152,6 +152,10 @@ type partRecord struct {
 	Component string   // "" for a distribution
 	Target    string   // relative to the root
 	Entries   []pathType
+	// Post are a package component's post-commands: after a rollback
+	// brings this installation back, they run again (they start what
+	// the undo commands stopped).
+	Post []string
 }
 
 // installedRecord is the durable record of an installed revision. It lists

@@ -97,12 +97,13 @@ func TestInstallPackageAndRollBack(t *testing.T) {
 	}
 
 	// Rollback runs each component's undo commands, last component first,
-	// and restores its files.
+	// restores its files, and runs the post-commands of the revision
+	// brought back (which start again what undo stopped).
 	res, err := in.Rollback(context.Background(), RollbackOptions{Name: "webstack"})
 	if err != nil || res.From != 2 || res.To != 1 || len(res.Warnings) != 0 {
 		t.Fatalf("Rollback = %+v, %v", res, err)
 	}
-	if got, want := logged(t, log), []string{"undo docs 2", "undo app 2"}; !slices.Equal(got, want) {
+	if got, want := logged(t, log), []string{"undo docs 2", "post docs 1", "undo app 2", "post app 1"}; !slices.Equal(got, want) {
 		t.Errorf("rollback ran %q, want %q", got, want)
 	}
 	assertSameTree(t, afterOne, listing(t, f.root))
@@ -131,7 +132,7 @@ func TestFailingComponentRollsBackThePackage(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "exited 3") || !strings.Contains(err.Error(), "rolled back to webstack@1") {
 		t.Fatalf("InstallParts: %v; want the post-command's failure and a rollback", err)
 	}
-	want := []string{"pre app 2", "post app 2", "pre docs 2", "post docs 2", "undo docs 2", "undo app 2"}
+	want := []string{"pre app 2", "post app 2", "pre docs 2", "post docs 2", "undo docs 2", "post docs 1", "undo app 2", "post app 1"}
 	if got := logged(t, log); !slices.Equal(got, want) {
 		t.Errorf("commands ran %q, want %q", got, want)
 	}

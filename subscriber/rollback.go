@@ -399,6 +399,13 @@ func (in *Installer) runRollback(ctx context.Context, rb *journalRecord) ([]stri
 			if err := in.restore(ctx, &u, k); err != nil {
 				return warnings, fmt.Errorf("%s: %w", rb.Step, err)
 			}
+			if err := in.postAgain(ctx, &u, k); err != nil {
+				if ctx.Err() != nil {
+					return warnings, err
+				}
+				warnings = append(warnings, err.Error())
+				in.log.Warn("post-command of the revision brought back failed", "dist", u.Name, "component", u.Parts[k].Component, "err", err)
+			}
 		}
 		if err := in.restore(ctx, &u, -1); err != nil {
 			return warnings, fmt.Errorf("%s: %w", rb.Step, err)
@@ -409,6 +416,30 @@ func (in *Installer) runRollback(ctx context.Context, rb *journalRecord) ([]stri
 		}
 	}
 	return warnings, in.undone(rb)
+}
+
+// postAgain runs, once part k of u has its files back, the post-commands
+// of the same component of the installation brought back, from that
+// installation's scripts: they start again what the undo commands
+// stopped.
+func (in *Installer) postAgain(ctx context.Context, u *undoRecord, k int) error {
+	if u.Prev == nil {
+		return nil
+	}
+	for _, p := range u.Prev.Parts {
+		if p.Component == "" || p.Component != u.Parts[k].Component || len(p.Post) == 0 {
+			continue
+		}
+		target := filepath.Join(in.root, filepath.FromSlash(p.Target))
+		dir := filepath.Join(in.state.undoPath(u.Name, u.Prev.Seq), scriptsDir)
+		if _, err := os.Stat(dir); err != nil {
+			dir = target
+		}
+		run := actionRun{Name: u.Name, Revision: u.Prev.Revision, Version: u.Prev.Version, Component: p.Component,
+			Dir: dir, Target: target, Timeout: in.actionTimeout, Log: in.log}
+		return run.run(ctx, "post", p.Post)
+	}
+	return nil
 }
 
 // undoActions returns where the undo commands of part k of u run.

@@ -183,6 +183,7 @@ type daemonAdmin struct {
 	status   func() any
 	health   func() error
 	registry *prometheus.Registry
+	views    map[string]admin.Action
 	actions  map[string]admin.Action
 }
 
@@ -195,6 +196,7 @@ func startAdmin(dataDir, statusListen string, a daemonAdmin, log *slog.Logger) (
 	srv, err := admin.New(cfg, admin.Endpoints{
 		Status:  func(context.Context) (any, error) { return a.status(), nil },
 		Health:  func(context.Context) error { return a.health() },
+		Views:   a.views,
 		Metrics: a.registry,
 		Actions: a.actions,
 	}, log)

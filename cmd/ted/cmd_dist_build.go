@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"ted/distribution"
 	"ted/pki"
 	"ted/publisher"
+	"ted/swpkg"
 )
 
 type distBuildOptions struct {
@@ -31,6 +33,11 @@ type distBuildOptions struct {
 	SignKey         string
 	Keep            int
 	SkipUnsupported bool
+	// kind is set by runPackageBuild.
+	kind distribution.Kind
+	// Package is a .cpk (ted package compile): name, version, requires
+	// and content come from it.
+	Package string
 }
 
 func (o *distBuildOptions) AddFlags(f *pflag.FlagSet) {
@@ -46,6 +53,7 @@ func (o *distBuildOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.SignKey, "sign-key", "", "ed25519 signing key file (from ted pki signing-key)")
 	f.IntVar(&o.Keep, "keep", 3, "revisions of this distribution to keep; older ones and their unshared chunks are deleted")
 	f.BoolVar(&o.SkipUnsupported, "skip-unsupported", false, "skip special files, escaping symlinks and unreadable entries, listing each, instead of failing")
+	f.StringVar(&o.Package, "package", "", "a compiled package (.cpk): its name, version, requirements and files make the revision")
 }
 
 // distBuildResult is the JSON document CLI.md promises.
@@ -127,6 +135,9 @@ func validateRequires(reqs []string) error {
 }
 
 func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) (*distBuildResult, error) {
+	if opts.Package != "" {
+		return runPackageBuild(ctx, opts, stderr)
+	}
 	for _, req := range [][2]string{{"store", opts.Store}, {"name", opts.Name}, {"from", opts.From}, {"version", opts.Version}, {"sign-key", opts.SignKey}} {
 		if err := requireFlag(req[0], req[1]); err != nil {
 			return nil, err
@@ -149,7 +160,7 @@ func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) 
 	start := time.Now()
 	var bar progress
 	build := distribution.BuildOptions{
-		Name: opts.Name, Version: version, Channels: opts.Channels,
+		Name: opts.Name, Version: version, Channels: opts.Channels, Kind: opts.kind,
 		Target: opts.Target, Requires: opts.Requires, Pre: opts.Pre, Post: opts.Post,
 		Created:         start,
 		SkipUnsupported: opts.SkipUnsupported,
@@ -206,4 +217,33 @@ func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) 
 	res.Pruned = append(res.Pruned, built.Pruned...)
 	res.Seconds = time.Since(start).Seconds()
 	return res, nil
+}
+
+// runPackageBuild builds a revision of kind package from a .cpk: the
+// package is verified and unpacked into a temporary folder, which is then
+// built like any directory.
+func runPackageBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) (*distBuildResult, error) {
+	for flag, set := range map[string]bool{"name": opts.Name != "", "from": opts.From != "", "version": opts.Version != "",
+		"requires": len(opts.Requires) > 0, "pre": len(opts.Pre) > 0, "post": len(opts.Post) > 0} {
+		if set {
+			return nil, usageError{fmt.Errorf("--%s with --package: the package says it (ted package compile)", flag)}
+		}
+	}
+	if err := requireFlag("sign-key", opts.SignKey); err != nil {
+		return nil, err
+	}
+	tmp, err := os.MkdirTemp("", "ted-package-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	tree := filepath.Join(tmp, "tree")
+	pkg, err := swpkg.Open(opts.Package, tree)
+	if err != nil {
+		return nil, verifyError{fmt.Errorf("--package: %w", err)}
+	}
+	opts.Package = ""
+	opts.Name, opts.Version, opts.Requires, opts.From = pkg.Name, pkg.Version, pkg.Requires, tree
+	opts.kind = distribution.KindPackage
+	return runDistBuild(ctx, opts, stderr)
 }

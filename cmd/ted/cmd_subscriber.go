@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -19,7 +20,7 @@ import (
 
 func newSubscriberCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "subscriber", Short: "Daemon on every server: receive, verify and extract revisions"}
-	cmd.AddCommand(newSubscriberRunCommand(), newSubscriberStatusCommand(g), newSubscriberExtractCommand(), newSubscriberRollbackCommand(g))
+	cmd.AddCommand(newSubscriberRunCommand(), newSubscriberStatusCommand(g), newSubscriberExtractCommand(), newSubscriberRollbackCommand(g), newSubscriberPackagesCommand(g))
 	return cmd
 }
 
@@ -70,7 +71,7 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 		return usageError{fmt.Errorf("%s: %w", opts.config, err)}
 	}
 	inst, err := subscriber.NewInstaller(file.Root, filepath.Join(file.DataDir, "installed"), n.store,
-		subscriber.InstallerOptions{Log: log, Keep: cfg.KeepRevisions})
+		subscriber.InstallerOptions{Log: log, Keep: cfg.KeepRevisions, ActionTimeout: cfg.ActionTimeout})
 	if err != nil {
 		return err
 	}
@@ -92,6 +93,9 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	log.Info("subscriber running", "node", file.Name, "parents", file.Parents, "channels", file.Channels, "root", file.Root, "data_dir", file.DataDir)
 	return n.serve(ctx, "subscriber", daemonAdmin{
 		status: func() any { return s.Status() }, health: s.Health, registry: s.Registry(),
+		views: map[string]admin.Action{
+			"packages": func(context.Context, url.Values) (any, error) { return s.Packages() },
+		},
 		actions: map[string]admin.Action{
 			"rollback": func(ctx context.Context, params url.Values) (any, error) {
 				res, err := s.Rollback(ctx, params.Get("name"), params.Get("force") == "true")
@@ -255,5 +259,52 @@ func newSubscriberExtractCommand() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&config, "config", "", "the daemon's config file")
+	return cmd
+}
+
+func newSubscriberPackagesCommand(g *globalOptions) *cobra.Command {
+	var config string
+	cmd := &cobra.Command{
+		Use:   "packages --config subscriber.yaml",
+		Short: "List installed packages in completion order; * marks the one rollback undoes next",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := requireFlag("config", config); err != nil {
+				return err
+			}
+			file, err := loadSubscriberConfig(config)
+			if err != nil {
+				return err
+			}
+			var pk subscriber.Packages
+			if err := admin.Get(cmd.Context(), daemonSocket(file.DataDir), "/api/packages", &pk); err != nil {
+				return err
+			}
+			return printResult(cmd.OutOrStdout(), g.json, pk, func(p *printer) {
+				if len(pk.Packages) == 0 {
+					p.linef("no package installed")
+					return
+				}
+				p.linef("  %-20s %8s %-10s %-9s %s", "PACKAGE", "REVISION", "VERSION", "STATE", "COMPONENTS")
+				for _, pkg := range pk.Packages {
+					mark := " "
+					if pkg.NextRollback {
+						mark = "*"
+					}
+					var comps []string
+					for _, c := range pkg.Components {
+						if c.Installed {
+							comps = append(comps, c.Name+" -> "+c.Target)
+						} else {
+							comps = append(comps, c.Name+" skipped: "+c.Reason)
+						}
+					}
+					p.linef("%s %-20s %8d %-10s %-9s %s", mark, pkg.Name, pkg.Revision, pkg.Version, pkg.State, strings.Join(comps, "; "))
+				}
+			})
+		},
+	}
+	cmd.Flags().StringVar(&config, "config", "", "the daemon's config file")
+	addJSONFlag(cmd, g)
 	return cmd
 }

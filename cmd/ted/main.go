@@ -74,6 +74,7 @@ func newRootCommand() *cobra.Command {
 		newDistributorCommand(g),
 		newSubscriberCommand(g),
 		newScheduleCommand(g),
+		newPackageCommand(g),
 		newDemoCommand(g),
 	)
 	markArgErrorsAsUsage(root)

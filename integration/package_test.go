@@ -1,0 +1,200 @@
+//go:build linux
+
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// writePackage writes a package spec with two components (bin, always;
+// docs, only where docsGate exists) and a script that logs every command
+// to log, and returns the spec's path. gate, if set, is a package-level
+// file_exists prerequisite.
+func writePackage(t *testing.T, dir, name, version, gate, docsGate, log string) string {
+	t.Helper()
+	dir = filepath.Join(dir, name)
+	writeFile(t, filepath.Join(dir, "bin/"+name), []byte("#!/bin/sh\necho "+name+" "+version+"\n"), 0o755)
+	writeFile(t, filepath.Join(dir, "bin/"+name+".conf"), []byte("version = "+version+"\n"), 0o640)
+	writeFile(t, filepath.Join(dir, "docs/index.html"), []byte("<h1>"+name+"</h1>\n"), 0o644)
+	writeFile(t, filepath.Join(dir, "scripts/log.sh"),
+		[]byte(fmt.Sprintf("echo \"$1 $TED_NAME $TED_COMPONENT\" >> %s\n", log)), 0o644)
+	spec := fmt.Sprintf("name: %s\nversion: %s\n", name, version)
+	if gate != "" {
+		spec += fmt.Sprintf("prerequisites:\n  - file_exists: %s\n  - os: linux\n", gate)
+	}
+	spec += fmt.Sprintf(`components:
+  - name: bin
+    files: {from: ./bin, to: opt/%[1]s/bin}
+    pre: ["sh log.sh pre"]
+    post: ["sh log.sh post"]
+    undo: ["sh log.sh undo"]
+  - name: docs
+    files: {from: ./docs, to: opt/%[1]s/docs}
+    prerequisites: [{file_exists: %[2]s}]
+    undo: ["sh log.sh undo"]
+`, name, docsGate)
+	path := filepath.Join(dir, name+".spk")
+	writeFile(t, path, []byte(spec), 0o644)
+	return path
+}
+
+// buildPackage compiles a spec and builds it into the publisher store.
+func (nw *network) buildPackage(spec string) {
+	nw.t.Helper()
+	cpk := strings.TrimSuffix(spec, ".spk") + ".cpk"
+	mustTed(nw.t, "package", "compile", spec, "--out", cpk)
+	mustTed(nw.t, "dist", "build", "--store", nw.store, "--package", cpk, "--channel", "web", "--sign-key", nw.signKey)
+}
+
+// packagesResult is `ted subscriber packages --json` (CLI.md).
+type packagesResult struct {
+	Packages []struct {
+		Name       string `json:"name"`
+		Revision   uint64 `json:"revision"`
+		Version    string `json:"version"`
+		State      string `json:"state"`
+		Components []struct {
+			Name      string `json:"name"`
+			Installed bool   `json:"installed"`
+			Reason    string `json:"reason"`
+		} `json:"components"`
+		NextRollback bool `json:"next_rollback"`
+	} `json:"packages"`
+}
+
+// TestPackages installs software packages on a real subscriber: a
+// component whose prerequisite fails is skipped (partial); a package whose
+// prerequisite fails waits, blocked, until the next extract window after
+// it holds; three packages roll back one by one, last first, running
+// their undo commands and taking their files away.
+func TestPackages(t *testing.T) {
+	t.Parallel()
+	nw := newNetwork(t)
+	dist1 := nw.distributor("dist-1", distributorSpec{channels: map[string]channel{
+		"web": {publishers: []string{"pub-1"}, children: []string{"web-01"}},
+	}})
+	// Extract windows of 2 s every 4 s.
+	nw.writeSchedules("windows.yaml", "schedules:\n  often:\n    windows:\n      - cron: \"*/4 * * * * *\"\n        duration: 2s\n")
+	web1 := nw.subscriber("web-01", subscriberSpec{parents: []string{dist1.addr}, schedules: "windows.yaml", extract: "often"})
+	log := filepath.Join(nw.dir, "commands.log")
+	gate := filepath.Join(nw.dir, "gate-open")
+	never := filepath.Join(nw.dir, "never-there")
+	state := func(name string, rev uint64) revisionState {
+		st, err := web1.subscriberStatus()
+		if err != nil {
+			return revisionState{Error: err.Error()}
+		}
+		r, _ := st.distState(name, rev)
+		return r
+	}
+	waitState := func(name string, rev uint64, want string) revisionState {
+		t.Helper()
+		var r revisionState
+		waitFor(t, fmt.Sprintf("%s@%d %s", name, rev, want), func() (bool, string) {
+			r = state(name, rev)
+			return r.State == want, fmt.Sprintf("%+v", r)
+		})
+		return r
+	}
+	packages := func() packagesResult {
+		t.Helper()
+		var res packagesResult
+		r := mustTed(t, "subscriber", "packages", "--config", web1.config, "--json")
+		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+			t.Fatalf("%v: %s", err, r)
+		}
+		return res
+	}
+	commands := func() string {
+		b, _ := os.ReadFile(log)
+		_ = os.Remove(log)
+		return strings.TrimSpace(string(b))
+	}
+	pkgDir := filepath.Join(nw.dir, "packages")
+
+	// webstack: docs' prerequisite fails here, so it is partial.
+	nw.buildPackage(writePackage(t, pkgDir, "webstack", "2.1.0", "", never, log))
+	nw.publish("webstack", dist1)
+	partial := waitState("webstack", 1, "extracted")
+	if !strings.Contains(partial.Reason, "partial") || !strings.Contains(partial.Reason, "docs") || !strings.Contains(partial.Reason, never) {
+		t.Errorf("webstack@1 extracted with reason %q, want it partial naming docs and %s", partial.Reason, never)
+	}
+	if _, err := os.Stat(filepath.Join(web1.root, "opt/webstack/bin/webstack")); err != nil {
+		t.Errorf("the bin component is not installed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(web1.root, "opt/webstack/docs")); !os.IsNotExist(err) {
+		t.Errorf("the skipped docs component is there: %v", err)
+	}
+	if got := commands(); got != "pre webstack bin\npost webstack bin" {
+		t.Errorf("commands ran:\n%s\nwant pre and post of bin", got)
+	}
+	pk := packages()
+	if len(pk.Packages) != 1 || pk.Packages[0].State != "partial" || len(pk.Packages[0].Components) != 2 ||
+		pk.Packages[0].Components[1].Installed || !strings.Contains(pk.Packages[0].Components[1].Reason, "file_exists") {
+		t.Errorf("packages = %+v, want webstack partial with docs skipped for file_exists", pk)
+	}
+
+	// gated: its package-level prerequisite fails; nothing installs and
+	// it waits, blocked, naming the prerequisite.
+	nw.buildPackage(writePackage(t, pkgDir, "gated", "1.0.0", gate, gate, log))
+	nw.publish("gated", dist1)
+	blocked := waitState("gated", 1, "blocked")
+	if !strings.Contains(blocked.Reason, "file_exists") || !strings.Contains(blocked.Reason, gate) {
+		t.Errorf("gated@1 blocked with %q, want the file_exists prerequisite named", blocked.Reason)
+	}
+	if _, err := os.Stat(filepath.Join(web1.root, "opt/gated")); !os.IsNotExist(err) {
+		t.Errorf("a blocked package installed something: %v", err)
+	}
+	// Once it holds, the next window installs it, docs included.
+	writeFile(t, gate, []byte("open\n"), 0o644)
+	waitState("gated", 1, "extracted")
+	if _, err := os.Stat(filepath.Join(web1.root, "opt/gated/docs/index.html")); err != nil {
+		t.Errorf("gated's docs are not installed: %v", err)
+	}
+	commands()
+
+	nw.buildPackage(writePackage(t, pkgDir, "tools", "0.9.0", "", gate, log))
+	nw.publish("tools", dist1)
+	waitState("tools", 1, "extracted")
+	commands()
+	pk = packages()
+	var order []string
+	for _, p := range pk.Packages {
+		mark := ""
+		if p.NextRollback {
+			mark = "*"
+		}
+		order = append(order, mark+p.Name)
+	}
+	if strings.Join(order, " ") != "webstack gated *tools" {
+		t.Errorf("packages in completion order: %v, want webstack gated *tools", order)
+	}
+
+	// Not the latest: refused, naming the later ones.
+	r := ted(t, "subscriber", "rollback", "--config", web1.config, "--name", "webstack")
+	if r.code != 1 || !strings.Contains(r.stderr, "tools@1, gated@1 installed later") {
+		t.Fatalf("rollback of webstack first: %s; want it refused naming tools and gated", r)
+	}
+	for _, want := range []struct{ name, undo string }{
+		{"tools", "undo tools docs\nundo tools bin"},
+		{"gated", "undo gated docs\nundo gated bin"},
+		{"webstack", "undo webstack bin"},
+	} {
+		mustTed(t, "subscriber", "rollback", "--config", web1.config)
+		if got := commands(); got != want.undo {
+			t.Errorf("rollback of %s ran:\n%s\nwant\n%s", want.name, got, want.undo)
+		}
+		if _, err := os.Stat(filepath.Join(web1.root, "opt", want.name)); !os.IsNotExist(err) {
+			t.Errorf("%s's files after its rollback: %v, want them gone", want.name, err)
+		}
+		waitState(want.name, 1, "rolled_back")
+	}
+	if pk := packages(); len(pk.Packages) != 0 {
+		t.Errorf("packages after every rollback: %+v", pk)
+	}
+}
