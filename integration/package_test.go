@@ -198,3 +198,67 @@ func TestPackages(t *testing.T) {
 		t.Errorf("packages after every rollback: %+v", pk)
 	}
 }
+
+// TestPackageBadInput: a spec mistake is one error naming file, line and
+// field (exit 2); a truncated or altered .cpk is refused by dist build
+// (exit 3) and nothing is stored.
+func TestPackageBadInput(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	log := filepath.Join(dir, "log")
+	spec := writePackage(t, dir, "webstack", "1.0.0", "", "/nonexistent", log)
+	good, err := os.ReadFile(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, edit, want string }{
+		{"unknown field", strings.Replace(string(good), "version:", "colour: blue\nversion:", 1), "bad.spk:2: colour: unknown field"},
+		{"missing folder", strings.Replace(string(good), "./docs", "./nope", 1), "components[1].files.from"},
+		{"escaping path", strings.Replace(string(good), "./docs", "../..", 1), "components[1].files.from"},
+		{"unknown prerequisite", strings.Replace(string(good), "file_exists:", "kernel:", 1), "unknown prerequisite kind \"kernel\""},
+		{"duplicate component", strings.Replace(string(good), "name: docs", "name: bin", 1), "duplicate"},
+	} {
+		bad := filepath.Join(dir, "webstack", "bad.spk")
+		writeFile(t, bad, []byte(tt.edit), 0o644)
+		r := ted(t, "package", "compile", bad, "--out", filepath.Join(dir, "bad.cpk"))
+		if r.code != 2 || !strings.Contains(r.stderr, "bad.spk:") || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("%s: %s; want exit 2 naming the file, line and %q", tt.name, r, tt.want)
+		}
+	}
+
+	cpk := filepath.Join(dir, "webstack.cpk")
+	mustTed(t, "package", "compile", spec, "--out", cpk)
+	data, err := os.ReadFile(cpk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := filepath.Join(dir, "store")
+	mustTed(t, "pki", "signing-key", "--out", filepath.Join(dir, "key"))
+	for _, tt := range []struct {
+		name string
+		data []byte
+	}{
+		{"truncated", data[:len(data)*2/3]},
+		{"altered", func() []byte { b := append([]byte(nil), data...); b[len(b)/2] ^= 1; return b }()},
+	} {
+		bad := filepath.Join(dir, tt.name+".cpk")
+		writeFile(t, bad, tt.data, 0o644)
+		r := ted(t, "dist", "build", "--store", store, "--package", bad, "--channel", "web", "--sign-key", filepath.Join(dir, "key"))
+		if r.code != 3 || !strings.Contains(r.stderr, bad) {
+			t.Errorf("%s package: %s; want exit 3 naming the file", tt.name, r)
+		}
+	}
+	if r := ted(t, "dist", "list", "--store", store); strings.Contains(r.stdout, "webstack") {
+		t.Errorf("a refused package was stored: %s", r)
+	}
+	var built struct {
+		Name, Version string
+	}
+	tedJSON(t, &built, "dist", "build", "--store", store, "--package", cpk, "--channel", "web", "--sign-key", filepath.Join(dir, "key"))
+	if built.Name != "webstack" || built.Version != "1.0.0" {
+		t.Errorf("dist build --package = %+v, want webstack 1.0.0", built)
+	}
+	if r := ted(t, "dist", "build", "--store", store, "--package", cpk, "--name", "x", "--channel", "web", "--sign-key", filepath.Join(dir, "key")); r.code != 2 {
+		t.Errorf("--name with --package: %s; want exit 2", r)
+	}
+}

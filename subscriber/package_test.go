@@ -179,3 +179,46 @@ func TestOverlappingComponentsRefused(t *testing.T) {
 	}
 	assertSameTree(t, before, listing(t, f.root))
 }
+
+// TestRecoverPackageInterruptedBetweenComponents crashes as the second
+// component begins: recovery runs the undo commands of both components
+// (the second's pre-command may have run), last first, and puts every
+// file back.
+func TestRecoverPackageInterruptedBetweenComponents(t *testing.T) {
+	f := newFixture(t)
+	log := filepath.Join(t.TempDir(), "actions.log")
+	in := f.installer(f.store, "")
+	m1 := publishPackage(t, f, "webstack", 1, log)
+	if err := in.InstallParts(context.Background(), packageInstallation(t, m1, "opt/webstack", ""), nil); err != nil {
+		t.Fatal(err)
+	}
+	logged(t, log)
+	before := listing(t, f.root)
+
+	m2 := publishPackage(t, f, "webstack", 2, log)
+	crashing := f.installer(f.store, "")
+	writes := 0
+	crashing.SetHook(func(point string) error {
+		if point == string(StepWrite) {
+			if writes++; writes == 2 {
+				return errCrash
+			}
+		}
+		return nil
+	})
+	if err := crashing.InstallParts(context.Background(), packageInstallation(t, m2, "opt/webstack", ""), nil); !errors.Is(err, errCrash) {
+		t.Fatalf("InstallParts: %v, want the crash", err)
+	}
+	if got, want := logged(t, log), []string{"pre app 2", "post app 2"}; !slices.Equal(got, want) {
+		t.Fatalf("before the crash %q ran, want %q", got, want)
+	}
+	restarted := f.installer(f.store, "")
+	if err := restarted.Recover(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := logged(t, log), []string{"undo docs 2", "post docs 1", "undo app 2", "post app 1"}; !slices.Equal(got, want) {
+		t.Errorf("recovery ran %q, want %q", got, want)
+	}
+	assertSameTree(t, before, listing(t, f.root))
+	assertPending(t, restarted, nil)
+}
