@@ -85,6 +85,9 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 		d.seen[peer.Name] = st
 	}
 	st.Role, st.Addr, st.Channels, st.Agent = string(peer.Role), sess.RemoteAddr(), hello.Channels, hello.Agent
+	if hello.Cluster != "" {
+		st.ActiveNode = hello.Node
+	}
 	st.Since = time.Now()
 	d.mu.Unlock()
 	if old != nil {
@@ -115,6 +118,17 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 		defer sess.Close(nil)
 		return d.offerLoop(ctx, c, control, log)
 	})
+	if hello.Cluster != "" {
+		// Fencing: the session ends the moment its node's lease does.
+		g.Go(func() error {
+			err := d.fence(ctx, hello)
+			if ctx.Err() == nil {
+				log.Info("cluster node fenced off", "cluster_node", hello.Node, "err", err)
+				sess.Close(err)
+			}
+			return err
+		})
+	}
 	g.Go(func() error {
 		defer sess.Close(nil)
 		for {

@@ -45,6 +45,9 @@ type Config struct {
 	Schedules *schedule.Source
 	// Clock tells the time for send windows; tests give a fake one.
 	Clock schedule.Clock
+	// LeaseTTL is how long a cluster subscriber's lease lasts from each
+	// request (subscriber/cluster).
+	LeaseTTL time.Duration
 }
 
 // Channel says who may publish into a channel and who may receive it.
@@ -72,6 +75,10 @@ func DefaultConfig() Config {
 		RetryMin:        5 * time.Second,
 		RetryMax:        5 * time.Minute,
 		Clock:           schedule.SystemClock(),
+		// Six seconds: a cluster node renews every two; a dead active
+		// node's lease is free within six, so a standby takes over well
+		// inside the 15 s failover budget.
+		LeaseTTL: 6 * time.Second,
 	}
 }
 
@@ -83,6 +90,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Trust == nil || len(c.Trust.KeyIDs()) == 0 {
 		errs = append(errs, errors.New("trust: no publisher key"))
+	}
+	if c.LeaseTTL <= 0 {
+		errs = append(errs, fmt.Errorf("lease TTL %v: must be positive", c.LeaseTTL))
 	}
 	if c.KeepRevisions < 1 {
 		errs = append(errs, fmt.Errorf("keep_revisions: %d, want at least 1", c.KeepRevisions))

@@ -60,6 +60,8 @@ type Distributor struct {
 	// upstream is the session with the parent, for repairs.
 	upstream transport.Session
 	started  time.Time
+	// leases fence the nodes of cluster children.
+	leases *transport.Leases
 }
 
 // incoming is a revision being received.
@@ -95,6 +97,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Distributor, error) {
 		limits:     limiters{per: map[string]channelLimiter{}},
 		wake:       make(chan struct{}),
 		started:    time.Now(),
+		leases:     transport.NewLeases(cfg.LeaseTTL, nil),
 	}
 	d.metrics = newMetrics(func() float64 {
 		d.mu.Lock()
@@ -203,11 +206,25 @@ func (d *Distributor) handle(ctx context.Context, sess transport.Session) {
 		d.servePublisher(ctx, sess, control, log)
 		return
 	}
+	if hello.Cluster != "" && hello.Epoch == 0 {
+		d.serveLease(ctx, control, hello, log.With("cluster", hello.Cluster, "cluster_node", hello.Node))
+		return
+	}
 	d.serveChild(ctx, sess, control, hello, log)
 }
 
-// checkChild refuses a child that asks for a channel it is not listed for.
+// checkChild refuses a child that asks for a channel it is not listed for,
+// and a cluster node's content session without the lease.
 func (d *Distributor) checkChild(peer transport.Identity, h *transport.Hello) error {
+	if h.Cluster != "" && h.Epoch != 0 {
+		if ok, _, _ := d.leases.Valid(h.Cluster, h.Node, h.Epoch); !ok {
+			holder := d.leases.Holder(h.Cluster)
+			if holder == "" {
+				holder = "nobody"
+			}
+			return d.refuse("child", fmt.Errorf("%w: node %s of cluster %s does not hold its lease under epoch %d (%s does)", transport.ErrUnavailable, h.Node, h.Cluster, h.Epoch, holder))
+		}
+	}
 	if len(h.Channels) == 0 {
 		return d.refuse("child", fmt.Errorf("%w: %s asked for no channel", transport.ErrProtocol, peer.Name))
 	}

@@ -22,15 +22,17 @@ type Message interface {
 type msgType byte
 
 const (
-	typeHello   msgType = 1
-	typeWelcome msgType = 2
-	typeError   msgType = 3
-	typeOffer   msgType = 4
-	typeStatus  msgType = 5
-	typeResult  msgType = 6
-	typeWant    msgType = 7
-	typeChunk   msgType = 8
-	typeMissing msgType = 9
+	typeHello        msgType = 1
+	typeWelcome      msgType = 2
+	typeError        msgType = 3
+	typeOffer        msgType = 4
+	typeStatus       msgType = 5
+	typeResult       msgType = 6
+	typeWant         msgType = 7
+	typeChunk        msgType = 8
+	typeMissing      msgType = 9
+	typeLeaseRequest msgType = 10
+	typeLease        msgType = 11
 )
 
 func (t msgType) String() string {
@@ -53,6 +55,10 @@ func (t msgType) String() string {
 		return "chunk"
 	case typeMissing:
 		return "missing"
+	case typeLeaseRequest:
+		return "lease request"
+	case typeLease:
+		return "lease"
 	}
 	return fmt.Sprintf("message type %d", byte(t))
 }
@@ -76,6 +82,32 @@ type Hello struct {
 	Agent string `cbor:"2,keyasint"`
 	// Channels the sender wants offers for (children only).
 	Channels []string `cbor:"3,keyasint,omitempty"`
+	// Cluster and Node name a node of a cluster subscriber (whose
+	// certificate names the cluster's subscriber as a whole). Epoch 0
+	// opens a lease session (LeaseRequest, Lease); a session for content
+	// carries the epoch of the lease its node holds, and is refused
+	// otherwise.
+	Cluster string `cbor:"4,keyasint,omitempty"`
+	Node    string `cbor:"5,keyasint,omitempty"`
+	Epoch   uint64 `cbor:"6,keyasint,omitempty"`
+}
+
+// LeaseRequest asks the parent for the lease of the sender's cluster, or
+// to renew it; Release gives it up at once.
+type LeaseRequest struct {
+	Release bool `cbor:"1,keyasint,omitempty"`
+}
+
+// Lease answers a LeaseRequest. Granted: the sender holds the lease for
+// TTL (milliseconds) from when the parent received the request, under
+// Epoch. Otherwise Holder holds it, and the parent will not grant it to
+// another before RetryIn (milliseconds).
+type Lease struct {
+	Granted bool   `cbor:"1,keyasint,omitempty"`
+	Holder  string `cbor:"2,keyasint,omitempty"`
+	Epoch   uint64 `cbor:"3,keyasint,omitempty"`
+	TTL     uint32 `cbor:"4,keyasint,omitempty"`
+	RetryIn uint32 `cbor:"5,keyasint,omitempty"`
 }
 
 // Welcome accepts a Hello.
@@ -148,15 +180,17 @@ type Missing struct {
 	Error *Error               `cbor:"2,keyasint"`
 }
 
-func (*Hello) msgType() msgType   { return typeHello }
-func (*Welcome) msgType() msgType { return typeWelcome }
-func (*Error) msgType() msgType   { return typeError }
-func (*Offer) msgType() msgType   { return typeOffer }
-func (*Status) msgType() msgType  { return typeStatus }
-func (*Result) msgType() msgType  { return typeResult }
-func (*Want) msgType() msgType    { return typeWant }
-func (*Chunk) msgType() msgType   { return typeChunk }
-func (*Missing) msgType() msgType { return typeMissing }
+func (*Hello) msgType() msgType        { return typeHello }
+func (*Welcome) msgType() msgType      { return typeWelcome }
+func (*Error) msgType() msgType        { return typeError }
+func (*Offer) msgType() msgType        { return typeOffer }
+func (*Status) msgType() msgType       { return typeStatus }
+func (*Result) msgType() msgType       { return typeResult }
+func (*Want) msgType() msgType         { return typeWant }
+func (*Chunk) msgType() msgType        { return typeChunk }
+func (*Missing) msgType() msgType      { return typeMissing }
+func (*LeaseRequest) msgType() msgType { return typeLeaseRequest }
+func (*Lease) msgType() msgType        { return typeLease }
 
 var (
 	encMode = mustEncMode()
@@ -195,13 +229,15 @@ func appendCBOR(dst []byte, v any) ([]byte, error) {
 	return append(dst, b...), nil
 }
 
-func (m *Hello) appendBody(dst []byte) ([]byte, error)   { return appendCBOR(dst, m) }
-func (m *Welcome) appendBody(dst []byte) ([]byte, error) { return appendCBOR(dst, m) }
-func (m *Error) appendBody(dst []byte) ([]byte, error)   { return appendCBOR(dst, m) }
-func (m *Status) appendBody(dst []byte) ([]byte, error)  { return appendCBOR(dst, m) }
-func (m *Result) appendBody(dst []byte) ([]byte, error)  { return appendCBOR(dst, m) }
-func (m *Want) appendBody(dst []byte) ([]byte, error)    { return appendCBOR(dst, m) }
-func (m *Missing) appendBody(dst []byte) ([]byte, error) { return appendCBOR(dst, m) }
+func (m *Hello) appendBody(dst []byte) ([]byte, error)        { return appendCBOR(dst, m) }
+func (m *Welcome) appendBody(dst []byte) ([]byte, error)      { return appendCBOR(dst, m) }
+func (m *Error) appendBody(dst []byte) ([]byte, error)        { return appendCBOR(dst, m) }
+func (m *Status) appendBody(dst []byte) ([]byte, error)       { return appendCBOR(dst, m) }
+func (m *Result) appendBody(dst []byte) ([]byte, error)       { return appendCBOR(dst, m) }
+func (m *Want) appendBody(dst []byte) ([]byte, error)         { return appendCBOR(dst, m) }
+func (m *Missing) appendBody(dst []byte) ([]byte, error)      { return appendCBOR(dst, m) }
+func (m *LeaseRequest) appendBody(dst []byte) ([]byte, error) { return appendCBOR(dst, m) }
+func (m *Lease) appendBody(dst []byte) ([]byte, error)        { return appendCBOR(dst, m) }
 
 func (m *Chunk) appendBody(dst []byte) ([]byte, error) {
 	return append(append(dst, m.ID[:]...), m.Data...), nil
@@ -257,6 +293,10 @@ func decodeMessage(t msgType, body []byte) (Message, error) {
 		m = new(Want)
 	case typeMissing:
 		m = new(Missing)
+	case typeLeaseRequest:
+		m = new(LeaseRequest)
+	case typeLease:
+		m = new(Lease)
 	case typeChunk:
 		var c Chunk
 		if len(body) < len(c.ID)+1 {
@@ -306,8 +346,18 @@ func (m *Hello) validate() error {
 			return err
 		}
 	}
+	if m.Cluster != "" || m.Node != "" || m.Epoch != 0 {
+		if err := distribution.ValidName("cluster", m.Cluster); err != nil {
+			return err
+		}
+		if err := distribution.ValidName("cluster node", m.Node); err != nil {
+			return err
+		}
+	}
 	return validText("agent", m.Agent, 128)
 }
+
+func (m *Lease) validate() error { return validText("holder", m.Holder, distribution.MaxNameLen) }
 
 func (m *Welcome) validate() error {
 	if err := validText("name", m.Name, distribution.MaxNameLen); err != nil {
