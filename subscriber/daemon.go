@@ -703,11 +703,15 @@ func (s *Subscriber) Rollback(ctx context.Context, name string, force bool) (Rol
 		return res, err
 	}
 	s.metrics.rolledBack.Inc()
+	var reason string
+	if back, ok, err := s.inst.InstalledRevision(res.Name); err == nil && ok {
+		reason = partialReason(back.Skipped)
+	}
 	s.mu.Lock()
 	for rev, st := range s.states[res.Name] {
 		switch {
 		case rev == res.To:
-			st.State, st.Reason, st.Error = StateExtracted, "", ""
+			st.State, st.Reason, st.Error = StateExtracted, reason, ""
 		case rev > res.To && rev <= opts.Hold:
 			st.State, st.Reason, st.Error = StateRolledBack, heldReason, ""
 		}

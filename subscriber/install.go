@@ -395,7 +395,20 @@ func (in *Installer) install(ctx context.Context, inst *Installation, after Afte
 	if err := overlapping(j.Parts); err != nil {
 		return err
 	}
-	j.Clear, j.Remove = plan(installed.entries(), j.Parts)
+	// What the installed revision put there, its targets included: a
+	// target no part has any more goes too, if empty, and a symlink put in
+	// its place stops every removal under it.
+	prev := installed.entries()
+	for _, p := range installed.Parts {
+		prev = append(prev, pathType{Path: p.Target, Type: distribution.TypeDir})
+	}
+	j.Clear, j.Remove = plan(prev, j.Parts)
+	// What another installation also lists stays: it is still installed.
+	others, err := in.otherPaths(inst.Name)
+	if err != nil {
+		return err
+	}
+	j.Remove = slices.DeleteFunc(j.Remove, func(e pathType) bool { return others[e.Path] })
 	for _, p := range j.Parts {
 		// Refuse a target that leads out of the root (through a symlink),
 		// or that is a file TED did not put there, before anything is
@@ -419,6 +432,37 @@ func (in *Installer) install(ctx context.Context, inst *Installation, after Afte
 		return err
 	}
 	return in.run(ctx, j, inst, after)
+}
+
+// otherPaths returns every path, relative to the root, that an installed
+// revision other than name's lists.
+func (in *Installer) otherPaths(name string) (map[string]bool, error) {
+	names, err := in.state.names(installedDir)
+	if err != nil {
+		return nil, err
+	}
+	paths := map[string]bool{}
+	for _, other := range names {
+		if other == name {
+			continue
+		}
+		rec, ok, err := in.state.readInstalled(other)
+		if err != nil {
+			return nil, fmt.Errorf("installed revision of %s: %w", other, err)
+		}
+		if !ok {
+			continue
+		}
+		for _, e := range rec.entries() {
+			paths[e.Path] = true
+		}
+		for _, p := range rec.Parts {
+			for dir := p.Target; dir != "."; dir = path.Dir(dir) {
+				paths[dir] = true
+			}
+		}
+	}
+	return paths, nil
 }
 
 // overlapping refuses parts that would install the same path twice, or a
@@ -614,6 +658,8 @@ func (in *Installer) partActions(j *journalRecord, i int) actionRun {
 	dir := target
 	if j.Scripts {
 		dir = filepath.Join(in.state.undoPath(j.Name, j.Seq), scriptsDir)
+	} else if _, err := os.Stat(target); err != nil {
+		dir = in.root // a first installation: the target is not there yet
 	}
 	return actionRun{Name: j.Name, Revision: j.To, Version: j.Version, Component: p.Component,
 		Dir: dir, Target: target, Timeout: in.actionTimeout, Log: in.log}

@@ -246,6 +246,11 @@ type journalRecord struct {
 	// Target is where a distribution lands ("" for a package), for a
 	// rollback, whose Parts are in its undo record.
 	Target string `cbor:"19,keyasint,omitempty"`
+	// Begun, for a rollback, is how many parts (the first ones) had their
+	// pre-commands started: their undo commands run, and their
+	// post-commands of the revision brought back run again. Every part's
+	// files go back.
+	Begun int `cbor:"20,keyasint,omitempty"`
 }
 
 // journalPart is one part of an installation under way.
@@ -546,6 +551,27 @@ func (s stateStore) removeUndo(name string, seq uint64) error {
 		return nil
 	}
 	return err
+}
+
+// stripUndo removes everything of an undo directory but its scripts: the
+// installation can no longer be undone, but its commands may still run.
+func (s stateStore) stripUndo(name string, seq uint64) error {
+	dir := s.undoPath(name, seq)
+	if err := os.Remove(filepath.Join(dir, undoFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Name() != scriptsDir {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // removeJournal deletes a journal durably: until the directory is synced,

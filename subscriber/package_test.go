@@ -97,13 +97,14 @@ func TestInstallPackageAndRollBack(t *testing.T) {
 	}
 
 	// Rollback runs each component's undo commands, last component first,
-	// restores its files, and runs the post-commands of the revision
-	// brought back (which start again what undo stopped).
+	// restores its files, and once every file is back runs the
+	// post-commands of the revision brought back, in its order (they
+	// start again what undo stopped).
 	res, err := in.Rollback(context.Background(), RollbackOptions{Name: "webstack"})
 	if err != nil || res.From != 2 || res.To != 1 || len(res.Warnings) != 0 {
 		t.Fatalf("Rollback = %+v, %v", res, err)
 	}
-	if got, want := logged(t, log), []string{"undo docs 2", "post docs 1", "undo app 2", "post app 1"}; !slices.Equal(got, want) {
+	if got, want := logged(t, log), []string{"undo docs 2", "undo app 2", "post app 1", "post docs 1"}; !slices.Equal(got, want) {
 		t.Errorf("rollback ran %q, want %q", got, want)
 	}
 	assertSameTree(t, afterOne, listing(t, f.root))
@@ -132,7 +133,7 @@ func TestFailingComponentRollsBackThePackage(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "exited 3") || !strings.Contains(err.Error(), "rolled back to webstack@1") {
 		t.Fatalf("InstallParts: %v; want the post-command's failure and a rollback", err)
 	}
-	want := []string{"pre app 2", "post app 2", "pre docs 2", "post docs 2", "undo docs 2", "post docs 1", "undo app 2", "post app 1"}
+	want := []string{"pre app 2", "post app 2", "pre docs 2", "post docs 2", "undo docs 2", "undo app 2", "post app 1", "post docs 1"}
 	if got := logged(t, log); !slices.Equal(got, want) {
 		t.Errorf("commands ran %q, want %q", got, want)
 	}
@@ -216,7 +217,7 @@ func TestRecoverPackageInterruptedBetweenComponents(t *testing.T) {
 	if err := restarted.Recover(context.Background(), nil); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := logged(t, log), []string{"undo docs 2", "post docs 1", "undo app 2", "post app 1"}; !slices.Equal(got, want) {
+	if got, want := logged(t, log), []string{"undo docs 2", "undo app 2", "post app 1", "post docs 1"}; !slices.Equal(got, want) {
 		t.Errorf("recovery ran %q, want %q", got, want)
 	}
 	assertSameTree(t, before, listing(t, f.root))

@@ -230,7 +230,7 @@ func (in *Installer) rollback(ctx context.Context, opts RollbackOptions) (Rolled
 	}
 	rb := &journalRecord{Name: name, From: rec.Revision, To: res.To, Version: rec.Version, Target: rec.target(),
 		Step: StepRestore, Started: in.now().UnixNano(), Seq: rec.Seq, Prev: u.Prev, Hold: max(opts.Hold, rec.Revision),
-		Part: len(u.Parts) - 1}
+		Part: len(u.Parts) - 1, Begun: len(u.Parts)}
 	if err := in.record(rb); err != nil {
 		return res, err
 	}
@@ -328,13 +328,14 @@ func (in *Installer) undo(ctx context.Context, j *journalRecord, cause error, ho
 	if err != nil {
 		return errors.Join(cause, fmt.Errorf("roll back: %w", err))
 	}
-	// The parts whose pre-commands may have started are undone.
-	last := len(u.Parts) - 1
+	// The parts whose pre-commands may have started run their undo
+	// commands; every part's paths go back.
+	begun := len(u.Parts)
 	if j.Step == StepWrite {
-		last = min(j.Part, last)
+		begun = min(j.Part+1, begun)
 	}
 	rb := &journalRecord{Name: j.Name, From: j.To, To: j.From, Version: j.Version, Target: j.target(),
-		Step: StepRestore, Started: in.now().UnixNano(), Seq: j.Seq, Prev: u.Prev, Part: last, Hold: hold}
+		Step: StepRestore, Started: in.now().UnixNano(), Seq: j.Seq, Prev: u.Prev, Part: len(u.Parts) - 1, Begun: begun, Hold: hold}
 	if err := in.record(rb); err != nil {
 		return errors.Join(cause, fmt.Errorf("roll back: %w", err))
 	}
@@ -386,7 +387,7 @@ func (in *Installer) runRollback(ctx context.Context, rb *journalRecord) ([]stri
 					return warnings, err
 				}
 			}
-			if p := u.Parts[k]; len(p.Undo) > 0 {
+			if p := u.Parts[k]; k < rb.Begun && len(p.Undo) > 0 {
 				run := in.undoActions(&u, k)
 				if err := run.run(ctx, "undo", p.Undo); err != nil {
 					if ctx.Err() != nil {
@@ -399,16 +400,17 @@ func (in *Installer) runRollback(ctx context.Context, rb *journalRecord) ([]stri
 			if err := in.restore(ctx, &u, k); err != nil {
 				return warnings, fmt.Errorf("%s: %w", rb.Step, err)
 			}
-			if err := in.postAgain(ctx, &u, k); err != nil {
-				if ctx.Err() != nil {
-					return warnings, err
-				}
-				warnings = append(warnings, err.Error())
-				in.log.Warn("post-command of the revision brought back failed", "dist", u.Name, "component", u.Parts[k].Component, "err", err)
-			}
 		}
 		if err := in.restore(ctx, &u, -1); err != nil {
 			return warnings, fmt.Errorf("%s: %w", rb.Step, err)
+		}
+		// Every file is back: what the undo commands stopped starts again.
+		for _, err := range in.postAgain(ctx, &u, rb.Begun) {
+			if ctx.Err() != nil {
+				return warnings, err
+			}
+			warnings = append(warnings, err.Error())
+			in.log.Warn("post-command of the revision brought back failed", "dist", u.Name, "err", err)
 		}
 		rb.Step = StepUndone
 		if err := in.record(rb); err != nil {
@@ -418,16 +420,22 @@ func (in *Installer) runRollback(ctx context.Context, rb *journalRecord) ([]stri
 	return warnings, in.undone(rb)
 }
 
-// postAgain runs, once part k of u has its files back, the post-commands
-// of the same component of the installation brought back, from that
-// installation's scripts: they start again what the undo commands
-// stopped.
-func (in *Installer) postAgain(ctx context.Context, u *undoRecord, k int) error {
+// postAgain runs, once every path of u is back, the post-commands of the
+// installation brought back for the components whose undo commands ran
+// (the first begun parts of u), in that installation's order and from its
+// own scripts: they start again what the undo commands stopped. It
+// returns the commands that failed.
+func (in *Installer) postAgain(ctx context.Context, u *undoRecord, begun int) []error {
 	if u.Prev == nil {
 		return nil
 	}
+	undone := map[string]bool{}
+	for _, p := range u.Parts[:min(begun, len(u.Parts))] {
+		undone[p.Component] = true
+	}
+	var errs []error
 	for _, p := range u.Prev.Parts {
-		if p.Component == "" || p.Component != u.Parts[k].Component || len(p.Post) == 0 {
+		if p.Component == "" || !undone[p.Component] || len(p.Post) == 0 {
 			continue
 		}
 		target := filepath.Join(in.root, filepath.FromSlash(p.Target))
@@ -437,9 +445,14 @@ func (in *Installer) postAgain(ctx context.Context, u *undoRecord, k int) error 
 		}
 		run := actionRun{Name: u.Name, Revision: u.Prev.Revision, Version: u.Prev.Version, Component: p.Component,
 			Dir: dir, Target: target, Timeout: in.actionTimeout, Log: in.log}
-		return run.run(ctx, "post", p.Post)
+		if err := run.run(ctx, "post", p.Post); err != nil {
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				return errs
+			}
+		}
 	}
-	return nil
+	return errs
 }
 
 // undoActions returns where the undo commands of part k of u run.
@@ -495,7 +508,7 @@ func (in *Installer) prune(name string) error {
 	if err != nil {
 		return err
 	}
-	kept := 0
+	kept, stripped := 0, false
 	for _, seq := range slices.Backward(seqs) {
 		if pending && seq == j.Seq {
 			continue // the work under way owns it
@@ -503,6 +516,16 @@ func (in *Installer) prune(name string) error {
 		_, rerr := in.state.readUndo(name, seq)
 		if rerr == nil && kept < in.keep {
 			kept++
+			continue
+		}
+		if !stripped && kept == in.keep && (rerr == nil || errors.Is(rerr, fs.ErrNotExist)) {
+			// The installation before the oldest undoable one can no
+			// longer be undone, but a rollback to it runs its
+			// post-commands again: its scripts stay.
+			stripped = true
+			if err := in.state.stripUndo(name, seq); err != nil {
+				return err
+			}
 			continue
 		}
 		if rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {

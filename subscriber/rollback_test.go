@@ -96,8 +96,10 @@ func TestRollbackThreeInARow(t *testing.T) {
 	if held, err := in.Held("web"); err != nil || held != 4 {
 		t.Errorf("Held(web) = %d, %v; want 4", held, err)
 	}
-	if seqs, _ := in.state.undoSeqs("web"); len(seqs) != 0 {
-		t.Errorf("%d undo directories left after undoing every kept installation", len(seqs))
+	// Only the scripts of rev 1's installation are left, for its
+	// commands.
+	if seqs, _ := in.state.undoSeqs("web"); len(seqs) != 1 {
+		t.Errorf("%d undo directories left after undoing every kept installation, want 1 (stripped)", len(seqs))
 	}
 	// A newer revision installs over the rolled back state as usual.
 	m5 := f.publish("web", 5, "web", rev2Tree(t))
@@ -175,8 +177,8 @@ func TestRollbackRetention(t *testing.T) {
 	f.keep = 2
 	in := f.installer(f.store, "")
 	installSeries(t, f, in, []string{"web", "web", "web", "web"}, rev1Tree(t), rev2Tree(t), rev3Tree(t), rev2Tree(t))
-	if seqs, _ := in.state.undoSeqs("web"); len(seqs) != 2 {
-		t.Errorf("%d undo directories kept, want 2", len(seqs))
+	if seqs, _ := in.state.undoSeqs("web"); len(seqs) != 3 {
+		t.Errorf("%d undo directories kept, want 2 and one stripped to its scripts", len(seqs))
 	}
 	for range 2 {
 		if _, err := in.Rollback(context.Background(), RollbackOptions{Name: "web"}); err != nil {

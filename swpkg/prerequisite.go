@@ -227,6 +227,11 @@ func (p Prerequisite) Check(ctx context.Context, env Env) (ok bool, reason strin
 		if err != nil {
 			return fail("this agent's version %q is not a semantic version", env.AgentVersion)
 		}
+		// A pre-release agent (1.3.0-rc.1) is judged by its release:
+		// semver constraints leave pre-releases out unless they name one.
+		if core, err := v.SetPrerelease(""); err == nil && v.Prerelease() != "" && !c.Check(v) {
+			v = &core
+		}
 		if !c.Check(v) {
 			return fail("this agent is %s", env.AgentVersion)
 		}
