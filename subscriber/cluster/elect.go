@@ -1,0 +1,71 @@
+package cluster
+
+import (
+	"cmp"
+	"slices"
+)
+
+// Meta is what each node gossips about itself.
+type Meta struct {
+	Priority int  `json:"p"`
+	Healthy  bool `json:"h,omitempty"`
+	// Active: the node holds the lease and acts, under Epoch.
+	Active bool   `json:"a,omitempty"`
+	Epoch  uint64 `json:"e,omitempty"`
+	// HandoverTo is the node an operator asked, on this node, to make
+	// active; among the members, the request with the largest HandoverSeq
+	// wins.
+	HandoverTo  string `json:"to,omitempty"`
+	HandoverSeq int64  `json:"ts,omitempty"`
+}
+
+// Member is one live node as the gossip shows it.
+type Member struct {
+	Name string
+	Meta Meta
+}
+
+// Elect returns the node that should be active among the live members: the
+// target of the latest handover if it is a healthy member, else the healthy
+// member with the lowest priority, the name breaking ties. "" if none is
+// healthy.
+func Elect(members []Member) string {
+	healthy := func(name string) bool {
+		return slices.ContainsFunc(members, func(m Member) bool { return m.Name == name && m.Meta.Healthy })
+	}
+	var latest Member
+	for _, m := range members {
+		if m.Meta.HandoverTo != "" && m.Meta.HandoverSeq > latest.Meta.HandoverSeq {
+			latest = m
+		}
+	}
+	if latest.Meta.HandoverTo != "" && healthy(latest.Meta.HandoverTo) {
+		return latest.Meta.HandoverTo
+	}
+	best := ""
+	bestPriority := 0
+	for _, m := range members {
+		if !m.Meta.Healthy {
+			continue
+		}
+		if best == "" || m.Meta.Priority < bestPriority || (m.Meta.Priority == bestPriority && m.Name < best) {
+			best, bestPriority = m.Name, m.Meta.Priority
+		}
+	}
+	return best
+}
+
+// activeOf returns the node the members say is active (the largest epoch
+// wins, if two still say so for a moment), or "".
+func activeOf(members []Member) string {
+	var active []Member
+	for _, m := range members {
+		if m.Meta.Active {
+			active = append(active, m)
+		}
+	}
+	if len(active) == 0 {
+		return ""
+	}
+	return slices.MaxFunc(active, func(a, b Member) int { return cmp.Compare(a.Meta.Epoch, b.Meta.Epoch) }).Name
+}

@@ -1,0 +1,285 @@
+package cluster
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// GossipConfig is a node's place in the cluster's gossip.
+type GossipConfig struct {
+	// Cluster names the cluster: gossip of another cluster is refused.
+	Cluster string
+	// Node is this node's name, unique in the cluster.
+	Node string
+	// Bind is the address (host:port, UDP and TCP) gossip listens on.
+	Bind string
+	// Join lists other nodes' gossip addresses.
+	Join []string
+	// Key encrypts the gossip (16, 24 or 32 bytes).
+	Key []byte
+	Log *slog.Logger
+}
+
+// LoadKey reads a cluster key file: 16, 24 or 32 random bytes in base64
+// (`openssl rand -base64 32`).
+func LoadKey(file string) ([]byte, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("secret_file: %w", err)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("secret_file %s: not base64: %v", file, err)
+	}
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	}
+	return nil, fmt.Errorf("secret_file %s: a key of %d bytes, want 16, 24 or 32 (openssl rand -base64 32)", file, len(key))
+}
+
+// Gossip is the cluster's memberlist as one node sees it: a Membership.
+type Gossip struct {
+	ml  *memberlist.Memberlist
+	cfg GossipConfig
+	log *slog.Logger
+
+	mu       sync.Mutex
+	meta     []byte
+	changed  chan struct{}
+	conflict string // another node uses our name
+	done     chan struct{}
+}
+
+// maxMeta bounds a node's gossiped meta (memberlist's limit is 512).
+const maxMeta = 512
+
+// StartGossip starts gossiping and keeps trying to join the others in the
+// background until one answers.
+func StartGossip(cfg GossipConfig) (*Gossip, error) {
+	host, portText, err := net.SplitHostPort(cfg.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("bind %q: %w", cfg.Bind, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return nil, fmt.Errorf("bind %q: port: %w", cfg.Bind, err)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	g := &Gossip{cfg: cfg, log: cfg.Log.With("cluster", cfg.Cluster, "cluster_node", cfg.Node),
+		changed: make(chan struct{}), done: make(chan struct{}), meta: []byte("{}")}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Node
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertiseAddr, mc.AdvertisePort = host, port
+	mc.SecretKey = cfg.Key
+	mc.Label = "ted/" + cfg.Cluster
+	mc.Delegate, mc.Events, mc.Conflict = g, g, g
+	mc.Logger = log.New(slogWriter{g.log}, "", 0)
+	// Failure detection: a dead node is declared in about 5 s.
+	mc.ProbeInterval = time.Second
+	mc.ProbeTimeout = 500 * time.Millisecond
+	mc.GossipInterval = 100 * time.Millisecond
+	mc.SuspicionMult = 3
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: gossip on %s: %w", cfg.Cluster, cfg.Bind, err)
+	}
+	g.ml = ml
+	go g.joinLoop()
+	return g, nil
+}
+
+// joinLoop joins the configured peers, again every few seconds while none
+// answers (they may start later).
+func (g *Gossip) joinLoop() {
+	if len(g.cfg.Join) == 0 {
+		return
+	}
+	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 5*time.Second) {
+		if g.ml.NumMembers() > 1 {
+			return
+		}
+		if _, err := g.ml.Join(g.cfg.Join); err == nil {
+			return
+		} else {
+			g.log.Debug("gossip: joining the cluster", "peers", g.cfg.Join, "err", err)
+		}
+		select {
+		case <-g.done:
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+// Members returns the live members, this node included.
+func (g *Gossip) Members() []Member {
+	var out []Member
+	for _, n := range g.ml.Members() {
+		if n.State != memberlist.StateAlive {
+			continue
+		}
+		var m Meta
+		if err := json.Unmarshal(n.Meta, &m); err != nil {
+			m = Meta{} // unhealthy: never elected
+		}
+		out = append(out, Member{Name: n.Name, Meta: m})
+	}
+	g.mu.Lock()
+	conflict := g.conflict
+	g.mu.Unlock()
+	if conflict != "" {
+		// Our name is taken: never elect ourselves.
+		for i := range out {
+			if out[i].Name == g.cfg.Node {
+				out[i].Meta.Healthy = false
+			}
+		}
+	}
+	return out
+}
+
+// SetMeta gossips this node's meta.
+func (g *Gossip) SetMeta(m Meta) {
+	g.mu.Lock()
+	if conflict := g.conflict; conflict != "" {
+		m.Healthy = false
+	}
+	b, err := json.Marshal(m)
+	if err != nil || len(b) > maxMeta {
+		g.mu.Unlock()
+		g.log.Error("gossip: meta too large", "bytes", len(b))
+		return
+	}
+	g.meta = b
+	g.mu.Unlock()
+	if err := g.ml.UpdateNode(2 * time.Second); err != nil {
+		g.log.Debug("gossip: update", "err", err)
+	}
+	g.notify()
+}
+
+// Changed is closed when the members or their meta change.
+func (g *Gossip) Changed() <-chan struct{} {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.changed
+}
+
+// Problem says why this node may not be elected, or "".
+func (g *Gossip) Problem() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.conflict != "" {
+		return errors.New(g.conflict)
+	}
+	return nil
+}
+
+// Leave tells the others this node goes, and stops gossiping.
+func (g *Gossip) Leave() error {
+	close(g.done)
+	err := g.ml.Leave(2 * time.Second)
+	if serr := g.ml.Shutdown(); err == nil {
+		err = serr
+	}
+	return err
+}
+
+func (g *Gossip) notify() {
+	g.mu.Lock()
+	close(g.changed)
+	g.changed = make(chan struct{})
+	g.mu.Unlock()
+}
+
+// memberlist.Delegate
+
+// NodeMeta returns this node's meta.
+func (g *Gossip) NodeMeta(limit int) []byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.meta) > limit {
+		return []byte("{}")
+	}
+	return append([]byte(nil), g.meta...)
+}
+
+// NotifyMsg ignores user messages: everything travels in meta.
+func (g *Gossip) NotifyMsg([]byte) {}
+
+// GetBroadcasts has nothing to broadcast.
+func (g *Gossip) GetBroadcasts(int, int) [][]byte { return nil }
+
+// LocalState has no state beyond meta.
+func (g *Gossip) LocalState(bool) []byte { return nil }
+
+// MergeRemoteState has nothing to merge.
+func (g *Gossip) MergeRemoteState([]byte, bool) {}
+
+// memberlist.EventDelegate
+
+// NotifyJoin wakes the election.
+func (g *Gossip) NotifyJoin(n *memberlist.Node) {
+	g.log.Info("gossip: member joined", "member", n.Name, "addr", n.Address())
+	g.notify()
+}
+
+// NotifyLeave wakes the election.
+func (g *Gossip) NotifyLeave(n *memberlist.Node) {
+	g.log.Info("gossip: member gone", "member", n.Name)
+	g.notify()
+}
+
+// NotifyUpdate wakes the election.
+func (g *Gossip) NotifyUpdate(*memberlist.Node) { g.notify() }
+
+// memberlist.ConflictDelegate
+
+// NotifyConflict: another node has our name. Neither may be trusted to be
+// who it says; this one stays standby and says why.
+func (g *Gossip) NotifyConflict(existing, other *memberlist.Node) {
+	msg := fmt.Sprintf("another node at %s uses this node's name %q (this one is at %s): this node stays standby; give each node its own name", other.Address(), other.Name, existing.Address())
+	g.mu.Lock()
+	first := g.conflict == ""
+	g.conflict = msg
+	g.mu.Unlock()
+	if first {
+		g.log.Error("gossip: " + msg)
+	}
+	g.notify()
+}
+
+// slogWriter turns memberlist's log lines into slog records.
+type slogWriter struct{ log *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	switch {
+	case strings.Contains(line, "[ERR]"):
+		w.log.Warn("gossip: " + line)
+	case strings.Contains(line, "[WARN]"):
+		w.log.Info("gossip: " + line)
+	default:
+		w.log.Debug("gossip: " + line)
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = slogWriter{}

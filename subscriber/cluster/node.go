@@ -1,0 +1,343 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Grant is a lease authority's answer.
+type Grant struct {
+	Granted bool
+	Holder  string
+	Epoch   uint64
+	// TTL is how long a grant lasts from when the authority received the
+	// request; RetryIn, when refused, how long before it may be granted.
+	TTL, RetryIn time.Duration
+}
+
+// Authority grants the cluster's lease: the parent distributor
+// (LeaseClient), or a table in tests.
+type Authority interface {
+	Acquire(ctx context.Context) (Grant, error)
+	Release(ctx context.Context) error
+}
+
+// Membership is the gossip as a node sees it.
+type Membership interface {
+	// Members returns the live members, this node included.
+	Members() []Member
+	// SetMeta changes what this node gossips about itself.
+	SetMeta(Meta)
+	// Changed is closed when the members or their meta change.
+	Changed() <-chan struct{}
+}
+
+// Config tunes a Node.
+type Config struct {
+	Node     string
+	Priority int
+	// Drift bounds how much faster or slower this node's clock may run
+	// than the authority's (0.01: 1 %).
+	Drift float64
+	// Margin is how long before its lease could end a node stops acting:
+	// the time to stop what it does.
+	Margin time.Duration
+	// Unhealthy is how long a node that could not reach the authority
+	// says it is unhealthy, so that another is elected.
+	Unhealthy time.Duration
+	// Health, if set, reports whether this node could act now (the shared
+	// directory is reachable); nil is healthy.
+	Health func() error
+	// Now is the node's monotonic clock; nil: time.Now.
+	Now func() time.Time
+	Log *slog.Logger
+}
+
+// DefaultConfig returns the defaults for node.
+func DefaultConfig(node string) Config {
+	return Config{Node: node, Drift: 0.01, Margin: 500 * time.Millisecond, Unhealthy: 12 * time.Second}
+}
+
+// Role is what a node is now.
+type Role string
+
+// Roles, as status shows them (CLI.md).
+const (
+	RoleActive  Role = "active"
+	RoleStandby Role = "standby"
+)
+
+// Node runs one node's part of the election: it asks for the lease when the
+// gossip elects it, renews it, and acts (Run's act) only while it holds it.
+type Node struct {
+	cfg  Config
+	ms   Membership
+	auth Authority
+	log  *slog.Logger
+
+	mu sync.Mutex
+	// lease: held under epoch until (local clock), renewed from renewAt.
+	epoch          uint64
+	until, renewAt time.Time
+	retryAt        time.Time // a refused request is not repeated before
+	unhealthyUntil time.Time
+	problem        string // why this node cannot be active, for status
+	handover       Meta   // the handover asked on this node
+	meta           Meta   // last gossiped
+	metaSet        bool
+	wake           chan struct{}
+}
+
+// NewNode returns a node of a cluster.
+func NewNode(cfg Config, ms Membership, auth Authority) *Node {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Node{cfg: cfg, ms: ms, auth: auth, log: cfg.Log.With("cluster_node", cfg.Node), wake: make(chan struct{}, 1)}
+}
+
+// holding reports whether the lease is valid now by the local clock; mu
+// is held.
+func (n *Node) holding(now time.Time) bool {
+	return n.epoch != 0 && now.Before(n.until)
+}
+
+// Acting reports whether the node holds the lease now, and under which
+// epoch.
+func (n *Node) Acting() (bool, uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.holding(n.cfg.Now()) {
+		return true, n.epoch
+	}
+	return false, 0
+}
+
+// Status says what this node is and which node the gossip says is active.
+func (n *Node) Status() (role Role, active, problem string) {
+	acting, _ := n.Acting()
+	n.mu.Lock()
+	problem = n.problem
+	n.mu.Unlock()
+	if acting {
+		return RoleActive, n.cfg.Node, problem
+	}
+	return RoleStandby, activeOf(n.ms.Members()), problem
+}
+
+// Handover asks that node to be active: it wins the election while it is
+// healthy, until another handover. The active node then releases the
+// lease and node takes it.
+func (n *Node) Handover(node string) error {
+	if !slices.ContainsFunc(n.ms.Members(), func(m Member) bool { return m.Name == node }) {
+		return fmt.Errorf("handover to %s: no such live member of the cluster", node)
+	}
+	n.mu.Lock()
+	n.handover = Meta{HandoverTo: node, HandoverSeq: time.Now().UnixNano()}
+	n.mu.Unlock()
+	n.poke()
+	return nil
+}
+
+func (n *Node) poke() {
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// step runs one round of the election: it gossips this node's state, asks
+// for or renews the lease if elected, gives it up if not, and returns how
+// long until the next round is due.
+func (n *Node) step(ctx context.Context) time.Duration {
+	now := n.cfg.Now()
+	n.mu.Lock()
+	healthy := now.After(n.unhealthyUntil) || now.Equal(n.unhealthyUntil)
+	if n.cfg.Health != nil {
+		if err := n.cfg.Health(); err != nil {
+			healthy = false
+			n.problem = err.Error()
+		} else if healthy {
+			n.problem = ""
+		}
+	}
+	meta := Meta{Priority: n.cfg.Priority, Healthy: healthy, HandoverTo: n.handover.HandoverTo, HandoverSeq: n.handover.HandoverSeq}
+	if n.holding(now) {
+		meta.Active, meta.Epoch = true, n.epoch
+	}
+	changed := !n.metaSet || meta != n.meta
+	n.meta, n.metaSet = meta, true
+	n.mu.Unlock()
+	if changed {
+		n.ms.SetMeta(meta)
+	}
+
+	elected := Elect(n.ms.Members()) == n.cfg.Node && healthy
+	n.mu.Lock()
+	holding := n.holding(now)
+	due := !holding || !now.Before(n.renewAt)
+	n.mu.Unlock()
+	switch {
+	case elected && due && !now.Before(n.retryAt):
+		n.acquire(ctx)
+	case !elected && holding:
+		n.release(ctx)
+	}
+	return n.next()
+}
+
+// acquire asks for the lease or renews it.
+func (n *Node) acquire(ctx context.Context) {
+	sent := n.cfg.Now()
+	g, err := n.auth.Acquire(ctx)
+	now := n.cfg.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case err != nil:
+		if ctx.Err() != nil {
+			return
+		}
+		n.retryAt = now.Add(time.Second)
+		if !n.holding(now) {
+			// Cut from the authority: let the gossip elect another.
+			n.unhealthyUntil = now.Add(n.cfg.Unhealthy)
+			n.problem = "cannot reach the lease authority: " + err.Error()
+			n.log.Warn("lease request failed; standing down", "err", err)
+		} else {
+			n.log.Warn("lease renewal failed; will retry while the lease lasts", "err", err)
+		}
+	case g.Granted:
+		if n.epoch != g.Epoch {
+			n.log.Info("lease granted: active", "epoch", g.Epoch, "ttl", g.TTL)
+		}
+		// Counted from before the request left, shortened by the drift
+		// bound and the margin: the authority counts from receipt.
+		valid := time.Duration(float64(g.TTL)*(1-n.cfg.Drift)) - n.cfg.Margin
+		n.epoch, n.until, n.renewAt = g.Epoch, sent.Add(valid), sent.Add(g.TTL/3)
+		n.retryAt, n.problem = time.Time{}, ""
+	default:
+		n.retryAt = now.Add(max(g.RetryIn, 500*time.Millisecond))
+		if n.holding(now) {
+			// Someone else holds it: our lease is gone at the authority.
+			n.log.Warn("lease lost to another node", "holder", g.Holder)
+			n.epoch = 0
+		}
+	}
+}
+
+// release gives the lease up: this node is no longer elected.
+func (n *Node) release(ctx context.Context) {
+	n.mu.Lock()
+	epoch := n.epoch
+	n.epoch = 0
+	n.mu.Unlock()
+	n.log.Info("no longer elected: releasing the lease", "epoch", epoch)
+	if err := n.auth.Release(ctx); err != nil && ctx.Err() == nil {
+		n.log.Warn("lease release failed; it expires instead", "err", err)
+	}
+}
+
+// next is how long until the next round is due.
+func (n *Node) next() time.Duration {
+	now := n.cfg.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	wait := 500 * time.Millisecond
+	for _, t := range []time.Time{n.until, n.renewAt, n.retryAt} {
+		if d := t.Sub(now); d > 0 && d < wait {
+			wait = d
+		}
+	}
+	return wait
+}
+
+// actor is one run of act, under one lease.
+type actor struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	epoch  uint64
+}
+
+// Run runs the node until ctx ends: act runs, under a context that ends
+// before the lease can, while this node holds the lease; it is started
+// again at the next lease. An act that returns by itself (an error) makes
+// the node stand down for a while. Run returns once act has returned.
+func (n *Node) Run(ctx context.Context, act func(ctx context.Context, epoch uint64) error) error {
+	var cur *actor
+	stop := func() {
+		if cur != nil {
+			cur.cancel()
+			<-cur.done
+			cur = nil
+		}
+	}
+	defer stop()
+	for {
+		wait := n.step(ctx)
+		acting, epoch := n.Acting()
+		if cur != nil {
+			select {
+			case <-cur.done:
+				// act gave up: stand down, so another can try.
+				cur.cancel()
+				cur = nil
+				n.mu.Lock()
+				n.unhealthyUntil = n.cfg.Now().Add(n.cfg.Unhealthy)
+				n.mu.Unlock()
+				if acting {
+					n.release(ctx)
+				}
+				acting = false
+			default:
+			}
+		}
+		if cur != nil && (!acting || epoch != cur.epoch) {
+			n.log.Info("stopping: the lease is ending", "epoch", cur.epoch)
+			stop()
+		}
+		if acting && cur == nil {
+			actCtx, cancel := context.WithCancel(ctx)
+			cur = &actor{cancel: cancel, done: make(chan struct{}), epoch: epoch}
+			go func(a *actor) {
+				defer close(a.done)
+				if err := act(actCtx, a.epoch); err != nil && actCtx.Err() == nil {
+					n.log.Error("acting failed", "err", err)
+					n.mu.Lock()
+					n.problem = err.Error()
+					n.mu.Unlock()
+				}
+			}(cur)
+		}
+		var finished <-chan struct{}
+		if cur != nil {
+			finished = cur.done
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-finished:
+		case <-ctx.Done():
+			t.Stop()
+			stop()
+			if acting {
+				n.release(context.WithoutCancel(ctx))
+			}
+			return nil
+		case <-t.C:
+		case <-n.ms.Changed():
+		case <-n.wake:
+		}
+		t.Stop()
+	}
+}
+
+// ErrStandby is returned for what only the active node does.
+var ErrStandby = errors.New("this node is standby")
