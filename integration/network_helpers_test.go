@@ -696,10 +696,11 @@ type heldRevision struct {
 }
 
 type childStatus struct {
-	Name      string          `json:"name"`
-	Role      string          `json:"role"`
-	Connected bool            `json:"connected"`
-	Revisions []revisionState `json:"revisions"`
+	Name       string          `json:"name"`
+	Role       string          `json:"role"`
+	ActiveNode string          `json:"active_node"`
+	Connected  bool            `json:"connected"`
+	Revisions  []revisionState `json:"revisions"`
 }
 
 // holds reports whether the distributor stores app@rev.

@@ -52,6 +52,11 @@ type Config struct {
 	Clock schedule.Clock
 	// ActionTimeout bounds each pre or post action command.
 	ActionTimeout time.Duration
+	// Cluster, Node and Epoch: a node of a cluster subscriber, acting
+	// under the lease of that epoch (subscriber/cluster). The parent
+	// refuses content without the current epoch.
+	Cluster, Node string
+	Epoch         uint64
 }
 
 // DefaultConfig returns a configuration with every default spelled out.

@@ -16,6 +16,8 @@ type Status struct {
 	// Role is active, standby or single (no cluster).
 	Role       string `json:"role"`
 	ActiveNode string `json:"active_node"`
+	// Problem says why a cluster node cannot be active now, if it cannot.
+	Problem string `json:"problem,omitempty"`
 	// Parent is the address of the parent connected now, "" while none is.
 	Parent        string               `json:"parent"`
 	Started       time.Time            `json:"started"`
@@ -34,6 +36,9 @@ func (s *Subscriber) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{Node: s.cfg.Name, Role: "single", ActiveNode: s.cfg.Name, Parent: s.parent, Started: s.started, Distributions: []DistributionStatus{}}
+	if s.cfg.Node != "" {
+		st.Node, st.Role, st.ActiveNode = s.cfg.Node, "active", s.cfg.Node
+	}
 	for name, revs := range s.states {
 		d := DistributionStatus{Name: name}
 		for _, r := range revs {

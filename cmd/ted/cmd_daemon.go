@@ -78,6 +78,12 @@ const scheduleWatchEvery = 5 * time.Second
 // directory (0700: it holds the admin socket and the store) and opens its
 // store. The caller closes n.store.
 func setUpNode(file *nodeFile, role pki.Role, log *slog.Logger) (*node, error) {
+	return setUpNodeStore(file, role, log, true)
+}
+
+// setUpNodeStore is setUpNode; without openStore the node has no store of
+// its own (a cluster node opens the cluster's while it is active).
+func setUpNodeStore(file *nodeFile, role pki.Role, log *slog.Logger, openStore bool) (*node, error) {
 	keys, err := pki.LoadPublicKeys(file.Trust)
 	if err != nil {
 		return nil, fmt.Errorf("%s: trust: %w", file.path, err)
@@ -94,6 +100,9 @@ func setUpNode(file *nodeFile, role pki.Role, log *slog.Logger) (*node, error) {
 	file.Link.apply(&n.quic, &n.parents)
 	if err := os.MkdirAll(file.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("%s: data_dir: %w", file.path, err)
+	}
+	if !openStore {
+		return n, nil
 	}
 	// The store's lock keeps a second daemon off this data_dir before it
 	// touches anything.

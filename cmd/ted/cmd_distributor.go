@@ -143,7 +143,11 @@ func runDistributorStatus(ctx context.Context, config string, asJSON bool, w io.
 			if c.Connected {
 				online = "yes"
 			}
-			p.linef("%-16s %-11s %-9s %-24s %s", c.Name, c.Role, online, c.Addr, revisionSummary(c.Revisions))
+			name := c.Name
+			if c.ActiveNode != "" && c.ActiveNode != c.Name {
+				name += " (" + c.ActiveNode + ")" // a cluster and its active node
+			}
+			p.linef("%-16s %-11s %-9s %-24s %s", name, c.Role, online, c.Addr, revisionSummary(c.Revisions))
 		}
 	})
 }

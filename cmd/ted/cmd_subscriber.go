@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -15,12 +16,13 @@ import (
 
 	"ted/admin"
 	"ted/pki"
+	"ted/store"
 	"ted/subscriber"
 )
 
 func newSubscriberCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "subscriber", Short: "Daemon on every server: receive, verify and extract revisions"}
-	cmd.AddCommand(newSubscriberRunCommand(), newSubscriberStatusCommand(g), newSubscriberExtractCommand(), newSubscriberRollbackCommand(g), newSubscriberPackagesCommand(g))
+	cmd.AddCommand(newSubscriberRunCommand(), newSubscriberStatusCommand(g), newSubscriberExtractCommand(), newSubscriberRollbackCommand(g), newSubscriberPackagesCommand(g), newSubscriberClusterCommand(g))
 	return cmd
 }
 
@@ -50,11 +52,32 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	if file.Cluster != nil {
+		return runClusterSubscriber(ctx, opts.config, file, log)
+	}
 	n, err := setUpNode(&file.nodeFile, pki.RoleSubscriber, log)
 	if err != nil {
 		return err
 	}
 	defer n.store.Close()
+	cfg, err := subscriberConfig(opts.config, file, n)
+	if err != nil {
+		return err
+	}
+	s, err := newSubscriber(cfg, file, n.store, filepath.Join(file.DataDir, "installed"), log)
+	if err != nil {
+		return err
+	}
+	log.Info("subscriber running", "node", file.Name, "parents", file.Parents, "channels", file.Channels, "root", file.Root, "data_dir", file.DataDir)
+	active := func() (*subscriber.Subscriber, error) { return s, nil }
+	return n.serve(ctx, "subscriber", daemonAdmin{
+		status: func() any { return s.Status() }, health: s.Health, registry: s.Registry(),
+		views: subscriberViews(active), actions: subscriberActions(active),
+	}, func(ctx context.Context) error { return s.Run(ctx, n.dial) })
+}
+
+// subscriberConfig builds the daemon's configuration from its file.
+func subscriberConfig(config string, file *subscriberFile, n *node) (subscriber.Config, error) {
 	cfg := subscriber.DefaultConfig()
 	cfg.Name, cfg.Agent = file.Name, buildVersion().Version
 	cfg.Parents, cfg.Trust = n.parents, n.trust
@@ -62,18 +85,25 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	cfg.Root = file.Root
 	cfg.KeepRevisions = *file.KeepRevisions
 	cfg.DataDir, cfg.MinFreeDisk = file.DataDir, file.minFree
+	var err error
 	if cfg.Schedules, err = loadSchedules(&file.nodeFile, map[string]string{file.Extract: "extract"}); err != nil {
-		return err
+		return cfg, err
 	}
 	n.schedules = cfg.Schedules
 	cfg.Extract = file.Extract
 	if err := cfg.Validate(); err != nil {
-		return usageError{fmt.Errorf("%s: %w", opts.config, err)}
+		return cfg, usageError{fmt.Errorf("%s: %w", config, err)}
 	}
-	inst, err := subscriber.NewInstaller(file.Root, filepath.Join(file.DataDir, "installed"), n.store,
+	return cfg, nil
+}
+
+// newSubscriber makes the installer (state in stateDir) and the daemon
+// over an open store.
+func newSubscriber(cfg subscriber.Config, file *subscriberFile, st store.Store, stateDir string, log *slog.Logger) (*subscriber.Subscriber, error) {
+	inst, err := subscriber.NewInstaller(file.Root, stateDir, st,
 		subscriber.InstallerOptions{Log: log, Keep: cfg.KeepRevisions, ActionTimeout: cfg.ActionTimeout})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if point := os.Getenv(killAtEnv); point != "" {
 		// Crash tests: die at a journal step as kill -9 would.
@@ -86,35 +116,52 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 			return nil
 		})
 	}
-	s, err := subscriber.New(cfg, n.store, inst, log)
-	if err != nil {
-		return err
+	return subscriber.New(cfg, st, inst, log)
+}
+
+// subscriberViews are the read-only admin endpoints of the subscriber that
+// active returns (an error on a standby cluster node).
+func subscriberViews(active func() (*subscriber.Subscriber, error)) map[string]admin.Action {
+	return map[string]admin.Action{
+		"packages": func(context.Context, url.Values) (any, error) {
+			s, err := active()
+			if err != nil {
+				return nil, err
+			}
+			return s.Packages()
+		},
 	}
-	log.Info("subscriber running", "node", file.Name, "parents", file.Parents, "channels", file.Channels, "root", file.Root, "data_dir", file.DataDir)
-	return n.serve(ctx, "subscriber", daemonAdmin{
-		status: func() any { return s.Status() }, health: s.Health, registry: s.Registry(),
-		views: map[string]admin.Action{
-			"packages": func(context.Context, url.Values) (any, error) { return s.Packages() },
+}
+
+// subscriberActions are the admin actions of the subscriber that active
+// returns.
+func subscriberActions(active func() (*subscriber.Subscriber, error)) map[string]admin.Action {
+	return map[string]admin.Action{
+		"rollback": func(ctx context.Context, params url.Values) (any, error) {
+			s, err := active()
+			if err != nil {
+				return nil, err
+			}
+			res, err := s.Rollback(ctx, params.Get("name"), params.Get("force") == "true")
+			if errors.Is(err, subscriber.ErrNothingToRollBack) {
+				err = notFound{err}
+			}
+			if err != nil {
+				return nil, err
+			}
+			return rollbackResult{RolledBack: res, Status: s.Status()}, nil
 		},
-		actions: map[string]admin.Action{
-			"rollback": func(ctx context.Context, params url.Values) (any, error) {
-				res, err := s.Rollback(ctx, params.Get("name"), params.Get("force") == "true")
-				if errors.Is(err, subscriber.ErrNothingToRollBack) {
-					err = notFound{err}
-				}
-				if err != nil {
-					return nil, err
-				}
-				return rollbackResult{RolledBack: res, Status: s.Status()}, nil
-			},
-			"extract": func(ctx context.Context, _ url.Values) (any, error) {
-				if err := s.ExtractNow(ctx); err != nil {
-					return nil, err
-				}
-				return s.Status(), nil
-			},
+		"extract": func(ctx context.Context, _ url.Values) (any, error) {
+			s, err := active()
+			if err != nil {
+				return nil, err
+			}
+			if err := s.ExtractNow(ctx); err != nil {
+				return nil, err
+			}
+			return s.Status(), nil
 		},
-	}, func(ctx context.Context) error { return s.Run(ctx, n.dial) })
+	}
 }
 
 // killAtEnv names an installer fault point (a journal step, such as
@@ -220,7 +267,10 @@ func printSubscriberStatus(p *printer, st subscriber.Status) {
 	if parent == "" {
 		parent = "(none reachable)"
 	}
-	p.linef("subscriber %s  role %s  parent %s", st.Node, st.Role, parent)
+	p.linef("subscriber %s  role %s  active node %s  parent %s", st.Node, st.Role, st.ActiveNode, parent)
+	if st.Problem != "" {
+		p.linef("problem: %s", st.Problem)
+	}
 	p.linef("")
 	p.linef("%-20s %8s %-10s %-11s %s", "DISTRIBUTION", "REVISION", "VERSION", "STATE", "DETAIL")
 	for _, d := range st.Distributions {

@@ -156,18 +156,48 @@ type channelFile struct {
 
 type subscriberFile struct {
 	nodeFile `yaml:",inline"`
-	Channels []string `yaml:"channels"`
-	Extract  string   `yaml:"extract"`
-	Root     string   `yaml:"root"`
-	Cluster  *struct {
-		Name       string   `yaml:"name"`
-		Node       string   `yaml:"node"`
-		Bind       string   `yaml:"bind"`
-		Join       []string `yaml:"join"`
-		Priority   int      `yaml:"priority"`
-		SecretFile string   `yaml:"secret_file"`
-		SharedDir  string   `yaml:"shared_dir"`
-	} `yaml:"cluster"`
+	Channels []string     `yaml:"channels"`
+	Extract  string       `yaml:"extract"`
+	Root     string       `yaml:"root"`
+	Cluster  *clusterFile `yaml:"cluster"`
+}
+
+// clusterFile is a subscriber's cluster block (CLI.md).
+type clusterFile struct {
+	Name       string   `yaml:"name"`
+	Node       string   `yaml:"node"`
+	Bind       string   `yaml:"bind"`
+	Join       []string `yaml:"join"`
+	Priority   int      `yaml:"priority"`
+	SecretFile string   `yaml:"secret_file"`
+	SharedDir  string   `yaml:"shared_dir"`
+}
+
+// check validates the block and resolves its paths against the config
+// file's directory.
+func (c *clusterFile) check(file string) error {
+	if err := distribution.ValidName("name", c.Name); err != nil {
+		return configError(file, "cluster.name", "%v", err)
+	}
+	if err := distribution.ValidName("node", c.Node); err != nil {
+		return configError(file, "cluster.node", "%v", err)
+	}
+	for field, addrs := range map[string][]string{"bind": {c.Bind}, "join": c.Join} {
+		for _, a := range addrs {
+			host, port, err := net.SplitHostPort(a)
+			if err != nil || host == "" || port == "" {
+				return configError(file, "cluster."+field, "%q: want HOST:PORT", a)
+			}
+		}
+	}
+	if c.SecretFile == "" {
+		return configError(file, "cluster.secret_file", "missing: the gossip is always encrypted (openssl rand -base64 32 > cluster.key)")
+	}
+	if c.SharedDir == "" {
+		return configError(file, "cluster.shared_dir", "missing: the store and journal live there, on storage every node reaches")
+	}
+	c.SecretFile, c.SharedDir = resolve(file, c.SecretFile), resolve(file, c.SharedDir)
+	return nil
 }
 
 // configError names the config file and the field.
@@ -360,7 +390,9 @@ func loadSubscriberConfig(file string) (*subscriberFile, error) {
 		c.Extract = schedule.Always
 	}
 	if c.Cluster != nil {
-		return nil, configError(file, "cluster", "clusters are not supported by this version")
+		if err := c.Cluster.check(file); err != nil {
+			return nil, err
+		}
 	}
 	return &c, nil
 }

@@ -81,7 +81,7 @@ func StartGossip(cfg GossipConfig) (*Gossip, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	g := &Gossip{cfg: cfg, log: cfg.Log.With("cluster", cfg.Cluster, "cluster_node", cfg.Node),
+	g := &Gossip{cfg: cfg, log: cfg.Log,
 		changed: make(chan struct{}), done: make(chan struct{}), meta: []byte("{}")}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Node

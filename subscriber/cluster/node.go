@@ -101,7 +101,7 @@ func NewNode(cfg Config, ms Membership, auth Authority) *Node {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Node{cfg: cfg, ms: ms, auth: auth, log: cfg.Log.With("cluster_node", cfg.Node), wake: make(chan struct{}, 1)}
+	return &Node{cfg: cfg, ms: ms, auth: auth, log: cfg.Log, wake: make(chan struct{}, 1)}
 }
 
 // holding reports whether the lease is valid now by the local clock; mu
