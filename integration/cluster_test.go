@@ -262,3 +262,51 @@ func TestClusterFailover(t *testing.T) {
 	c2.active(t).waitState(2, "extracted")
 	requireTree(t, filepath.Join(c2.root, "app"), src2)
 }
+
+// TestClusterBadInput: a missing or bad cluster key is one error naming the
+// field (exit 2); a node whose shared_dir is unreachable runs as a standby
+// saying why, and becomes active once the directory is there.
+func TestClusterBadInput(t *testing.T) {
+	t.Parallel()
+	nw := newNetwork(t)
+	dist1 := nw.distributor("dist-1", distributorSpec{channels: map[string]channel{
+		"web": {publishers: []string{"pub-1"}, children: []string{"web-c1"}},
+	}})
+	c := nw.cluster("web-c1", []string{"c1-a"}, dist1)
+	n := c.nodes[0]
+	n.stop()
+
+	// The directory the cluster's data disk would be, gone.
+	if err := os.RemoveAll(c.shared); err != nil {
+		t.Fatal(err)
+	}
+	cl := n.values["cluster"].(map[string]any)
+	for _, tt := range []struct{ key, want string }{
+		{"", "cluster.secret_file: missing"},
+		{"nope.key", "no such file"},
+		{"short.key", "a key of 5 bytes, want 16, 24 or 32"},
+	} {
+		writeFile(t, filepath.Join(nw.dir, "short.key"), []byte("aGVsbG8=\n"), 0o600)
+		cl["secret_file"] = tt.key
+		n.writeConfig()
+		r := ted(t, "subscriber", "run", "--config", n.config)
+		if r.code != 2 || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("secret_file %q: %s; want exit 2 with %q", tt.key, r, tt.want)
+		}
+	}
+	cl["secret_file"] = "web-c1.key"
+	n.startFresh()
+	waitFor(t, "c1-a standby, saying shared_dir is missing", func() (bool, string) {
+		st, err := n.subscriberStatus()
+		if err != nil {
+			return false, err.Error()
+		}
+		return st.Role == "standby" && strings.Contains(st.Problem, "shared_dir"), fmt.Sprintf("%s %q", st.Role, st.Problem)
+	})
+	if err := os.MkdirAll(c.shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if a := c.active(t); a != n {
+		t.Errorf("%s active, want c1-a", a.name)
+	}
+}

@@ -659,6 +659,7 @@ type subscriberStatus struct {
 	Node          string `json:"node"`
 	Role          string `json:"role"`
 	ActiveNode    string `json:"active_node"`
+	Problem       string `json:"problem"`
 	Parent        string `json:"parent"`
 	Distributions []struct {
 		Name      string          `json:"name"`
