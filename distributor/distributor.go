@@ -217,8 +217,8 @@ func (d *Distributor) handle(ctx context.Context, sess transport.Session) {
 // and a cluster node's content session without the lease.
 func (d *Distributor) checkChild(peer transport.Identity, h *transport.Hello) error {
 	if h.Cluster != "" && h.Epoch != 0 {
-		if ok, _, _ := d.leases.Valid(h.Cluster, h.Node, h.Epoch); !ok {
-			holder := d.leases.Holder(h.Cluster)
+		if ok, _, _ := d.leases.Valid(leaseKey(h), leaseHolder(h), h.Epoch); !ok {
+			holder := nodeOf(d.leases.Holder(leaseKey(h)))
 			if holder == "" {
 				holder = "nobody"
 			}

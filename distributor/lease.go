@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"ted/transport"
@@ -29,12 +30,13 @@ func (d *Distributor) serveLease(ctx context.Context, control *transport.Conn, h
 			return
 		}
 		var answer transport.Lease
+		key, holder := leaseKey(hello), leaseHolder(hello)
 		if req.Release {
-			d.leases.Release(hello.Cluster, hello.Node)
+			d.leases.Release(key, holder)
 			log.Info("cluster lease released")
 		} else {
-			a := d.leases.Acquire(hello.Cluster, hello.Node)
-			answer = transport.Lease{Granted: a.Granted, Holder: a.Holder, Epoch: a.Epoch}
+			a := d.leases.Acquire(key, holder)
+			answer = transport.Lease{Granted: a.Granted, Holder: nodeOf(a.Holder), Epoch: a.Epoch}
 			if a.Granted {
 				answer.TTL = uint32(d.leases.TTL().Milliseconds())
 			} else {
@@ -47,7 +49,7 @@ func (d *Distributor) serveLease(ctx context.Context, control *transport.Conn, h
 				d.seen[hello.Name] = st
 			}
 			if a.Holder != "" {
-				st.ActiveNode = a.Holder
+				st.ActiveNode = nodeOf(a.Holder)
 			}
 			d.mu.Unlock()
 		}
@@ -61,7 +63,7 @@ func (d *Distributor) serveLease(ctx context.Context, control *transport.Conn, h
 // longer valid: expired, or granted to another node.
 func (d *Distributor) fence(ctx context.Context, hello *transport.Hello) error {
 	for {
-		ok, until, changed := d.leases.Valid(hello.Cluster, hello.Node, hello.Epoch)
+		ok, until, changed := d.leases.Valid(leaseKey(hello), leaseHolder(hello), hello.Epoch)
 		if !ok {
 			return fmt.Errorf("%w: node %s lost the lease of cluster %s", transport.ErrUnavailable, hello.Node, hello.Cluster)
 		}
@@ -75,4 +77,18 @@ func (d *Distributor) fence(ctx context.Context, hello *transport.Hello) error {
 		}
 		t.Stop()
 	}
+}
+
+// leaseKey names a cluster's lease: per child certificate, so two
+// subscribers that chose the same cluster name do not share one.
+func leaseKey(h *transport.Hello) string { return h.Name + "/" + h.Cluster }
+
+// leaseHolder names the holder: the node and its process instance, so two
+// processes claiming the same node name are two holders.
+func leaseHolder(h *transport.Hello) string { return h.Node + "#" + h.Instance }
+
+// nodeOf is the node name of a holder.
+func nodeOf(holder string) string {
+	node, _, _ := strings.Cut(holder, "#")
+	return node
 }

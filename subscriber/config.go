@@ -55,8 +55,8 @@ type Config struct {
 	// Cluster, Node and Epoch: a node of a cluster subscriber, acting
 	// under the lease of that epoch (subscriber/cluster). The parent
 	// refuses content without the current epoch.
-	Cluster, Node string
-	Epoch         uint64
+	Cluster, Node, Instance string
+	Epoch                   uint64
 }
 
 // DefaultConfig returns a configuration with every default spelled out.

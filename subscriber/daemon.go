@@ -234,7 +234,7 @@ func (s *Subscriber) update(m *distribution.Manifest, fn func(st *transport.Revi
 // runParent runs one session with a parent.
 func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) error {
 	control, _, err := transport.ClientHello(ctx, sess, &transport.Hello{Name: s.cfg.Name, Agent: s.cfg.Agent, Channels: s.cfg.Channels,
-		Cluster: s.cfg.Cluster, Node: s.cfg.Node, Epoch: s.cfg.Epoch})
+		Cluster: s.cfg.Cluster, Node: s.cfg.Node, Instance: s.cfg.Instance, Epoch: s.cfg.Epoch})
 	if err != nil {
 		return err
 	}

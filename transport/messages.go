@@ -90,6 +90,9 @@ type Hello struct {
 	Cluster string `cbor:"4,keyasint,omitempty"`
 	Node    string `cbor:"5,keyasint,omitempty"`
 	Epoch   uint64 `cbor:"6,keyasint,omitempty"`
+	// Instance tells apart two processes that claim the same node name
+	// (a copied config): the lease is held by node and instance.
+	Instance string `cbor:"7,keyasint,omitempty"`
 }
 
 // LeaseRequest asks the parent for the lease of the sender's cluster, or
@@ -351,6 +354,9 @@ func (m *Hello) validate() error {
 			return err
 		}
 		if err := distribution.ValidName("cluster node", m.Node); err != nil {
+			return err
+		}
+		if err := validText("instance", m.Instance, 64); err != nil {
 			return err
 		}
 	}

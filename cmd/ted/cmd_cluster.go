@@ -42,7 +42,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 	// Only the first parent grants the lease, and only it serves content
 	// to a cluster node (subscriber/cluster).
 	cfg.Parents.Addrs = file.Parents[:1]
-	cfg.Cluster, cfg.Node = cl.Name, cl.Node
+	cfg.Cluster, cfg.Node, cfg.Instance = cl.Name, cl.Node, cluster.NewInstance()
 	log = log.With("cluster", cl.Name, "cluster_node", cl.Node)
 
 	gossip, err := cluster.StartGossip(cluster.GossipConfig{Cluster: cl.Name, Node: cl.Node, Bind: cl.Bind, Join: cl.Join, Key: key, Log: log})
@@ -55,7 +55,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		}
 	}()
 	leases := cluster.NewLeaseClient(file.Parents[0], n.dial, transport.Hello{Name: file.Name, Agent: cfg.Agent,
-		Channels: file.Channels, Cluster: cl.Name, Node: cl.Node})
+		Channels: file.Channels, Cluster: cl.Name, Node: cl.Node, Instance: cfg.Instance})
 	defer leases.Close()
 	ncfg := cluster.DefaultConfig(cl.Node)
 	ncfg.Priority, ncfg.Log = cl.Priority, log
@@ -75,8 +75,12 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 	node := cluster.NewNode(ncfg, gossip, leases)
 
 	var (
-		mu  sync.Mutex
-		cur *subscriber.Subscriber
+		mu     sync.Mutex
+		cur    *subscriber.Subscriber
+		curCtx context.Context
+		// calls are the operator's commands running on cur: act waits
+		// for them before it closes the store.
+		calls sync.WaitGroup
 	)
 	active := func() (*subscriber.Subscriber, error) {
 		mu.Lock()
@@ -89,6 +93,25 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 			return nil, fmt.Errorf("%w (%s); the active node is %s", cluster.ErrStandby, cl.Node, activeNode)
 		}
 		return cur, nil
+	}
+	// An operator's command runs only while this node acts, and stops
+	// with it: never past the lease.
+	on := func(ctx context.Context, fn func(context.Context, *subscriber.Subscriber) error) error {
+		mu.Lock()
+		s, actCtx := cur, curCtx
+		if s != nil {
+			calls.Add(1)
+		}
+		mu.Unlock()
+		if s == nil {
+			_, err := active()
+			return err
+		}
+		defer calls.Done()
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(actCtx, cancel)()
+		return fn(ctx, s)
 	}
 	act := func(ctx context.Context, epoch uint64) error {
 		st, err := openShared(ctx, filepath.Join(cl.SharedDir, "store"), log)
@@ -103,12 +126,13 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 			return err
 		}
 		mu.Lock()
-		cur = s
+		cur, curCtx = s, ctx
 		mu.Unlock()
 		defer func() {
 			mu.Lock()
-			cur = nil
+			cur, curCtx = nil, nil
 			mu.Unlock()
+			calls.Wait() // then the store closes
 		}()
 		log.Info("cluster node active: receiving and extracting", "epoch", epoch, "shared_dir", cl.SharedDir)
 		err = s.Run(ctx, n.dial)
@@ -123,7 +147,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		return subscriber.Status{Node: cl.Node, Role: string(role), ActiveNode: activeNode, Problem: problem,
 			Distributions: []subscriber.DistributionStatus{}}
 	}
-	actions := subscriberActions(active)
+	actions := subscriberActions(on)
 	actions["handover"] = func(_ context.Context, params url.Values) (any, error) {
 		to := params.Get("to")
 		if to == "" {
@@ -144,7 +168,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 			}
 			return nil // a standby is healthy
 		},
-		views: subscriberViews(active), actions: actions,
+		views: subscriberViews(on), actions: actions,
 	}, func(ctx context.Context) error { return node.Run(ctx, act) })
 }
 

@@ -69,10 +69,12 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 		return err
 	}
 	log.Info("subscriber running", "node", file.Name, "parents", file.Parents, "channels", file.Channels, "root", file.Root, "data_dir", file.DataDir)
-	active := func() (*subscriber.Subscriber, error) { return s, nil }
+	onActive := func(ctx context.Context, fn func(context.Context, *subscriber.Subscriber) error) error {
+		return fn(ctx, s)
+	}
 	return n.serve(ctx, "subscriber", daemonAdmin{
 		status: func() any { return s.Status() }, health: s.Health, registry: s.Registry(),
-		views: subscriberViews(active), actions: subscriberActions(active),
+		views: subscriberViews(onActive), actions: subscriberActions(onActive),
 	}, func(ctx context.Context) error { return s.Run(ctx, n.dial) })
 }
 
@@ -119,47 +121,57 @@ func newSubscriber(cfg subscriber.Config, file *subscriberFile, st store.Store, 
 	return subscriber.New(cfg, st, inst, log)
 }
 
-// subscriberViews are the read-only admin endpoints of the subscriber that
-// active returns (an error on a standby cluster node).
-func subscriberViews(active func() (*subscriber.Subscriber, error)) map[string]admin.Action {
+// onActive runs fn on the subscriber that acts on this node, under a
+// context that also ends when it stops acting (a cluster node losing its
+// lease), and fails on a standby cluster node.
+type onActive func(ctx context.Context, fn func(context.Context, *subscriber.Subscriber) error) error
+
+// subscriberViews are the read-only admin endpoints.
+func subscriberViews(on onActive) map[string]admin.Action {
 	return map[string]admin.Action{
-		"packages": func(context.Context, url.Values) (any, error) {
-			s, err := active()
-			if err != nil {
-				return nil, err
-			}
-			return s.Packages()
+		"packages": func(ctx context.Context, _ url.Values) (any, error) {
+			var pk subscriber.Packages
+			err := on(ctx, func(_ context.Context, s *subscriber.Subscriber) error {
+				var err error
+				pk, err = s.Packages()
+				return err
+			})
+			return pk, err
 		},
 	}
 }
 
-// subscriberActions are the admin actions of the subscriber that active
-// returns.
-func subscriberActions(active func() (*subscriber.Subscriber, error)) map[string]admin.Action {
+// subscriberActions are the admin actions.
+func subscriberActions(on onActive) map[string]admin.Action {
 	return map[string]admin.Action{
 		"rollback": func(ctx context.Context, params url.Values) (any, error) {
-			s, err := active()
+			var out rollbackResult
+			err := on(ctx, func(ctx context.Context, s *subscriber.Subscriber) error {
+				res, err := s.Rollback(ctx, params.Get("name"), params.Get("force") == "true")
+				if errors.Is(err, subscriber.ErrNothingToRollBack) {
+					return notFound{err}
+				}
+				out = rollbackResult{RolledBack: res, Status: s.Status()}
+				return err
+			})
 			if err != nil {
 				return nil, err
 			}
-			res, err := s.Rollback(ctx, params.Get("name"), params.Get("force") == "true")
-			if errors.Is(err, subscriber.ErrNothingToRollBack) {
-				err = notFound{err}
-			}
-			if err != nil {
-				return nil, err
-			}
-			return rollbackResult{RolledBack: res, Status: s.Status()}, nil
+			return out, nil
 		},
 		"extract": func(ctx context.Context, _ url.Values) (any, error) {
-			s, err := active()
+			var st subscriber.Status
+			err := on(ctx, func(ctx context.Context, s *subscriber.Subscriber) error {
+				if err := s.ExtractNow(ctx); err != nil {
+					return err
+				}
+				st = s.Status()
+				return nil
+			})
 			if err != nil {
 				return nil, err
 			}
-			if err := s.ExtractNow(ctx); err != nil {
-				return nil, err
-			}
-			return s.Status(), nil
+			return st, nil
 		},
 	}
 }

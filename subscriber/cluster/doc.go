@@ -19,7 +19,13 @@
 //     request and shortens by its drift bound and a margin, so it stops
 //     acting before the parent can grant the lease to anyone else. The
 //     parent also refuses content to any session without the current
-//     epoch, and closes the holder's session when its lease ends.
+//     epoch, and closes the holder's session when its lease ends. A
+//     watchdog cancels the node's work when its lease ends by its own
+//     clock, whatever else the node is doing (a lease request may hang);
+//     a node that stands down gives the lease back only once its work has
+//     stopped. Leases are per child certificate and cluster name, and held
+//     by node name and process instance, so a second process with a copied
+//     config is another holder.
 //
 // Why the parent and not a quorum: the parent is already the one place
 // every node of the cluster must reach to receive anything, so a node cut
@@ -44,5 +50,8 @@
 //   - full split: both sides ask; the parent grants one.
 //
 // A node's clock may run fast or slow by up to Drift (1 %) against the
-// parent's; the margin (500 ms) covers the time to stop acting.
+// parent's; the margin (500 ms) covers the time to stop acting. A handover
+// is carried in every node's gossip once seen, so it outlives the node it
+// was asked on; which of two handovers is the latest is decided by the
+// wall clocks of the nodes they were asked on.
 package cluster

@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"sync"
 	"time"
@@ -27,10 +29,20 @@ const leaseTimeout = 3 * time.Second
 
 // NewLeaseClient returns a client of the lease authority at addr; hello
 // names the cluster's subscriber (its certificate's name), its channels,
-// the cluster and this node.
+// the cluster, this node and this process (Instance, which the content
+// sessions must carry too).
 func NewLeaseClient(addr string, dial transport.DialFunc, hello transport.Hello) *LeaseClient {
 	hello.Epoch = 0
 	return &LeaseClient{addr: addr, dial: dial, hello: hello}
+}
+
+// NewInstance returns a random name for this process: the lease is held by
+// node and instance, so a second process with the same node name (a copied
+// config) is another holder.
+func NewInstance() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails
+	return hex.EncodeToString(b[:])
 }
 
 // Acquire asks for the lease, or renews it.

@@ -90,6 +90,9 @@ type Node struct {
 	handover       Meta   // the handover asked on this node
 	meta           Meta   // last gossiped
 	metaSet        bool
+	// pendingRelease: the node stood down; the lease is given back once
+	// act has stopped (finishRelease), never before.
+	pendingRelease bool
 	wake           chan struct{}
 }
 
@@ -159,7 +162,15 @@ func (n *Node) poke() {
 // long until the next round is due.
 func (n *Node) step(ctx context.Context) time.Duration {
 	now := n.cfg.Now()
+	members := n.ms.Members()
 	n.mu.Lock()
+	// Every node carries the latest handover it has seen, so the request
+	// outlives the node it was asked on.
+	for _, m := range members {
+		if m.Meta.HandoverTo != "" && m.Meta.HandoverSeq > n.handover.HandoverSeq {
+			n.handover = Meta{HandoverTo: m.Meta.HandoverTo, HandoverSeq: m.Meta.HandoverSeq}
+		}
+	}
 	healthy := now.After(n.unhealthyUntil) || now.Equal(n.unhealthyUntil)
 	if n.cfg.Health != nil {
 		if err := n.cfg.Health(); err != nil {
@@ -189,9 +200,26 @@ func (n *Node) step(ctx context.Context) time.Duration {
 	case elected && due && !now.Before(n.retryAt):
 		n.acquire(ctx)
 	case !elected && holding:
-		n.release(ctx)
+		// Stand down: stop acting now; the lease goes back to the parent
+		// only once act has stopped (finishRelease).
+		n.mu.Lock()
+		n.log.Info("no longer elected: standing down", "epoch", n.epoch)
+		n.epoch, n.pendingRelease = 0, true
+		n.mu.Unlock()
 	}
 	return n.next()
+}
+
+// finishRelease gives the lease back after a stand-down, once act has
+// stopped: the next node need not wait for it to expire.
+func (n *Node) finishRelease(ctx context.Context) {
+	n.mu.Lock()
+	pending := n.pendingRelease
+	n.pendingRelease = false
+	n.mu.Unlock()
+	if pending {
+		n.release(ctx)
+	}
 }
 
 // acquire asks for the lease or renews it.
@@ -234,13 +262,11 @@ func (n *Node) acquire(ctx context.Context) {
 	}
 }
 
-// release gives the lease up: this node is no longer elected.
+// release gives the lease up; act has stopped.
 func (n *Node) release(ctx context.Context) {
 	n.mu.Lock()
-	epoch := n.epoch
 	n.epoch = 0
 	n.mu.Unlock()
-	n.log.Info("no longer elected: releasing the lease", "epoch", epoch)
 	if err := n.auth.Release(ctx); err != nil && ctx.Err() == nil {
 		n.log.Warn("lease release failed; it expires instead", "err", err)
 	}
@@ -304,9 +330,13 @@ func (n *Node) Run(ctx context.Context, act func(ctx context.Context, epoch uint
 			n.log.Info("stopping: the lease is ending", "epoch", cur.epoch)
 			stop()
 		}
+		if cur == nil {
+			n.finishRelease(ctx) // act has stopped
+		}
 		if acting && cur == nil {
 			actCtx, cancel := context.WithCancel(ctx)
 			cur = &actor{cancel: cancel, done: make(chan struct{}), epoch: epoch}
+			go n.watchdog(actCtx, cur)
 			go func(a *actor) {
 				defer close(a.done)
 				if err := act(actCtx, a.epoch); err != nil && actCtx.Err() == nil {
@@ -336,6 +366,29 @@ func (n *Node) Run(ctx context.Context, act func(ctx context.Context, epoch uint
 		case <-n.wake:
 		}
 		t.Stop()
+	}
+}
+
+// watchdog cancels a's context when its lease ends by the local clock, or
+// is lost, whatever the Run loop is doing (a lease request may hang for
+// seconds): act never outlives the lease.
+func (n *Node) watchdog(ctx context.Context, a *actor) {
+	for {
+		n.mu.Lock()
+		until, epoch := n.until, n.epoch
+		n.mu.Unlock()
+		left := until.Sub(n.cfg.Now())
+		if epoch != a.epoch || left <= 0 {
+			a.cancel()
+			return
+		}
+		t := time.NewTimer(min(left, 100*time.Millisecond))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
 	}
 }
 

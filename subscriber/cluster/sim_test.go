@@ -126,6 +126,7 @@ func (s *sim) run(d time.Duration) {
 				continue
 			}
 			wait := n.node.step(context.Background())
+			n.node.finishRelease(context.Background()) // no act to stop here
 			n.due = s.now.Add(time.Duration(float64(wait) / n.rate))
 		}
 		s.check()
