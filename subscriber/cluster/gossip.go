@@ -255,6 +255,11 @@ func (g *Gossip) NotifyUpdate(*memberlist.Node) { g.notify() }
 // NotifyConflict: another node has our name. Neither may be trusted to be
 // who it says; this one stays standby and says why.
 func (g *Gossip) NotifyConflict(existing, other *memberlist.Node) {
+	if other.Name != g.cfg.Node {
+		g.log.Error("gossip: two nodes claim one name; neither should be trusted until one is renamed",
+			"name", other.Name, "addr", existing.Address(), "other_addr", other.Address())
+		return
+	}
 	msg := fmt.Sprintf("another node at %s uses this node's name %q (this one is at %s): this node stays standby; give each node its own name", other.Address(), other.Name, existing.Address())
 	g.mu.Lock()
 	first := g.conflict == ""

@@ -108,3 +108,41 @@ func TestLoadKey(t *testing.T) {
 		t.Errorf("missing key: %v", err)
 	}
 }
+
+// TestGossipNameConflict: a second node with a name already in the
+// cluster is refused by memberlist, and the node that sees the conflict
+// will not be elected and says why.
+func TestGossipNameConflict(t *testing.T) {
+	key := bytes.Repeat([]byte{7}, 32)
+	a, addrA := startGossip(t, "web", "a", key)
+	b, _ := startGossip(t, "web", "b", key, addrA)
+	if got := seen(t, a, []string{"a", "b"}); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("a sees %v", got)
+	}
+	dup, _ := startGossip(t, "web", "b", key, addrA)
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Problem() == nil && dup.Problem() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("neither node named b noticed the other")
+		}
+		time.Sleep(50 * time.Millisecond) // polling: memberlist reports on its own schedule
+	}
+	for _, g := range []*Gossip{b, dup} {
+		if err := g.Problem(); err != nil && !strings.Contains(err.Error(), `uses this node's name "b"`) {
+			t.Errorf("b: %v", err)
+		}
+	}
+	if err := a.Problem(); err != nil {
+		t.Errorf("a, not named b, stands down: %v", err)
+	}
+	// The node with the problem is never elected.
+	for _, g := range []*Gossip{b, dup} {
+		if g.Problem() != nil {
+			for _, m := range g.Members() {
+				if m.Name == "b" && m.Meta.Healthy {
+					t.Errorf("a node named b with a name conflict counts itself healthy")
+				}
+			}
+		}
+	}
+}
