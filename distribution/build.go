@@ -218,7 +218,7 @@ func (b *builder) scan(m *Manifest) error {
 		if err != nil {
 			return b.skipEntry(p, d, fmt.Errorf("unreadable: %w", unwrapPath(err)))
 		}
-		e := Entry{Path: p, Mode: unixMode(info.Mode())}
+		e := Entry{Path: p, Mode: UnixMode(info.Mode())}
 		switch mode := info.Mode(); {
 		case mode.IsDir():
 			e.Type = TypeDir
@@ -491,9 +491,9 @@ func (s *storer) close() error {
 	return s.err
 }
 
-// unixMode converts Go's portable mode bits to the Unix bits a manifest
-// carries.
-func unixMode(m fs.FileMode) uint32 {
+// UnixMode converts Go's portable mode bits to the Unix bits a manifest
+// (or a tar header) carries: permissions, setuid, setgid and sticky.
+func UnixMode(m fs.FileMode) uint32 {
 	mode := uint32(m.Perm())
 	if m&fs.ModeSetuid != 0 {
 		mode |= 0o4000
@@ -509,7 +509,7 @@ func unixMode(m fs.FileMode) uint32 {
 
 // FileMode returns the entry's type and mode as Go's fs.FileMode.
 func (e *Entry) FileMode() fs.FileMode {
-	m := fileMode(e.Mode)
+	m := FileMode(e.Mode)
 	switch e.Type {
 	case TypeDir:
 		m |= fs.ModeDir
@@ -519,8 +519,9 @@ func (e *Entry) FileMode() fs.FileMode {
 	return m
 }
 
-// fileMode converts manifest mode bits back to Go's.
-func fileMode(mode uint32) fs.FileMode {
+// FileMode converts Unix mode bits (a manifest's, a tar header's) back to
+// Go's; bits other than permissions, setuid, setgid and sticky are ignored.
+func FileMode(mode uint32) fs.FileMode {
 	m := fs.FileMode(mode & 0o777)
 	if mode&0o4000 != 0 {
 		m |= fs.ModeSetuid

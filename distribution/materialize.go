@@ -89,7 +89,7 @@ func (w *materializer) run() error {
 		}
 	}
 	for _, e := range slices.Backward(dirs) {
-		if err := w.root.Chmod(e.Path, fileMode(e.Mode)); err != nil {
+		if err := w.root.Chmod(e.Path, FileMode(e.Mode)); err != nil {
 			return fmt.Errorf("%s: %w", e.Path, unwrapPath(err))
 		}
 	}
@@ -130,7 +130,7 @@ func (w *materializer) file(e *Entry) error {
 	}
 	err = w.writeChunks(f, e)
 	if err == nil {
-		err = f.Chmod(fileMode(e.Mode))
+		err = f.Chmod(FileMode(e.Mode))
 	}
 	if err == nil {
 		err = f.Sync()

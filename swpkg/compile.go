@@ -153,7 +153,7 @@ func (s *source) collect(list []srcEntry) ([]srcEntry, error) {
 		if err != nil {
 			return err
 		}
-		e := srcEntry{name: name, rel: rel, mode: tarMode(info.Mode()), src: s}
+		e := srcEntry{name: name, rel: rel, mode: int64(distribution.UnixMode(info.Mode())), src: s}
 		switch t := info.Mode().Type(); {
 		case t == 0:
 			e.typ = tar.TypeReg
@@ -178,21 +178,6 @@ func (s *source) collect(list []srcEntry) ([]srcEntry, error) {
 		return nil
 	})
 	return list, err
-}
-
-// tarMode keeps the permission bits and setuid, setgid and sticky.
-func tarMode(m fs.FileMode) int64 {
-	mode := int64(m.Perm())
-	if m&fs.ModeSetuid != 0 {
-		mode |= 0o4000
-	}
-	if m&fs.ModeSetgid != 0 {
-		mode |= 0o2000
-	}
-	if m&fs.ModeSticky != 0 {
-		mode |= 0o1000
-	}
-	return mode
 }
 
 // epoch is every entry's modification time: the same tree always compiles
@@ -260,7 +245,7 @@ func writeEntry(tw *tar.Writer, e srcEntry) error {
 	if !info.Mode().IsRegular() {
 		return fmt.Errorf("%s: changed while compiling (now %v)", full, info.Mode().Type())
 	}
-	if err := tw.WriteHeader(header(e.name, e.typ, tarMode(info.Mode()), info.Size(), "")); err != nil {
+	if err := tw.WriteHeader(header(e.name, e.typ, int64(distribution.UnixMode(info.Mode())), info.Size(), "")); err != nil {
 		return fmt.Errorf("%s: %w", full, err)
 	}
 	if _, err := io.CopyN(tw, f, info.Size()); err != nil {

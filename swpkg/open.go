@@ -243,7 +243,7 @@ func (u *unpacker) entry(hdr *tar.Header, content io.Reader) error {
 	if err := distribution.ValidPath(name); err != nil {
 		return bad("entry %q: %v", hdr.Name, err)
 	}
-	mode := fileMode(hdr.Mode)
+	mode := distribution.FileMode(uint32(hdr.Mode & 0o7777))
 	if u.pkg == nil {
 		return u.descriptor(hdr, name, content)
 	}
@@ -377,20 +377,4 @@ func (u *unpacker) finish() error {
 		}
 	}
 	return nil
-}
-
-// fileMode turns a tar mode into permission bits plus setuid, setgid and
-// sticky; other bits are ignored.
-func fileMode(m int64) fs.FileMode {
-	mode := fs.FileMode(m & 0o777)
-	if m&0o4000 != 0 {
-		mode |= fs.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		mode |= fs.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		mode |= fs.ModeSticky
-	}
-	return mode
 }

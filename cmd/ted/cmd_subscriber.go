@@ -207,10 +207,7 @@ extracted again until a newer one arrives. A rollback that would take away
 what an extracted distribution requires is refused, naming it, unless --force.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := requireFlag("config", config); err != nil {
-				return err
-			}
-			file, err := loadSubscriberConfig(config)
+			socket, err := subscriberSocket(config)
 			if err != nil {
 				return err
 			}
@@ -222,7 +219,7 @@ what an extracted distribution requires is refused, naming it, unless --force.`,
 				params.Set("force", "true")
 			}
 			var res rollbackResult
-			if err := admin.Post(cmd.Context(), daemonSocket(file.DataDir), "rollback", params, &res); err != nil {
+			if err := admin.Post(cmd.Context(), socket, "rollback", params, &res); err != nil {
 				return err
 			}
 			return printResult(cmd.OutOrStdout(), g.json, res, func(p *printer) {
@@ -260,15 +257,12 @@ func newSubscriberStatusCommand(g *globalOptions) *cobra.Command {
 }
 
 func runSubscriberStatus(ctx context.Context, config string, asJSON bool, w io.Writer) error {
-	if err := requireFlag("config", config); err != nil {
-		return err
-	}
-	file, err := loadSubscriberConfig(config)
+	socket, err := subscriberSocket(config)
 	if err != nil {
 		return err
 	}
 	var st subscriber.Status
-	if err := admin.Get(ctx, daemonSocket(file.DataDir), "/api/status", &st); err != nil {
+	if err := admin.Get(ctx, socket, "/api/status", &st); err != nil {
 		return err
 	}
 	return printResult(w, asJSON, st, func(p *printer) { printSubscriberStatus(p, st) })
@@ -306,15 +300,12 @@ func newSubscriberExtractCommand() *cobra.Command {
 		Short: "Extract every received revision now, ignoring the extract window",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := requireFlag("config", config); err != nil {
-				return err
-			}
-			file, err := loadSubscriberConfig(config)
+			socket, err := subscriberSocket(config)
 			if err != nil {
 				return err
 			}
 			var st subscriber.Status
-			if err := admin.Post(cmd.Context(), daemonSocket(file.DataDir), "extract", nil, &st); err != nil {
+			if err := admin.Post(cmd.Context(), socket, "extract", nil, &st); err != nil {
 				return err
 			}
 			return printResult(cmd.OutOrStdout(), false, st, func(p *printer) { printSubscriberStatus(p, st) })
@@ -331,15 +322,12 @@ func newSubscriberPackagesCommand(g *globalOptions) *cobra.Command {
 		Short: "List installed packages in completion order; * marks the one rollback undoes next",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := requireFlag("config", config); err != nil {
-				return err
-			}
-			file, err := loadSubscriberConfig(config)
+			socket, err := subscriberSocket(config)
 			if err != nil {
 				return err
 			}
 			var pk subscriber.Packages
-			if err := admin.Get(cmd.Context(), daemonSocket(file.DataDir), "/api/packages", &pk); err != nil {
+			if err := admin.Get(cmd.Context(), socket, "/api/packages", &pk); err != nil {
 				return err
 			}
 			return printResult(cmd.OutOrStdout(), g.json, pk, func(p *printer) {
@@ -369,4 +357,17 @@ func newSubscriberPackagesCommand(g *globalOptions) *cobra.Command {
 	cmd.Flags().StringVar(&config, "config", "", "the daemon's config file")
 	addJSONFlag(cmd, g)
 	return cmd
+}
+
+// subscriberSocket returns the admin socket of the subscriber that config
+// (the --config flag) configures.
+func subscriberSocket(config string) (string, error) {
+	if err := requireFlag("config", config); err != nil {
+		return "", err
+	}
+	file, err := loadSubscriberConfig(config)
+	if err != nil {
+		return "", err
+	}
+	return daemonSocket(file.DataDir), nil
 }
