@@ -94,6 +94,9 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 		// Closing waits for the connection to end: not under d.mu.
 		old.sess.Close(fmt.Errorf("%w: %s connected again from %s", transport.ErrUnavailable, peer.Name, sess.RemoteAddr()))
 	}
+	if hello.Cluster != "" {
+		log = log.With("cluster", hello.Cluster, "cluster_node", hello.Node, "epoch", hello.Epoch)
+	}
 	log.Info("child connected", "channels", hello.Channels, "agent", hello.Agent)
 	defer func() {
 		d.mu.Lock()

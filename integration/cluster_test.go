@@ -174,6 +174,17 @@ func TestClusterFailover(t *testing.T) {
 		return ok2 && ok3 && a.ActiveNode == "c2-a" && b.ActiveNode == "c3-a"
 	})
 
+	for _, active := range []*node{c2.nodes[0], c3.nodes[0]} {
+		dist1.waitLog("child connected", "cluster_node="+active.name)
+	}
+	// A standby never dials the parent for content: only the active
+	// nodes have content sessions.
+	for _, standby := range []*node{c2.nodes[1], c3.nodes[1], c3.nodes[2]} {
+		if line := dist1.logLine("child connected", "cluster_node="+standby.name); line != "" {
+			t.Errorf("standby %s has a content session: %s", standby.name, line)
+		}
+	}
+
 	writeFile(t, filepath.Join(nw.src, "bin/server"), randomBytes(24<<20), 0o755)
 	nw.build("1.0.0")
 	src1 := filepath.Join(nw.dir, "site-1")
