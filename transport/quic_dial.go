@@ -60,6 +60,11 @@ func dial(ctx context.Context, addr string, cred *Credentials, want pki.Role, cf
 		if verr := failed.get(); verr != nil {
 			return nil, fmt.Errorf("dial %s: %w", addr, verr)
 		}
+		// A refusal can overtake the end of our handshake: the listener
+		// closes as soon as it has our certificate.
+		if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote && ae.ErrorCode == codeRefused {
+			return nil, fmt.Errorf("dial %s (%s): refused: %s", addr, failed.peer(), ae.ErrorMessage)
+		}
 		return nil, fmt.Errorf("dial %s: %w", addr, explainDialError(err, alpn))
 	}
 	id, err := peerIdentity(conn)

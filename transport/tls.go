@@ -189,6 +189,9 @@ func (c *Credentials) clientTLS(addr string, want pki.Role, alpn string, failed 
 			err = fmt.Errorf("peer %s at %s has role %s, want %s: %w", id.Name, addr, id.Role, want, pki.ErrWrongRole)
 		}
 		failed.set(err)
+		if err == nil {
+			failed.setPeer(id.Name)
+		}
 		return err
 	}
 	return conf
@@ -197,8 +200,21 @@ func (c *Credentials) clientTLS(addr string, want pki.Role, alpn string, failed 
 // verifyFailure keeps the error of the client's certificate check, which
 // runs on quic-go's handshake goroutine.
 type verifyFailure struct {
-	mu  sync.Mutex
-	err error
+	mu   sync.Mutex
+	err  error
+	name string // the peer's name, once its certificate checked out
+}
+
+func (f *verifyFailure) setPeer(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.name = name
+}
+
+func (f *verifyFailure) peer() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.name
 }
 
 func (f *verifyFailure) set(err error) {

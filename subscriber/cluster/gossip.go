@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,8 +58,12 @@ type Gossip struct {
 	cfg GossipConfig
 	log *slog.Logger
 
-	mu       sync.Mutex
-	meta     []byte
+	mu   sync.Mutex
+	meta []byte
+	// view is the live members and their meta, copied in memberlist's
+	// event callbacks: the only place its nodes may be read (the nodes
+	// Members() returns are rewritten in place: hashicorp/memberlist#306).
+	view     map[string]Meta
 	changed  chan struct{}
 	conflict string // another node uses our name
 	done     chan struct{}
@@ -82,7 +87,7 @@ func StartGossip(cfg GossipConfig) (*Gossip, error) {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gossip{cfg: cfg, log: cfg.Log,
-		changed: make(chan struct{}), done: make(chan struct{}), meta: []byte("{}")}
+		changed: make(chan struct{}), done: make(chan struct{}), meta: []byte("{}"), view: map[string]Meta{}}
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Node
 	mc.BindAddr, mc.BindPort = host, port
@@ -130,29 +135,39 @@ func (g *Gossip) joinLoop() {
 
 // Members returns the live members, this node included.
 func (g *Gossip) Members() []Member {
-	var out []Member
-	for _, n := range g.ml.Members() {
-		if n.State != memberlist.StateAlive {
-			continue
-		}
-		var m Meta
-		if err := json.Unmarshal(n.Meta, &m); err != nil {
-			m = Meta{} // unhealthy: never elected
-		}
-		out = append(out, Member{Name: n.Name, Meta: m})
-	}
 	g.mu.Lock()
-	conflict := g.conflict
-	g.mu.Unlock()
-	if conflict != "" {
-		// Our name is taken: never elect ourselves.
-		for i := range out {
-			if out[i].Name == g.cfg.Node {
-				out[i].Meta.Healthy = false
-			}
+	defer g.mu.Unlock()
+	out := []Member{{Name: g.cfg.Node, Meta: decodeMeta(g.meta)}}
+	for name, m := range g.view {
+		if name != g.cfg.Node {
+			out = append(out, Member{Name: name, Meta: m})
 		}
 	}
+	if g.conflict != "" {
+		// Our name is taken: never elect ourselves.
+		out[0].Meta.Healthy = false
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// decodeMeta decodes gossiped meta; what does not decode is unhealthy
+// (never elected).
+func decodeMeta(b []byte) Meta {
+	var m Meta
+	if err := json.Unmarshal(b, &m); err != nil {
+		return Meta{}
+	}
+	return m
+}
+
+// seen records a member's meta from an event callback.
+func (g *Gossip) seen(n *memberlist.Node) {
+	m := decodeMeta(n.Meta)
+	g.mu.Lock()
+	g.view[n.Name] = m
+	g.mu.Unlock()
+	g.notify()
 }
 
 // SetMeta gossips this node's meta.
@@ -238,17 +253,20 @@ func (g *Gossip) MergeRemoteState([]byte, bool) {}
 // NotifyJoin wakes the election.
 func (g *Gossip) NotifyJoin(n *memberlist.Node) {
 	g.log.Info("gossip: member joined", "member", n.Name, "addr", n.Address())
-	g.notify()
+	g.seen(n)
 }
 
 // NotifyLeave wakes the election.
 func (g *Gossip) NotifyLeave(n *memberlist.Node) {
 	g.log.Info("gossip: member gone", "member", n.Name)
+	g.mu.Lock()
+	delete(g.view, n.Name)
+	g.mu.Unlock()
 	g.notify()
 }
 
 // NotifyUpdate wakes the election.
-func (g *Gossip) NotifyUpdate(*memberlist.Node) { g.notify() }
+func (g *Gossip) NotifyUpdate(n *memberlist.Node) { g.seen(n) }
 
 // memberlist.ConflictDelegate
 
