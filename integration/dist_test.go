@@ -147,13 +147,17 @@ func TestBuildListShowVerifyExtract(t *testing.T) {
 		t.Fatalf("unchanged rebuild: %+v", again)
 	}
 
-	// A one-byte change in the 3 MiB binary stores one or two chunks.
+	// A one-byte change in the 3 MiB binary stores a few chunks: usually
+	// one or two, a few more when the changed boundary takes a few chunks
+	// to fall back in step (content-defined chunking skips min-size spans,
+	// so on random data that happens in some runs). Never more than 5 % of
+	// the chunks.
 	bin := filepath.Join(f.src, "bin/server")
 	b, _ := os.ReadFile(bin)
 	b[len(b)/2] ^= 1
 	writeFile(t, bin, b, 0o755)
 	second := f.build(t, "1.0.1")
-	if second.Revision != 2 || second.Unchanged || second.NewChunks < 1 || second.NewChunks > 2 {
+	if second.Revision != 2 || second.Unchanged || second.NewChunks < 1 || second.NewChunks > second.Chunks/20 {
 		t.Fatalf("one-byte change: %+v", second)
 	}
 
