@@ -9,18 +9,6 @@ import (
 	"testing"
 )
 
-// distState returns the state of name@rev in a subscriber's status.
-func (s subscriberStatus) distState(name string, rev uint64) (revisionState, bool) {
-	for _, d := range s.Distributions {
-		for _, r := range d.Revisions {
-			if d.Name == name && r.Revision == rev {
-				return r, true
-			}
-		}
-	}
-	return revisionState{}, false
-}
-
 // TestDependencyOrder is the case operators know from older tools: app
 // requires runtime; app arrives first and waits, blocked with a reason
 // naming runtime; runtime arrives; both are extracted, runtime first.

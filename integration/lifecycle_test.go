@@ -206,23 +206,7 @@ func TestRollbackCommand(t *testing.T) {
 		"web": {publishers: []string{"pub-1"}, children: []string{"web-01"}},
 	}})
 	web1 := nw.subscriber("web-01", subscriberSpec{parents: []string{dist1.addr}})
-	state := func(name string, rev uint64) revisionState {
-		st, err := web1.subscriberStatus()
-		if err != nil {
-			return revisionState{Error: err.Error()}
-		}
-		r, _ := st.distState(name, rev)
-		return r
-	}
-	waitState := func(name string, rev uint64, want string) revisionState {
-		t.Helper()
-		var r revisionState
-		waitFor(t, fmt.Sprintf("%s@%d %s", name, rev, want), func() (bool, string) {
-			r = state(name, rev)
-			return r.State == want, fmt.Sprintf("%+v", r)
-		})
-		return r
-	}
+	state, waitState := web1.distState, web1.waitDistState
 
 	nw.build("1.0.0", "--name", "runtime")
 	src1 := filepath.Join(nw.dir, "site-1")

@@ -669,9 +669,14 @@ type subscriberStatus struct {
 
 // revision returns the state of app@rev.
 func (s subscriberStatus) revision(rev uint64) (revisionState, bool) {
+	return s.distState("app", rev)
+}
+
+// distState returns the state of name@rev in a subscriber's status.
+func (s subscriberStatus) distState(name string, rev uint64) (revisionState, bool) {
 	for _, d := range s.Distributions {
 		for _, r := range d.Revisions {
-			if d.Name == "app" && r.Revision == rev {
+			if d.Name == name && r.Revision == rev {
 				return r, true
 			}
 		}
@@ -765,15 +770,28 @@ func (n *node) statusCLI(out any) {
 // returns that state.
 func (n *node) waitState(rev uint64, state string) revisionState {
 	n.nw.t.Helper()
+	return n.waitDistState("app", rev, state)
+}
+
+// distState returns the subscriber's state of name@rev now (its Error
+// says why, if the status could not be had).
+func (n *node) distState(name string, rev uint64) revisionState {
+	st, err := n.subscriberStatus()
+	if err != nil {
+		return revisionState{Error: err.Error()}
+	}
+	r, _ := st.distState(name, rev)
+	return r
+}
+
+// waitDistState waits until the subscriber says name@rev is in state and
+// returns that state.
+func (n *node) waitDistState(name string, rev uint64, state string) revisionState {
+	n.nw.t.Helper()
 	var got revisionState
-	waitFor(n.nw.t, fmt.Sprintf("%s to say app@%d is %s", n.name, rev, state), func() (bool, string) {
-		st, err := n.subscriberStatus()
-		if err != nil {
-			return false, err.Error()
-		}
-		r, ok := st.revision(rev)
-		got = r
-		return ok && r.State == state, fmt.Sprintf("%+v", st)
+	waitFor(n.nw.t, fmt.Sprintf("%s to say %s@%d is %s", n.name, name, rev, state), func() (bool, string) {
+		got = n.distState(name, rev)
+		return got.State == state, fmt.Sprintf("%+v", got)
 	})
 	return got
 }

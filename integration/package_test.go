@@ -84,23 +84,7 @@ func TestPackages(t *testing.T) {
 	log := filepath.Join(nw.dir, "commands.log")
 	gate := filepath.Join(nw.dir, "gate-open")
 	never := filepath.Join(nw.dir, "never-there")
-	state := func(name string, rev uint64) revisionState {
-		st, err := web1.subscriberStatus()
-		if err != nil {
-			return revisionState{Error: err.Error()}
-		}
-		r, _ := st.distState(name, rev)
-		return r
-	}
-	waitState := func(name string, rev uint64, want string) revisionState {
-		t.Helper()
-		var r revisionState
-		waitFor(t, fmt.Sprintf("%s@%d %s", name, rev, want), func() (bool, string) {
-			r = state(name, rev)
-			return r.State == want, fmt.Sprintf("%+v", r)
-		})
-		return r
-	}
+	waitState := web1.waitDistState
 	packages := func() packagesResult {
 		t.Helper()
 		var res packagesResult
