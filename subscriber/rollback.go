@@ -380,6 +380,20 @@ func (in *Installer) runRollback(ctx context.Context, rb *journalRecord) ([]stri
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", rb.Step, err)
 		}
+		root, err := os.OpenRoot(in.root)
+		if err != nil {
+			return nil, err
+		}
+		defer root.Close()
+		// The directories the installation put there, once for every
+		// part: what restore may remove of them is only what TED put.
+		added := &journalRecord{Name: u.Name, To: u.Revision}
+		for _, c := range u.Changes {
+			if c.Now == distribution.TypeDir {
+				added.Remove = append(added.Remove, pathType{Path: c.Path, Type: c.Now})
+			}
+		}
+		addedDirs := installedDirs(added)
 		for k := min(rb.Part, len(u.Parts)-1); k >= 0; k-- {
 			if k != rb.Part {
 				rb.Part = k
@@ -397,11 +411,11 @@ func (in *Installer) runRollback(ctx context.Context, rb *journalRecord) ([]stri
 					in.log.Warn("undo command failed; the component's files go back anyway", "dist", u.Name, "component", p.Component, "err", err)
 				}
 			}
-			if err := in.restore(ctx, &u, k); err != nil {
+			if err := in.restore(ctx, root, &u, addedDirs, k); err != nil {
 				return warnings, fmt.Errorf("%s: %w", rb.Step, err)
 			}
 		}
-		if err := in.restore(ctx, &u, -1); err != nil {
+		if err := in.restore(ctx, root, &u, addedDirs, -1); err != nil {
 			return warnings, fmt.Errorf("%s: %w", rb.Step, err)
 		}
 		// Every file is back: what the undo commands stopped starts again.
@@ -714,26 +728,15 @@ func copyTo(src io.Reader, dst string) error {
 // went) back as they were before the installation. Every part of it can be
 // repeated, so a rollback interrupted anywhere is finished by running it
 // again.
-func (in *Installer) restore(ctx context.Context, u *undoRecord, k int) error {
-	root, err := os.OpenRoot(in.root)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	// First what the installation put where there was nothing, or
-	// something else, goes: deepest first, only what TED put there.
-	added := &journalRecord{Name: u.Name, To: u.Revision}
-	for _, c := range u.Changes {
-		if c.Now == distribution.TypeDir {
-			added.Remove = append(added.Remove, pathType{Path: c.Path, Type: c.Now})
-		}
-	}
+func (in *Installer) restore(ctx context.Context, root *os.Root, u *undoRecord, addedDirs map[string]struct{}, k int) error {
 	mine := func(c change) bool { return c.Part == k }
 	// Files a crash left half written beside their destination go first.
 	if err := sweepTemps(root, u.Changes, mine); err != nil {
 		return err
 	}
-	r := remover{root: root, installedDirs: installedDirs(added), real: make(map[string]bool)}
+	// First what the installation put where there was nothing, or
+	// something else, goes: deepest first, only what TED put there.
+	r := remover{root: root, installedDirs: addedDirs, real: make(map[string]bool)}
 	parents := map[string]struct{}{}
 	real := realDirs{root: root, seen: map[string]bool{}}
 	for _, c := range slices.Backward(u.Changes) {
