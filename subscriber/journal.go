@@ -468,13 +468,43 @@ func (s stateStore) backupPath(name string, seq uint64, i int) string {
 }
 
 func (s stateStore) readUndo(name string, seq uint64) (undoRecord, error) {
+	return s.readUndoRecord(name, seq, true)
+}
+
+// readUndoHead reads an undo record without its changes (one per path the
+// installation touched): what History and prune need.
+func (s stateStore) readUndoHead(name string, seq uint64) (undoRecord, error) {
+	return s.readUndoRecord(name, seq, false)
+}
+
+// undoHead is an undoRecord without Changes, for decoding.
+type undoHead struct {
+	Format   uint              `cbor:"1,keyasint"`
+	Name     string            `cbor:"2,keyasint"`
+	Seq      uint64            `cbor:"3,keyasint"`
+	Revision uint64            `cbor:"4,keyasint"`
+	Version  string            `cbor:"5,keyasint"`
+	Parts    []undoPart        `cbor:"6,keyasint"`
+	Prev     *installedRecord  `cbor:"7,keyasint,omitempty"`
+	Kind     distribution.Kind `cbor:"9,keyasint"`
+}
+
+func (s stateStore) readUndoRecord(name string, seq uint64, changes bool) (undoRecord, error) {
 	var u undoRecord
 	file := filepath.Join(s.undoPath(name, seq), undoFile)
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return u, err
 	}
-	if err := stateDec.Unmarshal(b, &u); err != nil {
+	if changes {
+		err = stateDec.Unmarshal(b, &u)
+	} else {
+		var h undoHead
+		err = stateDec.Unmarshal(b, &h)
+		u = undoRecord{Format: h.Format, Name: h.Name, Seq: h.Seq, Revision: h.Revision, Version: h.Version,
+			Parts: h.Parts, Prev: h.Prev, Kind: h.Kind}
+	}
+	if err != nil {
 		return u, fmt.Errorf("%s: %w", file, err)
 	}
 	if err := checkRecord(u.Format, u.Name, name); err != nil {

@@ -92,7 +92,7 @@ func (in *Installer) history() ([]Undoable, error) {
 			return nil, fmt.Errorf("installed revision of %s: %w", name, err)
 		}
 		for ok && rec.Seq != 0 {
-			u, err := in.state.readUndo(name, rec.Seq)
+			u, err := in.state.readUndoHead(name, rec.Seq)
 			if errors.Is(err, fs.ErrNotExist) {
 				break // pruned: as far back as Keep reaches
 			}
@@ -527,7 +527,7 @@ func (in *Installer) prune(name string) error {
 		if pending && seq == j.Seq {
 			continue // the work under way owns it
 		}
-		_, rerr := in.state.readUndo(name, seq)
+		_, rerr := in.state.readUndoHead(name, seq)
 		if rerr == nil && kept < in.keep {
 			kept++
 			continue
