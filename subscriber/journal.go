@@ -3,6 +3,7 @@ package subscriber
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -667,28 +668,14 @@ func (s stateStore) write(sub, name string, v any) error {
 	return writeDurably(filepath.Join(s.dir, sub), name+recordExt, b)
 }
 
-// writeDurably writes b to dir/name through a synced temporary file renamed
-// over it, then syncs dir: a crash leaves the old file or the new one.
+// writeDurably writes b to dir/name atomically and durably (0600): a
+// crash leaves the old file or the new one.
 func writeDurably(dir, name string, b []byte) error {
-	f, err := os.CreateTemp(dir, "."+name+".*.tmp")
-	if err != nil {
+	_, err := distribution.WriteFileAtomic(filepath.Join(dir, name), 0o600, func(w io.Writer) error {
+		_, err := w.Write(b)
 		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, name))
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-		return err
-	}
-	return syncPath(dir)
+	})
+	return err
 }
 
 // syncPath makes the entries of a directory outside the root durable.

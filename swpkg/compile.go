@@ -2,7 +2,6 @@ package swpkg
 
 import (
 	"archive/tar"
-	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -103,7 +102,7 @@ func Compile(spec *Spec, out string) (CompileResult, error) {
 		}
 	}
 
-	size, err := writeAtomic(out, func(w io.Writer) error {
+	size, err := distribution.WriteFileAtomic(out, 0o644, func(w io.Writer) error {
 		return writeCPK(w, descriptor, entries)
 	})
 	if err != nil {
@@ -255,54 +254,4 @@ func writeEntry(tw *tar.Writer, e srcEntry) error {
 		return fmt.Errorf("%s: %w", full, err)
 	}
 	return nil
-}
-
-// writeAtomic writes a file through write, then syncs it and renames it to
-// name, so name is never seen half written. It returns the size written.
-func writeAtomic(name string, write func(io.Writer) error) (int64, error) {
-	dir := filepath.Dir(name)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp-*")
-	if err != nil {
-		return 0, err
-	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	bw := bufio.NewWriterSize(tmp, 1<<20)
-	if err := write(bw); err != nil {
-		return 0, err
-	}
-	if err := bw.Flush(); err != nil {
-		return 0, err
-	}
-	info, err := tmp.Stat()
-	if err != nil {
-		return 0, err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return 0, err
-	}
-	if err := tmp.Sync(); err != nil {
-		return 0, err
-	}
-	if err := tmp.Close(); err != nil {
-		return 0, err
-	}
-	if err := os.Rename(tmp.Name(), name); err != nil {
-		return 0, err
-	}
-	done = true
-	// The rename is durable once the folder is synced.
-	if d, err := os.Open(dir); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil {
-			return 0, fmt.Errorf("sync %s: %w", dir, err)
-		}
-	}
-	return info.Size(), nil
 }
