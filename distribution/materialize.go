@@ -11,12 +11,28 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"time"
 )
 
 // MaterializeOptions tune Materialize.
 type MaterializeOptions struct {
 	// Progress, if set, is called after each file.
 	Progress func(BuildProgress)
+	// Fence, if set, is called before every change under dest (each
+	// directory made, each rename, each removal, each mode set); an error
+	// stops the work there, before that change. A cluster node checks
+	// there that it still holds its lease.
+	Fence func() error
+	// From is how many of m's entries are in place already (a write a
+	// checkpoint recorded): they are not written again, but directories
+	// among them still get their final mode.
+	From int
+	// Checkpoint, if set, is called about every CheckpointEvery with the
+	// number of entries in place: everything before that entry is written
+	// and its directory synced, so a later Materialize with From set to it
+	// can go on from there. An error stops the work.
+	Checkpoint      func(next int) error
+	CheckpointEvery time.Duration
 }
 
 // Materialize writes the content of m under dest, creating dest if needed.
@@ -53,6 +69,9 @@ type materializer struct {
 	root     *os.Root
 	opts     MaterializeOptions
 	progress BuildProgress
+	// fenced: Fence refused a change; nothing more is changed, not even
+	// a temporary file removed.
+	fenced bool
 }
 
 func (w *materializer) run() error {
@@ -61,9 +80,28 @@ func (w *materializer) run() error {
 	// the end, deepest first, so read-only directories can be filled.
 	var dirs []*Entry
 	touched := map[string]struct{}{".": {}}
-	for i := range w.m.Entries {
+	from := min(max(w.opts.From, 0), len(w.m.Entries))
+	for i := range w.m.Entries[:from] {
+		if e := &w.m.Entries[i]; e.Type == TypeDir {
+			dirs = append(dirs, e)
+		}
+	}
+	lastCheckpoint := time.Now()
+	for i := from; i < len(w.m.Entries); i++ {
 		if err := w.ctx.Err(); err != nil {
 			return err
+		}
+		if w.opts.Checkpoint != nil && i > from && time.Since(lastCheckpoint) >= w.opts.CheckpointEvery {
+			// Everything before entry i is renamed into place; it is in
+			// place for good once its directories are synced.
+			if err := w.syncDirs(touched); err != nil {
+				return err
+			}
+			touched = map[string]struct{}{".": {}}
+			if err := w.opts.Checkpoint(i); err != nil {
+				return err
+			}
+			lastCheckpoint = time.Now()
 		}
 		e := &w.m.Entries[i]
 		touched[path.Dir(e.Path)] = struct{}{}
@@ -83,17 +121,37 @@ func (w *materializer) run() error {
 	}
 	// Renames are durable only once their directory is synced; sync while
 	// the directories are still open to us, before their final modes.
-	for dir := range touched {
-		if err := SyncDir(w.root, dir); err != nil {
-			return fmt.Errorf("%s: sync: %w", dir, err)
-		}
+	if err := w.syncDirs(touched); err != nil {
+		return err
 	}
 	for _, e := range slices.Backward(dirs) {
+		if err := w.fence(); err != nil {
+			return err
+		}
 		if err := w.root.Chmod(e.Path, FileMode(e.Mode)); err != nil {
 			return fmt.Errorf("%s: %w", e.Path, unwrapPath(err))
 		}
 	}
 	return nil
+}
+
+func (w *materializer) syncDirs(dirs map[string]struct{}) error {
+	for dir := range dirs {
+		if err := SyncDir(w.root, dir); err != nil {
+			return fmt.Errorf("%s: sync: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// fence asks Fence, if set, whether the next change may be made.
+func (w *materializer) fence() error {
+	if w.opts.Fence == nil {
+		return nil
+	}
+	err := w.opts.Fence()
+	w.fenced = w.fenced || err != nil
+	return err
 }
 
 func (w *materializer) dir(e *Entry) error {
@@ -105,16 +163,25 @@ func (w *materializer) dir(e *Entry) error {
 		// subscriber not running as root); it gets its final mode at the
 		// end.
 		if info.Mode().Perm()&0o700 != 0o700 {
+			if err := w.fence(); err != nil {
+				return err
+			}
 			return unwrapPath(w.root.Chmod(e.Path, info.Mode().Perm()|0o700))
 		}
 		return nil
 	case err == nil:
 		// A file or symlink stands where this revision has a directory.
+		if err := w.fence(); err != nil {
+			return err
+		}
 		if err := w.root.Remove(e.Path); err != nil {
 			return unwrapPath(err)
 		}
 	case !errors.Is(err, fs.ErrNotExist):
 		return unwrapPath(err)
+	}
+	if err := w.fence(); err != nil {
+		return err
 	}
 	return unwrapPath(w.root.Mkdir(e.Path, 0o700))
 }
@@ -122,6 +189,9 @@ func (w *materializer) dir(e *Entry) error {
 func (w *materializer) file(e *Entry) error {
 	tmp, err := TempName(e.Path)
 	if err != nil {
+		return err
+	}
+	if err := w.fence(); err != nil {
 		return err
 	}
 	f, err := w.root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -142,7 +212,9 @@ func (w *materializer) file(e *Entry) error {
 		err = w.replace(tmp, e.Path)
 	}
 	if err != nil {
-		_ = w.root.Remove(tmp)
+		if !w.fenced {
+			_ = w.root.Remove(tmp)
+		}
 		return unwrapPath(err)
 	}
 	w.progress.Files++
@@ -174,11 +246,16 @@ func (w *materializer) symlink(e *Entry) error {
 	if err != nil {
 		return err
 	}
+	if err := w.fence(); err != nil {
+		return err
+	}
 	if err := w.root.Symlink(e.Target, tmp); err != nil {
 		return unwrapPath(err)
 	}
 	if err := w.replace(tmp, e.Path); err != nil {
-		_ = w.root.Remove(tmp)
+		if !w.fenced {
+			_ = w.root.Remove(tmp)
+		}
 		return unwrapPath(err)
 	}
 	return nil
@@ -189,6 +266,11 @@ func (w *materializer) symlink(e *Entry) error {
 func (w *materializer) replace(tmp, p string) error {
 	if info, err := w.root.Lstat(p); err == nil && info.IsDir() {
 		return errors.New("a directory is in the way")
+	}
+	// Checked again right before the rename: writing the file may have
+	// taken long enough for the lease to end.
+	if err := w.fence(); err != nil {
+		return err
 	}
 	return w.root.Rename(tmp, p)
 }

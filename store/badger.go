@@ -26,6 +26,10 @@ type Options struct {
 	// Logger receives badger's warnings and errors (its chatter below
 	// warning level is dropped). Nil discards them.
 	Logger *slog.Logger
+	// NoLock opens the store without locking it against other processes.
+	// Only tests set it, to play shared storage whose locks are not
+	// coherent across hosts (as on some network file systems).
+	NoLock bool
 }
 
 // Badger is a Store on disk, in a directory that holds a TED-STORE marker
@@ -112,11 +116,17 @@ func Open(dir string, opts Options) (*Badger, error) {
 	if err := prepareDir(dir, opts.Create); err != nil {
 		return nil, err
 	}
-	lock, err := lockDir(dir)
-	if err != nil {
-		return nil, err
+	lock := &dirLock{}
+	bo := badgerOptions(filepath.Join(dir, badgerDir), log.With(slog.String("store", dir)))
+	if opts.NoLock {
+		bo = bo.WithBypassLockGuard(true)
+	} else {
+		var err error
+		if lock, err = lockDir(dir); err != nil {
+			return nil, err
+		}
 	}
-	db, err := badger.Open(badgerOptions(filepath.Join(dir, badgerDir), log.With(slog.String("store", dir))))
+	db, err := badger.Open(bo)
 	if err != nil {
 		_ = lock.release() // the open error says more
 		// Badger's own directory lock: only reached where lockDir cannot

@@ -35,7 +35,12 @@ func lockDir(dir string) (*dirLock, error) {
 
 // release unlocks; the file stays, as removing it would race with the next
 // Open.
-func (l *dirLock) release() error { return l.f.Close() }
+func (l *dirLock) release() error {
+	if l.f == nil {
+		return nil // not locked (Options.NoLock)
+	}
+	return l.f.Close()
+}
 
 // allocatedBytes is the space a file's blocks take.
 func allocatedBytes(fi fs.FileInfo) int64 {

@@ -57,6 +57,11 @@ type Config struct {
 	// refuses content without the current epoch.
 	Cluster, Node, Instance string
 	Epoch                   uint64
+	// Fence, if set, is asked before every change to the store and under
+	// the root (a cluster node: its lease still holds); see
+	// InstallerOptions.Fence. The store passed to New is fenced by the
+	// caller (store.Fenced).
+	Fence func() error
 }
 
 // DefaultConfig returns a configuration with every default spelled out.

@@ -77,7 +77,7 @@ func New(cfg Config, st store.Store, inst *Installer, log *slog.Logger) (*Subscr
 // not yet extracted, then keeps a session with a parent until ctx ends.
 func (s *Subscriber) Run(ctx context.Context, dial transport.DialFunc) error {
 	s.runCtx = ctx
-	if err := s.inst.Recover(ctx, s.afterRecovered); err != nil {
+	if err := s.inst.Recover(ctx, s.afterRecovered, s.resumeInstallation); err != nil {
 		// The journal stays; status shows the failure and the next
 		// extraction of that distribution completes or replaces it.
 		s.log.Error("recover interrupted extraction", "err", err)
@@ -127,7 +127,34 @@ func (s *Subscriber) afterRecovered(ctx context.Context, name string, rev uint64
 		}
 		return s.verifyParts(ctx, m, rec.Parts)
 	}
-	return s.after(ctx, m)
+	if err := s.after(ctx, m); err != nil {
+		return err
+	}
+	// The extraction was finished here, after an interruption (a crash,
+	// or another node of a cluster that stopped acting).
+	s.log.Info("extracted and verified", "dist", name, "rev", rev, "target", m.Target, "after", "an interruption")
+	return nil
+}
+
+// resumeInstallation gives recovery the installation of name@rev again, so
+// that an interrupted extraction goes on from its checkpoint.
+func (s *Subscriber) resumeInstallation(name string, rev uint64) (*Installation, error) {
+	m, err := s.manifest(name, rev)
+	if err != nil {
+		return nil, err
+	}
+	if m.Kind == distribution.KindPackage || len(m.Pre) > 0 {
+		return nil, fmt.Errorf("%s@%d has commands: it is extracted again from the start", name, rev)
+	}
+	return filesInstallation(m), nil
+}
+
+// filesInstallation is the installation of a distribution of files: one
+// part, which can be carried on after an interruption unless a pre-action
+// ran before it (on this node, or on the node that was active then).
+func filesInstallation(m *distribution.Manifest) *Installation {
+	return &Installation{Name: m.Name, Revision: m.Revision, Version: m.Version, Kind: distribution.KindFiles,
+		Requires: m.Requires, Parts: []Part{{M: m}}, Resumable: len(m.Pre) == 0}
 }
 
 // after is what follows the commit of an installation: the tree is checked
@@ -646,7 +673,7 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 			})
 		}
 	} else {
-		err = s.inst.Install(ctx, m, func(ctx context.Context, _ string, _ uint64) error { return s.after(ctx, m) })
+		err = s.inst.InstallParts(ctx, filesInstallation(m), func(ctx context.Context, _ string, _ uint64) error { return s.after(ctx, m) })
 	}
 	if err != nil {
 		if ctx.Err() != nil {

@@ -71,6 +71,17 @@ type InstallerOptions struct {
 	// ActionTimeout bounds each command of a package component (pre,
 	// post, undo); 0 means 5 minutes.
 	ActionTimeout time.Duration
+	// Fence, if set, is called before every change the installer makes,
+	// under the root and in the state directory; an error stops the work
+	// before that change, and nothing more is changed (a cluster node
+	// whose lease ended: subscriber/cluster). Node and Epoch are written
+	// into every journal record and the journal's history.
+	Fence func() error
+	Node  string
+	Epoch uint64
+	// CheckpointEvery is how often a write records how far it got, so an
+	// interrupted one goes on from there (Recover); 0 means 1 s.
+	CheckpointEvery time.Duration
 }
 
 // Installation is what Install installs: a distribution's revision is one
@@ -91,7 +102,17 @@ type Installation struct {
 	// installation (for as long as it can be undone), the directory its
 	// parts' commands run in.
 	Scripts *distribution.Manifest
+	// Resumable: no pre-action ran before this installation, so if it is
+	// interrupted while writing or removing, Recover may carry it on from
+	// its last checkpoint instead of rolling it back (see ResumeFunc). Only
+	// a distribution's installation (one part, no commands) can be.
+	Resumable bool
 }
+
+// ResumeFunc gives Recover the installation of revision rev of name again,
+// so that an interrupted write goes on where it stopped; an error (the
+// revision is no longer stored, say) makes Recover roll it back instead.
+type ResumeFunc func(name string, rev uint64) (*Installation, error)
 
 // Part is one part of an Installation.
 type Part struct {
@@ -126,6 +147,11 @@ type Installer struct {
 	// copying is set once the installer found it must copy files into
 	// the undo directory rather than link them (logged once).
 	copying bool
+	// fence: see InstallerOptions.Fence; nil checks nothing.
+	fence           func() error
+	node            string
+	epoch           uint64
+	checkpointEvery time.Duration
 }
 
 // NewInstaller returns an installer that extracts under root, reading
@@ -139,6 +165,12 @@ func NewInstaller(root, stateDir string, src distribution.ChunkSource, opts Inst
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Fence != nil {
+		// Setting up writes too (directories, left-over temporary files).
+		if err := opts.Fence(); err != nil {
+			return nil, err
+		}
 	}
 	keep := opts.Keep
 	if keep == 0 {
@@ -159,7 +191,7 @@ func NewInstaller(root, stateDir string, src distribution.ChunkSource, opts Inst
 	if err != nil {
 		return nil, fmt.Errorf("state directory %s: %w", stateDir, err)
 	}
-	state := stateStore{dir: absState}
+	state := stateStore{dir: absState, fence: opts.Fence}
 	if err := state.init(); err != nil {
 		return nil, err
 	}
@@ -167,7 +199,12 @@ func NewInstaller(root, stateDir string, src distribution.ChunkSource, opts Inst
 	if timeout == 0 {
 		timeout = 5 * time.Minute
 	}
-	in := &Installer{root: abs, state: state, src: src, log: log, keep: keep, actionTimeout: timeout, now: time.Now}
+	every := opts.CheckpointEvery
+	if every == 0 {
+		every = time.Second
+	}
+	in := &Installer{root: abs, state: state, src: src, log: log, keep: keep, actionTimeout: timeout, now: time.Now,
+		fence: opts.Fence, node: opts.Node, epoch: opts.Epoch, checkpointEvery: every}
 	if in.seq, err = in.lastSeq(); err != nil {
 		return nil, fmt.Errorf("state directory %s: %w", stateDir, err)
 	}
@@ -198,6 +235,14 @@ func (in *Installer) fault(point string) error {
 		return fmt.Errorf("%w at %s: %w", errFault, point, err)
 	}
 	return nil
+}
+
+// check asks the fence whether the next change may be made.
+func (in *Installer) check() error {
+	if in.fence == nil {
+		return nil
+	}
+	return in.fence()
 }
 
 // lastSeq returns the highest installation sequence number on record.
@@ -345,7 +390,7 @@ func (in *Installer) settle(ctx context.Context, name string) error {
 		return err
 	}
 	in.log.Warn("finishing earlier work first", "dist", name, "rev", j.To, "step", j.Step)
-	if err := in.recover(ctx, &j, unfinished); err != nil {
+	if err := in.recover(ctx, &j, unfinished, nil); err != nil {
 		return fmt.Errorf("earlier work on %s (step %s): %w", j.label(), j.Step, err)
 	}
 	return nil
@@ -387,6 +432,7 @@ func (in *Installer) install(ctx context.Context, inst *Installation, after Afte
 		Name: inst.Name, From: installed.Revision, To: inst.Revision, Version: inst.Version, Kind: inst.Kind,
 		Step: StepBegin, Started: in.now().UnixNano(), Seq: in.seq, Requires: inst.Requires,
 		Skipped: inst.Skipped, Scripts: inst.Scripts != nil,
+		Resumable: inst.Resumable && inst.Kind != distribution.KindPackage && len(inst.Parts) == 1 && len(inst.Parts[0].Pre) == 0,
 	}
 	for _, p := range inst.Parts {
 		j.Parts = append(j.Parts, journalPart{Component: p.Component, Target: p.M.Target, New: entriesOf(p.M),
@@ -508,7 +554,11 @@ func overlapping(parts []journalPart) error {
 // joined to the result; the others are still finished. Undo directories
 // past what Keep needs are removed. With nothing pending, Recover changes
 // nothing.
-func (in *Installer) Recover(ctx context.Context, after AfterFunc) error {
+//
+// With resume set, an extraction interrupted while writing or removing
+// that was Resumable goes on from its last checkpoint (at most about one
+// CheckpointEvery of writing is done again) instead of being rolled back.
+func (in *Installer) Recover(ctx context.Context, after AfterFunc, resume ResumeFunc) error {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	names, err := in.state.names(journalDir)
@@ -525,7 +575,7 @@ func (in *Installer) Recover(ctx context.Context, after AfterFunc) error {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("recover %s: %w", name, err))
 		case ok:
-			if err := in.recover(ctx, &j, after); err != nil {
+			if err := in.recover(ctx, &j, after, resume); err != nil {
 				errs = append(errs, fmt.Errorf("recover %s: %w", j.label(), err))
 			}
 		}
@@ -542,13 +592,18 @@ func (in *Installer) Recover(ctx context.Context, after AfterFunc) error {
 	return errors.Join(errs...)
 }
 
-func (in *Installer) recover(ctx context.Context, j *journalRecord, after AfterFunc) error {
-	in.log.Info("recovering interrupted work", "dist", j.Name, "from", j.From, "to", j.To, "step", j.Step)
+func (in *Installer) recover(ctx context.Context, j *journalRecord, after AfterFunc, resume ResumeFunc) error {
+	in.log.Info("recovering interrupted work", "dist", j.Name, "from", j.From, "to", j.To, "step", j.Step, "by", j.Node, "epoch", j.Epoch)
 	switch j.Step {
 	case StepBegin, StepBackup:
 		// Nothing under the root has changed yet.
 		return in.discard(j)
 	case StepWrite, StepRemove:
+		if inst := in.resumable(ctx, j, resume); inst != nil {
+			in.log.Info("carrying the interrupted extraction on from its last checkpoint", "dist", j.Name, "rev", j.To,
+				"step", j.Step, "written", j.Written, "of", len(j.Parts[0].New))
+			return in.run(ctx, j, inst, after)
+		}
 		return in.undo(ctx, j, nil, 0)
 	case StepCommit, StepPost:
 		return in.run(ctx, j, nil, after)
@@ -559,8 +614,45 @@ func (in *Installer) recover(ctx context.Context, j *journalRecord, after AfterF
 	return fmt.Errorf("journal has unknown step %q", j.Step)
 }
 
+// resumable returns the installation to carry j on with, or nil if j must
+// be rolled back: it was not Resumable, or its revision cannot be had
+// again as it was planned.
+func (in *Installer) resumable(ctx context.Context, j *journalRecord, resume ResumeFunc) *Installation {
+	if !j.Resumable || resume == nil || len(j.Parts) != 1 || ctx.Err() != nil {
+		return nil
+	}
+	inst, err := resume(j.Name, j.To)
+	if err == nil && (len(inst.Parts) != 1 || inst.Parts[0].M.Target != j.Parts[0].Target ||
+		len(inst.Parts[0].M.Entries) != len(j.Parts[0].New)) {
+		err = errors.New("the revision differs from the one planned")
+	}
+	if err != nil {
+		in.log.Warn("interrupted extraction cannot go on; rolling it back", "dist", j.Name, "rev", j.To, "err", err)
+		return nil
+	}
+	if j.Step == StepWrite {
+		// A file being written when the work stopped left a temporary
+		// file beside its destination.
+		root, err := os.OpenRoot(in.root)
+		if err != nil {
+			return nil
+		}
+		defer root.Close()
+		u, err := in.state.readUndo(j.Name, j.Seq)
+		if err == nil {
+			err = sweepTemps(root, u.Changes, func(change) bool { return true }, in.check)
+		}
+		if err != nil {
+			in.log.Warn("interrupted extraction cannot go on; rolling it back", "dist", j.Name, "rev", j.To, "err", err)
+			return nil
+		}
+	}
+	return inst
+}
+
 // record writes the journal durably, then lets the test hook stop there.
 func (in *Installer) record(j *journalRecord) error {
+	j.Epoch, j.Node = in.epoch, in.node
 	if err := in.state.writeJournal(j); err != nil {
 		return fmt.Errorf("record step %s: %w", j.Step, err)
 	}
@@ -626,9 +718,14 @@ func (in *Installer) write(ctx context.Context, root *os.Root, j *journalRecord,
 	if err := in.removeAll(root, j, j.Clear, true); err != nil {
 		return err
 	}
+	// A write carried on after an interruption starts at its checkpoint.
+	start := j.Part
 	for i, p := range j.Parts {
-		if i > 0 {
-			j.Part = i
+		if i < start {
+			continue
+		}
+		if i > start {
+			j.Part, j.Written = i, 0
 			if err := in.record(j); err != nil {
 				return err
 			}
@@ -637,7 +734,7 @@ func (in *Installer) write(ctx context.Context, root *os.Root, j *journalRecord,
 		if err := run.run(ctx, "pre", p.Pre); err != nil {
 			return err
 		}
-		if err := in.writePart(ctx, root, p, inst.Parts[i].M); err != nil {
+		if err := in.writePart(ctx, root, j, p, inst.Parts[i].M); err != nil {
 			if p.Component != "" {
 				err = fmt.Errorf("component %s: %w", p.Component, err)
 			}
@@ -666,7 +763,10 @@ func (in *Installer) partActions(j *journalRecord, i int) actionRun {
 }
 
 // writePart writes one part's files over its target.
-func (in *Installer) writePart(ctx context.Context, root *os.Root, p journalPart, m *distribution.Manifest) error {
+func (in *Installer) writePart(ctx context.Context, root *os.Root, j *journalRecord, p journalPart, m *distribution.Manifest) error {
+	if err := in.check(); err != nil {
+		return err
+	}
 	if err := root.MkdirAll(p.Target, 0o755); err != nil {
 		return fmt.Errorf("target %s: %w", p.Target, unwrapPath(err))
 	}
@@ -689,7 +789,16 @@ func (in *Installer) writePart(ctx context.Context, root *os.Root, p journalPart
 				cancel(faultErr)
 			}
 		}
-	}}
+	}, Fence: in.fence, From: j.Written}
+	if j.Resumable {
+		// How far the write got, so an interrupted one goes on from
+		// there rather than from the start.
+		opts.CheckpointEvery = in.checkpointEvery
+		opts.Checkpoint = func(next int) error {
+			j.Written = next
+			return in.record(j)
+		}
+	}
 	if err := distribution.Materialize(ctx, m, in.src, dest, opts); err != nil {
 		if faultErr != nil {
 			return faultErr
@@ -726,7 +835,7 @@ func (in *Installer) commit(j *journalRecord) error {
 // finish ends an installation whose after-step succeeded, and drops the
 // undo records past what Keep needs.
 func (in *Installer) finish(j *journalRecord) error {
-	if err := in.state.removeJournal(j.Name); err != nil {
+	if err := in.state.removeJournal(j); err != nil {
 		return fmt.Errorf("finish: %w", err)
 	}
 	if err := in.prune(j.Name); err != nil {
@@ -743,7 +852,7 @@ func (in *Installer) removeAll(root *os.Root, j *journalRecord, list []pathType,
 	if len(list) == 0 {
 		return nil
 	}
-	r := remover{root: root, installedDirs: installedDirs(j), real: make(map[string]bool)}
+	r := remover{root: root, installedDirs: installedDirs(j), real: make(map[string]bool), fence: in.check}
 	parents := make(map[string]struct{})
 	for _, e := range list {
 		outcome, err := r.remove(e)
@@ -780,6 +889,7 @@ type remover struct {
 	// TED put it.
 	installedDirs map[string]struct{}
 	real          map[string]bool
+	fence         func() error
 }
 
 // removal is what remove did with an entry.
@@ -806,6 +916,9 @@ func (r *remover) remove(e pathType) (removal, error) {
 	}
 	if !isType(info.Mode(), e.Type) {
 		return absent, nil
+	}
+	if err := r.fence(); err != nil {
+		return 0, err
 	}
 	err = r.root.Remove(e.Path)
 	if errors.Is(err, fs.ErrPermission) {

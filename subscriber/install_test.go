@@ -437,7 +437,7 @@ func TestRecoverAfterCrash(t *testing.T) {
 				afterRuns++
 				return nil
 			}
-			if err := restarted.Recover(context.Background(), after); err != nil {
+			if err := restarted.Recover(context.Background(), after, nil); err != nil {
 				t.Fatal(err)
 			}
 			assertPending(t, restarted, nil)
@@ -509,12 +509,12 @@ func TestRecoverWithNothingPending(t *testing.T) {
 		t.Errorf("Recover ran the after-step of %s@%d with nothing pending", name, rev)
 		return nil
 	}
-	if err := in.Recover(context.Background(), noAfter); err != nil {
+	if err := in.Recover(context.Background(), noAfter, nil); err != nil {
 		t.Fatal(err)
 	}
 	f.install(in, m)
 	before := listing(t, f.root)
-	if err := in.Recover(context.Background(), noAfter); err != nil {
+	if err := in.Recover(context.Background(), noAfter, nil); err != nil {
 		t.Fatal(err)
 	}
 	if after := listing(t, f.root); !slices.Equal(before, after) {
@@ -559,7 +559,7 @@ func TestFailingAfterRollsBack(t *testing.T) {
 		t.Fatalf("Install: %v, want the crash", err)
 	}
 	restarted := f.installer(f.store, "")
-	if err := restarted.Recover(context.Background(), failing); err == nil || !strings.Contains(err.Error(), "rolled back to web@1") {
+	if err := restarted.Recover(context.Background(), failing, nil); err == nil || !strings.Contains(err.Error(), "rolled back to web@1") {
 		t.Fatalf("Recover: %v; want the after-step's failure and the rollback", err)
 	}
 	assertSameTree(t, before, listing(t, f.root))

@@ -1,6 +1,7 @@
 package subscriber
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -252,6 +253,18 @@ type journalRecord struct {
 	// post-commands of the revision brought back run again. Every part's
 	// files go back.
 	Begun int `cbor:"20,keyasint,omitempty"`
+	// Epoch and Node: who wrote this record, under which lease (a
+	// cluster's node; 0 and "" for a single subscriber).
+	Epoch uint64 `cbor:"21,keyasint,omitempty"`
+	Node  string `cbor:"22,keyasint,omitempty"`
+	// Written, while writing, is how many entries of part Part are in
+	// place for good (a checkpoint): an interrupted write that can go on
+	// (Resumable) starts there.
+	Written int `cbor:"23,keyasint,omitempty"`
+	// Resumable: no pre-action ran for this installation, so an
+	// interrupted write or removal is carried on (on this node or
+	// another) rather than rolled back and done again.
+	Resumable bool `cbor:"24,keyasint,omitempty"`
 }
 
 // journalPart is one part of an installation under way.
@@ -378,6 +391,16 @@ func mustStateDec() cbor.DecMode {
 // one and its directory synced, so a crash leaves either record whole.
 type stateStore struct {
 	dir string
+	// fence, if set, is asked before every change (Installer.check).
+	fence func() error
+}
+
+// check asks the fence whether the next change may be made.
+func (s stateStore) check() error {
+	if s.fence == nil {
+		return nil
+	}
+	return s.fence()
 }
 
 func (s stateStore) init() error {
@@ -433,7 +456,64 @@ func (s stateStore) readJournal(name string) (journalRecord, bool, error) {
 
 func (s stateStore) writeJournal(j *journalRecord) error {
 	j.Format = stateFormat
-	return s.write(journalDir, j.Name, j)
+	if err := s.write(journalDir, j.Name, j); err != nil {
+		return err
+	}
+	return s.history(j, string(j.Step))
+}
+
+// historyFile is the journal's history in the state directory: one JSON
+// line per journal record written, and "done" when an extraction or
+// rollback ends. It is for people and checkers (which node wrote what,
+// under which lease epoch); the journal itself is what recovery reads, so
+// the history is not synced. It is rotated at historyMax to
+// historyFile.1.
+const (
+	historyFile = "journal.log"
+	historyMax  = 4 << 20
+)
+
+// historyLine is one line of the journal's history.
+type historyLine struct {
+	Time    string `json:"time"`
+	Epoch   uint64 `json:"epoch"`
+	Node    string `json:"node,omitempty"`
+	Dist    string `json:"dist"`
+	From    uint64 `json:"from"`
+	To      uint64 `json:"to"`
+	Step    string `json:"step"`
+	Part    int    `json:"part"`
+	Written int    `json:"written"`
+}
+
+// history appends a line for j at step to the journal's history.
+func (s stateStore) history(j *journalRecord, step string) error {
+	b, err := json.Marshal(historyLine{Time: time.Now().UTC().Format(time.RFC3339Nano), Epoch: j.Epoch, Node: j.Node,
+		Dist: j.Name, From: j.From, To: j.To, Step: step, Part: j.Part, Written: j.Written})
+	if err != nil {
+		return err
+	}
+	if err := s.check(); err != nil {
+		return err
+	}
+	file := filepath.Join(s.dir, historyFile)
+	if info, err := os.Stat(file); err == nil && info.Size() > historyMax {
+		if err := os.Rename(file, file+".1"); err != nil {
+			return fmt.Errorf("rotate %s: %w", file, err)
+		}
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(append(b, '\n'))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	return nil
 }
 
 func (s stateStore) readHeld(name string) (heldRecord, bool, error) {
@@ -521,6 +601,9 @@ func (s stateStore) readUndoRecord(name string, seq uint64, changes bool) (undoR
 // already, and syncs the directory: the backups and the record are then
 // durable.
 func (s stateStore) writeUndo(u *undoRecord) error {
+	if err := s.check(); err != nil {
+		return err
+	}
 	u.Format = stateFormat
 	b, err := stateEnc.Marshal(u)
 	if err != nil {
@@ -570,6 +653,9 @@ func (s stateStore) undoSeqs(name string) ([]uint64, error) {
 // halfway leaves a directory that no record describes and the next
 // prune removes.
 func (s stateStore) removeUndo(name string, seq uint64) error {
+	if err := s.check(); err != nil {
+		return err
+	}
 	dir := s.undoPath(name, seq)
 	if err := os.Remove(filepath.Join(dir, undoFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
@@ -587,6 +673,9 @@ func (s stateStore) removeUndo(name string, seq uint64) error {
 // stripUndo removes everything of an undo directory but its scripts: the
 // installation can no longer be undone, but its commands may still run.
 func (s stateStore) stripUndo(name string, seq uint64) error {
+	if err := s.check(); err != nil {
+		return err
+	}
 	dir := s.undoPath(name, seq)
 	if err := os.Remove(filepath.Join(dir, undoFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
@@ -607,11 +696,17 @@ func (s stateStore) stripUndo(name string, seq uint64) error {
 
 // removeJournal deletes a journal durably: until the directory is synced,
 // a crash could bring the finished extraction back.
-func (s stateStore) removeJournal(name string) error {
-	return s.remove(journalDir, name)
+func (s stateStore) removeJournal(j *journalRecord) error {
+	if err := s.remove(journalDir, j.Name); err != nil {
+		return err
+	}
+	return s.history(j, "done")
 }
 
 func (s stateStore) remove(sub, name string) error {
+	if err := s.check(); err != nil {
+		return err
+	}
 	if err := os.Remove(s.file(sub, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
@@ -663,6 +758,9 @@ func (s stateStore) read(sub, name string, v any) (bool, error) {
 func (s stateStore) write(sub, name string, v any) error {
 	b, err := stateEnc.Marshal(v)
 	if err != nil {
+		return err
+	}
+	if err := s.check(); err != nil {
 		return err
 	}
 	return writeDurably(filepath.Join(s.dir, sub), name+recordExt, b)

@@ -214,7 +214,7 @@ func TestRecoverPackageInterruptedBetweenComponents(t *testing.T) {
 		t.Fatalf("before the crash %q ran, want %q", got, want)
 	}
 	restarted := f.installer(f.store, "")
-	if err := restarted.Recover(context.Background(), nil); err != nil {
+	if err := restarted.Recover(context.Background(), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := logged(t, log), []string{"undo docs 2", "undo app 2", "post app 1", "post docs 1"}; !slices.Equal(got, want) {

@@ -363,7 +363,7 @@ func (in *Installer) discard(j *journalRecord) error {
 	if err := in.state.removeUndo(j.Name, j.Seq); err != nil {
 		return fmt.Errorf("discard: %w", err)
 	}
-	if err := in.state.removeJournal(j.Name); err != nil {
+	if err := in.state.removeJournal(j); err != nil {
 		return fmt.Errorf("discard: %w", err)
 	}
 	return nil
@@ -503,7 +503,7 @@ func (in *Installer) undone(rb *journalRecord) error {
 		err = in.state.removeUndo(rb.Name, rb.Seq)
 	}
 	if err == nil {
-		err = in.state.removeJournal(rb.Name)
+		err = in.state.removeJournal(rb)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", StepUndone, err)
@@ -556,6 +556,9 @@ func (in *Installer) prune(name string) error {
 // keeps every file there in its undo directory, then writes the undo
 // record. Nothing under the root changes.
 func (in *Installer) backup(ctx context.Context, root *os.Root, j *journalRecord, scripts *distribution.Manifest) error {
+	if err := in.check(); err != nil {
+		return err
+	}
 	dir := in.state.undoPath(j.Name, j.Seq)
 	if err := os.RemoveAll(dir); err != nil {
 		return err
@@ -675,6 +678,9 @@ func touched(j *journalRecord) []change {
 // replaced by rename and never changed in place; a copy when dst is on
 // another file system.
 func (in *Installer) keepFile(root *os.Root, rel string, info fs.FileInfo, dst string) error {
+	if err := in.check(); err != nil {
+		return err
+	}
 	err := os.Link(filepath.Join(in.root, filepath.FromSlash(rel)), dst)
 	if err == nil {
 		// The name may lead elsewhere than the os.Root resolved it.
@@ -731,12 +737,12 @@ func copyTo(src io.Reader, dst string) error {
 func (in *Installer) restore(ctx context.Context, root *os.Root, u *undoRecord, addedDirs map[string]struct{}, k int) error {
 	mine := func(c change) bool { return c.Part == k }
 	// Files a crash left half written beside their destination go first.
-	if err := sweepTemps(root, u.Changes, mine); err != nil {
+	if err := sweepTemps(root, u.Changes, mine, in.check); err != nil {
 		return err
 	}
 	// First what the installation put where there was nothing, or
 	// something else, goes: deepest first, only what TED put there.
-	r := remover{root: root, installedDirs: addedDirs, real: make(map[string]bool)}
+	r := remover{root: root, installedDirs: addedDirs, real: make(map[string]bool), fence: in.check}
 	parents := map[string]struct{}{}
 	real := realDirs{root: root, seen: map[string]bool{}}
 	for _, c := range slices.Backward(u.Changes) {
@@ -771,6 +777,9 @@ func (in *Installer) restore(ctx context.Context, root *os.Root, u *undoRecord, 
 		}
 		if !mine(c) || c.Was == 0 {
 			continue
+		}
+		if err := in.check(); err != nil {
+			return err
 		}
 		// Never through a symlink put on the way since.
 		if err := real.make(c.Path); err != nil {
@@ -812,6 +821,9 @@ func (in *Installer) restore(ctx context.Context, root *os.Root, u *undoRecord, 
 		if info.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky) == want {
 			continue // as it was: a chmod could only fail (not our directory)
 		}
+		if err := in.check(); err != nil {
+			return err
+		}
 		if err := root.Chmod(c.Path, want); err != nil {
 			return fmt.Errorf("%s: %w", c.Path, unwrapPath(err))
 		}
@@ -821,7 +833,7 @@ func (in *Installer) restore(ctx context.Context, root *os.Root, u *undoRecord, 
 
 // sweepTemps removes the temporary files a crash left in the directories
 // of the changes selected.
-func sweepTemps(root *os.Root, changes []change, mine func(change) bool) error {
+func sweepTemps(root *os.Root, changes []change, mine func(change) bool, fence func() error) error {
 	dirs := map[string]struct{}{}
 	for _, c := range changes {
 		if !mine(c) {
@@ -851,6 +863,9 @@ func sweepTemps(root *os.Root, changes []change, mine func(change) bool) error {
 		}
 		for _, name := range names {
 			if distribution.IsTempName(name) {
+				if err := fence(); err != nil {
+					return err
+				}
 				if err := root.Remove(path.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 					return fmt.Errorf("%s: %w", path.Join(dir, name), unwrapPath(err))
 				}

@@ -57,7 +57,7 @@ func TestRecoverRemovesHalfWrittenFile(t *testing.T) {
 		_ = f.installer(panicSource{f.store, die}, "").Install(context.Background(), m2, nil)
 	}()
 	in := f.installer(f.store, "")
-	if err := in.Recover(context.Background(), nil); err != nil {
+	if err := in.Recover(context.Background(), nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	assertSameTree(t, before, listing(t, f.root))

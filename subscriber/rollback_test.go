@@ -205,7 +205,7 @@ func TestRecoverInterruptedRollback(t *testing.T) {
 			assertPending(t, crashing, []JournalEntry{{Name: "web", From: 2, To: 1, Version: "1.2", Target: "web", Step: step}})
 
 			restarted := f.installer(f.store, "")
-			if err := restarted.Recover(context.Background(), nil); err != nil {
+			if err := restarted.Recover(context.Background(), nil, nil); err != nil {
 				t.Fatal(err)
 			}
 			assertSameTree(t, snaps[1], listing(t, f.root))

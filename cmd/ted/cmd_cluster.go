@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -58,7 +59,15 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		Channels: file.Channels, Cluster: cl.Name, Node: cl.Node, Instance: cfg.Instance})
 	defer leases.Close()
 	ncfg := cluster.DefaultConfig(cl.Node)
-	ncfg.Priority, ncfg.Log = cl.Priority, log
+	ncfg.Priority, ncfg.Log, ncfg.Authority = cl.Priority, log, file.Parents[0]
+	// Test-only switches, to show what the fencing prevents: no lease
+	// checks at all, and a store lock that does not hold across processes
+	// (shared storage whose locks are not coherent across hosts).
+	noFence, noLock := os.Getenv("TED_TEST_NO_FENCE") == "1", os.Getenv("TED_TEST_NO_STORE_LOCK") == "1"
+	if noFence || noLock {
+		log.Warn("test switches set: this node is not safe to run", "TED_TEST_NO_FENCE", noFence, "TED_TEST_NO_STORE_LOCK", noLock)
+	}
+	ncfg.NoFence = noFence
 	ncfg.Health = func() error {
 		if err := gossip.Problem(); err != nil {
 			return err
@@ -73,6 +82,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		return nil
 	}
 	node := cluster.NewNode(ncfg, gossip, leases)
+	host, _ := os.Hostname()
 
 	var (
 		mu     sync.Mutex
@@ -113,15 +123,39 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		defer context.AfterFunc(actCtx, cancel)()
 		return fn(ctx, s)
 	}
-	act := func(ctx context.Context, epoch uint64) error {
-		st, err := openShared(ctx, filepath.Join(cl.SharedDir, "store"), log)
+	act := func(ctx context.Context, epoch uint64) (err error) {
+		valid := func() bool {
+			acting, e := node.Acting()
+			return acting && e == epoch
+		}
+		fence, err := cluster.Claim(cl.SharedDir, cluster.Holder{Epoch: epoch, Node: cl.Node, Instance: cfg.Instance,
+			Host: host, PID: os.Getpid(), Since: time.Now().UTC()}, valid, func(err error) { selfFence(log, err) })
 		if err != nil {
 			return err
 		}
-		defer st.Close()
+		check := fence.Check
+		if noFence {
+			check = func() error { return nil }
+		}
+		st, err := openShared(ctx, filepath.Join(cl.SharedDir, "store"), check, fence.Previous(), noLock, log, func(waiting string) {
+			node.SetReady(epoch, false, waiting)
+		})
+		if err != nil {
+			return err
+		}
+		fenced := store.Fenced(st, check)
+		defer func() {
+			// Closing writes (the store flushes): only while the lease
+			// holds. Past it, the files stay as a crash leaves them.
+			if cerr := fenced.Close(); errors.Is(cerr, cluster.ErrFenced) {
+				selfFence(log, cerr)
+			} else if err == nil {
+				err = cerr
+			}
+		}()
 		c := cfg
-		c.Epoch = epoch
-		s, err := newSubscriber(c, file, st, filepath.Join(cl.SharedDir, "installed"), log)
+		c.Epoch, c.Fence = epoch, check
+		s, err := newSubscriber(c, file, fenced, filepath.Join(cl.SharedDir, "installed"), log)
 		if err != nil {
 			return err
 		}
@@ -134,17 +168,22 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 			mu.Unlock()
 			calls.Wait() // then the store closes
 		}()
+		node.SetReady(epoch, true, "")
 		log.Info("cluster node active: receiving and extracting", "epoch", epoch, "shared_dir", cl.SharedDir)
 		err = s.Run(ctx, n.dial)
 		log.Info("cluster node no longer active", "epoch", epoch)
 		return err
 	}
 	status := func() any {
-		if s, err := active(); err == nil {
-			return s.Status()
-		}
 		role, activeNode, problem := node.Status()
-		return subscriber.Status{Node: cl.Node, Role: string(role), ActiveNode: activeNode, Problem: problem,
+		if role == cluster.RoleActive {
+			if s, err := active(); err == nil {
+				st := s.Status()
+				st.Problem = problem
+				return st
+			}
+		}
+		return subscriber.Status{Node: cl.Node, Role: string(cluster.RoleStandby), ActiveNode: activeNode, Problem: problem,
 			Distributions: []subscriber.DistributionStatus{}}
 	}
 	actions := subscriberActions(on)
@@ -173,15 +212,36 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 }
 
 // openShared opens the cluster's store, waiting while the node that was
-// active before still holds its lock (it stops before its lease ends).
-func openShared(ctx context.Context, dir string, log *slog.Logger) (*store.Badger, error) {
-	for delay := 100 * time.Millisecond; ; delay = min(delay*2, time.Second) {
-		st, err := store.Open(dir, store.Options{Create: true, Logger: log})
+// active before still holds its lock: it stops at its next change to the
+// shared directory (its epoch is no longer the one on disk), or as its
+// lease ends by its own clock. A process that never does (hung, or frozen
+// with its machine) holds the lock until it is stopped: TED never takes a
+// lock from a live process, which may still write. While it waits, waiting
+// says so, naming that process (status shows it).
+func openShared(ctx context.Context, dir string, check func() error, prev *cluster.Holder, noLock bool, log *slog.Logger, waiting func(string)) (*store.Badger, error) {
+	start := time.Now()
+	lastLog := start
+	for delay := 50 * time.Millisecond; ; delay = min(delay*2, time.Second) {
+		if err := check(); err != nil {
+			return nil, err
+		}
+		st, err := store.Open(dir, store.Options{Create: true, Logger: log, NoLock: noLock})
 		if err == nil {
 			return st, nil
 		}
 		if !errors.Is(err, store.ErrLocked) {
 			return nil, fmt.Errorf("shared_dir: %w", err)
+		}
+		who := "a process of the node active before"
+		if prev != nil {
+			who = prev.String()
+		}
+		msg := fmt.Sprintf("waiting %s for the store lock in %s, held by %s: it stops by itself at its next write or "+
+			"when its lease ends; if it is hung, stop it (kill -9, or power its machine off)", time.Since(start).Round(time.Second), dir, who)
+		waiting(msg)
+		if time.Since(lastLog) >= 10*time.Second {
+			log.Error("cluster: " + msg)
+			lastLog = time.Now()
 		}
 		select {
 		case <-ctx.Done():
@@ -190,6 +250,28 @@ func openShared(ctx context.Context, dir string, log *slog.Logger) (*store.Badge
 		}
 	}
 }
+
+// selfFence stops this process at once, writing nothing more: another node
+// writes the shared directory now, or this node's lease ended while it
+// still had its store open. Closing the store would write (badger flushes
+// its memtable), so the process starts itself again instead (exec), which
+// drops every file it has open exactly as a crash would; it comes back as
+// a standby. The next holder recovers the store and the journal as after
+// a crash.
+func selfFence(log *slog.Logger, cause error) {
+	log.Error("cluster: fenced off; this process starts again as a standby, writing nothing more", "err", cause)
+	exe, err := os.Executable()
+	if err == nil {
+		err = syscall.Exec(exe, os.Args, os.Environ())
+	}
+	// Exec failed: exit instead; a supervisor (systemd) starts it again.
+	log.Error("cluster: cannot start again; exiting", "err", err)
+	os.Exit(exitFenced)
+}
+
+// exitFenced is the exit status of a node that fenced itself off and could
+// not start itself again.
+const exitFenced = 75
 
 func newSubscriberClusterCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "cluster", Short: "Operate a cluster subscriber's nodes"}

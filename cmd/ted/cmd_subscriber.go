@@ -103,7 +103,8 @@ func subscriberConfig(config string, file *subscriberFile, n *node) (subscriber.
 // over an open store.
 func newSubscriber(cfg subscriber.Config, file *subscriberFile, st store.Store, stateDir string, log *slog.Logger) (*subscriber.Subscriber, error) {
 	inst, err := subscriber.NewInstaller(file.Root, stateDir, st,
-		subscriber.InstallerOptions{Log: log, Keep: cfg.KeepRevisions, ActionTimeout: cfg.ActionTimeout})
+		subscriber.InstallerOptions{Log: log, Keep: cfg.KeepRevisions, ActionTimeout: cfg.ActionTimeout,
+			Fence: cfg.Fence, Node: cfg.Node, Epoch: cfg.Epoch})
 	if err != nil {
 		return nil, err
 	}

@@ -64,7 +64,7 @@ func TestReleaseOnlyAfterActStops(t *testing.T) {
 	auth := &releaseProbe{tableAuthority: tableAuthority{table: table, node: "a"}, actRunning: &running, bot: make(chan [2]bool, 4)}
 	ms := &twoMembers{b: Meta{Priority: 20, Healthy: true}, changed: make(chan struct{})}
 	cfg := DefaultConfig("a")
-	cfg.Priority = 10
+	cfg.Priority, cfg.Margin = 10, 200*time.Millisecond // of a 1 s lease
 	n := NewNode(cfg, ms, auth)
 	started := make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -81,7 +81,7 @@ func TestReleaseOnlyAfterActStops(t *testing.T) {
 		})
 	}()
 	<-started
-	ms.setB(Meta{Priority: 1, Healthy: true}) // b is now elected
+	ms.setB(Meta{Priority: 20, Healthy: true, HandoverTo: "b", HandoverSeq: 1}) // b is now elected
 	r := <-auth.bot
 	if r[0] && r[1] {
 		t.Errorf("a released the lease (and b was granted it) while a's act was still running")
@@ -156,8 +156,10 @@ func TestHandoverOutlivesTheNodeItWasAskedOn(t *testing.T) {
 func TestSameNodeNameTwoProcesses(t *testing.T) {
 	table := readyTable(time.Second)
 	// As the parent sees them: node and process instance (LeaseClient).
-	n1 := NewNode(DefaultConfig("a"), &oneMember{name: "a"}, &tableAuthority{table: table, node: "a#" + NewInstance()})
-	n2 := NewNode(DefaultConfig("a"), &oneMember{name: "a"}, &tableAuthority{table: table, node: "a#" + NewInstance()})
+	cfg := DefaultConfig("a")
+	cfg.Margin = 200 * time.Millisecond // of a 1 s lease
+	n1 := NewNode(cfg, &oneMember{name: "a"}, &tableAuthority{table: table, node: "a#" + NewInstance()})
+	n2 := NewNode(cfg, &oneMember{name: "a"}, &tableAuthority{table: table, node: "a#" + NewInstance()})
 	n1.step(context.Background())
 	n2.step(context.Background())
 	a1, _ := n1.Acting()

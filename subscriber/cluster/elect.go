@@ -17,6 +17,10 @@ type Meta struct {
 	// wins.
 	HandoverTo  string `json:"to,omitempty"`
 	HandoverSeq int64  `json:"ts,omitempty"`
+	// Ready: the node holding the lease can act (its store is open).
+	Ready bool `json:"r,omitempty"`
+	// Auth is the lease authority the node asks (its first parent).
+	Auth string `json:"au,omitempty"`
 }
 
 // Member is one live node as the gossip shows it.
@@ -26,9 +30,11 @@ type Member struct {
 }
 
 // Elect returns the node that should be active among the live members: the
-// target of the latest handover if it is a healthy member, else the healthy
-// member with the lowest priority, the name breaking ties. "" if none is
-// healthy.
+// target of the latest handover if it is a healthy member; else the node
+// holding the lease (the latest epoch) if it is healthy, so the role does
+// not move back and forth when a node with a lower priority returns; else
+// the healthy member with the lowest priority, the name breaking ties. ""
+// if none is healthy.
 func Elect(members []Member) string {
 	healthy := func(name string) bool {
 		return slices.ContainsFunc(members, func(m Member) bool { return m.Name == name && m.Meta.Healthy })
@@ -41,6 +47,15 @@ func Elect(members []Member) string {
 	}
 	if latest.Meta.HandoverTo != "" && healthy(latest.Meta.HandoverTo) {
 		return latest.Meta.HandoverTo
+	}
+	var holder Member
+	for _, m := range members {
+		if m.Meta.Active && m.Meta.Epoch > holder.Meta.Epoch {
+			holder = m
+		}
+	}
+	if holder.Meta.Healthy {
+		return holder.Name
 	}
 	best := ""
 	bestPriority := 0
@@ -55,12 +70,13 @@ func Elect(members []Member) string {
 	return best
 }
 
-// activeOf returns the node the members say is active (the largest epoch
-// wins, if two still say so for a moment), or "".
+// activeOf returns the node the members say is active, holding the lease
+// and able to act (the largest epoch wins, if two still say so for a
+// moment), or "".
 func activeOf(members []Member) string {
 	var active []Member
 	for _, m := range members {
-		if m.Meta.Active {
+		if m.Meta.Active && m.Meta.Ready {
 			active = append(active, m)
 		}
 	}

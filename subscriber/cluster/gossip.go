@@ -101,6 +101,13 @@ func StartGossip(cfg GossipConfig) (*Gossip, error) {
 	mc.ProbeTimeout = 500 * time.Millisecond
 	mc.GossipInterval = 100 * time.Millisecond
 	mc.SuspicionMult = 3
+	// memberlist starts a suspicion at SuspicionMaxTimeoutMult times its
+	// timeout and shortens it only as other members confirm it. With one
+	// peer left (the second failure in a row in a 3-node cluster, the
+	// dead node still counted) nobody can confirm: 6× is 18 s, over the
+	// failover budget on its own. A cluster is a handful of nodes on one
+	// network; the plain 3 s is enough.
+	mc.SuspicionMaxTimeoutMult = 1
 	ml, err := memberlist.Create(mc)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: gossip on %s: %w", cfg.Cluster, cfg.Bind, err)

@@ -61,7 +61,7 @@ func TestGossip(t *testing.T) {
 		t.Fatalf("a sees %v", got)
 	}
 	// Meta travels.
-	b.SetMeta(Meta{Priority: 20, Healthy: true, Active: true, Epoch: 9})
+	b.SetMeta(Meta{Priority: 20, Healthy: true, Active: true, Ready: true, Epoch: 9})
 	deadline := time.Now().Add(10 * time.Second)
 	for activeOf(a.Members()) != "b" {
 		if time.Now().After(deadline) {

@@ -53,6 +53,14 @@ type Config struct {
 	// Health, if set, reports whether this node could act now (the shared
 	// directory is reachable); nil is healthy.
 	Health func() error
+	// Authority names the lease authority this node asks (its first
+	// parent's address). Every node of a cluster must ask the same one:
+	// two authorities could each grant the lease. A node that sees a
+	// member naming another stays standby and says why.
+	Authority string
+	// NoFence is for tests only: act is not stopped when the lease ends,
+	// to show what the fencing prevents.
+	NoFence bool
 	// Now is the node's monotonic clock; nil: time.Now.
 	Now func() time.Time
 	Log *slog.Logger
@@ -60,7 +68,20 @@ type Config struct {
 
 // DefaultConfig returns the defaults for node.
 func DefaultConfig(node string) Config {
-	return Config{Node: node, Drift: 0.01, Margin: 500 * time.Millisecond, Unhealthy: 12 * time.Second}
+	return Config{
+		Node: node,
+		// 1 %: far more than NTP-disciplined or free-running clocks
+		// drift over a lease's few seconds.
+		Drift: 0.01,
+		// One second to stop: cancel the extraction at its next file,
+		// close the store (badger flushes its memtable).
+		Margin: time.Second,
+		// Long enough for the gossip to elect another node that may
+		// reach the authority; short, as with the authority down for
+		// every node (a parent restart) none can, and this one should
+		// ask again soon.
+		Unhealthy: 3 * time.Second,
+	}
 }
 
 // Role is what a node is now.
@@ -93,7 +114,11 @@ type Node struct {
 	// pendingRelease: the node stood down; the lease is given back once
 	// act has stopped (finishRelease), never before.
 	pendingRelease bool
-	wake           chan struct{}
+	// ready is the epoch under which act said it can act (SetReady);
+	// waiting says what it waits for until then.
+	ready   uint64
+	waiting string
+	wake    chan struct{}
 }
 
 // NewNode returns a node of a cluster.
@@ -124,14 +149,36 @@ func (n *Node) Acting() (bool, uint64) {
 	return false, 0
 }
 
-// Status says what this node is and which node the gossip says is active.
+// SetReady says whether act, running under epoch, can act now (its store
+// is open); if not, waiting says what it waits for. Until act says it is
+// ready the node is standby in Status, with waiting as its problem.
+func (n *Node) SetReady(epoch uint64, ready bool, waiting string) {
+	n.mu.Lock()
+	if ready {
+		n.ready, n.waiting = epoch, ""
+	} else {
+		n.ready, n.waiting = 0, waiting
+	}
+	n.mu.Unlock()
+	n.poke() // gossip it
+}
+
+// Status says what this node is and which node the gossip says is active:
+// active only while it holds the lease and act said it can act.
 func (n *Node) Status() (role Role, active, problem string) {
-	acting, _ := n.Acting()
+	acting, epoch := n.Acting()
 	n.mu.Lock()
 	problem = n.problem
+	ready, waiting := n.ready == epoch, n.waiting
 	n.mu.Unlock()
-	if acting {
+	if acting && ready {
 		return RoleActive, n.cfg.Node, problem
+	}
+	if acting {
+		if waiting == "" {
+			waiting = "starting"
+		}
+		return RoleStandby, activeOf(n.ms.Members()), fmt.Sprintf("holds the lease (epoch %d) but cannot act yet: %s", epoch, waiting)
 	}
 	return RoleStandby, activeOf(n.ms.Members()), problem
 }
@@ -180,9 +227,14 @@ func (n *Node) step(ctx context.Context) time.Duration {
 			n.problem = ""
 		}
 	}
-	meta := Meta{Priority: n.cfg.Priority, Healthy: healthy, HandoverTo: n.handover.HandoverTo, HandoverSeq: n.handover.HandoverSeq}
+	if other := otherAuthority(members, n.cfg.Node, n.cfg.Authority); other != "" {
+		healthy = false
+		n.problem = other
+	}
+	meta := Meta{Priority: n.cfg.Priority, Healthy: healthy, HandoverTo: n.handover.HandoverTo, HandoverSeq: n.handover.HandoverSeq,
+		Auth: n.cfg.Authority}
 	if n.holding(now) {
-		meta.Active, meta.Epoch = true, n.epoch
+		meta.Active, meta.Epoch, meta.Ready = true, n.epoch, n.ready == n.epoch
 	}
 	changed := !n.metaSet || meta != n.meta
 	n.meta, n.metaSet = meta, true
@@ -208,6 +260,18 @@ func (n *Node) step(ctx context.Context) time.Duration {
 		n.mu.Unlock()
 	}
 	return n.next()
+}
+
+// otherAuthority says, if a member asks another lease authority than
+// mine, which and what to do; "" if none does.
+func otherAuthority(members []Member, self, mine string) string {
+	for _, m := range members {
+		if m.Name != self && m.Meta.Auth != "" && mine != "" && m.Meta.Auth != mine {
+			return fmt.Sprintf("node %s asks %s for the cluster's lease and this node asks %s: two parents could each grant it; "+
+				"give every node of the cluster the same first parent (this node stays standby until then)", m.Name, m.Meta.Auth, mine)
+		}
+	}
+	return ""
 }
 
 // finishRelease gives the lease back after a stand-down, once act has
@@ -288,6 +352,7 @@ func (n *Node) next() time.Duration {
 
 // actor is one run of act, under one lease.
 type actor struct {
+	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
 	epoch  uint64
@@ -313,20 +378,26 @@ func (n *Node) Run(ctx context.Context, act func(ctx context.Context, epoch uint
 		if cur != nil {
 			select {
 			case <-cur.done:
-				// act gave up: stand down, so another can try.
+				stopped := cur.ctx.Err() != nil // by the watchdog: the lease ended
 				cur.cancel()
 				cur = nil
-				n.mu.Lock()
-				n.unhealthyUntil = n.cfg.Now().Add(n.cfg.Unhealthy)
-				n.mu.Unlock()
-				if acting {
-					n.release(ctx)
+				if !stopped {
+					// act gave up by itself: stand down, so another can
+					// try. A node stopped because its lease ended (after
+					// a pause, say) has nothing wrong with it, and is not
+					// marked: that would move the role away and back.
+					n.mu.Lock()
+					n.unhealthyUntil = n.cfg.Now().Add(n.cfg.Unhealthy)
+					n.mu.Unlock()
+					if acting {
+						n.release(ctx)
+					}
+					acting = false
 				}
-				acting = false
 			default:
 			}
 		}
-		if cur != nil && (!acting || epoch != cur.epoch) {
+		if cur != nil && (!acting || epoch != cur.epoch) && !n.cfg.NoFence {
 			n.log.Info("stopping: the lease is ending", "epoch", cur.epoch)
 			stop()
 		}
@@ -335,7 +406,8 @@ func (n *Node) Run(ctx context.Context, act func(ctx context.Context, epoch uint
 		}
 		if acting && cur == nil {
 			actCtx, cancel := context.WithCancel(ctx)
-			cur = &actor{cancel: cancel, done: make(chan struct{}), epoch: epoch}
+			cur = &actor{ctx: actCtx, cancel: cancel, done: make(chan struct{}), epoch: epoch}
+			n.SetReady(epoch, false, "starting")
 			go n.watchdog(actCtx, cur)
 			go func(a *actor) {
 				defer close(a.done)
@@ -373,6 +445,9 @@ func (n *Node) Run(ctx context.Context, act func(ctx context.Context, epoch uint
 // is lost, whatever the Run loop is doing (a lease request may hang for
 // seconds): act never outlives the lease.
 func (n *Node) watchdog(ctx context.Context, a *actor) {
+	if n.cfg.NoFence {
+		return
+	}
 	for {
 		n.mu.Lock()
 		until, epoch := n.until, n.epoch

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"strings"
 	"context"
 	"errors"
 	"sync"
@@ -68,6 +69,10 @@ func TestRunStopsActingBeforeTheLeaseEnds(t *testing.T) {
 	done := make(chan error)
 	go func() {
 		done <- n.Run(ctx, func(ctx context.Context, epoch uint64) error {
+			if role, _, problem := n.Status(); role != RoleStandby || !strings.Contains(problem, "cannot act yet") {
+				t.Errorf("before act is ready: Status = %s, %q; want standby, saying why", role, problem)
+			}
+			n.SetReady(epoch, true, "")
 			started <- epoch
 			<-ctx.Done()
 			ok, _, _ := auth.table.Valid("web", "a", epoch)

@@ -206,8 +206,16 @@ func TestElectionAndFailover(t *testing.T) {
 	if took := s.waitActive("b", 15*time.Second); took > simTTL+time.Second {
 		t.Errorf("b took over after %v, want at most the lease TTL and a round", took)
 	}
-	// a comes back with the lowest priority: b hands over.
+	// a comes back with the lowest priority: b stays active (the role
+	// does not move back by itself) until an operator hands it over.
 	s.revive("a")
+	s.run(time.Minute)
+	if s.active() != "b" {
+		t.Errorf("active a minute after a came back: %q, want b still", s.active())
+	}
+	if err := s.nodes["c"].node.Handover("a"); err != nil {
+		t.Fatal(err)
+	}
 	s.waitActive("a", 15*time.Second)
 	s.run(time.Minute)
 	if s.active() != "a" {
@@ -240,8 +248,12 @@ func TestPartitions(t *testing.T) {
 			if got := s.active(); got != tt.then {
 				t.Errorf("active after a minute of partition: %q, want %s", got, tt.then)
 			}
+			// Healed, the node active stays so: no move back.
 			s.heal()
-			s.waitActive("a", 30*time.Second)
+			s.run(time.Minute)
+			if got := s.active(); got != tt.then {
+				t.Errorf("active a minute after the partition healed: %q, want %s", got, tt.then)
+			}
 		})
 	}
 }
@@ -249,8 +261,16 @@ func TestPartitions(t *testing.T) {
 func TestPriorityChangeAndHandover(t *testing.T) {
 	s := newSim(t, map[string]int{"a": 10, "b": 20, "c": 30}, drifting)
 	s.waitActive("a", 20*time.Second)
+	// A priority change does not move an active role (no flapping)...
 	s.nodes["c"].node.cfg.Priority = 1
+	s.run(time.Minute)
+	if s.active() != "a" {
+		t.Errorf("after c's priority changed %q is active, want a still", s.active())
+	}
+	// ... it decides when there is no holder.
+	s.kill("a")
 	s.waitActive("c", 20*time.Second)
+	s.revive("a")
 	if err := s.nodes["a"].node.Handover("b"); err != nil {
 		t.Fatal(err)
 	}
