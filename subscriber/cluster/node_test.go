@@ -1,9 +1,9 @@
 package cluster
 
 import (
-	"strings"
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
