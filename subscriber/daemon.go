@@ -676,8 +676,12 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 		err = s.inst.InstallParts(ctx, filesInstallation(m), func(ctx context.Context, _ string, _ uint64) error { return s.after(ctx, m) })
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			return false // stopping: the journal resumes it at the next start
+		if ctx.Err() != nil || errors.Is(err, ErrFenced) {
+			// Stopping, or no longer allowed to write (a cluster node
+			// whose lease ended): the journal carries it on at the next
+			// start, here or on the node active then.
+			log.Info("extraction stopped; it goes on from the journal", "err", err)
+			return false
 		}
 		log.Error("extraction failed", "err", err)
 		s.metrics.failed.Inc()

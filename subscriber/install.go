@@ -147,8 +147,6 @@ type Installer struct {
 	// copying is set once the installer found it must copy files into
 	// the undo directory rather than link them (logged once).
 	copying bool
-	// fence: see InstallerOptions.Fence; nil checks nothing.
-	fence           func() error
 	node            string
 	epoch           uint64
 	checkpointEvery time.Duration
@@ -169,7 +167,7 @@ func NewInstaller(root, stateDir string, src distribution.ChunkSource, opts Inst
 	if opts.Fence != nil {
 		// Setting up writes too (directories, left-over temporary files).
 		if err := opts.Fence(); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: %w", ErrFenced, err)
 		}
 	}
 	keep := opts.Keep
@@ -204,7 +202,7 @@ func NewInstaller(root, stateDir string, src distribution.ChunkSource, opts Inst
 		every = time.Second
 	}
 	in := &Installer{root: abs, state: state, src: src, log: log, keep: keep, actionTimeout: timeout, now: time.Now,
-		fence: opts.Fence, node: opts.Node, epoch: opts.Epoch, checkpointEvery: every}
+		node: opts.Node, epoch: opts.Epoch, checkpointEvery: every}
 	if in.seq, err = in.lastSeq(); err != nil {
 		return nil, fmt.Errorf("state directory %s: %w", stateDir, err)
 	}
@@ -238,12 +236,7 @@ func (in *Installer) fault(point string) error {
 }
 
 // check asks the fence whether the next change may be made.
-func (in *Installer) check() error {
-	if in.fence == nil {
-		return nil
-	}
-	return in.fence()
-}
+func (in *Installer) check() error { return in.state.check() }
 
 // lastSeq returns the highest installation sequence number on record.
 func (in *Installer) lastSeq() (uint64, error) {
@@ -692,7 +685,7 @@ func (in *Installer) run(ctx context.Context, j *journalRecord, inst *Installati
 		}
 		if stepErr != nil {
 			stepErr = fmt.Errorf("%s: %w", j.Step, stepErr)
-			if ctx.Err() != nil || errors.Is(stepErr, errFault) {
+			if ctx.Err() != nil || errors.Is(stepErr, errFault) || errors.Is(stepErr, ErrFenced) {
 				return stepErr
 			}
 			if j.Step == StepBackup {
@@ -789,7 +782,7 @@ func (in *Installer) writePart(ctx context.Context, root *os.Root, j *journalRec
 				cancel(faultErr)
 			}
 		}
-	}, Fence: in.fence, From: j.Written}
+	}, Fence: in.check, From: j.Written}
 	if j.Resumable {
 		// How far the write got, so an interrupted one goes on from
 		// there rather than from the start.

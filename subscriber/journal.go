@@ -395,12 +395,20 @@ type stateStore struct {
 	fence func() error
 }
 
+// ErrFenced is wrapped by the error of work the fence stopped
+// (InstallerOptions.Fence): it ends there, as a crash would, with nothing
+// undone, as undoing would write too.
+var ErrFenced = errors.New("stopped by the fence")
+
 // check asks the fence whether the next change may be made.
 func (s stateStore) check() error {
 	if s.fence == nil {
 		return nil
 	}
-	return s.fence()
+	if err := s.fence(); err != nil {
+		return fmt.Errorf("%w: %w", ErrFenced, err)
+	}
+	return nil
 }
 
 func (s stateStore) init() error {
