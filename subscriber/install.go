@@ -146,7 +146,7 @@ type Installer struct {
 	hook func(point string) error
 	// copying is set once the installer found it must copy files into
 	// the undo directory rather than link them (logged once).
-	copying bool
+	copying         bool
 	node            string
 	epoch           uint64
 	checkpointEvery time.Duration
