@@ -401,6 +401,12 @@ func (in *Installer) install(ctx context.Context, inst *Installation, after Afte
 			return fmt.Errorf("component %s: %w", p.Component, err)
 		}
 	}
+	if j, ok, err := in.state.readJournal(inst.Name); err == nil && ok && j.To == inst.Revision && inst.Resumable {
+		// The same revision, interrupted: carried on if it can be.
+		if carried := in.resumable(ctx, &j, func(string, uint64) (*Installation, error) { return inst, nil }); carried != nil {
+			return in.run(ctx, &j, carried, after)
+		}
+	}
 	if err := in.settle(ctx, inst.Name); err != nil {
 		return err
 	}
@@ -593,8 +599,6 @@ func (in *Installer) recover(ctx context.Context, j *journalRecord, after AfterF
 		return in.discard(j)
 	case StepWrite, StepRemove:
 		if inst := in.resumable(ctx, j, resume); inst != nil {
-			in.log.Info("carrying the interrupted extraction on from its last checkpoint", "dist", j.Name, "rev", j.To,
-				"step", j.Step, "written", j.Written, "of", len(j.Parts[0].New))
 			return in.run(ctx, j, inst, after)
 		}
 		return in.undo(ctx, j, nil, 0)
@@ -611,7 +615,7 @@ func (in *Installer) recover(ctx context.Context, j *journalRecord, after AfterF
 // be rolled back: it was not Resumable, or its revision cannot be had
 // again as it was planned.
 func (in *Installer) resumable(ctx context.Context, j *journalRecord, resume ResumeFunc) *Installation {
-	if !j.Resumable || resume == nil || len(j.Parts) != 1 || ctx.Err() != nil {
+	if !j.Resumable || resume == nil || len(j.Parts) != 1 || ctx.Err() != nil || (j.Step != StepWrite && j.Step != StepRemove) {
 		return nil
 	}
 	inst, err := resume(j.Name, j.To)
@@ -640,6 +644,8 @@ func (in *Installer) resumable(ctx context.Context, j *journalRecord, resume Res
 			return nil
 		}
 	}
+	in.log.Info("carrying the interrupted extraction on from its last checkpoint", "dist", j.Name, "rev", j.To,
+		"step", j.Step, "written", j.Written, "of", len(j.Parts[0].New), "stopped_by", j.Node, "stopped_epoch", j.Epoch)
 	return inst
 }
 

@@ -82,6 +82,12 @@ func readHistory(t *testing.T, stateDir string) []historyLine {
 // rolled back, and the journal's history shows each step under the epoch
 // that wrote it.
 func TestFencedWriteGoesOnFromItsCheckpoint(t *testing.T) {
+	for _, how := range []string{"recover", "install again"} {
+		t.Run(how, func(t *testing.T) { testFencedWriteGoesOn(t, how) })
+	}
+}
+
+func testFencedWriteGoesOn(t *testing.T, how string) {
 	f := newFixture(t)
 	m1 := f.publish("web", 1, "web", manyFiles(t, 50, 1))
 	src2 := manyFiles(t, 300, 1000)
@@ -118,16 +124,20 @@ func TestFencedWriteGoesOnFromItsCheckpoint(t *testing.T) {
 
 	// Node b (epoch 6) takes over: its recovery goes on from there.
 	b, _ := f.fencedInstaller("b", 6, -1)
-	resumed := 0
-	resume := func(name string, rev uint64) (*Installation, error) {
-		resumed++
-		return filesInstallation(m2), nil
-	}
-	if err := b.Recover(context.Background(), nil, resume); err != nil {
+	if how == "recover" {
+		resumed := 0
+		resume := func(name string, rev uint64) (*Installation, error) {
+			resumed++
+			return filesInstallation(m2), nil
+		}
+		if err := b.Recover(context.Background(), nil, resume); err != nil {
+			t.Fatal(err)
+		}
+		if resumed != 1 {
+			t.Fatalf("resume called %d times", resumed)
+		}
+	} else if err := b.InstallParts(context.Background(), filesInstallation(m2), nil); err != nil {
 		t.Fatal(err)
-	}
-	if resumed != 1 {
-		t.Fatalf("resume called %d times", resumed)
 	}
 	assertPending(t, b, nil)
 	assertInstalled(t, b, "web", 2, "web")

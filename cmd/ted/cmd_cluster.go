@@ -124,16 +124,21 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		return fn(ctx, s)
 	}
 	act := func(ctx context.Context, epoch uint64) (err error) {
-		valid := func() bool {
-			acting, e := node.Acting()
-			return acting && e == epoch
-		}
+		valid := func() bool { return node.LeaseValid(epoch) }
 		fence, err := cluster.Claim(cl.SharedDir, cluster.Holder{Epoch: epoch, Node: cl.Node, Instance: cfg.Instance,
 			Host: host, PID: os.Getpid(), Since: time.Now().UTC()}, valid, func(err error) { selfFence(log, err) })
 		if err != nil {
 			return err
 		}
-		check := fence.Check
+		check := func() error {
+			err := fence.Check()
+			if err != nil {
+				// Whatever was under way is in an unknown state: stop,
+				// and start again from the journal if the lease holds.
+				node.Interrupt(epoch)
+			}
+			return err
+		}
 		if noFence {
 			check = func() error { return nil }
 		}

@@ -114,6 +114,15 @@ type Node struct {
 	// pendingRelease: the node stood down; the lease is given back once
 	// act has stopped (finishRelease), never before.
 	pendingRelease bool
+	// leaseEnd is when the lease ends by the local clock, less the drift
+	// bound but not the margin: changes to the shared directory are
+	// allowed until then (LeaseValid), act is stopped Margin before.
+	// standingDown is the epoch of a lease given up by an election
+	// (its act stopping), valid for the fence until released.
+	leaseEnd     time.Time
+	standingDown uint64
+	// acting is the run of act now, if any (Interrupt).
+	acting *actor
 	// ready is the epoch under which act said it can act (SetReady);
 	// waiting says what it waits for until then.
 	ready   uint64
@@ -161,6 +170,31 @@ func (n *Node) SetReady(epoch uint64, ready bool, waiting string) {
 	}
 	n.mu.Unlock()
 	n.poke() // gossip it
+}
+
+// Interrupt stops the run of act under epoch, as the watchdog would: the
+// node is not marked unhealthy, and act starts again if the lease still
+// holds. act calls it when a change it was about to make was refused by
+// its fence: its work is then in an unknown state, which the next run
+// recovers from the journal.
+func (n *Node) Interrupt(epoch uint64) {
+	n.mu.Lock()
+	a := n.acting
+	n.mu.Unlock()
+	if a != nil && a.epoch == epoch {
+		a.cancel()
+	}
+	n.poke()
+}
+
+// LeaseValid reports whether this node still holds the lease of epoch by
+// its own clock, also while it stands down and until it releases it: the
+// fence of the shared directory asks it before every change, and act stops
+// Margin before it ends.
+func (n *Node) LeaseValid(epoch uint64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return epoch != 0 && (n.epoch == epoch || n.standingDown == epoch) && n.cfg.Now().Before(n.leaseEnd)
 }
 
 // Status says what this node is and which node the gossip says is active:
@@ -256,7 +290,7 @@ func (n *Node) step(ctx context.Context) time.Duration {
 		// only once act has stopped (finishRelease).
 		n.mu.Lock()
 		n.log.Info("no longer elected: standing down", "epoch", n.epoch)
-		n.epoch, n.pendingRelease = 0, true
+		n.standingDown, n.epoch, n.pendingRelease = n.epoch, 0, true
 		n.mu.Unlock()
 	}
 	return n.next()
@@ -313,15 +347,16 @@ func (n *Node) acquire(ctx context.Context) {
 		}
 		// Counted from before the request left, shortened by the drift
 		// bound and the margin: the authority counts from receipt.
-		valid := time.Duration(float64(g.TTL)*(1-n.cfg.Drift)) - n.cfg.Margin
-		n.epoch, n.until, n.renewAt = g.Epoch, sent.Add(valid), sent.Add(g.TTL/3)
+		valid := time.Duration(float64(g.TTL) * (1 - n.cfg.Drift))
+		n.epoch, n.until, n.renewAt = g.Epoch, sent.Add(valid-n.cfg.Margin), sent.Add(g.TTL/3)
+		n.leaseEnd, n.standingDown = sent.Add(valid), 0
 		n.retryAt, n.problem = time.Time{}, ""
 	default:
 		n.retryAt = now.Add(max(g.RetryIn, 500*time.Millisecond))
 		if n.holding(now) {
 			// Someone else holds it: our lease is gone at the authority.
 			n.log.Warn("lease lost to another node", "holder", g.Holder)
-			n.epoch = 0
+			n.epoch, n.standingDown = 0, 0
 		}
 	}
 }
@@ -329,7 +364,7 @@ func (n *Node) acquire(ctx context.Context) {
 // release gives the lease up; act has stopped.
 func (n *Node) release(ctx context.Context) {
 	n.mu.Lock()
-	n.epoch = 0
+	n.epoch, n.standingDown, n.leaseEnd = 0, 0, time.Time{}
 	n.mu.Unlock()
 	if err := n.auth.Release(ctx); err != nil && ctx.Err() == nil {
 		n.log.Warn("lease release failed; it expires instead", "err", err)
@@ -407,6 +442,9 @@ func (n *Node) Run(ctx context.Context, act func(ctx context.Context, epoch uint
 		if acting && cur == nil {
 			actCtx, cancel := context.WithCancel(ctx)
 			cur = &actor{ctx: actCtx, cancel: cancel, done: make(chan struct{}), epoch: epoch}
+			n.mu.Lock()
+			n.acting = cur
+			n.mu.Unlock()
 			n.SetReady(epoch, false, "starting")
 			go n.watchdog(actCtx, cur)
 			go func(a *actor) {

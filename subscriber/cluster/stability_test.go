@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,17 +34,34 @@ func TestElectKeepsTheHolder(t *testing.T) {
 	}
 }
 
+// gatedAuthority holds every request while its gate is shut.
+type gatedAuthority struct {
+	*tableAuthority
+	mu   sync.Mutex
+	gate chan struct{} // nil: open
+}
+
+func (g *gatedAuthority) Acquire(ctx context.Context) (Grant, error) {
+	g.mu.Lock()
+	gate := g.gate
+	g.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	return g.tableAuthority.Acquire(ctx)
+}
+
 // A node whose lease ended by its own clock while nothing was wrong with
 // it (a pause) is stopped, but not marked unhealthy: it may be elected
 // again at once, and the role does not move away and back.
 func TestLeaseEndByPauseIsNotUnhealthy(t *testing.T) {
-	auth := &tableAuthority{table: readyTable(6 * time.Second), node: "a"}
+	auth := &gatedAuthority{tableAuthority: &tableAuthority{table: readyTable(6 * time.Second), node: "a"}}
 	var offset atomic.Int64
 	cfg := DefaultConfig("a")
 	cfg.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	members := &oneMember{name: "a"}
 	n := NewNode(cfg, members, auth)
-	started := make(chan uint64, 4)
+	started, stopped := make(chan uint64, 4), make(chan struct{}, 4)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
@@ -51,14 +69,28 @@ func TestLeaseEndByPauseIsNotUnhealthy(t *testing.T) {
 			n.SetReady(epoch, true, "")
 			started <- epoch
 			<-ctx.Done()
+			stopped <- struct{}{}
 			return nil
 		})
 	}()
 	first := <-started
-	// The node's clock jumps past its lease, as after a SIGSTOP: the
-	// watchdog stops act, and the node asks again (the parent still
-	// counts the lease as its own: same epoch).
+	// The node's clock jumps past its lease, as after a SIGSTOP, while
+	// its next request is held: the watchdog stops act. Then the request
+	// goes (the parent still counts the lease as the node's: a renewal).
+	gate := make(chan struct{})
+	auth.mu.Lock()
+	auth.gate = gate
+	auth.mu.Unlock()
 	offset.Store(int64(10 * time.Second))
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("act was not stopped when the lease ended by the node's clock")
+	}
+	auth.mu.Lock()
+	auth.gate = nil
+	auth.mu.Unlock()
+	close(gate)
 	select {
 	case again := <-started:
 		if again != first {
