@@ -19,6 +19,9 @@ import (
 
 // child is a connected child session.
 type child struct {
+	// name is its key in children and seen (childKey): a cluster's name,
+	// or the child's certificate name.
+	name     string
 	sess     transport.Session
 	channels []string
 
@@ -56,6 +59,8 @@ func (c *child) revisions() []revKey {
 
 // ChildStatus is what the distributor knows of a child.
 type ChildStatus struct {
+	// Name is the child's certificate name, or a cluster's name: a
+	// cluster is one child whichever node is active.
 	Name     string   `json:"name"`
 	Role     string   `json:"role"`
 	Addr     string   `json:"addr"`
@@ -66,8 +71,10 @@ type ChildStatus struct {
 	Connected bool `json:"connected"`
 	// Since is when it connected, or when it went away.
 	Since time.Time `json:"since"`
-	// ActiveNode is the active node of a cluster child.
-	ActiveNode string `json:"active_node,omitempty"`
+	// ActiveNode is the active node of a cluster child, and Certificate
+	// the certificate it connected with.
+	ActiveNode  string `json:"active_node,omitempty"`
+	Certificate string `json:"certificate,omitempty"`
 	// Revisions is the child's last report.
 	Revisions []transport.RevisionState `json:"revisions"`
 }
@@ -75,24 +82,27 @@ type ChildStatus struct {
 // serveChild runs a child session: offers down, status up, chunks served.
 func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, control *transport.Conn, hello *transport.Hello, log *slog.Logger) {
 	peer := sess.Peer()
-	c := &child{sess: sess, channels: hello.Channels, offered: map[revKey]struct{}{}, open: map[revKey]openWindow{}}
+	key := childKey(peer, hello)
+	c := &child{name: key, sess: sess, channels: hello.Channels, offered: map[revKey]struct{}{}, open: map[revKey]openWindow{}}
 	d.mu.Lock()
-	old := d.children[peer.Name]
-	d.children[peer.Name] = c
-	st, ok := d.seen[peer.Name]
-	if !ok {
-		st = &ChildStatus{Name: peer.Name}
-		d.seen[peer.Name] = st
-	}
+	old := d.children[key]
+	d.children[key] = c
+	st := d.seenLocked(key, peer)
 	st.Role, st.Addr, st.Channels, st.Agent = string(peer.Role), sess.RemoteAddr(), hello.Channels, hello.Agent
 	if hello.Cluster != "" {
-		st.ActiveNode = hello.Node
+		st.ActiveNode, st.Certificate = hello.Node, peer.Name
 	}
 	st.Since = time.Now()
 	d.mu.Unlock()
 	if old != nil {
-		// Closing waits for the connection to end: not under d.mu.
-		old.sess.Close(fmt.Errorf("%w: %s connected again from %s", transport.ErrUnavailable, peer.Name, sess.RemoteAddr()))
+		// A child that connects again, or a cluster's new active node,
+		// replaces the session before. Closing waits for the connection
+		// to end: not under d.mu.
+		reason := fmt.Errorf("%w: %s connected again from %s", transport.ErrUnavailable, peer.Name, sess.RemoteAddr())
+		if hello.Cluster != "" {
+			reason = fmt.Errorf("%w: node %s (certificate %s) of cluster %s connected from %s", transport.ErrUnavailable, hello.Node, peer.Name, hello.Cluster, sess.RemoteAddr())
+		}
+		old.sess.Close(reason)
 	}
 	if hello.Cluster != "" {
 		log = log.With("cluster", hello.Cluster, "cluster_node", hello.Node, "epoch", hello.Epoch)
@@ -100,8 +110,8 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 	log.Info("child connected", "channels", hello.Channels, "agent", hello.Agent)
 	defer func() {
 		d.mu.Lock()
-		if d.children[peer.Name] == c {
-			delete(d.children, peer.Name)
+		if d.children[key] == c {
+			delete(d.children, key)
 			st.Since = time.Now()
 		}
 		d.mu.Unlock()
@@ -176,7 +186,8 @@ func (d *Distributor) offerLoop(ctx context.Context, c *child, control *transpor
 	// told remembers the window opening last told to the child per
 	// distribution, so it is told once, not at every wake.
 	told := map[string]time.Time{}
-	name := c.sess.Peer().Name
+	// A cluster's jitter is the cluster's, whichever node is active.
+	name := c.name
 	// offer sends s unless its send window is closed for this child; then
 	// the child is told when it opens, and next keeps the earliest opening.
 	var next time.Time

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"ted/distribution"
+	"ted/pki"
 	"ted/schedule"
 	"ted/transport"
 )
@@ -23,8 +24,10 @@ type Config struct {
 	Parents transport.ParentsConfig
 	// Trust holds the publisher keys whose signatures are accepted.
 	Trust *distribution.Trust
-	// DataDir is where the store lives; MinFreeDisk is the free space below
-	// which nothing more is received there (0: no floor).
+	// DataDir is where the store and the cluster lease table (leases.json)
+	// live; MinFreeDisk is the free space below which nothing more is
+	// received there (0: no floor). Empty: the lease table is kept in
+	// memory only (tests).
 	DataDir     string
 	MinFreeDisk int64
 	// KeepRevisions is how many revisions of each distribution are kept.
@@ -32,6 +35,11 @@ type Config struct {
 	// Channels maps each channel to who may publish into it and who may
 	// receive it.
 	Channels map[string]Channel
+	// Clusters maps each cluster subscriber's name to the certificates its
+	// nodes may use. A node that names a cluster is served only if its
+	// certificate is a member; the cluster holds one lease whichever
+	// member asks.
+	Clusters map[string]Cluster
 	// Fetch tunes chunk transfers from publishers and parents.
 	Fetch transport.FetchOptions
 	// CheckpointBytes is how many bytes are received between two store
@@ -55,11 +63,19 @@ type Channel struct {
 	// Publishers are the certificate names allowed to publish.
 	Publishers []string
 	// Children are the certificate names (subscribers or lower-tier
-	// distributors) allowed to receive.
+	// distributors) allowed to receive, or the names of clusters (see
+	// Config.Clusters), whose every member certificate may then receive.
 	Children []string
 	// Send names the schedule whose windows gate offers and chunks sent
 	// to children; empty means always.
 	Send string
+}
+
+// Cluster is a cluster subscriber as its parent knows it.
+type Cluster struct {
+	// Members are the certificate names its nodes may use, each a member
+	// of this cluster only.
+	Members []string
 }
 
 // DefaultConfig returns a configuration with every default spelled out.
@@ -111,6 +127,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("channels.%s.children: lists this node itself", name))
 		}
 	}
+	if err := ValidateClusters(c.Clusters); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Parents.RetryMin <= 0 || c.Parents.RetryMax < c.Parents.RetryMin || c.Parents.PreferEvery <= 0 {
 		errs = append(errs, errors.New("parents: retry and prefer intervals must be positive"))
 	}
@@ -135,6 +154,51 @@ func (c *Config) Validate() error {
 	}
 	if c.CheckpointBytes <= 0 {
 		c.CheckpointBytes = DefaultConfig().CheckpointBytes
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateClusters checks the clusters section: every name valid, every
+// cluster with members, and every member certificate in one cluster only.
+// Each problem is one error naming its field.
+func ValidateClusters(clusters map[string]Cluster) error {
+	var errs []error
+	memberOf := map[string]string{} // certificate: its cluster
+	names := sortedNames(clusters)
+	for _, name := range names {
+		field := "clusters." + name + ".members"
+		if err := distribution.ValidName("cluster", name); err != nil {
+			errs = append(errs, fmt.Errorf("clusters: %w", err))
+			continue
+		}
+		members := clusters[name].Members
+		if len(members) == 0 {
+			errs = append(errs, fmt.Errorf("%s: none: list the certificate names its nodes use", field))
+		}
+		for _, m := range members {
+			if err := pki.ValidateName(m); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", field, err))
+				continue
+			}
+			switch other, ok := memberOf[m]; {
+			case ok && other == name:
+				errs = append(errs, fmt.Errorf("%s: %s is listed twice", field, m))
+			case ok:
+				// One node certificate in two clusters could act for
+				// either: it could hold both leases, or receive for the
+				// one it was not meant to serve.
+				errs = append(errs, fmt.Errorf("%s: %s is also a member of cluster %s; a certificate may be a member of one cluster only, or it could act for either", field, m, other))
+			default:
+				memberOf[m] = name
+			}
+		}
+	}
+	for _, name := range names {
+		// A name in a channel's children means the certificate and the
+		// cluster of that name: they must be the same thing.
+		if other, ok := memberOf[name]; ok && other != name {
+			errs = append(errs, fmt.Errorf("clusters.%s: also the name of a member certificate of cluster %s; a channel's children could not tell them apart", name, other))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"sort"
 	"sync"
@@ -32,11 +33,16 @@ type Distributor struct {
 	log     *slog.Logger
 	metrics *metrics
 
+	// clusterOf is the cluster of each member certificate (cfg.Clusters).
+	clusterOf map[string]string
+
 	mu sync.Mutex
-	// children are the connected children, by name.
+	// children are the connected children, by name: a cluster's by the
+	// cluster's, whatever certificate its active node uses (childKey).
 	children map[string]*child
 	// seen is the last status of every child that ever connected since
-	// start, kept when it disconnects so status shows it.
+	// start, kept when it disconnects so status shows it; keyed as
+	// children.
 	seen map[string]*ChildStatus
 	// incoming are the revisions being received, by distribution name.
 	incoming map[string]*incoming
@@ -60,7 +66,8 @@ type Distributor struct {
 	// upstream is the session with the parent, for repairs.
 	upstream transport.Session
 	started  time.Time
-	// leases fence the nodes of cluster children.
+	// leases fence the nodes of cluster children: one lease per cluster,
+	// kept in DataDir so a restart does not take it from its holder.
 	leases *transport.Leases
 }
 
@@ -82,10 +89,24 @@ func (in *incoming) lacks(id distribution.ChunkID) bool {
 func compareIDs(a, b distribution.ChunkID) int { return bytes.Compare(a[:], b[:]) }
 
 // New creates a distributor over an open store. Dependencies come in here,
-// so tests give it a memory store and pipe sessions.
+// so tests give it a memory store and pipe sessions. It loads the cluster
+// lease table from DataDir, and refuses to start on a damaged one.
 func New(cfg Config, st store.Store, log *slog.Logger) (*Distributor, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("distributor config: %w", err)
+	}
+	leases := transport.NewLeases(cfg.LeaseTTL, nil)
+	if cfg.DataDir != "" {
+		var err error
+		if leases, err = transport.OpenLeases(filepath.Join(cfg.DataDir, LeaseFile), cfg.LeaseTTL, nil); err != nil {
+			return nil, err
+		}
+	}
+	clusterOf := map[string]string{}
+	for name, cl := range cfg.Clusters {
+		for _, m := range cl.Members {
+			clusterOf[m] = name
+		}
 	}
 	d := &Distributor{
 		cfg: cfg, store: st, log: log.With("node", cfg.Name),
@@ -97,7 +118,13 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Distributor, error) {
 		limits:     limiters{per: map[string]channelLimiter{}},
 		wake:       make(chan struct{}),
 		started:    time.Now(),
-		leases:     transport.NewLeases(cfg.LeaseTTL, nil),
+		leases:     leases,
+		clusterOf:  clusterOf,
+	}
+	for _, name := range sortedNames(cfg.Clusters) {
+		if holder := leases.Holder(name); holder != "" {
+			d.log.Info("cluster lease kept from before the start: its holder may renew it at once, others wait", "cluster", name, "cluster_node", nodeOf(holder), "for", cfg.LeaseTTL)
+		}
 	}
 	d.metrics = newMetrics(func() float64 {
 		d.mu.Lock()
@@ -121,13 +148,23 @@ func (d *Distributor) Accept(id transport.Identity) error {
 		return d.refuse("publisher", fmt.Errorf("%w: publisher %s is not listed for any channel of %s", transport.ErrUnauthorized, id.Name, d.cfg.Name))
 	case pki.RoleDistributor, pki.RoleSubscriber:
 		for _, ch := range d.cfg.Channels {
-			if slices.Contains(ch.Children, id.Name) {
+			if d.listed(ch, id.Name) {
 				return nil
 			}
 		}
-		return d.refuse("child", fmt.Errorf("%w: %s %s is not a child of any channel of %s", transport.ErrUnauthorized, id.Role, id.Name, d.cfg.Name))
+		return d.refuse("child", fmt.Errorf("%w: %s %s is not a child of any channel of %s (channels.*.children, by its name or its cluster's)", transport.ErrUnauthorized, id.Role, id.Name, d.cfg.Name))
 	}
 	return d.refuse("role", fmt.Errorf("%w: role %q", transport.ErrUnauthorized, id.Role))
+}
+
+// listed reports whether the certificate cert may receive channel ch:
+// named in its children itself, or through its cluster.
+func (d *Distributor) listed(ch Channel, cert string) bool {
+	if slices.Contains(ch.Children, cert) {
+		return true
+	}
+	cl, ok := d.clusterOf[cert]
+	return ok && slices.Contains(ch.Children, cl)
 }
 
 func (d *Distributor) refuse(reason string, err error) error {
@@ -187,15 +224,22 @@ func (d *Distributor) handle(ctx context.Context, sess transport.Session) {
 	peer := sess.Peer()
 	log := d.log.With("peer", peer.Name, "addr", sess.RemoteAddr())
 	var check func(*transport.Hello) error
+	var cluster string // the cluster the hello names, for the log
 	switch peer.Role {
 	case pki.RolePublisher:
 		check = func(*transport.Hello) error { return nil }
 	default:
-		check = func(h *transport.Hello) error { return d.checkChild(peer, h) }
+		check = func(h *transport.Hello) error {
+			cluster = h.Cluster
+			return d.checkChild(peer, h)
+		}
 	}
 	control, hello, err := transport.ServerHello(ctx, sess, &transport.Welcome{Name: d.cfg.Name, Agent: d.cfg.Agent}, check)
 	if err != nil {
 		if ctx.Err() == nil {
+			if cluster != "" {
+				log = log.With("cluster", cluster)
+			}
 			log.Warn("peer refused", "err", err)
 			closeReason = err
 		}
@@ -207,22 +251,22 @@ func (d *Distributor) handle(ctx context.Context, sess transport.Session) {
 		return
 	}
 	if hello.Cluster != "" && hello.Epoch == 0 {
-		d.serveLease(ctx, control, hello, log.With("cluster", hello.Cluster, "cluster_node", hello.Node))
+		d.serveLease(ctx, control, peer, hello, log.With("cluster", hello.Cluster, "cluster_node", hello.Node))
 		return
 	}
 	d.serveChild(ctx, sess, control, hello, log)
 }
 
 // checkChild refuses a child that asks for a channel it is not listed for,
-// and a cluster node's content session without the lease.
+// a cluster node whose certificate is not a member of its cluster, and a
+// cluster node's content session without the lease.
 func (d *Distributor) checkChild(peer transport.Identity, h *transport.Hello) error {
+	if err := d.checkMembership(peer, h); err != nil {
+		return err
+	}
 	if h.Cluster != "" && h.Epoch != 0 {
-		if ok, _, _ := d.leases.Valid(leaseKey(h), leaseHolder(h), h.Epoch); !ok {
-			holder := nodeOf(d.leases.Holder(leaseKey(h)))
-			if holder == "" {
-				holder = "nobody"
-			}
-			return d.refuse("child", fmt.Errorf("%w: node %s of cluster %s does not hold its lease under epoch %d (%s does)", transport.ErrUnavailable, h.Node, h.Cluster, h.Epoch, holder))
+		if err := d.checkLease(h); err != nil {
+			return err
 		}
 	}
 	if len(h.Channels) == 0 {
@@ -233,8 +277,12 @@ func (d *Distributor) checkChild(peer transport.Identity, h *transport.Hello) er
 		if !ok {
 			return d.refuse("child", fmt.Errorf("%w: channel %s is not carried by %s (asked by %s)", transport.ErrUnauthorized, name, d.cfg.Name, peer.Name))
 		}
-		if !slices.Contains(ch.Children, peer.Name) {
-			return d.refuse("child", fmt.Errorf("%w: %s is not listed in the children of channel %s on %s", transport.ErrUnauthorized, peer.Name, name, d.cfg.Name))
+		if !d.listed(ch, peer.Name) {
+			via := ""
+			if cl, ok := d.clusterOf[peer.Name]; ok {
+				via = ", nor is its cluster " + cl
+			}
+			return d.refuse("child", fmt.Errorf("%w: %s is not listed in the children of channel %s on %s%s", transport.ErrUnauthorized, peer.Name, name, d.cfg.Name, via))
 		}
 	}
 	return nil

@@ -94,8 +94,14 @@ func (n *node) Accept(ctx context.Context) (transport.Session, error) {
 // ends, or until stop is called.
 func startDistributor(t *testing.T, cfg distributor.Config, dial transport.DialFunc) *node {
 	t.Helper()
+	return startDistributorLog(t, cfg, dial, testLog(t))
+}
+
+// startDistributorLog is startDistributor logging to log.
+func startDistributorLog(t *testing.T, cfg distributor.Config, dial transport.DialFunc, log *slog.Logger) *node {
+	t.Helper()
 	st := memStore(t)
-	d, err := distributor.New(cfg, st, testLog(t))
+	d, err := distributor.New(cfg, st, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,4 +11,10 @@
 // publisher not listed for every channel of the revision is refused, logged
 // and never offered. It never serves a chunk whose bytes do not match its
 // id.
+//
+// For a cluster subscriber it grants one lease per cluster (lease.go), and
+// serves a node only if its certificate is a member of the cluster it names
+// (Config.Clusters) and, for content, only under the current epoch. It never
+// gives a lease it has not recorded in its data directory, so a restart
+// cannot hand the lease to a second node while the first still acts.
 package distributor

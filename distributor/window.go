@@ -116,7 +116,7 @@ func (d *Distributor) openFor(c *child, key revKey, channels []string) (open str
 	if ok && now.Before(cached.until) {
 		return cached.channel, cached.until
 	}
-	open, at = d.sendState(channels, c.sess.Peer().Name)
+	open, at = d.sendState(channels, c.name)
 	if open != "" {
 		until := at
 		if limit := now.Add(sendStateTTL); limit.Before(until) {

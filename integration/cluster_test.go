@@ -15,17 +15,32 @@ import (
 
 // aCluster is the nodes of one cluster subscriber.
 type aCluster struct {
-	name   string // the cluster's subscriber: its certificate's name
+	name   string // the cluster's name
 	nodes  []*node
 	shared string // the shared directory (store, journal)
 	root   string // the target root, on the shared directory too
 }
 
 // cluster configures and starts a cluster subscriber of len(nodes) nodes,
-// priorities 10, 20, … in that order, under parent.
+// priorities 10, 20, … in that order, under parent, every node with one
+// certificate named after the cluster: parent's distributorSpec.clusters
+// must list it as name: [name].
 func (nw *network) cluster(name string, nodes []string, parent *node) *aCluster {
 	nw.t.Helper()
-	nw.issue(name, "subscriber")
+	certs := make([]string, len(nodes))
+	for i := range certs {
+		certs[i] = name
+	}
+	return nw.clusterWithCerts(name, nodes, certs, parent)
+}
+
+// clusterWithCerts is cluster with a certificate for each node: certs[i]
+// is nodes[i]'s.
+func (nw *network) clusterWithCerts(name string, nodes, certs []string, parent *node) *aCluster {
+	nw.t.Helper()
+	for _, cert := range certs {
+		nw.issue(cert, "subscriber")
+	}
 	c := &aCluster{name: name, shared: filepath.Join(nw.dir, "shared", name)}
 	c.root = filepath.Join(c.shared, "root")
 	if err := os.MkdirAll(c.shared, 0o755); err != nil {
@@ -46,10 +61,10 @@ func (nw *network) cluster(name string, nodes []string, parent *node) *aCluster 
 			}
 		}
 		values := map[string]any{
-			"name":     name,
+			"name":     certs[i],
 			"parents":  []string{parent.addr},
 			"data_dir": "./var/" + nodeName,
-			"tls":      map[string]string{"ca": "pki/ca.crt", "cert": "pki/" + name + ".crt", "key": "pki/" + name + ".key"},
+			"tls":      map[string]string{"ca": "pki/ca.crt", "cert": "pki/" + certs[i] + ".crt", "key": "pki/" + certs[i] + ".key"},
 			"channels": []string{"web"},
 			"trust":    nw.relTrust(nil),
 			"root":     "./shared/" + name + "/root",
@@ -159,7 +174,7 @@ func TestClusterFailover(t *testing.T) {
 	nw.writeSchedules("slow.yaml", "schedules:\n  slow:\n    always: true\n    max_rate: 4MiB/s\n")
 	dist1 := nw.distributor("dist-1", distributorSpec{schedules: "slow.yaml", channels: map[string]channel{
 		"web": {publishers: []string{"pub-1"}, children: []string{"web-c2", "web-c3"}, send: "slow"},
-	}})
+	}, clusters: map[string][]string{"web-c2": {"web-c2"}, "web-c3": {"web-c3"}}})
 	c2 := nw.cluster("web-c2", []string{"c2-a", "c2-b"}, dist1)
 	c3 := nw.cluster("web-c3", []string{"c3-a", "c3-b", "c3-c"}, dist1)
 	for _, c := range []*aCluster{c2, c3} {
@@ -230,17 +245,21 @@ func TestClusterFailover(t *testing.T) {
 		if n := c.extractions(1); n != 1 {
 			t.Errorf("%s extracted app@1 %d times, want once", c.name, n)
 		}
-		// Back with the lowest priority: the role moves back to it, the
-		// active node stopping before it takes over.
+		// Back with the lowest priority, it joins as a standby: the role
+		// does not move back by itself (each move would stop an
+		// extraction), only by a handover.
 		old.start()
-		waitFor(t, old.name+" active again", func() (bool, string) {
+		waitFor(t, old.name+" back as a standby naming "+next.name, func() (bool, string) {
 			c.neverTwo(t)
 			st, err := old.subscriberStatus()
 			if err != nil {
 				return false, err.Error()
 			}
-			return st.Role == "active", st.Role
+			return st.Role == "standby" && st.ActiveNode == next.name, st.Role + " " + st.ActiveNode
 		})
+		if a := c.active(t); a != next {
+			t.Errorf("%s: %s active after %s came back, want %s still", c.name, a.name, old.name, next.name)
+		}
 	}
 
 	// A handover on purpose, under load: rev 2 is on its way.
@@ -282,7 +301,7 @@ func TestClusterBadInput(t *testing.T) {
 	nw := newNetwork(t)
 	dist1 := nw.distributor("dist-1", distributorSpec{channels: map[string]channel{
 		"web": {publishers: []string{"pub-1"}, children: []string{"web-c1"}},
-	}})
+	}, clusters: map[string][]string{"web-c1": {"web-c1"}}})
 	c := nw.cluster("web-c1", []string{"c1-a"}, dist1)
 	n := c.nodes[0]
 	n.stop()

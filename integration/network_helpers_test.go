@@ -175,6 +175,9 @@ type distributorSpec struct {
 	// schedules, if set, is the schedule file, relative to the config's
 	// directory (the network's).
 	schedules string
+	// clusters, if set, is the clusters section: each cluster's member
+	// certificates.
+	clusters map[string][]string
 }
 
 // subscriberSpec is what differs between subscribers.
@@ -211,6 +214,9 @@ type node struct {
 	values map[string]any
 	// env is added to the environment of the next runs.
 	env []string
+	// netns, if set, is the network namespace the next runs are in
+	// (netns_test.go): `ip netns exec` execs ted, so the pid is ted's.
+	netns string
 
 	mu   sync.Mutex
 	proc *process
@@ -256,6 +262,13 @@ func (nw *network) distributor(name string, spec distributorSpec) *node {
 	}
 	if spec.schedules != "" {
 		values["schedules"] = spec.schedules
+	}
+	if len(spec.clusters) > 0 {
+		clusters := map[string]any{}
+		for cl, members := range spec.clusters {
+			clusters[cl] = map[string]any{"members": members}
+		}
+		values["clusters"] = clusters
 	}
 	n := nw.newNode(name, "distributor", values)
 	n.startFresh()
@@ -414,6 +427,9 @@ func (n *node) tryStart() error {
 		return err
 	}
 	cmd := exec.Command(tedBinary, n.role, "run", "--config", n.config)
+	if n.netns != "" {
+		cmd = exec.Command("ip", append([]string{"netns", "exec", n.netns}, cmd.Args...)...)
+	}
 	cmd.Dir = n.nw.cwd
 	cmd.Env = append(os.Environ(), n.env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -702,11 +718,12 @@ type heldRevision struct {
 }
 
 type childStatus struct {
-	Name       string          `json:"name"`
-	Role       string          `json:"role"`
-	ActiveNode string          `json:"active_node"`
-	Connected  bool            `json:"connected"`
-	Revisions  []revisionState `json:"revisions"`
+	Name        string          `json:"name"`
+	Role        string          `json:"role"`
+	ActiveNode  string          `json:"active_node"`
+	Certificate string          `json:"certificate"`
+	Connected   bool            `json:"connected"`
+	Revisions   []revisionState `json:"revisions"`
 }
 
 // holds reports whether the distributor stores app@rev.

@@ -73,12 +73,13 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 			sends[ch.Send] = "channels." + name + ".send"
 		}
 	}
+	cfg.Clusters = file.clusters()
 	if cfg.Schedules, err = loadSchedules(&file.nodeFile, sends); err != nil {
 		return err
 	}
 	n.schedules = cfg.Schedules
 	if err := cfg.Validate(); err != nil {
-		return usageError{fmt.Errorf("%s: %w", opts.config, err)}
+		return configErrors(opts.config, err)
 	}
 	d, err := distributor.New(cfg, n.store, log)
 	if err != nil {

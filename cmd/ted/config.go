@@ -17,6 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"ted/distribution"
+	"ted/distributor"
 	"ted/pki"
 	"ted/schedule"
 	"ted/transport"
@@ -53,8 +54,24 @@ type nodeFile struct {
 
 type distributorFile struct {
 	nodeFile `yaml:",inline"`
-	Listen   string                 `yaml:"listen"`
-	Channels map[string]channelFile `yaml:"channels"`
+	Listen   string                        `yaml:"listen"`
+	Channels map[string]channelFile        `yaml:"channels"`
+	Clusters map[string]clusterMembersFile `yaml:"clusters"`
+}
+
+// clusterMembersFile is a cluster subscriber under a distributor's
+// clusters: the certificate names its nodes may use.
+type clusterMembersFile struct {
+	Members []string `yaml:"members"`
+}
+
+// clusters returns the clusters section as the distributor takes it.
+func (c *distributorFile) clusters() map[string]distributor.Cluster {
+	out := make(map[string]distributor.Cluster, len(c.Clusters))
+	for name, cl := range c.Clusters {
+		out[name] = distributor.Cluster{Members: cl.Members}
+	}
+	return out
 }
 
 // check validates the common fields and resolves their paths.
@@ -203,6 +220,16 @@ func (c *clusterFile) check(file string) error {
 // configError names the config file and the field.
 func configError(file, field, format string, args ...any) error {
 	return usageError{fmt.Errorf("%s: %s: %s", file, field, fmt.Sprintf(format, args...))}
+}
+
+// configErrors names the config file on every line of err, one problem a
+// line (errors.Join), each of which names its field.
+func configErrors(file string, err error) error {
+	lines := strings.Split(err.Error(), "\n")
+	for i := range lines {
+		lines[i] = file + ": " + lines[i]
+	}
+	return usageError{errors.New(strings.Join(lines, "\n"))}
 }
 
 // readConfig decodes a YAML config file strictly: an unknown field, a
@@ -359,6 +386,9 @@ func loadDistributorConfig(file string) (*distributorFile, error) {
 		if len(c.Parents) == 0 && len(ch.Publishers) == 0 {
 			return nil, configError(file, field+".publishers", "none, and no parents: nothing could ever arrive")
 		}
+	}
+	if err := distributor.ValidateClusters(c.clusters()); err != nil {
+		return nil, configErrors(file, err)
 	}
 	return &c, nil
 }
