@@ -33,7 +33,7 @@ func TestClusterMembership(t *testing.T) {
 			return false, err.Error()
 		}
 		problem = st.Problem
-		return st.Role == "standby" && strings.Contains(st.Problem, refusal), fmt.Sprintf("%s %q", st.Role, st.Problem)
+		return st.Role == "standby" && strings.Contains(st.Problem, "the lease authority refused this node: not authorised: "+refusal), fmt.Sprintf("%s %q", st.Role, st.Problem)
 	})
 	t.Logf("s-a: %s", problem)
 	t.Logf("distributor: %s", dist1.waitLog("peer refused", "peer=web-01x", "cluster=web-solo", refusal))

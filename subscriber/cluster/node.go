@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
+
+	"ted/transport"
 )
 
 // Grant is a lease authority's answer.
@@ -108,6 +111,9 @@ type Node struct {
 	retryAt        time.Time // a refused request is not repeated before
 	unhealthyUntil time.Time
 	problem        string // why this node cannot be active, for status
+	// leaseProblem is why the last lease request failed; it stays until
+	// one succeeds, so status does not flicker between requests.
+	leaseProblem string
 	handover       Meta   // the handover asked on this node
 	meta           Meta   // last gossiped
 	metaSet        bool
@@ -203,6 +209,9 @@ func (n *Node) Status() (role Role, active, problem string) {
 	acting, epoch := n.Acting()
 	n.mu.Lock()
 	problem = n.problem
+	if problem == "" {
+		problem = n.leaseProblem
+	}
 	ready, waiting := n.ready == epoch, n.waiting
 	n.mu.Unlock()
 	if acting && ready {
@@ -336,7 +345,7 @@ func (n *Node) acquire(ctx context.Context) {
 		if !n.holding(now) {
 			// Cut from the authority: let the gossip elect another.
 			n.unhealthyUntil = now.Add(n.cfg.Unhealthy)
-			n.problem = "cannot reach the lease authority: " + err.Error()
+			n.leaseProblem = leaseFailure(err)
 			n.log.Warn("lease request failed; standing down", "err", err)
 		} else {
 			n.log.Warn("lease renewal failed; will retry while the lease lasts", "err", err)
@@ -350,7 +359,7 @@ func (n *Node) acquire(ctx context.Context) {
 		valid := time.Duration(float64(g.TTL) * (1 - n.cfg.Drift))
 		n.epoch, n.until, n.renewAt = g.Epoch, sent.Add(valid-n.cfg.Margin), sent.Add(g.TTL/3)
 		n.leaseEnd, n.standingDown = sent.Add(valid), 0
-		n.retryAt, n.problem = time.Time{}, ""
+		n.retryAt, n.problem, n.leaseProblem = time.Time{}, "", ""
 	default:
 		n.retryAt = now.Add(max(g.RetryIn, 500*time.Millisecond))
 		if n.holding(now) {
@@ -359,6 +368,20 @@ func (n *Node) acquire(ctx context.Context) {
 			n.epoch, n.standingDown = 0, 0
 		}
 	}
+}
+
+// leaseFailure says why a lease request failed, for status: refused by the
+// parent (this node's certificate or cluster is not allowed: it waits for
+// a config change), or the parent could not be reached.
+func leaseFailure(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, transport.ErrUnauthorized.Error()); errors.Is(err, transport.ErrUnauthorized) || i >= 0 {
+		if i >= 0 {
+			msg = msg[i:] // the parent's own words, without the transport's wrapping
+		}
+		return "the lease authority refused this node: " + msg
+	}
+	return "cannot reach the lease authority: " + msg
 }
 
 // release gives the lease up; act has stopped.
