@@ -114,9 +114,9 @@ type Node struct {
 	// leaseProblem is why the last lease request failed; it stays until
 	// one succeeds, so status does not flicker between requests.
 	leaseProblem string
-	handover       Meta   // the handover asked on this node
-	meta           Meta   // last gossiped
-	metaSet        bool
+	handover     Meta // the handover asked on this node
+	meta         Meta // last gossiped
+	metaSet      bool
 	// pendingRelease: the node stood down; the lease is given back once
 	// act has stopped (finishRelease), never before.
 	pendingRelease bool
