@@ -144,6 +144,16 @@ func (w *materializer) syncDirs(dirs map[string]struct{}) error {
 	return nil
 }
 
+// dropTemp removes a temporary file that will not be renamed into place,
+// unless the work is stopping (ctx ended, or Fence refused a change): a
+// removal is a change too, and the next run sweeps temporary files.
+func (w *materializer) dropTemp(tmp string) {
+	if w.fenced || w.ctx.Err() != nil || w.fence() != nil {
+		return
+	}
+	_ = w.root.Remove(tmp)
+}
+
 // fence asks Fence, if set, whether the next change may be made.
 func (w *materializer) fence() error {
 	if w.opts.Fence == nil {
@@ -212,9 +222,7 @@ func (w *materializer) file(e *Entry) error {
 		err = w.replace(tmp, e.Path)
 	}
 	if err != nil {
-		if !w.fenced {
-			_ = w.root.Remove(tmp)
-		}
+		w.dropTemp(tmp)
 		return unwrapPath(err)
 	}
 	w.progress.Files++
@@ -253,9 +261,7 @@ func (w *materializer) symlink(e *Entry) error {
 		return unwrapPath(err)
 	}
 	if err := w.replace(tmp, e.Path); err != nil {
-		if !w.fenced {
-			_ = w.root.Remove(tmp)
-		}
+		w.dropTemp(tmp)
 		return unwrapPath(err)
 	}
 	return nil

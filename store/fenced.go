@@ -1,6 +1,14 @@
 package store
 
-import "ted/distribution"
+import (
+	"errors"
+	"fmt"
+
+	"ted/distribution"
+)
+
+// ErrFenced is wrapped by the error of a change a fenced store refused.
+var ErrFenced = errors.New("store change fenced off")
 
 // Fenced returns st with every change guarded by check: PutChunk,
 // AddRevision, Prune, RepairChunk, Sync and Close call check first, and an
@@ -15,12 +23,19 @@ import "ted/distribution"
 // writing anything more (a self-fence), and the next holder recovers the
 // store as after a crash.
 func Fenced(st Store, check func() error) Store {
-	return &fenced{Store: st, check: check}
+	return &fenced{Store: st, fence: check}
 }
 
 type fenced struct {
 	Store
-	check func() error
+	fence func() error
+}
+
+func (f *fenced) check() error {
+	if err := f.fence(); err != nil {
+		return fmt.Errorf("%w: %w", ErrFenced, err)
+	}
+	return nil
 }
 
 var _ Store = (*fenced)(nil)

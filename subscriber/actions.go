@@ -72,6 +72,9 @@ type actionRun struct {
 	Dir, Target string
 	Timeout     time.Duration
 	Log         *slog.Logger
+	// Fence, if set, is asked before each command starts: a command
+	// changes the shared directory of a cluster as much as a file does.
+	Fence func() error
 }
 
 // actionsFor returns the action run of revision m.
@@ -79,9 +82,12 @@ func actionsFor(m *distribution.Manifest, dir, target string, timeout time.Durat
 	return actionRun{Name: m.Name, Revision: m.Revision, Version: m.Version, Dir: dir, Target: target, Timeout: timeout, Log: log}
 }
 
-// runActions runs cmds in order and stops at the first that fails.
-func runActions(ctx context.Context, phase string, cmds []string, m *distribution.Manifest, dir, target string, timeout time.Duration, log *slog.Logger) error {
-	return actionsFor(m, dir, target, timeout, log).run(ctx, phase, cmds)
+// runActions runs cmds in order and stops at the first that fails; fence,
+// if set, is asked before each.
+func runActions(ctx context.Context, phase string, cmds []string, m *distribution.Manifest, dir, target string, timeout time.Duration, log *slog.Logger, fence func() error) error {
+	a := actionsFor(m, dir, target, timeout, log)
+	a.Fence = fence
+	return a.run(ctx, phase, cmds)
 }
 
 // run runs cmds in order and stops at the first that fails.
@@ -95,6 +101,11 @@ func (a actionRun) run(ctx context.Context, phase string, cmds []string) error {
 }
 
 func (a actionRun) runOne(ctx context.Context, phase, command string) error {
+	if a.Fence != nil {
+		if err := a.Fence(); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, a.Timeout)
 	defer cancel()
 	cmd := exec.Command("sh", "-c", command)

@@ -136,6 +136,25 @@ func (s *Subscriber) afterRecovered(ctx context.Context, name string, rev uint64
 	return nil
 }
 
+// fence asks cfg.Fence, if set, whether the next change may be made.
+func (s *Subscriber) fence() error {
+	if s.cfg.Fence == nil {
+		return nil
+	}
+	if err := s.cfg.Fence(); err != nil {
+		return fmt.Errorf("%w: %w", ErrFenced, err)
+	}
+	return nil
+}
+
+// stopped reports whether err only means that the work must stop: ctx
+// ended, or a change was fenced off (this node may no longer write; the
+// next run, here or on another node, goes on from the journal). Such work
+// is not marked failed.
+func stopped(ctx context.Context, err error) bool {
+	return ctx.Err() != nil || errors.Is(err, ErrFenced) || errors.Is(err, store.ErrFenced)
+}
+
 // resumeInstallation gives recovery the installation of name@rev again, so
 // that an interrupted extraction goes on from its checkpoint.
 func (s *Subscriber) resumeInstallation(name string, rev uint64) (*Installation, error) {
@@ -168,7 +187,7 @@ func (s *Subscriber) after(ctx context.Context, m *distribution.Manifest) error 
 	if len(m.Post) == 0 {
 		return nil
 	}
-	return runActions(ctx, "post", m.Post, m, target, target, s.cfg.ActionTimeout, s.log)
+	return runActions(ctx, "post", m.Post, m, target, target, s.cfg.ActionTimeout, s.log, s.fence)
 }
 
 // loadStates rebuilds the revision states from the store and the installed
@@ -399,6 +418,9 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 		st.Chunks, st.HaveChunks = len(ids), int(have.Load())
 	})
 	if err := s.fetch(ctx, sess, m, missing, &have, &corrupt, log); err != nil {
+		if stopped(ctx, err) {
+			return m.Name, err
+		}
 		if _, paused := transport.RetryAt(err); paused {
 			s.update(m, func(st *transport.RevisionState) {
 				st.State, st.Reason, st.HaveChunks = StateReceiving, "paused: "+err.Error(), int(have.Load())
@@ -411,6 +433,9 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 		return m.Name, err
 	}
 	if _, err := s.store.AddRevision(signed, m); err != nil && !errors.Is(err, store.ErrExists) {
+		if stopped(ctx, err) {
+			return m.Name, err
+		}
 		s.update(m, func(st *transport.RevisionState) { st.State, st.Error = StateFailed, err.Error() })
 		return m.Name, err
 	}
@@ -642,8 +667,8 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 		if _, err := os.Stat(dir); err != nil {
 			dir = s.cfg.Root
 		}
-		if err := runActions(ctx, "pre", m.Pre, m, dir, target, s.cfg.ActionTimeout, s.log); err != nil {
-			if ctx.Err() == nil {
+		if err := runActions(ctx, "pre", m.Pre, m, dir, target, s.cfg.ActionTimeout, s.log, s.fence); err != nil {
+			if ctx.Err() == nil && !errors.Is(err, ErrFenced) {
 				s.metrics.failed.Inc()
 				s.update(m, func(st *transport.RevisionState) { st.State, st.Error = StateFailed, err.Error() })
 			}
@@ -676,7 +701,7 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 		err = s.inst.InstallParts(ctx, filesInstallation(m), func(ctx context.Context, _ string, _ uint64) error { return s.after(ctx, m) })
 	}
 	if err != nil {
-		if ctx.Err() != nil || errors.Is(err, ErrFenced) {
+		if stopped(ctx, err) {
 			// Stopping, or no longer allowed to write (a cluster node
 			// whose lease ended): the journal carries it on at the next
 			// start, here or on the node active then.

@@ -401,9 +401,12 @@ func (in *Installer) install(ctx context.Context, inst *Installation, after Afte
 			return fmt.Errorf("component %s: %w", p.Component, err)
 		}
 	}
+	if err := ctx.Err(); err != nil {
+		return err // stopping: whatever the journal holds waits
+	}
 	if j, ok, err := in.state.readJournal(inst.Name); err == nil && ok && j.To == inst.Revision && inst.Resumable {
 		// The same revision, interrupted: carried on if it can be.
-		if carried := in.resumable(ctx, &j, func(string, uint64) (*Installation, error) { return inst, nil }); carried != nil {
+		if carried := in.resumable(&j, func(string, uint64) (*Installation, error) { return inst, nil }); carried != nil {
 			return in.run(ctx, &j, carried, after)
 		}
 	}
@@ -598,7 +601,10 @@ func (in *Installer) recover(ctx context.Context, j *journalRecord, after AfterF
 		// Nothing under the root has changed yet.
 		return in.discard(j)
 	case StepWrite, StepRemove:
-		if inst := in.resumable(ctx, j, resume); inst != nil {
+		if err := ctx.Err(); err != nil {
+			return err // stopping: neither carried on nor undone now
+		}
+		if inst := in.resumable(j, resume); inst != nil {
 			return in.run(ctx, j, inst, after)
 		}
 		return in.undo(ctx, j, nil, 0)
@@ -614,8 +620,8 @@ func (in *Installer) recover(ctx context.Context, j *journalRecord, after AfterF
 // resumable returns the installation to carry j on with, or nil if j must
 // be rolled back: it was not Resumable, or its revision cannot be had
 // again as it was planned.
-func (in *Installer) resumable(ctx context.Context, j *journalRecord, resume ResumeFunc) *Installation {
-	if !j.Resumable || resume == nil || len(j.Parts) != 1 || ctx.Err() != nil || (j.Step != StepWrite && j.Step != StepRemove) {
+func (in *Installer) resumable(j *journalRecord, resume ResumeFunc) *Installation {
+	if !j.Resumable || resume == nil || len(j.Parts) != 1 || (j.Step != StepWrite && j.Step != StepRemove) {
 		return nil
 	}
 	inst, err := resume(j.Name, j.To)
@@ -757,7 +763,7 @@ func (in *Installer) partActions(j *journalRecord, i int) actionRun {
 	} else if _, err := os.Stat(target); err != nil {
 		dir = in.root // a first installation: the target is not there yet
 	}
-	return actionRun{Name: j.Name, Revision: j.To, Version: j.Version, Component: p.Component,
+	return actionRun{Fence: in.check, Name: j.Name, Revision: j.To, Version: j.Version, Component: p.Component,
 		Dir: dir, Target: target, Timeout: in.actionTimeout, Log: in.log}
 }
 
@@ -768,6 +774,16 @@ func (in *Installer) writePart(ctx context.Context, root *os.Root, j *journalRec
 	}
 	if err := root.MkdirAll(p.Target, 0o755); err != nil {
 		return fmt.Errorf("target %s: %w", p.Target, unwrapPath(err))
+	}
+	// The target's own entry, perhaps just created, is in its parents:
+	// durable before any checkpoint says files under it are in place.
+	for dir := path.Dir(p.Target); ; dir = path.Dir(dir) {
+		if err := distribution.SyncDir(root, dir); err != nil {
+			return fmt.Errorf("sync %s: %w", dir, err)
+		}
+		if dir == "." {
+			break
+		}
 	}
 	// Materialize opens the target by name, not through our os.Root: make
 	// sure the name leads where the os.Root resolved it, inside the root.
@@ -804,16 +820,7 @@ func (in *Installer) writePart(ctx context.Context, root *os.Root, j *journalRec
 		}
 		return err
 	}
-	// Materialize syncs the directories inside the target; the target's
-	// own entry, perhaps just created, is in its parents.
-	for dir := path.Dir(p.Target); ; dir = path.Dir(dir) {
-		if err := distribution.SyncDir(root, dir); err != nil {
-			return fmt.Errorf("sync %s: %w", dir, err)
-		}
-		if dir == "." {
-			return nil
-		}
-	}
+	return nil // Materialize syncs the directories inside the target
 }
 
 // commit writes the installed record; the journal moves on to the

@@ -457,7 +457,7 @@ func (in *Installer) postAgain(ctx context.Context, u *undoRecord, begun int) []
 		if _, err := os.Stat(dir); err != nil {
 			dir = target
 		}
-		run := actionRun{Name: u.Name, Revision: u.Prev.Revision, Version: u.Prev.Version, Component: p.Component,
+		run := actionRun{Fence: in.check, Name: u.Name, Revision: u.Prev.Revision, Version: u.Prev.Version, Component: p.Component,
 			Dir: dir, Target: target, Timeout: in.actionTimeout, Log: in.log}
 		if err := run.run(ctx, "post", p.Post); err != nil {
 			errs = append(errs, err)
@@ -477,7 +477,7 @@ func (in *Installer) undoActions(u *undoRecord, k int) actionRun {
 	if _, err := os.Stat(dir); err != nil {
 		dir = in.root
 	}
-	return actionRun{Name: u.Name, Revision: u.Revision, Version: u.Version, Component: p.Component,
+	return actionRun{Fence: in.check, Name: u.Name, Revision: u.Revision, Version: u.Version, Component: p.Component,
 		Dir: dir, Target: target, Timeout: in.actionTimeout, Log: in.log}
 }
 
@@ -580,7 +580,7 @@ func (in *Installer) backup(ctx context.Context, root *os.Root, j *journalRecord
 	if scripts != nil {
 		// Kept with the installation: its commands run there, now and
 		// when it is undone.
-		if err := distribution.Materialize(ctx, scripts, in.src, filepath.Join(dir, scriptsDir), distribution.MaterializeOptions{}); err != nil {
+		if err := distribution.Materialize(ctx, scripts, in.src, filepath.Join(dir, scriptsDir), distribution.MaterializeOptions{Fence: in.check}); err != nil {
 			return fmt.Errorf("scripts: %w", err)
 		}
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -126,7 +129,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 	act := func(ctx context.Context, epoch uint64) (err error) {
 		valid := func() bool { return node.LeaseValid(epoch) }
 		fence, err := cluster.Claim(cl.SharedDir, cluster.Holder{Epoch: epoch, Node: cl.Node, Instance: cfg.Instance,
-			Host: host, PID: os.Getpid(), Since: time.Now().UTC()}, valid, func(err error) { selfFence(log, err) })
+			Host: host, PID: os.Getpid(), Since: time.Now().UTC()}, valid, func(err error) { selfFence(ctx, log, err) })
 		if err != nil {
 			return err
 		}
@@ -141,6 +144,17 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		}
 		if noFence {
 			check = func() error { return nil }
+		} else {
+			// Checked also when nothing is written: the store's own
+			// background work (compactions) writes too, so a node that
+			// resumes after a pause finds another epoch within 100 ms.
+			pollCtx, stopPoll := context.WithCancel(ctx)
+			polled := make(chan struct{})
+			go func() {
+				defer close(polled)
+				pollFence(pollCtx, check)
+			}()
+			defer func() { stopPoll(); <-polled }()
 		}
 		st, err := openShared(ctx, filepath.Join(cl.SharedDir, "store"), check, fence.Previous(), noLock, log, func(waiting string) {
 			node.SetReady(epoch, false, waiting)
@@ -152,8 +166,8 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		defer func() {
 			// Closing writes (the store flushes): only while the lease
 			// holds. Past it, the files stay as a crash leaves them.
-			if cerr := fenced.Close(); errors.Is(cerr, cluster.ErrFenced) {
-				selfFence(log, cerr)
+			if cerr := fenced.Close(); errors.Is(cerr, store.ErrFenced) {
+				selfFence(ctx, log, cerr)
 			} else if err == nil {
 				err = cerr
 			}
@@ -261,10 +275,16 @@ func openShared(ctx context.Context, dir string, check func() error, prev *clust
 // still had its store open. Closing the store would write (badger flushes
 // its memtable), so the process starts itself again instead (exec), which
 // drops every file it has open exactly as a crash would; it comes back as
-// a standby. The next holder recovers the store and the journal as after
-// a crash.
-func selfFence(log *slog.Logger, cause error) {
+// a standby. Commands it started (pre- and post-actions) run in process
+// groups of their own that exec would leave running: they are killed
+// first. The next holder recovers the store and the journal as after a
+// crash. While the daemon is stopping (ctx ended) it exits instead.
+func selfFence(ctx context.Context, log *slog.Logger, cause error) {
 	log.Error("cluster: fenced off; this process starts again as a standby, writing nothing more", "err", cause)
+	killChildGroups(log)
+	if ctx.Err() != nil {
+		os.Exit(exitFenced)
+	}
 	exe, err := os.Executable()
 	if err == nil {
 		err = syscall.Exec(exe, os.Args, os.Environ())
@@ -272,6 +292,64 @@ func selfFence(log *slog.Logger, cause error) {
 	// Exec failed: exit instead; a supervisor (systemd) starts it again.
 	log.Error("cluster: cannot start again; exiting", "err", err)
 	os.Exit(exitFenced)
+}
+
+// killChildGroups kills the process group of every child of this process
+// (an action runs as `sh -c` in a group of its own, so what it started
+// goes too).
+func killChildGroups(log *slog.Logger) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	self := os.Getpid()
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces, so read
+		// after its closing parenthesis.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(b[i+1:]))
+		if len(fields) < 3 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(fields[1])
+		pgrp, _ := strconv.Atoi(fields[2])
+		if ppid != self {
+			continue
+		}
+		target := pid
+		if pgrp == pid {
+			target = -pgrp // its own group: the whole group
+		}
+		if err := syscall.Kill(target, syscall.SIGKILL); err == nil {
+			log.Warn("cluster: fenced off; killed a command still running", "pid", pid)
+		}
+	}
+}
+
+// pollFence checks the fence every 100 ms until ctx ends: a refused check
+// interrupts the node's work, and another epoch on disk fences it off.
+func pollFence(ctx context.Context, check func() error) {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = check()
+		}
+	}
 }
 
 // exitFenced is the exit status of a node that fenced itself off and could

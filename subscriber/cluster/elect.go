@@ -3,6 +3,7 @@ package cluster
 import (
 	"cmp"
 	"slices"
+	"time"
 )
 
 // Meta is what each node gossips about itself.
@@ -21,6 +22,9 @@ type Meta struct {
 	Ready bool `json:"r,omitempty"`
 	// Auth is the lease authority the node asks (its first parent).
 	Auth string `json:"au,omitempty"`
+	// Until is when the node's lease ends by its clock (Unix ms): a node
+	// that stopped gossiping (hung) is not kept elected past it.
+	Until int64 `json:"u,omitempty"`
 }
 
 // Member is one live node as the gossip shows it.
@@ -34,8 +38,9 @@ type Member struct {
 // holding the lease (the latest epoch) if it is healthy, so the role does
 // not move back and forth when a node with a lower priority returns; else
 // the healthy member with the lowest priority, the name breaking ties. ""
-// if none is healthy.
-func Elect(members []Member) string {
+// if none is healthy. The holder is kept only while its gossiped lease has
+// not ended at now: one that hangs without renewing is not.
+func Elect(members []Member, now time.Time) string {
 	healthy := func(name string) bool {
 		return slices.ContainsFunc(members, func(m Member) bool { return m.Name == name && m.Meta.Healthy })
 	}
@@ -54,7 +59,7 @@ func Elect(members []Member) string {
 			holder = m
 		}
 	}
-	if holder.Meta.Healthy {
+	if holder.Meta.Healthy && now.UnixMilli() < holder.Meta.Until {
 		return holder.Name
 	}
 	best := ""

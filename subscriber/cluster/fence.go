@@ -67,13 +67,15 @@ func ReadHolder(sharedDir string) (*Holder, error) {
 //
 // What remains between a Check and the change it guards is the time
 // between two instructions: a process paused exactly there (SIGSTOP, a
-// frozen VM) makes that one change when it resumes. It is safe because the
-// next holder changes nothing under the root before it holds the store's
-// lock, which the paused process holds until it exits: the stale change
-// lands before the next holder's recovery, which sees it as part of the
-// interrupted step. Where the shared storage's locks are not coherent
-// across hosts this one change can land after the next holder started;
-// the verification of the next extraction finds a file that differs.
+// frozen VM) makes that one change when it resumes. The store's own
+// background work (badger's compactions) is not checked change by change;
+// the daemon checks the fence every 100 ms besides, so a resumed node
+// fences itself off within that. Both are safe because the next holder
+// changes nothing under the root or in the store before it holds the
+// store's lock, which the paused process holds until it exits: its late
+// changes land before the next holder's recovery, which sees them as part
+// of the interrupted step. Where the shared storage's locks are not
+// coherent across hosts they can land after; docs/clusters.md says so.
 type Fence struct {
 	dir   string
 	me    Holder
@@ -137,7 +139,8 @@ func (f *Fence) Check() error {
 		// Unreadable is not ours: no change without knowing.
 		return fmt.Errorf("%w: cannot read the epoch record in %s: %v", ErrFenced, f.dir, err)
 	}
-	if cur.Epoch != f.me.Epoch || cur.Instance != f.me.Instance {
+	switch {
+	case cur.Epoch > f.me.Epoch || (cur.Epoch == f.me.Epoch && cur.Instance != f.me.Instance):
 		err := fmt.Errorf("%w: the shared directory is now written by %s; this node's epoch was %d", ErrFenced, cur, f.me.Epoch)
 		f.once.Do(func() {
 			if f.stale != nil {
@@ -145,6 +148,12 @@ func (f *Fence) Check() error {
 			}
 		})
 		return err
+	case cur.Epoch < f.me.Epoch:
+		// An older holder, paused between its lease check and its write
+		// of the record, wrote over ours: it is the stale one (it finds
+		// our epoch newer at its next check). Nothing is changed until we
+		// claim again (act starts again and does).
+		return fmt.Errorf("%w: the epoch record was overwritten by an older holder, %s; claiming it again", ErrFenced, cur)
 	}
 	return nil
 }

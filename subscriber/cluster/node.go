@@ -129,6 +129,12 @@ type Node struct {
 	standingDown uint64
 	// acting is the run of act now, if any (Interrupt).
 	acting *actor
+
+	// The health check in flight, if any, and the last one's result.
+	healthMu    sync.Mutex
+	healthDone  chan struct{}
+	healthStart time.Time
+	healthErr   error
 	// ready is the epoch under which act said it can act (SetReady);
 	// waiting says what it waits for until then.
 	ready   uint64
@@ -261,23 +267,31 @@ func (n *Node) step(ctx context.Context) time.Duration {
 			n.handover = Meta{HandoverTo: m.Meta.HandoverTo, HandoverSeq: m.Meta.HandoverSeq}
 		}
 	}
+	n.mu.Unlock()
+	// Health may hang (a shared directory on a lost network mount): never
+	// under n.mu, which every change's fence check takes.
+	healthErr := n.health()
+	n.mu.Lock()
 	healthy := now.After(n.unhealthyUntil) || now.Equal(n.unhealthyUntil)
-	if n.cfg.Health != nil {
-		if err := n.cfg.Health(); err != nil {
-			healthy = false
-			n.problem = err.Error()
-		} else if healthy {
-			n.problem = ""
-		}
+	if healthErr != nil {
+		healthy = false
+		n.problem = healthErr.Error()
+	} else if healthy {
+		n.problem = ""
 	}
 	if other := otherAuthority(members, n.cfg.Node, n.cfg.Authority); other != "" {
-		healthy = false
+		// The holder asks another authority: this node stays out of it.
+		// A holder itself keeps acting and says so: standing down would
+		// leave the cluster with no active node for a config mistake.
 		n.problem = other
+		if !n.holding(now) {
+			healthy = false
+		}
 	}
 	meta := Meta{Priority: n.cfg.Priority, Healthy: healthy, HandoverTo: n.handover.HandoverTo, HandoverSeq: n.handover.HandoverSeq,
 		Auth: n.cfg.Authority}
 	if n.holding(now) {
-		meta.Active, meta.Epoch, meta.Ready = true, n.epoch, n.ready == n.epoch
+		meta.Active, meta.Epoch, meta.Ready, meta.Until = true, n.epoch, n.ready == n.epoch, n.until.UnixMilli()
 	}
 	changed := !n.metaSet || meta != n.meta
 	n.meta, n.metaSet = meta, true
@@ -286,7 +300,7 @@ func (n *Node) step(ctx context.Context) time.Duration {
 		n.ms.SetMeta(meta)
 	}
 
-	elected := Elect(n.ms.Members()) == n.cfg.Node && healthy
+	elected := Elect(n.ms.Members(), now) == n.cfg.Node && healthy
 	n.mu.Lock()
 	holding := n.holding(now)
 	due := !holding || !now.Before(n.renewAt)
@@ -305,11 +319,47 @@ func (n *Node) step(ctx context.Context) time.Duration {
 	return n.next()
 }
 
-// otherAuthority says, if a member asks another lease authority than
-// mine, which and what to do; "" if none does.
+// healthTimeout is how long a health check may take before the node counts
+// itself unhealthy (it goes on in the background).
+const healthTimeout = 2 * time.Second
+
+// health runs cfg.Health, at most one at a time, waiting for it at most
+// healthTimeout: a check that hangs makes the node unhealthy, not stuck.
+func (n *Node) health() error {
+	if n.cfg.Health == nil {
+		return nil
+	}
+	n.healthMu.Lock()
+	if n.healthDone == nil {
+		done := make(chan struct{})
+		n.healthDone, n.healthStart = done, time.Now()
+		go func() {
+			err := n.cfg.Health()
+			n.healthMu.Lock()
+			n.healthErr, n.healthDone = err, nil
+			n.healthMu.Unlock()
+			close(done)
+		}()
+	}
+	done, start := n.healthDone, n.healthStart
+	n.healthMu.Unlock()
+	select {
+	case <-done:
+		n.healthMu.Lock()
+		defer n.healthMu.Unlock()
+		return n.healthErr
+	case <-time.After(healthTimeout - time.Since(start)):
+		return fmt.Errorf("the health check (shared_dir) has not answered for %v", time.Since(start).Round(time.Second))
+	}
+}
+
+// otherAuthority says, if the member holding the lease asks another lease
+// authority than mine, which and what to do; "" if none does. Only the
+// holder counts: a standby with a mistyped parent must not stop the
+// cluster.
 func otherAuthority(members []Member, self, mine string) string {
 	for _, m := range members {
-		if m.Name != self && m.Meta.Auth != "" && mine != "" && m.Meta.Auth != mine {
+		if m.Name != self && m.Meta.Active && m.Meta.Auth != "" && mine != "" && m.Meta.Auth != mine {
 			return fmt.Sprintf("node %s asks %s for the cluster's lease and this node asks %s: two parents could each grant it; "+
 				"give every node of the cluster the same first parent (this node stays standby until then)", m.Name, m.Meta.Auth, mine)
 		}

@@ -18,17 +18,19 @@ func TestElectKeepsTheHolder(t *testing.T) {
 		{"no holder: lowest priority", []Member{
 			{"a", Meta{Priority: 10, Healthy: true}}, {"b", Meta{Priority: 20, Healthy: true}}}, "a"},
 		{"a healthy holder stays, whatever the priorities", []Member{
-			{"a", Meta{Priority: 10, Healthy: true}}, {"b", Meta{Priority: 20, Healthy: true, Active: true, Epoch: 3}}}, "b"},
+			{"a", Meta{Priority: 10, Healthy: true}}, {"b", Meta{Priority: 20, Healthy: true, Active: true, Epoch: 3, Until: 2000}}}, "b"},
 		{"of two claiming holders, the latest epoch", []Member{
-			{"a", Meta{Priority: 10, Healthy: true, Active: true, Epoch: 2}}, {"b", Meta{Priority: 20, Healthy: true, Active: true, Epoch: 3}}}, "b"},
+			{"a", Meta{Priority: 10, Healthy: true, Active: true, Epoch: 2, Until: 2000}}, {"b", Meta{Priority: 20, Healthy: true, Active: true, Epoch: 3, Until: 2000}}}, "b"},
+		{"a holder whose gossiped lease has ended does not (it hangs)", []Member{
+			{"a", Meta{Priority: 10, Healthy: true}}, {"b", Meta{Priority: 20, Healthy: true, Active: true, Epoch: 3, Until: 900}}}, "a"},
 		{"an unhealthy holder does not", []Member{
-			{"a", Meta{Priority: 10, Healthy: true}}, {"b", Meta{Priority: 20, Active: true, Epoch: 3}}}, "a"},
+			{"a", Meta{Priority: 10, Healthy: true}}, {"b", Meta{Priority: 20, Active: true, Epoch: 3, Until: 2000}}}, "a"},
 		{"a handover wins over the holder", []Member{
-			{"a", Meta{Priority: 10, Healthy: true, HandoverTo: "c", HandoverSeq: 1}}, {"b", Meta{Priority: 20, Healthy: true, Active: true, Epoch: 3}},
+			{"a", Meta{Priority: 10, Healthy: true, HandoverTo: "c", HandoverSeq: 1}}, {"b", Meta{Priority: 20, Healthy: true, Active: true, Epoch: 3, Until: 2000}},
 			{"c", Meta{Priority: 30, Healthy: true}}}, "c"},
 	}
 	for _, tt := range tests {
-		if got := Elect(tt.members); got != tt.want {
+		if got := Elect(tt.members, time.UnixMilli(1000)); got != tt.want {
 			t.Errorf("%s: Elect = %q, want %q", tt.name, got, tt.want)
 		}
 	}
@@ -109,10 +111,11 @@ func TestLeaseEndByPauseIsNotUnhealthy(t *testing.T) {
 	<-done
 }
 
-// Two nodes of a cluster that ask different lease authorities could each
-// be granted the lease: both stay standby, saying why.
+// A node that sees the holder ask another lease authority (two parents
+// could each grant the lease) stays standby, saying why.
 func TestOtherAuthorityStaysStandby(t *testing.T) {
-	ms := &twoMembers{b: Meta{Priority: 20, Healthy: true, Auth: "10.0.0.2:7400"}, changed: make(chan struct{})}
+	ms := &twoMembers{b: Meta{Priority: 20, Healthy: true, Auth: "10.0.0.2:7400", Active: true, Epoch: 3,
+		Until: time.Now().Add(time.Hour).UnixMilli()}, changed: make(chan struct{})}
 	cfg := DefaultConfig("a")
 	cfg.Priority, cfg.Authority = 10, "10.0.0.1:7400"
 	auth := &tableAuthority{table: readyTable(6 * time.Second), node: "a"}
