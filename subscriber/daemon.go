@@ -80,7 +80,11 @@ func (s *Subscriber) Run(ctx context.Context, dial transport.DialFunc) error {
 	if err := s.inst.Recover(ctx, s.afterRecovered, s.resumeInstallation); err != nil {
 		// The journal stays; status shows the failure and the next
 		// extraction of that distribution completes or replaces it.
-		s.log.Error("recover interrupted extraction", "err", err)
+		if stopped(ctx, err) {
+			s.log.Info("recovery of an interrupted extraction stopped; the next start goes on", "err", err)
+		} else {
+			s.log.Error("recover interrupted extraction", "err", err)
+		}
 	}
 	if err := s.loadStates(); err != nil {
 		return err

@@ -126,10 +126,14 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		defer context.AfterFunc(actCtx, cancel)()
 		return fn(ctx, s)
 	}
+	// A node that fences itself off starts again unless the daemon itself
+	// is stopping: that is the daemon's context (set below, before the
+	// node runs), not act's, which the watchdog ends with the lease.
+	daemonCtx := ctx
 	act := func(ctx context.Context, epoch uint64) (err error) {
 		valid := func() bool { return node.LeaseValid(epoch) }
 		fence, err := cluster.Claim(cl.SharedDir, cluster.Holder{Epoch: epoch, Node: cl.Node, Instance: cfg.Instance,
-			Host: host, PID: os.Getpid(), Since: time.Now().UTC()}, valid, func(err error) { selfFence(ctx, log, err) })
+			Host: host, PID: os.Getpid(), Since: time.Now().UTC()}, valid, func(err error) { selfFence(daemonCtx, log, err) })
 		if err != nil {
 			return err
 		}
@@ -167,7 +171,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 			// Closing writes (the store flushes): only while the lease
 			// holds. Past it, the files stay as a crash leaves them.
 			if cerr := fenced.Close(); errors.Is(cerr, store.ErrFenced) {
-				selfFence(ctx, log, cerr)
+				selfFence(daemonCtx, log, cerr)
 			} else if err == nil {
 				err = cerr
 			}
@@ -227,7 +231,10 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 			return nil // a standby is healthy
 		},
 		views: subscriberViews(on), actions: actions,
-	}, func(ctx context.Context) error { return node.Run(ctx, act) })
+	}, func(ctx context.Context) error {
+		daemonCtx = ctx
+		return node.Run(ctx, act)
+	})
 }
 
 // openShared opens the cluster's store, waiting while the node that was

@@ -117,20 +117,25 @@ func StartGossip(cfg GossipConfig) (*Gossip, error) {
 	return g, nil
 }
 
-// joinLoop joins the configured peers, again every few seconds while none
-// answers (they may start later).
+// joinLoop joins the configured peers, and joins them again whenever fewer
+// members are alive than configured: they may start later, and memberlist
+// stops probing a node it has declared dead (after GossipToTheDeadTime,
+// 30 s), so the two sides of a partition that lasted longer never find
+// each other again by themselves.
 func (g *Gossip) joinLoop() {
 	if len(g.cfg.Join) == 0 {
 		return
 	}
-	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 5*time.Second) {
-		if g.ml.NumMembers() > 1 {
-			return
-		}
-		if _, err := g.ml.Join(g.cfg.Join); err == nil {
-			return
+	for delay := 500 * time.Millisecond; ; {
+		if g.ml.NumMembers() < len(g.cfg.Join)+1 {
+			if _, err := g.ml.Join(g.cfg.Join); err != nil {
+				g.log.Debug("gossip: joining the cluster", "peers", g.cfg.Join, "err", err)
+				delay = min(delay*2, 5*time.Second)
+			} else {
+				delay = 5 * time.Second
+			}
 		} else {
-			g.log.Debug("gossip: joining the cluster", "peers", g.cfg.Join, "err", err)
+			delay = 5 * time.Second
 		}
 		select {
 		case <-g.done:
