@@ -439,7 +439,13 @@ func (n *Node) release(ctx context.Context) {
 	n.mu.Lock()
 	n.epoch, n.standingDown, n.leaseEnd = 0, 0, time.Time{}
 	n.mu.Unlock()
-	if err := n.auth.Release(ctx); err != nil && ctx.Err() == nil {
+	err := n.auth.Release(ctx)
+	if err != nil && ctx.Err() == nil {
+		// Once more, on a new session: the old one may have ended with
+		// the work that just stopped.
+		err = n.auth.Release(ctx)
+	}
+	if err != nil && ctx.Err() == nil {
 		n.log.Warn("lease release failed; it expires instead", "err", err)
 	}
 }
