@@ -6,8 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	"ted/distribution"
 )
 
 // An extraction fenced off mid-write is meant to go on from its
@@ -34,13 +32,7 @@ func TestStopDuringCarryOnLeavesTheJournal(t *testing.T) {
 	if err != nil || j.Step != StepWrite || j.Written == 0 {
 		t.Fatalf("journal: %+v, %v", j, err)
 	}
-	var early string
-	for _, e := range m2.Entries[:j.Written] {
-		if e.Type == distribution.TypeFile {
-			early = filepath.Join(target, e.Path)
-		}
-	}
-	earlyInode := inode(t, early)
+	early, earlyInode := writtenBefore(t, m2, j.Written, target)
 
 	// Node b starts; its context ends just as it gets to the journal.
 	b, _ := f.fencedInstaller("b", 6, -1)

@@ -56,6 +56,19 @@ func inode(t *testing.T, path string) uint64 {
 	return info.Sys().(*syscall.Stat_t).Ino
 }
 
+// writtenBefore returns the last file of m among its first written
+// entries, under target, and its inode.
+func writtenBefore(t *testing.T, m *distribution.Manifest, written int, target string) (string, uint64) {
+	t.Helper()
+	var early string
+	for _, e := range m.Entries[:written] {
+		if e.Type == distribution.TypeFile {
+			early = filepath.Join(target, e.Path)
+		}
+	}
+	return early, inode(t, early)
+}
+
 // readHistory reads the journal's history in the state directory.
 func readHistory(t *testing.T, stateDir string) []historyLine {
 	t.Helper()
@@ -114,13 +127,7 @@ func testFencedWriteGoesOn(t *testing.T, how string) {
 	}
 	// A file written before the checkpoint, to see that it is not written
 	// again.
-	var early string
-	for _, e := range m2.Entries[:j.Written] {
-		if e.Type == distribution.TypeFile {
-			early = filepath.Join(target, e.Path)
-		}
-	}
-	earlyInode := inode(t, early)
+	early, earlyInode := writtenBefore(t, m2, j.Written, target)
 
 	// Node b (epoch 6) takes over: its recovery goes on from there.
 	b, _ := f.fencedInstaller("b", 6, -1)
