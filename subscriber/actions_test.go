@@ -77,3 +77,49 @@ func TestActionTimeout(t *testing.T) {
 		t.Errorf("error %q, want it to say the action timed out", r.Error)
 	}
 }
+
+// TestFailedRevisionNotRetriedOnOffer: a revision whose post-action failed
+// is not installed again when the parent offers it again (a distributor
+// offers a revision once while it arrives and once stored), only when the
+// operator asks (`ted subscriber extract`), a window opens or the daemon
+// starts.
+func TestFailedRevisionNotRetriedOnOffer(t *testing.T) {
+	p := newFakeParent(t)
+	runs := filepath.Join(t.TempDir(), "runs")
+	app := p.publishActions(1, nil, []string{`echo run >> "` + runs + `"; exit 3`})
+	p.setGreet(app)
+	d := newDaemon(t)
+	s := d.start(p.dial)
+	waitState(t, s.Subscriber, "app", 1, StateFailed)
+	count := func() int {
+		t.Helper()
+		b, err := os.ReadFile(runs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(b), "run\n")
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("post-action ran %d times before the second offer, want 1", n)
+	}
+
+	// Offers are handled one at a time in order: once other is extracted,
+	// the second offer of app@1 has been handled.
+	p.offer(app)
+	other, _ := p.publishNamed(daemonKey(), "other", "1.0.0", 1)
+	p.offer(other)
+	waitState(t, s.Subscriber, "other", 1, StateExtracted)
+	if n := count(); n != 1 {
+		t.Errorf("post-action ran %d times after app@1 was offered again, want 1 (a failed revision is not retried on an offer)", n)
+	}
+	if st, _ := stateOf(s.Subscriber, "app", 1); st.State != StateFailed {
+		t.Errorf("app@1 is %s after the second offer, want it still failed", st.State)
+	}
+
+	if err := s.ExtractNow(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 2 {
+		t.Errorf("post-action ran %d times after ted subscriber extract, want 2 (the operator retries a failed revision)", n)
+	}
+}

@@ -56,7 +56,27 @@ type Subscriber struct {
 	// extractMu makes extraction runs one at a time (offers, start-up and
 	// `ted subscriber extract`).
 	extractMu sync.Mutex
+	// failedRevs holds, by distribution, the revision whose extraction
+	// failed here last; extractMu is held. An offer does not try it again
+	// (the same bytes fail the same way, and a failing post-action would
+	// run at every offer); a start, a window opening, a rollback and
+	// `ted subscriber extract` do.
+	failedRevs map[string]uint64
 }
+
+// extractRun says which runs may do what.
+type extractRun int
+
+const (
+	// runOnOffer follows an arrival: inside the window, and not the
+	// revisions that failed here.
+	runOnOffer extractRun = iota
+	// runRetry follows a start, a window opening or a rollback: inside
+	// the window, failed revisions included.
+	runRetry
+	// runNow is `ted subscriber extract`: whatever the window says.
+	runNow
+)
 
 // New creates a subscriber over an open store and installer.
 func New(cfg Config, st store.Store, inst *Installer, log *slog.Logger) (*Subscriber, error) {
@@ -89,7 +109,7 @@ func (s *Subscriber) Run(ctx context.Context, dial transport.DialFunc) error {
 	if err := s.loadStates(); err != nil {
 		return err
 	}
-	s.extractAll(ctx, false)
+	s.extractAll(ctx, runRetry)
 	windows := make(chan struct{})
 	go func() {
 		defer close(windows)
@@ -269,6 +289,16 @@ func (s *Subscriber) setLocked(st *transport.RevisionState) {
 	}
 }
 
+// stateOf is a revision's state now ("" if none).
+func (s *Subscriber) stateOf(name string, rev uint64) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.states[name][rev]; st != nil {
+		return st.State
+	}
+	return ""
+}
+
 // update changes a revision's state under the lock.
 func (s *Subscriber) update(m *distribution.Manifest, fn func(st *transport.RevisionState)) {
 	s.mu.Lock()
@@ -400,7 +430,7 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 		return m.Name, fmt.Errorf("%w: %v", errRefused, err)
 	}
 	if _, err := s.store.Signed(m.Name, m.Revision); err == nil {
-		s.extractAll(s.runCtx, false)
+		s.extractAll(s.runCtx, runOnOffer)
 		return m.Name, nil
 	}
 	ids := m.ChunkIDs()
@@ -454,7 +484,7 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 			st.Reason = strings.TrimPrefix(st.Reason+"; ", "; ") + fmt.Sprintf("%d corrupt chunks from %s detected and fetched again", n, peer)
 		}
 	})
-	s.extractAll(s.runCtx, false)
+	s.extractAll(s.runCtx, runOnOffer)
 	return m.Name, nil
 }
 
@@ -495,23 +525,27 @@ func (s *Subscriber) newest(name string) uint64 {
 
 // extractAll extracts, for every distribution, its newest received revision
 // if it is newer than the installed one.
-func (s *Subscriber) extractAll(ctx context.Context, force bool) {
+func (s *Subscriber) extractAll(ctx context.Context, run extractRun) {
 	s.extractMu.Lock()
 	defer s.extractMu.Unlock()
-	s.extractAllLocked(ctx, force)
+	s.extractAllLocked(ctx, run)
 }
 
 // extractAllLocked is extractAll with s.extractMu held.
-func (s *Subscriber) extractAllLocked(ctx context.Context, force bool) {
+func (s *Subscriber) extractAllLocked(ctx context.Context, run extractRun) {
 	// Each pass plans the waiting revisions in dependency order and
 	// extracts the first ready one; the next pass sees it installed, so a
 	// dependency arriving in the same run unblocks its dependants in it. A
-	// revision that fails is left out of later passes of this run.
+	// revision that fails is left out of later passes of this run, and of
+	// the runs that follow offers until one that retries.
+	if s.failedRevs == nil || run != runOnOffer {
+		s.failedRevs = map[string]uint64{}
+	}
 	failed := map[string]bool{}
 	// Manifests decoded once per run, not once per pass.
 	decoded := map[string]*distribution.Manifest{}
 	for ctx.Err() == nil {
-		candidates, manifests, installed := s.waiting(failed, decoded)
+		candidates, manifests, installed := s.waiting(failed, s.failedRevs, decoded)
 		if len(candidates) == 0 {
 			return
 		}
@@ -527,7 +561,7 @@ func (s *Subscriber) extractAllLocked(ctx context.Context, force bool) {
 		if len(plan.Order) == 0 {
 			return
 		}
-		if open, why := s.extractWindow(); !open && !force {
+		if open, why := s.extractWindow(); !open && run != runNow {
 			for _, c := range plan.Order {
 				s.update(manifests[c.Name], func(st *transport.RevisionState) {
 					if st.State != StateFailed {
@@ -540,6 +574,9 @@ func (s *Subscriber) extractAllLocked(ctx context.Context, force bool) {
 		next := plan.Order[0]
 		if !s.extractOne(ctx, manifests[next.Name]) {
 			failed[next.Name] = true
+			if s.stateOf(next.Name, next.Revision) == StateFailed {
+				s.failedRevs[next.Name] = next.Revision
+			}
 		}
 	}
 }
@@ -560,10 +597,11 @@ func (s *Subscriber) receivingNames() map[string]bool {
 }
 
 // waiting returns the newest stored revision of every distribution that
-// is newer than the installed one (and not in skip), as dependency
+// is newer than the installed one (and neither in skip nor the revision
+// failedRevs names), as dependency
 // candidates, with their manifests and the installed versions. decoded
 // keeps the manifests read, by NAME@REV, for the next call.
-func (s *Subscriber) waiting(skip map[string]bool, decoded map[string]*distribution.Manifest) ([]dependency.Candidate, map[string]*distribution.Manifest, map[string]string) {
+func (s *Subscriber) waiting(skip map[string]bool, failedRevs map[string]uint64, decoded map[string]*distribution.Manifest) ([]dependency.Candidate, map[string]*distribution.Manifest, map[string]string) {
 	installed := map[string]string{}
 	list, err := s.inst.Installed()
 	if err != nil {
@@ -583,7 +621,7 @@ func (s *Subscriber) waiting(skip map[string]bool, decoded map[string]*distribut
 	manifests := map[string]*distribution.Manifest{}
 	for _, name := range names {
 		latest, err := s.store.Latest(name)
-		if err != nil || skip[name] || latest.Revision <= revs[name] {
+		if err != nil || skip[name] || latest.Revision <= revs[name] || failedRevs[name] == latest.Revision {
 			continue
 		}
 		if held, err := s.inst.Held(name); err != nil || latest.Revision <= held {
@@ -653,7 +691,7 @@ func (s *Subscriber) windowLoop(ctx context.Context) {
 		if timer != nil {
 			timer.Stop()
 		}
-		s.extractAll(ctx, false)
+		s.extractAll(ctx, runRetry)
 	}
 }
 
@@ -779,14 +817,14 @@ func (s *Subscriber) Rollback(ctx context.Context, name string, force bool) (Rol
 		s.setLocked(st)
 	}
 	s.mu.Unlock()
-	s.extractAllLocked(ctx, false)
+	s.extractAllLocked(ctx, runRetry)
 	return res, nil
 }
 
 // ExtractNow extracts every received revision that is newer than the
 // installed one, now (`ted subscriber extract`).
 func (s *Subscriber) ExtractNow(ctx context.Context) error {
-	s.extractAll(ctx, true)
+	s.extractAll(ctx, runNow)
 	return ctx.Err()
 }
 
