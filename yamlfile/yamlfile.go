@@ -1,0 +1,497 @@
+// Package yamlfile reads TED's YAML files — the distributor, subscriber and
+// publisher configs and the schedule file — strictly, and reports their
+// problems the one way every TED file reports them:
+//
+//	FILE:LINE: FIELD: message
+//
+// FIELD is the path from the top of the file, keys joined by dots and list
+// items as [i] (channels.web.publishers[1]). Every problem is reported at
+// once, in line order, not just the first; an unknown field lists the fields
+// known where it stands. The package spec (swpkg) walks its own node tree
+// but prints its problems in the same form.
+package yamlfile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Problem is one thing wrong in a file.
+type Problem struct {
+	File  string `json:"file"`
+	Line  int    `json:"line,omitempty"` // 0 when the problem has no one place
+	Field string `json:"field,omitempty"`
+	Msg   string `json:"message"`
+}
+
+func (p *Problem) Error() string {
+	var b strings.Builder
+	b.WriteString(p.File)
+	if p.Line > 0 {
+		b.WriteString(":" + strconv.Itoa(p.Line))
+	}
+	if p.Field != "" {
+		b.WriteString(": " + p.Field)
+	}
+	b.WriteString(": " + p.Msg)
+	return b.String()
+}
+
+// Problems is everything wrong in one file, in line order: its Error has
+// one problem a line.
+type Problems []*Problem
+
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap lets errors.As find each *Problem.
+func (ps Problems) Unwrap() []error {
+	out := make([]error, len(ps))
+	for i, p := range ps {
+		out[i] = p
+	}
+	return out
+}
+
+// Doc is a decoded file: it finds the line of a field and collects the
+// problems its reader finds after decoding.
+type Doc struct {
+	File     string
+	root     *yaml.Node // the top mapping; nil for an empty file
+	problems Problems
+	// lines maps a line to the field path that starts there, to name the
+	// field of yaml.v3's type errors, which only know the line.
+	lines map[int]string
+}
+
+// Decode decodes data, the content of file, into out (a pointer to a
+// struct with yaml tags). Unknown and repeated fields, values of the wrong
+// shape or type, a second document and bad YAML are problems of the Doc;
+// what could be decoded is in out all the same, so the caller goes on
+// checking values and adds its own problems with Errorf. Err returns them
+// all.
+func Decode(file string, data []byte, out any) *Doc {
+	d := &Doc{File: file, lines: map[int]string{}}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			d.add(0, "", "empty file")
+		} else {
+			d.syntax(err)
+		}
+		return d
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		line := extra.Line
+		if err != nil {
+			line = 0
+		}
+		d.add(line, "", "more than one YAML document (a line of --- in the file?)")
+	}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	if root.Kind == yaml.ScalarNode && root.ShortTag() == "!!null" {
+		d.add(root.Line, "", "empty file")
+		return d
+	}
+	d.root = root
+	d.walk(root, reflect.TypeOf(out).Elem(), "")
+	// yaml.v3 stops at a repeated key; walk has reported each, so the
+	// repeats go before decoding what else is wrong.
+	dropRepeats(root)
+	if err := root.Decode(out); err != nil {
+		d.typeErrors(err)
+	}
+	return d
+}
+
+// Errorf records a problem with field, at the field's line, unless the
+// field's value could not be decoded at all: that problem says it already.
+func (d *Doc) Errorf(field, format string, args ...any) {
+	if field != "" && slices.ContainsFunc(d.problems, func(p *Problem) bool { return p.Field == field }) {
+		return
+	}
+	d.add(d.Line(field), field, fmt.Sprintf(format, args...))
+}
+
+// Err returns the problems found, in line order, or nil.
+func (d *Doc) Err() error {
+	if len(d.problems) == 0 {
+		return nil
+	}
+	out := slices.Clone(d.problems)
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Line < out[j].Line })
+	return out
+}
+
+// Failed reports whether a problem was found so far.
+func (d *Doc) Failed() bool { return len(d.problems) > 0 }
+
+func (d *Doc) add(line int, field, msg string) {
+	for _, p := range d.problems {
+		if p.Line == line && p.Field == field && p.Msg == msg {
+			return
+		}
+	}
+	d.problems = append(d.problems, &Problem{File: d.File, Line: line, Field: field, Msg: msg})
+}
+
+// reported reports whether a problem was recorded at line.
+func (d *Doc) reported(line int) bool {
+	return slices.ContainsFunc(d.problems, func(p *Problem) bool { return p.Line == line })
+}
+
+// Has reports whether field is present in the file.
+func (d *Doc) Has(field string) bool {
+	_, ok := d.node(field)
+	return ok
+}
+
+// Line is the line of field (its key's line, or its item's), or of the
+// deepest part of the path that is in the file; 0 if none is.
+func (d *Doc) Line(field string) int {
+	n, _ := d.node(field)
+	if n == nil {
+		return 0
+	}
+	return n.Line
+}
+
+// node finds field's key (or list item) node: the node itself and true,
+// or the deepest node on the way and false. Keys may hold dots (a channel
+// named web.eu): the longest key that matches is taken.
+func (d *Doc) node(field string) (*yaml.Node, bool) {
+	n, rest := d.root, field
+	var last *yaml.Node
+	for n != nil && rest != "" {
+		switch {
+		case strings.HasPrefix(rest, "["):
+			end := strings.IndexByte(rest, ']')
+			if end < 0 || n.Kind != yaml.SequenceNode {
+				return last, false
+			}
+			i, err := strconv.Atoi(rest[1:end])
+			if err != nil || i < 0 || i >= len(n.Content) {
+				return last, false
+			}
+			last, n = n.Content[i], n.Content[i]
+			rest = strings.TrimPrefix(rest[end+1:], ".")
+		case n.Kind == yaml.MappingNode:
+			best := -1
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k := n.Content[i].Value
+				if (rest == k || strings.HasPrefix(rest, k+".") || strings.HasPrefix(rest, k+"[")) &&
+					(best < 0 || len(k) > len(n.Content[best].Value)) {
+					best = i
+				}
+			}
+			if best < 0 {
+				return last, false
+			}
+			last, n = n.Content[best], n.Content[best+1]
+			rest = strings.TrimPrefix(rest[len(last.Value):], ".")
+		default:
+			return last, false
+		}
+	}
+	return last, rest == "" && last != nil
+}
+
+// walk checks node n against type t: mappings have only known keys, each
+// once; lists and mappings are where they are expected. It reports whether
+// the shape allows decoding at all.
+func (d *Doc) walk(n *yaml.Node, t reflect.Type, path string) bool {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return true // absent: the default
+	}
+	ok := true
+	switch t.Kind() {
+	case reflect.Struct:
+		if t.String() == "time.Time" {
+			return true
+		}
+		if n.Kind != yaml.MappingNode {
+			d.add(n.Line, path, fmt.Sprintf("want a mapping of %s, found %s", strings.Join(fieldNames(t), ", "), describe(n)))
+			return false
+		}
+		fields := structFields(t)
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			sub := join(path, k.Value)
+			d.lines[k.Line] = sub
+			if prev, dup := seen[k.Value]; dup {
+				d.add(k.Line, sub, fmt.Sprintf("repeats the field of line %d", prev))
+				ok = false
+				continue
+			}
+			seen[k.Value] = k.Line
+			ft, known := fields[k.Value]
+			if !known {
+				d.add(k.Line, sub, unknown(k.Value, fieldNames(t)))
+				continue
+			}
+			if !d.walk(v, ft, sub) {
+				ok = false
+			}
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			d.add(n.Line, path, "want a mapping, found "+describe(n))
+			return false
+		}
+		seen := map[string]int{}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			sub := join(path, k.Value)
+			d.lines[k.Line] = sub
+			if prev, dup := seen[k.Value]; dup {
+				d.add(k.Line, sub, fmt.Sprintf("repeats the entry of line %d", prev))
+				ok = false
+				continue
+			}
+			seen[k.Value] = k.Line
+			if !d.walk(v, t.Elem(), sub) {
+				ok = false
+			}
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.add(n.Line, path, "want a list, found "+describe(n))
+			return false
+		}
+		for i, item := range n.Content {
+			sub := fmt.Sprintf("%s[%d]", path, i)
+			if _, taken := d.lines[item.Line]; !taken {
+				d.lines[item.Line] = sub
+			}
+			if !d.walk(item, t.Elem(), sub) {
+				ok = false
+			}
+		}
+	default:
+		if n.Kind != yaml.ScalarNode {
+			d.add(n.Line, path, "want a single value, found "+describe(n))
+			return false
+		}
+		if _, taken := d.lines[n.Line]; !taken {
+			d.lines[n.Line] = path
+		}
+	}
+	return ok
+}
+
+// dropRepeats removes, in every mapping under n, the keys that repeat an
+// earlier one, with their values.
+func dropRepeats(n *yaml.Node) {
+	if n.Kind == yaml.MappingNode {
+		seen := map[string]bool{}
+		kept := n.Content[:0]
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k := n.Content[i]; k.Kind != yaml.ScalarNode || !seen[k.Value] {
+				seen[k.Value] = true
+				kept = append(kept, n.Content[i], n.Content[i+1])
+			}
+		}
+		n.Content = kept
+	}
+	for _, c := range n.Content {
+		dropRepeats(c)
+	}
+}
+
+// unknown says a field is not known, and which are, with the likely one
+// first when the name is close to one.
+func unknown(name string, known []string) string {
+	msg := "unknown field (known here: " + strings.Join(known, ", ") + ")"
+	if best := closest(name, known); best != "" {
+		msg = fmt.Sprintf("unknown field; did you mean %s? (known here: %s)", best, strings.Join(known, ", "))
+	}
+	return msg
+}
+
+// closest is the known name within two edits of name, if one is.
+func closest(name string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if dist := levenshtein(strings.ToLower(name), k); dist < bestD {
+			best, bestD = k, dist
+		}
+	}
+	return best
+}
+
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// structFields maps a struct's YAML keys to their types, inline structs
+// flattened.
+func structFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if tag == "-" || (!f.IsExported() && !f.Anonymous) {
+			continue
+		}
+		if strings.Contains(opts, "inline") {
+			for k, v := range structFields(f.Type) {
+				out[k] = v
+			}
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		out[name] = f.Type
+	}
+	return out
+}
+
+// fieldNames are a struct's YAML keys in declaration order.
+func fieldNames(t reflect.Type) []string {
+	var out []string
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("yaml")
+		name, opts, _ := strings.Cut(tag, ",")
+		if tag == "-" || (!f.IsExported() && !f.Anonymous) {
+			continue
+		}
+		if strings.Contains(opts, "inline") {
+			out = append(out, fieldNames(f.Type)...)
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// describe names a node's kind for a message.
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return strconv.Quote(n.Value)
+	}
+	return "something else"
+}
+
+var (
+	lineRE      = regexp.MustCompile(`^line (\d+): (.*)$`)
+	unmarshalRE = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (.+)$")
+)
+
+// syntax records a YAML syntax error at its line.
+func (d *Doc) syntax(err error) {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if m := lineRE.FindStringSubmatch(msg); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	}
+	d.add(line, "", "not valid YAML: "+msg)
+}
+
+// typeErrors records yaml.v3's decoding errors, each at its line and with
+// the field found there, in words rather than Go types.
+func (d *Doc) typeErrors(err error) {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		d.syntax(err)
+		return
+	}
+	for _, e := range te.Errors {
+		m := lineRE.FindStringSubmatch(e)
+		if m == nil {
+			d.add(0, "", e)
+			continue
+		}
+		line, _ := strconv.Atoi(m[1])
+		msg := m[2]
+		if strings.Contains(msg, "already defined") || d.reported(line) {
+			continue // a repeated key or a wrong shape: walk has said so
+		}
+		if u := unmarshalRE.FindStringSubmatch(msg); u != nil {
+			msg = fmt.Sprintf("%q is not %s", u[2], want(u[3]))
+		}
+		d.add(line, d.lines[line], msg)
+	}
+}
+
+// want names, for a person, what a Go type takes.
+func want(goType string) string {
+	switch {
+	case goType == "time.Duration":
+		return "a duration (such as 30s, 5m or 1h30m)"
+	case strings.HasPrefix(goType, "int"), strings.HasPrefix(goType, "uint"):
+		return "a whole number"
+	case strings.HasPrefix(goType, "float"):
+		return "a number"
+	case goType == "bool":
+		return "true or false"
+	case goType == "string":
+		return "text"
+	case strings.HasPrefix(goType, "[]"):
+		return "a list"
+	case strings.HasPrefix(goType, "map["):
+		return "a mapping"
+	}
+	return "a valid value"
+}
