@@ -1,10 +1,8 @@
 package schedule
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -13,6 +11,8 @@ import (
 
 	"github.com/robfig/cron/v3"
 	"go.yaml.in/yaml/v3"
+
+	"ted/yamlfile"
 )
 
 // Names of the built-in schedules, which exist whether or not a file defines them.
@@ -36,22 +36,18 @@ type Error struct {
 	Msg      string // what is wrong
 }
 
-// Error renders "file:line: schedule "name": field: message".
-func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		b.WriteString(":" + strconv.Itoa(e.Line))
-	}
-	b.WriteString(": ")
+// Error renders "file:line: field: message", the field's path from the
+// top of the file (schedules.nights.windows[0].cron), as every TED file's
+// problems read.
+func (e *Error) Error() string { return e.Problem().Error() }
+
+// Problem is e in the form every TED file's problems take.
+func (e *Error) Problem() *yamlfile.Problem {
+	field := e.Field
 	if e.Schedule != "" {
-		fmt.Fprintf(&b, "schedule %q: ", e.Schedule)
+		field = strings.TrimSuffix("schedules."+e.Schedule+"."+e.Field, ".")
 	}
-	if e.Field != "" {
-		b.WriteString(e.Field + ": ")
-	}
-	b.WriteString(e.Msg)
-	return b.String()
+	return &yamlfile.Problem{File: e.File, Line: e.Line, Field: field, Msg: e.Msg}
 }
 
 // Is reports whether target is ErrInvalid.
@@ -131,14 +127,22 @@ type rawRule struct {
 // use. All problems found are returned together (errors.Join of *Error).
 func Parse(name string, data []byte) (*File, error) {
 	var raw rawFile
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&raw); err != nil && !errors.Is(err, io.EOF) {
-		return nil, yamlError(name, err)
+	doc := yamlfile.Decode(name, data, &raw)
+	if err := doc.Err(); err != nil {
+		// The file's shape is wrong (bad YAML, unknown fields, wrong
+		// types): each problem as an *Error, so it matches ErrInvalid.
+		var errs []error
+		for _, p := range err.(yamlfile.Problems) {
+			if p.Msg == "empty file" {
+				return &File{Name: name, Schedules: map[string]*Schedule{}}, nil
+			}
+			errs = append(errs, &Error{File: p.File, Line: p.Line, Field: p.Field, Msg: p.Msg})
+		}
+		return nil, errors.Join(errs...)
 	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlError(name, err)
+		return nil, &Error{File: name, Msg: err.Error()}
 	}
 	p := &fileParser{file: name, root: &root}
 	f := &File{Name: name, Schedules: make(map[string]*Schedule, len(raw.Schedules))}
@@ -152,13 +156,6 @@ func Parse(name string, data []byte) (*File, error) {
 		return nil, errors.Join(p.errs...)
 	}
 	return f, nil
-}
-
-// yamlError turns a yaml error (which carries "line N" itself) into an *Error.
-func yamlError(file string, err error) error {
-	msg := strings.TrimPrefix(err.Error(), "yaml: ")
-	msg = strings.ReplaceAll(msg, "\n ", "")
-	return &Error{File: file, Msg: msg}
 }
 
 func sortedKeys(m map[string]*rawSchedule) []string {

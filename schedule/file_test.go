@@ -87,9 +87,9 @@ func TestValidationErrors(t *testing.T) {
 		{"never with blackouts", "  s:\n    never: true\n    blackouts: [{cron: '@daily', duration: 1h}]\n", []string{"never", "blackouts"}, "s"},
 		{"no windows", "  s:\n    jitter: 5m\n", []string{"windows", "never: true"}, "s"},
 		{"redefined built-in", "  always:\n    windows: [{cron: '@daily', duration: 1h}]\n", []string{"built-in"}, "always"},
-		{"unknown field", "  s:\n    window: [{cron: '@daily', duration: 1h}]\n", []string{"line 3", "window"}, ""},
-		{"unknown rule field", "  s:\n    windows: [{cron: '@daily', duration: 1h, jiter: 5m}]\n", []string{"line 3", "jiter"}, ""},
-		{"not yaml", "  s: [\n", []string{"line"}, ""},
+		{"unknown field", "  s:\n    window: [{cron: '@daily', duration: 1h}]\n", []string{"sched.yaml:3:", "schedules.s.window: unknown field; did you mean windows? (known here: windows, blackouts"}, ""},
+		{"unknown rule field", "  s:\n    windows: [{cron: '@daily', duration: 1h, jiter: 5m}]\n", []string{"sched.yaml:3:", "schedules.s.windows[0].jiter: unknown field (known here: cron, duration)"}, ""},
+		{"not yaml", "  s: [\n", []string{"sched.yaml:2: not valid YAML"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,7 +102,7 @@ func TestValidationErrors(t *testing.T) {
 			}
 			want := append([]string{"sched.yaml"}, tt.want...)
 			if tt.sched != "" {
-				want = append(want, `schedule "`+tt.sched+`"`)
+				want = append(want, `: schedules.`+tt.sched+`.`)
 			}
 			if !contains(err.Error(), want...) {
 				t.Errorf("error %q does not contain all of %q", err, want)
@@ -113,7 +113,7 @@ func TestValidationErrors(t *testing.T) {
 
 func TestAllErrorsReported(t *testing.T) {
 	_, err := Parse("x.yaml", []byte("schedules:\n  a:\n    timezone: Nowhere\n    windows: [{cron: '@daily', duration: 1h}]\n  b:\n    windows: [{cron: 'nope', duration: 1h}]\n"))
-	if err == nil || !contains(err.Error(), `schedule "a"`, `schedule "b"`, "x.yaml:3:", "x.yaml:6:") {
+	if err == nil || !contains(err.Error(), "x.yaml:3: schedules.a.timezone:", "x.yaml:6: schedules.b.windows[0].cron:") {
 		t.Fatalf("error = %v", err)
 	}
 }

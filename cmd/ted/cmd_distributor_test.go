@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -42,8 +43,8 @@ func TestDistributorConfigClusters(t *testing.T) {
 	}
 }
 
-// TestDistributorRunRefusesBadClusters: each bad clusters section is one
-// error naming the file and the field, exit 2, before anything starts.
+// TestDistributorRunRefusesBadClusters: each bad clusters section is
+// refused with the file, line and field, exit 2, before anything starts.
 func TestDistributorRunRefusesBadClusters(t *testing.T) {
 	section := func(s string) string { return distributorYAML[:strings.Index(distributorYAML, "clusters:")] + s }
 	for _, tt := range []struct {
@@ -56,8 +57,8 @@ func TestDistributorRunRefusesBadClusters(t *testing.T) {
 		{"member of two clusters", section("clusters:\n  web-cluster:\n    members: [web-01a]\n  db-cluster:\n    members: [web-01a]\n"),
 			"clusters.web-cluster.members: web-01a is also a member of cluster db-cluster"},
 		{"bad cluster name", section("clusters:\n  web/cluster:\n    members: [web-01a]\n"), `clusters: cluster "web/cluster"`},
-		{"unknown field", section("clusters:\n  web-cluster:\n    member: [web-01a]\n"), "field member not found"},
-		{"cluster twice", distributorYAML + "  web-cluster:\n    members: [web-01c]\n", `mapping key "web-cluster" already defined`},
+		{"unknown field", section("clusters:\n  web-cluster:\n    member: [web-01a]\n"), "dist-1.yaml:12: clusters.web-cluster.member: unknown field; did you mean members? (known here: members)"},
+		{"cluster twice", distributorYAML + "  web-cluster:\n    members: [web-01c]\n", `clusters.web-cluster: repeats the entry of line`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			file := writeDistributorConfig(t, tt.yaml)
@@ -65,8 +66,13 @@ func TestDistributorRunRefusesBadClusters(t *testing.T) {
 			if code := exitCode(err); code != exitUsage {
 				t.Fatalf("exit %d (%v), want %d", code, err, exitUsage)
 			}
-			if want := file + ": "; !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
-				t.Errorf("error %q: want one line naming %s and %q", err, file, tt.want)
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !regexp.MustCompile(`^` + regexp.QuoteMeta(file) + `:\d+: `).MatchString(line) {
+					t.Errorf("error line %q: want it to start FILE:LINE: naming %s", line, file)
+				}
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q: want it to say %q", err, tt.want)
 			}
 		})
 	}

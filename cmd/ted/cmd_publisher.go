@@ -20,6 +20,7 @@ import (
 	"ted/schedule"
 	"ted/store"
 	"ted/transport"
+	"ted/yamlfile"
 )
 
 // publisherFile is publisher.yaml (CLI.md "Files").
@@ -53,19 +54,31 @@ type publisherDistribFile struct {
 
 func loadPublisherConfig(file string) (*publisherFile, error) {
 	var c publisherFile
-	if err := readConfig(file, &c); err != nil {
+	d, err := readConfig(file, &c)
+	if err != nil {
 		return nil, err
 	}
+	c.checkPublisher(d)
+	if err := problems(d); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// checkPublisher validates a publisher config, recording every problem in
+// d.
+func (c *publisherFile) checkPublisher(d *yamlfile.Doc) {
+	file := d.File
 	c.path = file
 	if err := pki.ValidateName(c.Name); err != nil {
-		return nil, configError(file, "name", "%v", err)
+		d.Errorf("name", "%v", err)
 	}
 	for _, f := range []struct {
 		field string
 		value *string
 	}{{"store", &c.Store}, {"sign_key", &c.SignKey}} {
 		if *f.value == "" {
-			return nil, configError(file, f.field, "missing")
+			d.Errorf(f.field, "missing")
 		}
 		*f.value = resolve(file, *f.value)
 	}
@@ -73,60 +86,55 @@ func loadPublisherConfig(file string) (*publisherFile, error) {
 	if c.DataDir == "" {
 		c.DataDir = c.Store
 	}
-	if err := c.TLS.check(file); err != nil {
-		return nil, err
-	}
-	if err := checkAddr(file, "distributor", c.Distributor, true); err != nil {
-		return nil, err
-	}
-	if err := checkAddr(file, "status_listen", c.StatusListen, false); err != nil {
-		return nil, err
-	}
-	if err := checkKeep(file, &c.KeepRevisions); err != nil {
-		return nil, err
-	}
-	if err := c.Link.check(file); err != nil {
-		return nil, err
-	}
+	c.TLS.check(d)
+	checkAddr(d, "distributor", c.Distributor, true)
+	checkAddr(d, "status_listen", c.StatusListen, false)
+	checkKeep(d, &c.KeepRevisions)
+	c.Link.check(d)
 	c.Schedules = resolve(file, c.Schedules)
 	if len(c.Distributions) == 0 {
-		return nil, configError(file, "distributions", "none")
+		d.Errorf("distributions", "none: name at least one distribution to build and publish")
 	}
-	for name, d := range c.Distributions {
+	for _, name := range c.names() {
+		dist := c.Distributions[name]
 		field := "distributions." + name
-		if d == nil {
-			return nil, configError(file, field, "empty")
+		if dist == nil {
+			d.Errorf(field, "empty: give at least from, version and channels")
+			continue
 		}
 		if err := distribution.ValidName("distribution name", name); err != nil {
-			return nil, configError(file, field, "%v", err)
+			d.Errorf(field, "%v", err)
 		}
-		if d.From == "" {
-			return nil, configError(file, field+".from", "missing")
+		if dist.From == "" {
+			d.Errorf(field+".from", "missing")
 		}
-		d.From = resolve(file, d.From)
-		v, err := semver.NewVersion(d.Version)
+		dist.From = resolve(file, dist.From)
+		v, err := semver.NewVersion(dist.Version)
 		if err != nil {
-			return nil, configError(file, field+".version", "%q is not a semantic version", d.Version)
+			d.Errorf(field+".version", "%q is not a semantic version", dist.Version)
+		} else {
+			dist.Version = v.String()
 		}
-		d.Version = v.String()
-		if len(d.Channels) == 0 {
-			return nil, configError(file, field+".channels", "none")
+		if len(dist.Channels) == 0 {
+			d.Errorf(field+".channels", "none")
 		}
-		for i, r := range d.Requires {
+		for i, r := range dist.Requires {
 			if err := validateRequires([]string{r}); err != nil {
-				return nil, configError(file, fmt.Sprintf("%s.requires[%d]", field, i), "%q: not \"NAME [CONSTRAINT]\"", r)
+				d.Errorf(fmt.Sprintf("%s.requires[%d]", field, i), "%q: not \"NAME [CONSTRAINT]\"", r)
 			}
 		}
-		if d.Build == "" {
-			d.Build = schedule.Always
+		if dist.Build == "" {
+			dist.Build = schedule.Always
+		}
+		if d.Failed() {
+			continue
 		}
 		// Metadata that dist build would refuse, refused here by field.
-		b := distribution.BuildOptions{Name: name, Revision: 1, Version: d.Version, Channels: d.Channels, Target: d.Target, Requires: d.Requires}
+		b := distribution.BuildOptions{Name: name, Revision: 1, Version: dist.Version, Channels: dist.Channels, Target: dist.Target, Requires: dist.Requires}
 		if err := b.Validate(); err != nil {
-			return nil, configError(file, field, "%v", err)
+			d.Errorf(field, "%v", err)
 		}
 	}
-	return &c, nil
 }
 
 // names returns the distributions' names, sorted.

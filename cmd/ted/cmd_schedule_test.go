@@ -70,12 +70,12 @@ func TestScheduleCheckLists(t *testing.T) {
 
 func TestScheduleCheckRefusesBadFile(t *testing.T) {
 	tests := []struct{ name, text, want string }{
-		{"cron", "schedules:\n  x:\n    windows:\n      - cron: \"0 99 * * *\"\n        duration: 1h\n", `schedule "x": windows[0].cron`},
+		{"cron", "schedules:\n  x:\n    windows:\n      - cron: \"0 99 * * *\"\n        duration: 1h\n", `schedules.x.windows[0].cron`},
 		{"duration", "schedules:\n  x:\n    windows:\n      - cron: \"0 1 * * *\"\n        duration: 0s\n", `windows[0].duration`},
 		{"longer than its interval", "schedules:\n  x:\n    windows:\n      - cron: \"0 * * * *\"\n        duration: 2h\n", `windows[0].duration`},
 		{"timezone", "schedules:\n  x:\n    windows:\n      - cron: \"0 1 * * *\"\n        duration: 1h\n    timezone: Mars/Olympus\n", `timezone`},
 		{"rate", "schedules:\n  x:\n    always: true\n    max_rate: 20\n", `max_rate`},
-		{"unknown field", "schedules:\n  x:\n    always: true\n    colour: blue\n", `colour`},
+		{"unknown field", "schedules:\n  x:\n    always: true\n    colour: blue\n", `:4: schedules.x.colour: unknown field (known here: windows, blackouts, timezone, jitter, max_rate, always, never)`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,29 +1,28 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dustin/go-humanize"
-	"go.yaml.in/yaml/v3"
 
 	"ted/distribution"
 	"ted/distributor"
 	"ted/pki"
 	"ted/schedule"
 	"ted/transport"
+	"ted/yamlfile"
 )
 
-// Config files (CLI.md "Files"). Relative paths in a config file are
+// Config files (docs/reference). Relative paths in a config file are
 // resolved against the file's own directory, so a directory of configs
 // (such as the one `ted demo --keep` leaves) works from anywhere.
 
@@ -74,44 +73,32 @@ func (c *distributorFile) clusters() map[string]distributor.Cluster {
 	return out
 }
 
-// check validates the common fields and resolves their paths.
-// noSchedules, if not empty, says why this kind of daemon refuses a
-// schedule file for now.
-func (c *nodeFile) check(file, noSchedules string) error {
+// check validates the common fields and resolves their paths, recording
+// every problem in d. noSchedules, if not empty, says why this kind of
+// daemon refuses a schedule file for now.
+func (c *nodeFile) check(d *yamlfile.Doc, noSchedules string) {
+	file := d.File
 	c.path = file
 	if err := pki.ValidateName(c.Name); err != nil {
-		return configError(file, "name", "%v", err)
+		d.Errorf("name", "%v", err)
 	}
-	if err := checkAddr(file, "status_listen", c.StatusListen, false); err != nil {
-		return err
-	}
+	checkAddr(d, "status_listen", c.StatusListen, false)
 	for i, p := range c.Parents {
-		if err := checkAddr(file, fmt.Sprintf("parents[%d]", i), p, true); err != nil {
-			return err
-		}
+		checkAddr(d, fmt.Sprintf("parents[%d]", i), p, true)
 	}
 	if c.DataDir == "" {
-		return configError(file, "data_dir", "missing")
+		d.Errorf("data_dir", "missing")
 	}
 	c.DataDir = resolve(file, c.DataDir)
-	if err := c.TLS.check(file); err != nil {
-		return err
-	}
-	var err error
-	if c.Trust, err = checkTrust(file, c.Trust); err != nil {
-		return err
-	}
-	if err := checkKeep(file, &c.KeepRevisions); err != nil {
-		return err
-	}
-	if c.minFree, err = checkMinFree(file, c.MinFreeDisk); err != nil {
-		return err
-	}
+	c.TLS.check(d)
+	c.Trust = checkTrust(d, c.Trust)
+	checkKeep(d, &c.KeepRevisions)
+	c.minFree = checkMinFree(d, c.MinFreeDisk)
 	if c.Schedules != "" && noSchedules != "" {
-		return configError(file, "schedules", "%s", noSchedules)
+		d.Errorf("schedules", "%s", noSchedules)
 	}
 	c.Schedules = resolve(file, c.Schedules)
-	return c.Link.check(file)
+	c.Link.check(d)
 }
 
 // linkFile tunes how a node's QUIC links notice a dead peer and how
@@ -126,13 +113,13 @@ type linkFile struct {
 
 // check refuses negative values and a keepalive that cannot keep the link
 // alive.
-func (l *linkFile) check(file string) error {
+func (l *linkFile) check(d *yamlfile.Doc) {
 	for _, f := range []struct {
 		field string
 		value time.Duration
 	}{{"link.handshake_timeout", l.HandshakeTimeout}, {"link.idle_timeout", l.IdleTimeout}, {"link.keepalive", l.Keepalive}, {"link.prefer_parent_every", l.PreferParentEvery}} {
 		if f.value < 0 {
-			return configError(file, f.field, "%v: must be positive", f.value)
+			d.Errorf(f.field, "%v: must be positive", f.value)
 		}
 	}
 	idle, keep := l.IdleTimeout, l.Keepalive
@@ -143,10 +130,9 @@ func (l *linkFile) check(file string) error {
 	if keep == 0 {
 		keep = def.KeepAlivePeriod
 	}
-	if keep >= idle {
-		return configError(file, "link.keepalive", "%v must be shorter than the idle timeout %v", keep, idle)
+	if keep >= idle && keep > 0 && idle > 0 {
+		d.Errorf("link.keepalive", "%v must be shorter than the idle timeout %v", keep, idle)
 	}
-	return nil
 }
 
 // apply sets the link's values on the QUIC and parent configs.
@@ -192,34 +178,42 @@ type clusterFile struct {
 
 // check validates the block and resolves its paths against the config
 // file's directory.
-func (c *clusterFile) check(file string) error {
+func (c *clusterFile) check(d *yamlfile.Doc) {
 	if err := distribution.ValidName("name", c.Name); err != nil {
-		return configError(file, "cluster.name", "%v", err)
+		d.Errorf("cluster.name", "%v", err)
 	}
 	if err := distribution.ValidName("node", c.Node); err != nil {
-		return configError(file, "cluster.node", "%v", err)
+		d.Errorf("cluster.node", "%v", err)
 	}
-	for field, addrs := range map[string][]string{"bind": {c.Bind}, "join": c.Join} {
-		for _, a := range addrs {
-			host, port, err := net.SplitHostPort(a)
-			if err != nil || host == "" || port == "" {
-				return configError(file, "cluster."+field, "%q: want HOST:PORT", a)
-			}
-		}
+	checkAddr(d, "cluster.bind", c.Bind, false)
+	for i, a := range c.Join {
+		checkAddr(d, fmt.Sprintf("cluster.join[%d]", i), a, true)
 	}
 	if c.SecretFile == "" {
-		return configError(file, "cluster.secret_file", "missing: the gossip is always encrypted (openssl rand -base64 32 > cluster.key)")
+		d.Errorf("cluster.secret_file", "missing: the gossip is always encrypted (openssl rand -base64 32 > cluster.key)")
 	}
 	if c.SharedDir == "" {
-		return configError(file, "cluster.shared_dir", "missing: the store and journal live there, on storage every node reaches")
+		d.Errorf("cluster.shared_dir", "missing: the store and journal live there, on storage every node reaches")
 	}
-	c.SecretFile, c.SharedDir = resolve(file, c.SecretFile), resolve(file, c.SharedDir)
-	return nil
+	c.SecretFile, c.SharedDir = resolve(d.File, c.SecretFile), resolve(d.File, c.SharedDir)
 }
 
-// configError names the config file and the field.
+// configError names the config file and the field, for a problem found
+// outside the file's own checks (a schedule it names, a port in use).
 func configError(file, field, format string, args ...any) error {
 	return usageError{fmt.Errorf("%s: %s: %s", file, field, fmt.Sprintf(format, args...))}
+}
+
+// addProblems records err's lines in d, each "FIELD: message" as the
+// distributor package's validation writes them.
+func addProblems(d *yamlfile.Doc, err error) {
+	for _, line := range strings.Split(err.Error(), "\n") {
+		field, msg, ok := strings.Cut(line, ": ")
+		if !ok || strings.ContainsAny(field, " \"") {
+			field, msg = "", line
+		}
+		d.Errorf(field, "%s", msg)
+	}
 }
 
 // configErrors names the config file on every line of err, one problem a
@@ -232,42 +226,24 @@ func configErrors(file string, err error) error {
 	return usageError{errors.New(strings.Join(lines, "\n"))}
 }
 
-// readConfig decodes a YAML config file strictly: an unknown field, a
-// second document or a wrong type is an error naming the file and line.
-func readConfig(file string, out any) error {
+// readConfig reads a YAML config file and decodes it strictly into out:
+// unknown or repeated fields, wrong types and bad YAML are problems of the
+// Doc, each naming the file, line and field. The error is for a file that
+// cannot be read.
+func readConfig(file string, out any) (*yamlfile.Doc, error) {
 	data, err := os.ReadFile(file)
 	if err != nil {
-		return fmt.Errorf("config: %w", err)
+		return nil, usageError{fmt.Errorf("config: %w", err)}
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(out); err != nil {
-		if errors.Is(err, io.EOF) {
-			return usageError{fmt.Errorf("%s: empty config file", file)}
-		}
-		return usageError{fmt.Errorf("%s: %s", file, yamlMessage(err))}
-	}
-	var extra any
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return usageError{fmt.Errorf("%s: more than one YAML document", file)}
-	}
-	return nil
+	return yamlfile.Decode(file, data, out), nil
 }
 
-var yamlType = regexp.MustCompile(` in type main\.\w+`)
-
-// yamlMessage makes a yaml.v3 error read well: no "yaml: unmarshal errors"
-// preamble, no Go type names.
-func yamlMessage(err error) string {
-	msg := err.Error()
-	msg = strings.TrimPrefix(msg, "yaml: unmarshal errors:\n")
-	msg = strings.TrimPrefix(msg, "yaml: ")
-	msg = yamlType.ReplaceAllString(msg, "")
-	lines := strings.Split(msg, "\n")
-	for i := range lines {
-		lines[i] = strings.TrimSpace(lines[i])
+// problems is d's problems as a usage error (exit 2), or nil.
+func problems(d *yamlfile.Doc) error {
+	if err := d.Err(); err != nil {
+		return usageError{err}
 	}
-	return strings.Join(lines, "; ")
+	return nil
 }
 
 // resolve makes a config path absolute against the config file's directory.
@@ -278,61 +254,68 @@ func resolve(configFile, p string) string {
 	return filepath.Join(filepath.Dir(configFile), p)
 }
 
-func (t *tlsFiles) check(file string) error {
+func (t *tlsFiles) check(d *yamlfile.Doc) {
 	for _, f := range []struct{ field, value string }{{"tls.ca", t.CA}, {"tls.cert", t.Cert}, {"tls.key", t.Key}} {
 		if f.value == "" {
-			return configError(file, f.field, "missing")
+			d.Errorf(f.field, "missing")
 		}
 	}
-	t.CA, t.Cert, t.Key = resolve(file, t.CA), resolve(file, t.Cert), resolve(file, t.Key)
-	return nil
+	t.CA, t.Cert, t.Key = resolve(d.File, t.CA), resolve(d.File, t.Cert), resolve(d.File, t.Key)
 }
 
-func checkAddr(file, field, addr string, required bool) error {
+// checkAddr checks a HOST:PORT value: the port a number from 0 to 65535
+// (0: the system chooses one).
+func checkAddr(d *yamlfile.Doc, field, addr string, required bool) {
 	if addr == "" {
 		if required {
-			return configError(file, field, "missing")
+			d.Errorf(field, "missing")
 		}
-		return nil
+		return
 	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return configError(file, field, "%q is not HOST:PORT", addr)
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		d.Errorf(field, "%q is not HOST:PORT", addr)
+		return
 	}
-	return nil
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		d.Errorf(field, "%q: the port must be a number from 1 to 65535", addr)
+	}
 }
 
-func checkKeep(file string, keep **int) error {
+func checkKeep(d *yamlfile.Doc, keep **int) {
 	if *keep == nil {
 		three := 3
 		*keep = &three
-		return nil
+		return
 	}
 	if **keep < 1 {
-		return configError(file, "keep_revisions", "%d, want at least 1", **keep)
+		d.Errorf("keep_revisions", "%d, want at least 1", **keep)
 	}
-	return nil
 }
 
-func checkMinFree(file, value string) (int64, error) {
+func checkMinFree(d *yamlfile.Doc, value string) int64 {
 	if value == "" {
-		return 0, nil
+		return 0
 	}
 	n, err := humanize.ParseBytes(value)
 	if err != nil || !strings.ContainsAny(value, "BbKkMmGgTt") {
-		return 0, configError(file, "min_free_disk", "%q is not a size with a unit (e.g. 1GiB)", value)
+		d.Errorf("min_free_disk", "%q is not a size with a unit (e.g. 1GiB)", value)
+		return 0
 	}
-	return int64(n), nil
+	return int64(n)
 }
 
-func checkTrust(file string, trust []string) ([]string, error) {
+func checkTrust(d *yamlfile.Doc, trust []string) []string {
 	if len(trust) == 0 {
-		return nil, configError(file, "trust", "no publisher key")
+		d.Errorf("trust", "no publisher key")
+		return nil
 	}
 	out := make([]string, len(trust))
 	for i, t := range trust {
-		out[i] = resolve(file, t)
+		out[i] = resolve(d.File, t)
 	}
-	return out, nil
+	return out
 }
 
 // loadSchedules opens a daemon's schedule file, checking that it defines
@@ -361,68 +344,86 @@ func loadSchedules(file *nodeFile, names map[string]string) (*schedule.Source, e
 
 func loadDistributorConfig(file string) (*distributorFile, error) {
 	var c distributorFile
-	if err := readConfig(file, &c); err != nil {
+	d, err := readConfig(file, &c)
+	if err != nil {
 		return nil, err
 	}
-	if err := c.check(file, ""); err != nil {
+	c.checkDistributor(d)
+	if err := problems(d); err != nil {
 		return nil, err
-	}
-	if err := checkAddr(file, "listen", c.Listen, true); err != nil {
-		return nil, err
-	}
-	if len(c.Channels) == 0 {
-		return nil, configError(file, "channels", "none")
-	}
-	for name, ch := range c.Channels {
-		field := "channels." + name
-		if err := distribution.ValidName("channel", name); err != nil {
-			return nil, configError(file, field, "%v", err)
-		}
-		for i, n := range append(append([]string{}, ch.Publishers...), ch.Children...) {
-			if err := pki.ValidateName(n); err != nil {
-				return nil, configError(file, field, "name %d: %v", i+1, err)
-			}
-		}
-		if len(c.Parents) == 0 && len(ch.Publishers) == 0 {
-			return nil, configError(file, field+".publishers", "none, and no parents: nothing could ever arrive")
-		}
-	}
-	if err := distributor.ValidateClusters(c.clusters()); err != nil {
-		return nil, configErrors(file, err)
 	}
 	return &c, nil
 }
 
+// checkDistributor validates a distributor config, recording every problem
+// in d.
+func (c *distributorFile) checkDistributor(d *yamlfile.Doc) {
+	c.check(d, "")
+	checkAddr(d, "listen", c.Listen, true)
+	if len(c.Channels) == 0 {
+		d.Errorf("channels", "none: a distributor relays channels")
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Channels)) {
+		ch := c.Channels[name]
+		field := "channels." + name
+		if err := distribution.ValidName("channel", name); err != nil {
+			d.Errorf(field, "%v", err)
+		}
+		for i, n := range ch.Publishers {
+			if err := pki.ValidateName(n); err != nil {
+				d.Errorf(fmt.Sprintf("%s.publishers[%d]", field, i), "%v", err)
+			}
+		}
+		for i, n := range ch.Children {
+			if err := pki.ValidateName(n); err != nil {
+				d.Errorf(fmt.Sprintf("%s.children[%d]", field, i), "%v", err)
+			}
+		}
+		if len(c.Parents) == 0 && len(ch.Publishers) == 0 {
+			d.Errorf(field+".publishers", "none, and no parents: nothing could ever arrive")
+		}
+	}
+	if err := distributor.ValidateClusters(c.clusters()); err != nil {
+		addProblems(d, err)
+	}
+}
+
 func loadSubscriberConfig(file string) (*subscriberFile, error) {
 	var c subscriberFile
-	if err := readConfig(file, &c); err != nil {
+	d, err := readConfig(file, &c)
+	if err != nil {
 		return nil, err
 	}
-	if err := c.check(file, ""); err != nil {
+	c.checkSubscriber(d)
+	if err := problems(d); err != nil {
 		return nil, err
 	}
+	return &c, nil
+}
+
+// checkSubscriber validates a subscriber config, recording every problem
+// in d.
+func (c *subscriberFile) checkSubscriber(d *yamlfile.Doc) {
+	c.check(d, "")
 	if len(c.Parents) == 0 {
-		return nil, configError(file, "parents", "none")
+		d.Errorf("parents", "none: a subscriber dials at least one distributor")
 	}
 	if c.Root == "" {
-		return nil, configError(file, "root", "missing")
+		d.Errorf("root", "missing: every target is extracted under it")
 	}
-	c.Root = resolve(file, c.Root)
+	c.Root = resolve(d.File, c.Root)
 	if len(c.Channels) == 0 {
-		return nil, configError(file, "channels", "none")
+		d.Errorf("channels", "none: a subscriber receives channels")
 	}
-	for _, ch := range c.Channels {
+	for i, ch := range c.Channels {
 		if err := distribution.ValidName("channel", ch); err != nil {
-			return nil, configError(file, "channels", "%v", err)
+			d.Errorf(fmt.Sprintf("channels[%d]", i), "%v", err)
 		}
 	}
 	if c.Extract == "" {
 		c.Extract = schedule.Always
 	}
 	if c.Cluster != nil {
-		if err := c.Cluster.check(file); err != nil {
-			return nil, err
-		}
+		c.Cluster.check(d)
 	}
-	return &c, nil
 }
