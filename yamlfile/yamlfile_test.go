@@ -23,10 +23,10 @@ type channelT struct {
 }
 
 type fileT struct {
-	common   `yaml:",inline"`
-	Keep     *int                `yaml:"keep"`
-	Every    time.Duration       `yaml:"every"`
-	Channels map[string]channelT `yaml:"channels"`
+	common     `yaml:",inline"`
+	Keep       *int                `yaml:"keep"`
+	Every      time.Duration       `yaml:"every"`
+	Channels   map[string]channelT `yaml:"channels"`
 	unexported int
 }
 
