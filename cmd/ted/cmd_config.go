@@ -1,0 +1,316 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"ted/docs"
+	"ted/schedule"
+	"ted/swpkg"
+	"ted/yamlfile"
+)
+
+func newConfigCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Print example config files and check config files"}
+	cmd.AddCommand(newConfigExampleCommand(), newConfigCheckCommand(g))
+	return cmd
+}
+
+func newConfigExampleCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "example " + strings.Join(docs.Kinds, "|"),
+		Short: "Print a commented example file of a kind, valid as printed",
+		Long: `Print a commented example of a file TED reads: a distributor, subscriber or
+publisher config, a schedule file or a package spec. Every key it shows is
+explained in a comment; keys left commented out show their default or an
+optional feature. The example is valid as printed (a package spec needs the
+folders it names); edit the names, addresses and paths, then check it with
+ted config check.`,
+		Example: `  ted config example distributor > dist-1.yaml
+  ted config example subscriber > web-01.yaml`,
+		Args:      cobra.ExactArgs(1),
+		ValidArgs: docs.Kinds,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			data, err := docs.Example(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			_, err = cmd.OutOrStdout().Write(data)
+			return err
+		},
+	}
+}
+
+type configCheckOptions struct {
+	kind string
+}
+
+func newConfigCheckCommand(g *globalOptions) *cobra.Command {
+	var opts configCheckOptions
+	cmd := &cobra.Command{
+		Use:   "check FILE...",
+		Short: "Check config files, schedule files and package specs without starting anything",
+		Long: `Check files as the daemons and commands that read them would, without
+starting anything: every problem is reported, one a line, as
+FILE:LINE: FIELD: message. The kind of each file is told from its content
+(and .spk for a package spec) unless --kind says it. A config's schedule
+file is checked too, with the schedules the config names. Files a config
+names that do not exist yet (certificates, keys, folders) are noted, not
+counted as problems: they may be made later or on another machine.
+
+Exit 0 when every file is valid, 2 when one is not.`,
+		Example: `  ted config check dist-1.yaml web-01.yaml schedules.yaml
+  ted config check --kind publisher pub.yaml --json`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runConfigCheck(opts, args, g.json, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	cmd.Flags().StringVar(&opts.kind, "kind", "", "the kind of every FILE: "+strings.Join(docs.Kinds, ", ")+" (default: told from the content)")
+	addJSONFlag(cmd, g)
+	return cmd
+}
+
+// configCheckResult is `config check --json`.
+type configCheckResult struct {
+	Files []checkedFile `json:"files"`
+}
+
+type checkedFile struct {
+	File     string              `json:"file"`
+	Kind     string              `json:"kind,omitempty"`
+	Valid    bool                `json:"valid"`
+	Problems []*yamlfile.Problem `json:"problems"`
+	Notes    []string            `json:"notes,omitempty"`
+}
+
+func runConfigCheck(opts configCheckOptions, files []string, asJSON bool, stdout, stderr io.Writer) error {
+	if opts.kind != "" && !slices.Contains(docs.Kinds, opts.kind) {
+		return usageError{fmt.Errorf("--kind %q: want one of %s", opts.kind, strings.Join(docs.Kinds, ", "))}
+	}
+	var res configCheckResult
+	invalid := 0
+	for _, file := range files {
+		c := checkFile(file, opts.kind)
+		if !c.Valid {
+			invalid++
+		}
+		res.Files = append(res.Files, c)
+	}
+	err := printResult(stdout, asJSON, res, func(p *printer) {
+		for _, c := range res.Files {
+			if c.Valid {
+				p.linef("%s: a valid %s file", c.File, kindName(c.Kind))
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if !asJSON {
+		for _, c := range res.Files {
+			for _, n := range c.Notes {
+				fmt.Fprintf(stderr, "%s: note: %s\n", c.File, n)
+			}
+		}
+	}
+	if invalid == 0 {
+		return nil
+	}
+	if asJSON {
+		return usageError{fmt.Errorf("%d of %d files are not valid", invalid, len(files))}
+	}
+	var lines []string
+	for _, c := range res.Files {
+		for _, p := range c.Problems {
+			lines = append(lines, p.Error())
+		}
+	}
+	return usageError{errors.New(strings.Join(lines, "\n"))}
+}
+
+func kindName(kind string) string {
+	switch kind {
+	case "schedules":
+		return "schedule"
+	case "package":
+		return "package spec"
+	}
+	return kind + " config"
+}
+
+// checkFile checks one file of kind (told from it if empty).
+func checkFile(file, kind string) checkedFile {
+	c := checkedFile{File: file, Problems: []*yamlfile.Problem{}}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		c.Problems = append(c.Problems, &yamlfile.Problem{File: file, Msg: err.Error()})
+		return c
+	}
+	if kind == "" {
+		if kind, err = guessKind(file, data); err != nil {
+			c.Problems = append(c.Problems, &yamlfile.Problem{File: file, Msg: err.Error()})
+			return c
+		}
+	}
+	c.Kind = kind
+	var problems error
+	var extra []*yamlfile.Problem // problems of the schedule file a config names
+	switch kind {
+	case "distributor":
+		var f distributorFile
+		d := yamlfile.Decode(file, data, &f)
+		f.checkDistributor(d)
+		sends := map[string]string{}
+		for _, name := range slices.Sorted(maps.Keys(f.Channels)) {
+			if s := f.Channels[name].Send; s != "" {
+				sends[s] = "channels." + name + ".send"
+			}
+		}
+		c.Notes, extra = checkNamed(d, f.Schedules, sends, namedFiles(f.TLS, f.Trust, "trust"))
+		problems = d.Err()
+	case "subscriber":
+		var f subscriberFile
+		d := yamlfile.Decode(file, data, &f)
+		f.checkSubscriber(d)
+		named := namedFiles(f.TLS, f.Trust, "trust")
+		if f.Cluster != nil {
+			named["cluster.secret_file"] = f.Cluster.SecretFile
+		}
+		c.Notes, extra = checkNamed(d, f.Schedules, map[string]string{f.Extract: "extract"}, named)
+		problems = d.Err()
+	case "publisher":
+		var f publisherFile
+		d := yamlfile.Decode(file, data, &f)
+		f.checkPublisher(d)
+		builds := map[string]string{}
+		named := namedFiles(f.TLS, []string{f.SignKey}, "sign_key")
+		for _, name := range f.names() {
+			if dist := f.Distributions[name]; dist != nil {
+				builds[dist.Build] = "distributions." + name + ".build"
+				named["distributions."+name+".from"] = dist.From
+			}
+		}
+		c.Notes, extra = checkNamed(d, f.Schedules, builds, named)
+		problems = d.Err()
+	case "schedules":
+		_, problems = schedule.Parse(file, data)
+	case "package":
+		_, problems = swpkg.ParseSpec(file)
+	}
+	c.Problems = append(c.Problems, asProblems(file, problems)...)
+	c.Problems = append(c.Problems, extra...)
+	c.Valid = len(c.Problems) == 0
+	return c
+}
+
+// namedFiles maps the fields of a config that name files to the files.
+func namedFiles(tls tlsFiles, keys []string, keysField string) map[string]string {
+	named := map[string]string{"tls.ca": tls.CA, "tls.cert": tls.Cert, "tls.key": tls.Key}
+	for i, k := range keys {
+		if keysField == "sign_key" {
+			named[keysField] = k
+		} else {
+			named[fmt.Sprintf("%s[%d]", keysField, i)] = k
+		}
+	}
+	return named
+}
+
+// checkNamed checks what a config names. The schedule file, when it exists,
+// is checked (its problems are returned, in its own name) and must define
+// the schedules the config uses (each named at the field schedules maps
+// it to, where a problem is recorded in d). Files named that are not there
+// (certificates, keys, folders, the schedule file) are notes: they may be
+// made later, or on another machine.
+func checkNamed(d *yamlfile.Doc, schedulesFile string, schedules map[string]string, named map[string]string) (notes []string, problems []*yamlfile.Problem) {
+	for _, field := range slices.Sorted(maps.Keys(named)) {
+		if path := named[field]; path != "" {
+			if _, err := os.Stat(path); err != nil {
+				notes = append(notes, fmt.Sprintf("%s: %s does not exist (yet)", field, path))
+			}
+		}
+	}
+	var f *schedule.File
+	if schedulesFile != "" {
+		if _, err := os.Stat(schedulesFile); err != nil {
+			return append(notes, fmt.Sprintf("schedules: %s does not exist (yet); the schedules named are not checked", schedulesFile)), nil
+		}
+		var err error
+		if f, err = schedule.Load(schedulesFile); err != nil {
+			return notes, asProblems(schedulesFile, err)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(schedules)) {
+		if _, err := f.Lookup(name); err != nil {
+			d.Errorf(schedules[name], "%v", err)
+		}
+	}
+	return notes, nil
+}
+
+// asProblems splits an error of a file's checks into its problems, each
+// with the file, line and field it knows.
+func asProblems(file string, err error) []*yamlfile.Problem {
+	if err == nil {
+		return nil
+	}
+	var p *yamlfile.Problem
+	var se *schedule.Error
+	var spec *swpkg.SpecError
+	switch {
+	case errors.As(err, &se):
+		if multi, ok := err.(interface{ Unwrap() []error }); ok {
+			var out []*yamlfile.Problem
+			for _, e := range multi.Unwrap() {
+				out = append(out, asProblems(file, e)...)
+			}
+			return out
+		}
+		return []*yamlfile.Problem{se.Problem()}
+	case errors.As(err, &spec):
+		return []*yamlfile.Problem{{File: spec.File, Line: spec.Line, Field: spec.Field, Msg: spec.Msg}}
+	case errors.As(err, &p):
+		var ps yamlfile.Problems
+		if errors.As(err, &ps) {
+			return ps
+		}
+		return []*yamlfile.Problem{p}
+	}
+	return []*yamlfile.Problem{{File: file, Msg: err.Error()}}
+}
+
+// guessKind tells a file's kind from its name and top-level keys.
+func guessKind(file string, data []byte) (string, error) {
+	if strings.EqualFold(filepath.Ext(file), ".spk") {
+		return "package", nil
+	}
+	var top map[string]yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&top); err != nil || len(top) == 0 {
+		return "", fmt.Errorf("cannot tell what kind of file this is (not a YAML mapping); say --kind %s", strings.Join(docs.Kinds, "|"))
+	}
+	has := func(k string) bool { _, ok := top[k]; return ok }
+	switch {
+	case has("components"):
+		return "package", nil
+	case has("schedules") && len(top) == 1:
+		return "schedules", nil
+	case has("listen") || has("clusters") || (has("channels") && top["channels"].Kind == yaml.MappingNode):
+		return "distributor", nil
+	case has("root") || has("extract") || has("cluster") || (has("channels") && top["channels"].Kind == yaml.SequenceNode):
+		return "subscriber", nil
+	case has("store") || has("sign_key") || has("distributions") || has("distributor"):
+		return "publisher", nil
+	}
+	return "", fmt.Errorf("cannot tell what kind of file this is; say --kind %s", strings.Join(docs.Kinds, "|"))
+}

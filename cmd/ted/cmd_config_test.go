@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"ted/docs"
+	"ted/schedule"
+	"ted/swpkg"
+)
+
+// writeExample writes `ted config example KIND`'s output into dir under
+// name, as a reader would redirect it.
+func writeExample(t *testing.T, dir, kind, name string) string {
+	t.Helper()
+	var out bytes.Buffer
+	cmd := newRootCommand()
+	cmd.SetArgs([]string{"config", "example", kind})
+	cmd.SetOut(&out)
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("config example %s: %v", kind, err)
+	}
+	if !strings.HasPrefix(out.String(), "# ") {
+		t.Errorf("config example %s does not start with a comment: %.60q", kind, out.String())
+	}
+	file := filepath.Join(dir, name)
+	if err := os.WriteFile(file, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// TestConfigExamplesAreValid loads every example, as printed, with the
+// loader the daemon or command uses, and checks it with config check.
+func TestConfigExamplesAreValid(t *testing.T) {
+	dir := t.TempDir()
+	// A package spec needs the folders it names.
+	for _, d := range []string{"bin", "conf", "scripts"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "scripts", "health.sh"), []byte("exit 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{}
+	for _, kind := range docs.Kinds {
+		files[kind] = writeExample(t, dir, kind, "ex-"+docs.ExampleFile(kind))
+	}
+	if _, err := loadDistributorConfig(files["distributor"]); err != nil {
+		t.Errorf("distributor example: %v", err)
+	}
+	if _, err := loadSubscriberConfig(files["subscriber"]); err != nil {
+		t.Errorf("subscriber example: %v", err)
+	}
+	if _, err := loadPublisherConfig(files["publisher"]); err != nil {
+		t.Errorf("publisher example: %v", err)
+	}
+	if f, err := schedule.Load(files["schedules"]); err != nil {
+		t.Errorf("schedules example: %v", err)
+	} else if len(f.Names()) == 0 {
+		t.Error("the schedules example defines no schedule")
+	}
+	if _, err := swpkg.ParseSpec(files["package"]); err != nil {
+		t.Errorf("package example: %v", err)
+	}
+	for _, kind := range docs.Kinds {
+		var out, errOut bytes.Buffer
+		err := runConfigCheck(configCheckOptions{}, []string{files[kind]}, true, &out, &errOut)
+		if err != nil {
+			t.Errorf("config check of the %s example: %v", kind, err)
+			continue
+		}
+		var res configCheckResult
+		if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Files) != 1 || res.Files[0].Kind != kind || !res.Files[0].Valid {
+			t.Errorf("config check --json of the %s example: %s", kind, out.String())
+		}
+	}
+}
+
+func TestConfigExampleUnknownKind(t *testing.T) {
+	cmd := newRootCommand()
+	cmd.SetArgs([]string{"config", "example", "proxy"})
+	cmd.SetOut(&bytes.Buffer{})
+	err := cmd.Execute()
+	if exitCode(err) != exitUsage || !strings.Contains(err.Error(), "distributor, subscriber, publisher, schedules, package") {
+		t.Errorf("config example proxy: exit %d, %v; want exit 2 listing the kinds", exitCode(err), err)
+	}
+}
+
+// TestConfigCheckReportsEveryProblem: every problem of a file, one a line,
+// FILE:LINE: FIELD: message, in line order, exit 2; one per field.
+func TestConfigCheckReportsEveryProblem(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "dist-1.yaml")
+	bad := `name: dist 1
+listen: 127.0.0.1:99999
+data_dir: var/d
+tls: {ca: a, cert: b}
+trust: [k]
+keep_revisions: zero
+min_free_disk: 10
+channels:
+  web:
+    publishers: [pub-1]
+    chidlren: [web-01]
+    send: nights
+link:
+  keepalive: 1m
+`
+	if err := os.WriteFile(file, []byte(bad), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	err := runConfigCheck(configCheckOptions{}, []string{file}, false, &out, &bytes.Buffer{})
+	if exitCode(err) != exitUsage {
+		t.Fatalf("exit %d (%v), want 2", exitCode(err), err)
+	}
+	want := []string{
+		`:1: name: invalid node name "dist 1"`,
+		`:2: listen: "127.0.0.1:99999": the port must be a number from 1 to 65535`,
+		`:4: tls.key: missing`,
+		`:6: keep_revisions: "zero" is not a whole number`,
+		`:7: min_free_disk: "10" is not a size with a unit`,
+		`:11: channels.web.chidlren: unknown field; did you mean children? (known here: send, publishers, children)`,
+		`:12: channels.web.send: no schedule file: schedule "nights": unknown schedule`,
+		`:14: link.keepalive: 1m0s must be shorter than the idle timeout 30s`,
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("%d problems, want %d:\n%v", len(lines), len(want), err)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], file+w) {
+			t.Errorf("problem %d: %q, want %q", i+1, lines[i], file+w)
+		}
+	}
+}
+
+func TestConfigCheckKinds(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		file := filepath.Join(dir, name)
+		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return file
+	}
+	sched := write("s.yaml", "schedules:\n  x:\n    cron: \"0 1 * * *\"\n")
+	weird := write("w.yaml", "colour: blue\n")
+	var out bytes.Buffer
+	err := runConfigCheck(configCheckOptions{}, []string{sched, weird}, false, &out, &bytes.Buffer{})
+	if exitCode(err) != exitUsage {
+		t.Fatalf("exit %d (%v), want 2", exitCode(err), err)
+	}
+	for _, w := range []string{
+		sched + `:3: schedules.x.cron: unknown field (known here: windows, blackouts, timezone, jitter, max_rate, always, never)`,
+		weird + `: cannot tell what kind of file this is; say --kind distributor|subscriber|publisher|schedules|package`,
+	} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("config check said:\n%v\nwant a line %q", err, w)
+		}
+	}
+	// --kind overrides the guess: as a subscriber config, w.yaml lacks
+	// what a subscriber needs and has an unknown field.
+	err = runConfigCheck(configCheckOptions{kind: "subscriber"}, []string{weird}, false, &out, &bytes.Buffer{})
+	if err == nil || !regexp.MustCompile(regexp.QuoteMeta(weird)+`:1: colour: unknown field \(known here: name, data_dir`).MatchString(err.Error()) {
+		t.Errorf("config check --kind subscriber: %v", err)
+	}
+	if err := runConfigCheck(configCheckOptions{kind: "proxy"}, []string{weird}, false, &out, &bytes.Buffer{}); exitCode(err) != exitUsage {
+		t.Errorf("--kind proxy: %v, want exit 2", err)
+	}
+}
