@@ -76,6 +76,8 @@ func newRootCommand() *cobra.Command {
 		newScheduleCommand(g),
 		newPackageCommand(g),
 		newDemoCommand(g),
+		newConfigCommand(g),
+		newGendocsCommand(),
 	)
 	markArgErrorsAsUsage(root)
 	return root
