@@ -23,10 +23,11 @@ type channelT struct {
 }
 
 type fileT struct {
-	common     `yaml:",inline"`
-	Keep       *int                `yaml:"keep"`
-	Every      time.Duration       `yaml:"every"`
-	Channels   map[string]channelT `yaml:"channels"`
+	common   `yaml:",inline"`
+	Keep     *int                `yaml:"keep"`
+	Every    time.Duration       `yaml:"every"`
+	Channels map[string]channelT `yaml:"channels"`
+	//lint:ignore U1000 the walk must skip unexported fields, so one is here
 	unexported int
 }
 
