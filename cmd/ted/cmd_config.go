@@ -112,6 +112,9 @@ func runConfigCheck(opts configCheckOptions, files []string, asJSON bool, stdout
 			if c.Valid {
 				p.linef("%s: a valid %s file", c.File, kindName(c.Kind))
 			}
+			for _, problem := range c.Problems {
+				p.linef("%s", problem.Error())
+			}
 		}
 	})
 	if err != nil {
@@ -127,16 +130,7 @@ func runConfigCheck(opts configCheckOptions, files []string, asJSON bool, stdout
 	if invalid == 0 {
 		return nil
 	}
-	if asJSON {
-		return usageError{fmt.Errorf("%d of %d files are not valid", invalid, len(files))}
-	}
-	var lines []string
-	for _, c := range res.Files {
-		for _, p := range c.Problems {
-			lines = append(lines, p.Error())
-		}
-	}
-	return usageError{errors.New(strings.Join(lines, "\n"))}
+	return usageError{fmt.Errorf("%d of %d files are not valid", invalid, len(files))}
 }
 
 func kindName(kind string) string {
@@ -295,8 +289,20 @@ func guessKind(file string, data []byte) (string, error) {
 	if strings.EqualFold(filepath.Ext(file), ".spk") {
 		return "package", nil
 	}
-	var top map[string]yaml.Node
-	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&top); err != nil || len(top) == 0 {
+	// A yaml.Node, not a map: a key given twice is a problem for the
+	// check to report, not a reason not to tell the kind.
+	var doc yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&doc); err != nil && err != io.EOF {
+		return "", fmt.Errorf("not YAML: %v", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	top := map[string]*yaml.Node{}
+	if len(doc.Content) == 1 && doc.Content[0].Kind == yaml.MappingNode {
+		m := doc.Content[0]
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			top[m.Content[i].Value] = m.Content[i+1]
+		}
+	}
+	if len(top) == 0 {
 		return "", fmt.Errorf("cannot tell what kind of file this is (not a YAML mapping); say --kind %s", strings.Join(docs.Kinds, "|"))
 	}
 	has := func(k string) bool { _, ok := top[k]; return ok }

@@ -134,9 +134,12 @@ link:
 		`:12: channels.web.send: no schedule file: schedule "nights": unknown schedule`,
 		`:14: link.keepalive: 1m0s must be shorter than the idle timeout 30s`,
 	}
-	lines := strings.Split(err.Error(), "\n")
+	if err.Error() != "1 of 1 files are not valid" {
+		t.Errorf("error %q, want a count of the files not valid", err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if len(lines) != len(want) {
-		t.Fatalf("%d problems, want %d:\n%v", len(lines), len(want), err)
+		t.Fatalf("%d problems, want %d:\n%s", len(lines), len(want), &out)
 	}
 	for i, w := range want {
 		if !strings.HasPrefix(lines[i], file+w) {
@@ -165,15 +168,23 @@ func TestConfigCheckKinds(t *testing.T) {
 		sched + `:3: schedules.x.cron: unknown field (known here: windows, blackouts, timezone, jitter, max_rate, always, never)`,
 		weird + `: cannot tell what kind of file this is; say --kind distributor|subscriber|publisher|schedules|package`,
 	} {
-		if !strings.Contains(err.Error(), w) {
-			t.Errorf("config check said:\n%v\nwant a line %q", err, w)
+		if !strings.Contains(out.String(), w+"\n") {
+			t.Errorf("config check said:\n%s\nwant a line %q", &out, w)
 		}
 	}
 	// --kind overrides the guess: as a subscriber config, w.yaml lacks
 	// what a subscriber needs and has an unknown field.
+	out.Reset()
 	err = runConfigCheck(configCheckOptions{kind: "subscriber"}, []string{weird}, false, &out, &bytes.Buffer{})
-	if err == nil || !regexp.MustCompile(regexp.QuoteMeta(weird)+`:1: colour: unknown field \(known here: name, data_dir`).MatchString(err.Error()) {
-		t.Errorf("config check --kind subscriber: %v", err)
+	if err == nil || !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(weird)+`:1: colour: unknown field \(known here: name, data_dir`).MatchString(out.String()) {
+		t.Errorf("config check --kind subscriber: %v\n%s", err, &out)
+	}
+	// A key given twice is reported, not a reason not to tell the kind.
+	twice := write("t.yaml", "schedules:\n  x: {always: true}\nschedules: {}\n")
+	out.Reset()
+	_ = runConfigCheck(configCheckOptions{}, []string{twice}, false, &out, &bytes.Buffer{})
+	if !strings.Contains(out.String(), twice+":3: schedules: repeats the field of line 1") {
+		t.Errorf("a repeated key: config check said:\n%s", &out)
 	}
 	if err := runConfigCheck(configCheckOptions{kind: "proxy"}, []string{weird}, false, &out, &bytes.Buffer{}); exitCode(err) != exitUsage {
 		t.Errorf("--kind proxy: %v, want exit 2", err)
