@@ -101,11 +101,11 @@ func ValidateName(name string) error {
 	}
 	for i, c := range name {
 		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-		if i == 0 && !alnum {
-			return fmt.Errorf("invalid node name %q: must start with a letter or digit", name)
-		}
-		if !alnum && c != '.' && c != '_' && c != '-' {
-			return fmt.Errorf("invalid node name %q: only letters, digits, '.', '_' and '-' are allowed", name)
+		if i == 0 && !alnum || !alnum && c != '.' && c != '_' && c != '-' {
+			// The wording of distribution.ValidName, whose rule differs
+			// only in '+': a node name is also a file name and a
+			// certificate's.
+			return fmt.Errorf("invalid node name %q: use ASCII letters a-z A-Z, digits and . _ - (starting with a letter or digit)", name)
 		}
 	}
 	// Case-insensitive, since "CA.crt" is "ca.crt" on some file systems.

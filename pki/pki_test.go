@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -514,6 +515,13 @@ func TestIssueRefusesBadInput(t *testing.T) {
 	if err := ValidateName("web-01.tokyo_a"); err != nil {
 		t.Errorf("valid name refused: %v", err)
 	}
+	// The letters meant are ASCII ones: say so.
+	for _, name := range []string{"café", "éclair", "web 01"} {
+		want := fmt.Sprintf("invalid node name %q: use ASCII letters a-z A-Z, digits and . _ - (starting with a letter or digit)", name)
+		if err := ValidateName(name); err == nil || err.Error() != want {
+			t.Errorf("ValidateName(%q) = %v, want %s", name, err, want)
+		}
+	}
 }
 
 func TestIssueNeedsCA(t *testing.T) {
@@ -574,5 +582,63 @@ func copyFile(t *testing.T, from, to string, mode os.FileMode) {
 	}
 	if err := os.Chmod(to, mode); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A certificate out of its validity is said to be so, with the date, not
+// "not issued by a trusted TED CA".
+func TestVerifyRoleSaysExpired(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := InitCA(dir, false); err != nil {
+		t.Fatal(err)
+	}
+	caCert, caKey, err := loadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(caCert)
+	roleValue, err := roleExtension(RoleSubscriber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := func(notBefore, notAfter time.Time) *x509.Certificate {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serial, err := newSerial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: serial, Subject: pkix.Name{CommonName: "web-01"},
+			NotBefore: notBefore, NotAfter: notAfter, BasicConstraintsValid: true,
+			KeyUsage:        x509.KeyUsageDigitalSignature,
+			ExtKeyUsage:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+			ExtraExtensions: []pkix.Extension{{Id: roleOID, Value: roleValue}},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cert
+	}
+	now := time.Now().Truncate(time.Second)
+	expired := leaf(now.Add(-48*time.Hour), now.Add(-24*time.Hour))
+	err = VerifyRole(expired, pool, RoleSubscriber)
+	if want := `certificate "web-01" expired on ` + now.Add(-24*time.Hour).UTC().Format(time.RFC3339) + ": renew it"; err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("expired: %v, want %q...", err, want)
+	}
+	early := leaf(now.Add(24*time.Hour), now.Add(48*time.Hour))
+	if err := VerifyRole(early, pool, RoleSubscriber); err == nil || !strings.Contains(err.Error(), "is not valid until") {
+		t.Errorf("not yet valid: %v", err)
+	}
+	if err := VerifyRole(leaf(now.Add(-time.Hour), now.Add(time.Hour)), pool, RoleSubscriber); err != nil {
+		t.Errorf("valid: %v", err)
 	}
 }

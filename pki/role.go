@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Role is what a node may do in the tree. It is bound into the node's
@@ -102,6 +103,18 @@ func VerifyRole(cert *x509.Certificate, pool *x509.CertPool, want Role) error {
 	}
 	opts := x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
 	if _, err := cert.Verify(opts); err != nil {
+		var invalid x509.CertificateInvalidError
+		if errors.As(err, &invalid) && invalid.Reason == x509.Expired {
+			// The chain may be fine: say what is wrong, and when.
+			now := time.Now()
+			switch {
+			case now.After(cert.NotAfter):
+				return fmt.Errorf("certificate %q expired on %s: renew it (ted pki issue --force): %w", name, cert.NotAfter.UTC().Format(time.RFC3339), err)
+			case now.Before(cert.NotBefore):
+				return fmt.Errorf("certificate %q is not valid until %s (is this clock right?): %w", name, cert.NotBefore.UTC().Format(time.RFC3339), err)
+			}
+			return fmt.Errorf("certificate %q: its CA's certificate has expired or is not yet valid: %w", name, err)
+		}
 		return fmt.Errorf("certificate %q: not issued by a trusted TED CA: %w", name, err)
 	}
 	got, err := RoleOf(cert)

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +15,8 @@ import (
 )
 
 func TestSigningKeyRoundTrip(t *testing.T) {
-	out := filepath.Join(t.TempDir(), "publisher.key")
+	// Its folder is made, as ted pki init makes its own.
+	out := filepath.Join(t.TempDir(), "keys", "publisher.key")
 	pub, err := GenerateSigningKey(out, false)
 	if err != nil {
 		t.Fatalf("GenerateSigningKey: %v", err)
@@ -82,6 +84,25 @@ func TestLoadSigningKeyRefusesLooseMode(t *testing.T) {
 	}
 }
 
+// TestLoadSigningKeyRefusesPublicKey: the .pub half given as the signing
+// key is named for what it is, whatever its mode, not sent to chmod.
+func TestLoadSigningKeyRefusesPublicKey(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "publisher.key")
+	if _, err := GenerateSigningKey(out, false); err != nil {
+		t.Fatal(err)
+	}
+	pub := out + ".pub"
+	for _, mode := range []os.FileMode{0o644, 0o600} {
+		if err := os.Chmod(pub, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadSigningKey(pub)
+		if !errors.Is(err, ErrPublicKey) || err.Error() != "load signing key: "+pub+" is a public key, not a private signing key" {
+			t.Errorf("mode %04o: LoadSigningKey(.pub) = %v, want ErrPublicKey naming the file", mode, err)
+		}
+	}
+}
+
 // TestCorruptFiles checks that every loader refuses bad input with an error
 // that names the file.
 func TestCorruptFiles(t *testing.T) {
@@ -128,7 +149,7 @@ func TestCorruptFiles(t *testing.T) {
 		{"pool missing", loadPool, missing, ""},
 		{"signing garbage", loadSigning, garbage, "no PEM"},
 		{"signing bad DER", loadSigning, badKeyDER, ""},
-		{"signing given public key", loadSigning, pubAsPrivate, `"PUBLIC KEY"`},
+		{"signing given public key", loadSigning, pubAsPrivate, "is a public key"},
 		{"signing ECDSA", loadSigning, ecdsaKey, "not an ed25519 key"},
 		{"signing missing", loadSigning, missing, ""},
 		{"public garbage", loadPublic, garbage, "no PEM"},
