@@ -1,6 +1,5 @@
 // Package dependency decides what a subscriber may extract and in what order,
-// and explains in words a person can act on why anything else must wait
-// (DESIGN §8).
+// and explains in words a person can act on why anything else must wait.
 //
 // It parses requirements ("runtime >=2.0, <3", or a bare name for any
 // version), plans an extract run from the versions already extracted and the

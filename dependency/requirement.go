@@ -10,7 +10,8 @@ import (
 )
 
 // maxNameLen and nameRE copy the distribution name rule (distribution.ValidName
-// and MaxNameLen); this package may not import distribution, so keep them in step.
+// and MaxNameLen), and ParseRequirement its wording; this package may not
+// import distribution, so keep them in step.
 const maxNameLen = 128
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]*$`)
@@ -47,7 +48,7 @@ func ParseRequirement(s string) (Requirement, error) {
 	case len(name) > maxNameLen:
 		return Requirement{}, fmt.Errorf("requirement %.40q...: name longer than %d bytes", s, maxNameLen)
 	case !nameRE.MatchString(name):
-		return Requirement{}, fmt.Errorf("requirement %q: name %q: use letters, digits and . _ + - (starting with a letter or digit)", s, name)
+		return Requirement{}, fmt.Errorf("requirement %q: name %q: use ASCII letters a-z A-Z, digits and . _ + - (starting with a letter or digit)", s, name)
 	}
 	req := Requirement{Name: name, Text: text}
 	if rest != "" {

@@ -25,6 +25,7 @@ func TestParseRequirement(t *testing.T) {
 		{in: ">=2.0", err: "no distribution name"},
 		{in: "-runtime", err: `name "-runtime"`},
 		{in: "run/time", err: `name "run/time"`},
+		{in: "café >=1", err: `requirement "café >=1": name "café": use ASCII letters a-z A-Z, digits and . _ + - (starting with a letter or digit)`},
 		{in: "runtime >=banana", err: `requirement "runtime >=banana": constraint ">=banana"`},
 		{in: strings.Repeat("a", 129), err: "longer than 128 bytes"},
 	}

@@ -200,8 +200,11 @@ func DecodeManifest(b []byte) (*Manifest, error) {
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]*$`)
 
-// ValidName checks a distribution or channel name: letters, digits and
-// ". _ + -", starting with a letter or digit, at most MaxNameLen bytes.
+// ValidName checks a distribution or channel name: ASCII letters, digits
+// and ". _ + -", starting with a letter or digit, at most MaxNameLen bytes.
+// what names the value in the error ("channel", "distribution name").
+// dependency keeps a copy of the rule and its wording: it may not import
+// this package.
 func ValidName(what, name string) error {
 	if name == "" {
 		return fmt.Errorf("%s is empty", what)
@@ -210,7 +213,7 @@ func ValidName(what, name string) error {
 		return fmt.Errorf("%s %.20q...: longer than %d bytes", what, name, MaxNameLen)
 	}
 	if !nameRE.MatchString(name) { // ASCII only, so valid UTF-8
-		return fmt.Errorf("%s %q: use letters, digits and . _ + - (starting with a letter or digit)", what, name)
+		return fmt.Errorf("%s %q: use ASCII letters a-z A-Z, digits and . _ + - (starting with a letter or digit)", what, name)
 	}
 	return nil
 }

@@ -118,8 +118,8 @@ func Build(ctx context.Context, st store.Store, opts BuildOptions, key ed25519.P
 }
 
 // checkRequires refuses requirements that would close a cycle with the
-// latest revisions of the store's other distributions (DESIGN §8: cycles are
-// refused at build time when the publisher can see them), and lists those
+// latest revisions of the store's other distributions (cycles are refused at
+// build time, when the publisher can see them), and lists those
 // naming distributions the store has never held.
 func checkRequires(st store.Store, name string, requires []string) ([]string, error) {
 	warnings := []string{}

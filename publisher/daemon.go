@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,7 +27,8 @@ type Distribution struct {
 	Name string
 	// From is the directory whose content each build reads.
 	From string
-	// Version is the semantic version of the revisions built.
+	// Version is the semantic version of the revisions built, strict
+	// (distribution.ParseVersion).
 	Version string
 	// Channels are the channels the revisions are published into.
 	Channels []string
@@ -110,6 +112,9 @@ func (c Config) Validate() error {
 		}
 		if d.Build == "" {
 			return fmt.Errorf("publisher config: distributions.%s.build: missing", d.Name)
+		}
+		if _, err := distribution.ParseVersion(d.Version); err != nil {
+			return fmt.Errorf("publisher config: distributions.%s.version: %w", d.Name, err)
 		}
 		b := d.manifest(time.Time{})
 		b.Revision = 1 // Build assigns it
@@ -307,6 +312,9 @@ func (d *Daemon) cycle(ctx context.Context, dist Distribution, pushed *uint64) e
 func (d *Daemon) push(ctx context.Context, signed *distribution.Signed) (PushResult, error) {
 	sess, err := d.dial(ctx, d.cfg.Distributor)
 	if err != nil {
+		if strings.Contains(err.Error(), d.cfg.Distributor) {
+			return PushResult{}, err // transport's errors name the address
+		}
 		return PushResult{}, fmt.Errorf("dial %s: %w", d.cfg.Distributor, err)
 	}
 	defer sess.Close(nil)

@@ -442,6 +442,7 @@ func TestConfigValidate(t *testing.T) {
 		"no build":       func(c *Config) { c.Distributions[0].Build = "" },
 		"no channel":     func(c *Config) { c.Distributions[0].Channels = nil },
 		"bad version":    func(c *Config) { c.Distributions[0].Version = "" },
+		"loose version":  func(c *Config) { c.Distributions[0].Version = "1.0" },
 		"no schedules":   func(c *Config) { c.Schedules = nil },
 		"keep 0":         func(c *Config) { c.KeepRevisions = 0 },
 		"retry reversed": func(c *Config) { c.RetryMax = c.RetryMin / 2 },

@@ -159,8 +159,10 @@ func (p *Package) Validate() error {
 	if err := distribution.ValidName("name", p.Name); err != nil {
 		return fail("%v", err)
 	}
-	if v, err := semver.NewVersion(p.Version); err != nil || v.String() != p.Version {
-		return fail("version %.40q: not a semantic version in canonical form", p.Version)
+	if v, err := distribution.ParseVersion(p.Version); err != nil {
+		return fail("version: %v", err)
+	} else if v != p.Version {
+		return fail("version %.40q: not in canonical form %q", p.Version, v)
 	}
 	if len(p.Requires) > distribution.MaxDependencies {
 		return fail("%d requirements, over the limit of %d", len(p.Requires), distribution.MaxDependencies)

@@ -109,7 +109,7 @@ func TestValidate(t *testing.T) {
 	}{
 		{"format", func(p *Package) { p.Format = 2 }, "format 2"},
 		{"name", func(p *Package) { p.Name = "a b" }, `name "a b"`},
-		{"version", func(p *Package) { p.Version = "2.1" }, `version "2.1": not a semantic version in canonical form`},
+		{"version", func(p *Package) { p.Version = "2.1" }, `version: "2.1" is not a semantic version MAJOR.MINOR.PATCH; did you mean "2.1.0"?`},
 		{"requires", func(p *Package) { p.Requires = []string{"a >>1"} }, `constraint ">>1"`},
 		{"no components", func(p *Package) { p.Components = nil }, "0 components"},
 		{"duplicate component", func(p *Package) { p.Components[1].Name = "bin" }, `component "bin": duplicate name`},

@@ -13,12 +13,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/Masterminds/semver/v3"
 	"github.com/dustin/go-humanize"
 	"go.yaml.in/yaml/v3"
 
 	"ted/dependency"
 	"ted/distribution"
+	"ted/yamlfile"
 )
 
 // Spec is a parsed, validated .spk.
@@ -60,7 +60,8 @@ func (e *SpecError) Error() string {
 
 // ParseSpec reads and validates a spec file. Decoding is strict: an unknown
 // or repeated field is an error. Every source folder must exist and lie
-// inside the spec's folder, symlinks resolved.
+// inside the spec's folder, symlinks resolved, and every script a command
+// runs by a relative path must be in the folder it runs in (checkScript).
 func ParseSpec(file string) (*Spec, error) {
 	f, err := os.Open(file)
 	if err != nil {
@@ -112,6 +113,9 @@ type specParser struct {
 	file    string
 	dir     string // the spec's folder, absolute
 	realDir string // dir with symlinks resolved
+	// scripts is the package's scripts folder, resolved, where the
+	// commands run, and scriptsShown how the spec names it; "" for none.
+	scripts, scriptsShown string
 }
 
 func (p *specParser) errorf(n *yaml.Node, field, format string, args ...any) error {
@@ -151,7 +155,7 @@ func (p *specParser) mapping(n *yaml.Node, field string, known ...string) (map[s
 		name := k.Value
 		sub := join(field, name)
 		if len(known) > 0 && !slices.Contains(known, name) {
-			return nil, p.errorf(k, sub, "unknown field (known: %s)", strings.Join(known, ", "))
+			return nil, p.errorf(k, sub, "%s", yamlfile.UnknownField(name, known))
 		}
 		if prev, dup := m[name]; dup {
 			return nil, p.errorf(k, sub, "repeats the field of line %d", prev.key.Line)
@@ -199,8 +203,10 @@ func (p *specParser) strList(n *yaml.Node, field string) ([]string, error) {
 	return out, nil
 }
 
-// actions reads a pre, post or undo list.
-func (p *specParser) actions(n *yaml.Node, field string) ([]string, error) {
+// actions reads a pre, post or undo list. The scripts its commands run
+// must be in dir, the folder they run in (shown as the spec names it):
+// the scripts folder, or the component's files without one.
+func (p *specParser) actions(n *yaml.Node, field, dir, shown string) ([]string, error) {
 	list, err := p.strList(n, field)
 	if err != nil {
 		return nil, err
@@ -211,6 +217,9 @@ func (p *specParser) actions(n *yaml.Node, field string) ([]string, error) {
 	for i, a := range list {
 		if err := validCommand(a); err != nil {
 			return nil, p.errorf(deref(n).Content[i], fmt.Sprintf("%s[%d]", field, i), "%v", err)
+		}
+		if msg := checkScript(a, dir, shown, p.scripts != ""); msg != "" {
+			return nil, p.errorf(deref(n).Content[i], fmt.Sprintf("%s[%d]", field, i), "%s", msg)
 		}
 	}
 	return list, nil
@@ -242,11 +251,9 @@ func (p *specParser) spec(doc *yaml.Node) (*Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := semver.NewVersion(version)
-	if err != nil {
-		return nil, p.errorf(top["version"].value, "version", "%q is not a semantic version (e.g. 2.1.0)", version)
+	if spec.Version, err = distribution.ParseVersion(version); err != nil {
+		return nil, p.errorf(top["version"].value, "version", "%v", err)
 	}
-	spec.Version = v.String()
 	if e, ok := top["requires"]; ok {
 		if spec.Requires, err = p.requires(e.value); err != nil {
 			return nil, err
@@ -265,11 +272,14 @@ func (p *specParser) spec(doc *yaml.Node) (*Spec, error) {
 		if spec.Scripts, err = p.folder(e.value, "scripts", s); err != nil {
 			return nil, err
 		}
+		p.scriptsShown = s
 	} else if fi, err := os.Stat(filepath.Join(p.dir, ScriptsDir)); err == nil && fi.IsDir() {
 		if spec.Scripts, err = p.folder(root, "scripts (default ./scripts)", "./"+ScriptsDir); err != nil {
 			return nil, err
 		}
+		p.scriptsShown = "./" + ScriptsDir
 	}
+	p.scripts = spec.Scripts
 	items, err := p.seq(top["components"].value, "components")
 	if err != nil {
 		return nil, err
@@ -342,11 +352,12 @@ func (p *specParser) component(n *yaml.Node, field string, names map[string]int)
 		}
 	}
 	fromNode, toNode := files["from"].value, files["to"].value
-	from, err := p.str(fromNode, field+".files.from")
+	fromShown, err := p.str(fromNode, field+".files.from")
 	if err != nil {
 		return c, "", err
 	}
-	if from, err = p.folder(fromNode, field+".files.from", from); err != nil {
+	from, err := p.folder(fromNode, field+".files.from", fromShown)
+	if err != nil {
 		return c, "", err
 	}
 	if c.To, err = p.str(toNode, field+".files.to"); err != nil {
@@ -360,12 +371,18 @@ func (p *specParser) component(n *yaml.Node, field string, names map[string]int)
 			return c, "", err
 		}
 	}
+	// The commands run in the scripts folder or, without one, in the
+	// component's target, which holds its files.
+	runIn, runInShown := p.scripts, p.scriptsShown
+	if runIn == "" {
+		runIn, runInShown = from, fromShown
+	}
 	for _, a := range []struct {
 		key  string
 		list *[]string
 	}{{"pre", &c.Pre}, {"post", &c.Post}, {"undo", &c.Undo}} {
 		if e, ok := m[a.key]; ok {
-			if *a.list, err = p.actions(e.value, field+"."+a.key); err != nil {
+			if *a.list, err = p.actions(e.value, field+"."+a.key, runIn, runInShown); err != nil {
 				return c, "", err
 			}
 		}

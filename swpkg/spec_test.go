@@ -22,9 +22,9 @@ components:
   - name: binaries
     files: {from: ./bin, to: opt/webstack/bin}
     prerequisites: [{arch: amd64}]
-    pre:  ["sh scripts/stop.sh"]
-    post: ["sh scripts/start.sh"]
-    undo: ["sh scripts/stop.sh"]
+    pre:  ["sh stop.sh"]
+    post: ["sh start.sh"]
+    undo: ["sh stop.sh"]
   - name: docs
     files: {from: ./docs, to: opt/webstack/docs}
     prerequisites: [{file_exists: /etc/webstack/enable-docs}]
@@ -129,9 +129,9 @@ func TestParseSpec(t *testing.T) {
 					Name:          "binaries",
 					To:            "opt/webstack/bin",
 					Prerequisites: []Prerequisite{{Kind: "arch", Value: "amd64"}},
-					Pre:           []string{"sh scripts/stop.sh"},
-					Post:          []string{"sh scripts/start.sh"},
-					Undo:          []string{"sh scripts/stop.sh"},
+					Pre:           []string{"sh stop.sh"},
+					Post:          []string{"sh start.sh"},
+					Undo:          []string{"sh stop.sh"},
 				},
 				{
 					Name:          "docs",
@@ -153,10 +153,18 @@ func TestParseSpec(t *testing.T) {
 
 func TestParseSpecScripts(t *testing.T) {
 	dir := specTree(t)
-	// No scripts folder and no scripts field: no scripts.
+	// No scripts folder and no scripts field: no scripts, and the
+	// commands run in the component's target, where its files are.
 	if err := os.RemoveAll(filepath.Join(dir, "scripts")); err != nil {
 		t.Fatal(err)
 	}
+	file := writeSpec(t, dir, baseSpec)
+	_, err := ParseSpec(file)
+	if want := file + `:11: components[0].pre[0]: "sh stop.sh" runs stop.sh, which is not in the component's files ./bin, where the commands run (the package has no scripts folder)`; err == nil || err.Error() != want {
+		t.Errorf("a script without a scripts folder: %v\nwant %s", err, want)
+	}
+	writeFile(t, filepath.Join(dir, "bin/stop.sh"), "", 0o755)
+	writeFile(t, filepath.Join(dir, "bin/start.sh"), "", 0o755)
 	spec, err := ParseSpec(writeSpec(t, dir, baseSpec))
 	if err != nil {
 		t.Fatal(err)
@@ -164,8 +172,16 @@ func TestParseSpecScripts(t *testing.T) {
 	if spec.Scripts != "" {
 		t.Errorf("Scripts = %q, want none", spec.Scripts)
 	}
-	// A scripts field names another folder.
+	// A scripts field names another folder, where the commands' scripts
+	// are looked for.
 	writeFile(t, filepath.Join(dir, "tools/x.sh"), "", 0o755)
+	file = writeSpec(t, dir, "scripts: tools\n"+baseSpec)
+	_, err = ParseSpec(file)
+	if want := file + `:12: components[0].pre[0]: "sh stop.sh" runs stop.sh, which is not in the package's scripts folder tools, where the commands run`; err == nil || err.Error() != want {
+		t.Errorf("a script outside the named scripts folder: %v\nwant %s", err, want)
+	}
+	writeFile(t, filepath.Join(dir, "tools/stop.sh"), "", 0o755)
+	writeFile(t, filepath.Join(dir, "tools/start.sh"), "", 0o755)
 	spec, err = ParseSpec(writeSpec(t, dir, "scripts: tools\n"+baseSpec))
 	if err != nil {
 		t.Fatal(err)
@@ -186,6 +202,8 @@ func TestParseSpecScripts(t *testing.T) {
 func TestParseSpecErrors(t *testing.T) {
 	dir := specTree(t)
 	writeFile(t, filepath.Join(dir, "plainfile"), "", 0o644)
+	writeFile(t, filepath.Join(dir, "scripts/notes.sh"), "echo notes\n", 0o644)
+	writeFile(t, filepath.Join(dir, "scripts/lib.d/common.sh"), "", 0o644)
 	cases := []struct {
 		name     string
 		old, new string // replace old with new in baseSpec
@@ -202,10 +220,10 @@ func TestParseSpecErrors(t *testing.T) {
 		{"wrong type", `requires: ["runtime >=1.0"]`, "requires: runtime", `3: requires: want a list, found "runtime"`},
 		{"syntax", "version: 2.1.0", "version: 2.1.0: x", `2: mapping values are not allowed in this context`},
 		{"bad requires", `["runtime >=1.0"]`, `["runtime >>1"]`, `3: requires[0]: requirement "runtime >>1": constraint ">>1"`},
-		{"bad name", "name: webstack", "name: web stack", `1: name: name "web stack": use letters, digits`},
-		{"bad component name", "name: docs", "name: -docs", `14: components[1].name: component name "-docs": use letters`},
+		{"bad name", "name: webstack", "name: web stack", `1: name: name "web stack": use ASCII letters`},
+		{"bad component name", "name: docs", "name: -docs", `14: components[1].name: component name "-docs": use ASCII letters`},
 		{"duplicate component", "name: docs", "name: binaries", `14: components[1].name: "binaries" is a duplicate of line 8`},
-		{"bad version", "version: 2.1.0", "version: two", `2: version: "two" is not a semantic version`},
+		{"bad version", "version: 2.1.0", "version: two", `2: version: "two" is not a semantic version MAJOR.MINOR.PATCH (such as 1.0.0 or 2.1.0-rc.1)`},
 		{"from missing", "./docs", "./nope", `15: components[1].files.from: ./nope: no such directory`},
 		{"from a file", "./docs", "./plainfile", `15: components[1].files.from: ./plainfile: not a directory`},
 		{"from outside", "./docs", "../outside", `15: components[1].files.from: ../outside: outside the spec's folder`},
@@ -236,8 +254,36 @@ func TestParseSpecErrors(t *testing.T) {
 		{"bad agent_version", "{arch: amd64}", `{agent_version: ">>1"}`, `10: components[0].prerequisites[0].agent_version: ">>1" is not a version constraint`},
 		{"env null value", "{arch: amd64}", `{env: {name: X, value: }}`, `10: components[0].prerequisites[0].env.value: want a value, found nothing`},
 		{"env bad name", "{arch: amd64}", `{env: {name: "A=B"}}`, `10: components[0].prerequisites[0].env.name: "A=B": want a variable name`},
-		{"empty action", `pre:  ["sh scripts/stop.sh"]`, `pre:  ["sh scripts/stop.sh", " "]`, `11: components[0].pre[1]: command " ": empty`},
-		{"action not a list", `pre:  ["sh scripts/stop.sh"]`, `pre:  sh scripts/stop.sh`, `11: components[0].pre: want a list`},
+		{"empty action", `pre:  ["sh stop.sh"]`, `pre:  ["sh stop.sh", " "]`, `11: components[0].pre[1]: command " ": empty`},
+		{"action not a list", `pre:  ["sh stop.sh"]`, `pre:  sh stop.sh`, `11: components[0].pre: want a list`},
+		// A script the package does not hold: the commands run in its
+		// scripts folder.
+		{"script missing", `post: ["sh start.sh"]`, `post: ["systemctl start webstack", "sh health.sh"]`,
+			`12: components[0].post[1]: "sh health.sh" runs health.sh, which is not in the package's scripts folder ./scripts, where the commands run`},
+		{"script by the spec's path", `post: ["sh start.sh"]`, `post: ["sh scripts/start.sh"]`,
+			`12: components[0].post[0]: "sh scripts/start.sh" runs scripts/start.sh, which is not in the package's scripts folder ./scripts, where the commands run; did you mean "sh start.sh"?`},
+		{"script run directly", `undo: ["sh stop.sh"]`, `undo: ["./stop-now.sh --fast"]`,
+			`13: components[0].undo[0]: "./stop-now.sh --fast" runs ./stop-now.sh, which is not in the package's scripts folder ./scripts, where the commands run`},
+		{"script outside", `pre:  ["sh stop.sh"]`, `pre:  ["bash -e ../bin/webstack"]`,
+			`11: components[0].pre[0]: "bash -e ../bin/webstack" runs ../bin/webstack, which is outside the package's scripts folder ./scripts, where the commands run`},
+		{"script a folder", `pre:  ["sh stop.sh"]`, `pre:  ["sh lib.d/"]`,
+			`11: components[0].pre[0]: "sh lib.d/" runs lib.d/, which is not a file in the package's scripts folder ./scripts, where the commands run`},
+		{"script not executable", `pre:  ["sh stop.sh"]`, `pre:  ["./notes.sh"]`,
+			`11: components[0].pre[0]: "./notes.sh" runs ./notes.sh directly, which is not executable (chmod +x ./notes.sh, or run it with sh)`},
+		{"script after an operator", `post: ["sh start.sh"]`, `post: ["systemctl start webstack && python3 check.py >/dev/null 2>&1"]`,
+			`12: components[0].post[0]: "systemctl start webstack && python3 check.py >/dev/null 2>&1" runs check.py, which is not in`},
+		// The wording of every TED file's unknown field.
+		{"unknown field near a known one", "requires:", "require:",
+			`3: require: unknown field; did you mean requires? (known here: name, version, requires, scripts, prerequisites, components)`},
+		{"unknown field far from any", "requires:", "colour:",
+			`3: colour: unknown field (known here: name, version, requires, scripts, prerequisites, components)`},
+		{"unknown component field near", "    pre:  ", "    post2: ",
+			`11: components[0].post2: unknown field; did you mean post? (known here: name, files, prerequisites, pre, post, undo)`},
+		// Versions are strict: what is written is what the revision says.
+		{"version v1", "version: 2.1.0", "version: v1", `2: version: "v1" is not a semantic version MAJOR.MINOR.PATCH; did you mean "1.0.0"?`},
+		{"version 1", "version: 2.1.0", "version: 1", `2: version: "1" is not a semantic version MAJOR.MINOR.PATCH; did you mean "1.0.0"?`},
+		{"version 1.0", "version: 2.1.0", "version: 1.0", `2: version: "1.0" is not a semantic version MAJOR.MINOR.PATCH; did you mean "1.0.0"?`},
+		{"name not ASCII", "name: webstack", "name: café", `1: name: name "café": use ASCII letters a-z A-Z, digits and . _ + - (starting with a letter or digit)`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -283,7 +329,7 @@ func TestParseSpecFileErrors(t *testing.T) {
 func TestParseSpecAliases(t *testing.T) {
 	dir := specTree(t)
 	text := `name: webstack
-version: "2.1"
+version: "2.1.0"
 prerequisites: &common
   - os: linux
 components:
@@ -298,7 +344,7 @@ components:
 		t.Fatal(err)
 	}
 	if spec.Version != "2.1.0" {
-		t.Errorf("Version = %q, want the canonical 2.1.0", spec.Version)
+		t.Errorf("Version = %q, want 2.1.0", spec.Version)
 	}
 	want := []Prerequisite{{Kind: "os", Value: "linux"}}
 	if !reflect.DeepEqual(spec.Prerequisites, want) || !reflect.DeepEqual(spec.Components[0].Prerequisites, want) {

@@ -253,7 +253,7 @@ func (d *Doc) walk(n *yaml.Node, t reflect.Type, path string) bool {
 			seen[k.Value] = k.Line
 			ft, known := fields[k.Value]
 			if !known {
-				d.add(k.Line, sub, unknown(k.Value, fieldNames(t)))
+				d.add(k.Line, sub, UnknownField(k.Value, fieldNames(t)))
 				continue
 			}
 			if !d.walk(v, ft, sub) {
@@ -325,9 +325,11 @@ func dropRepeats(n *yaml.Node) {
 	}
 }
 
-// unknown says a field is not known, and which are, with the likely one
-// first when the name is close to one.
-func unknown(name string, known []string) string {
+// UnknownField says a field is not known, and which are, naming the likely
+// one when the name is within two edits of it. Files that are not read with
+// Decode (package specs) use it so that every file's problems are worded
+// alike.
+func UnknownField(name string, known []string) string {
 	msg := "unknown field (known here: " + strings.Join(known, ", ") + ")"
 	if best := closest(name, known); best != "" {
 		msg = fmt.Sprintf("unknown field; did you mean %s? (known here: %s)", best, strings.Join(known, ", "))
