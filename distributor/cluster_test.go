@@ -173,7 +173,7 @@ func TestValidateClusters(t *testing.T) {
 		// One certificate for every node, named after the cluster.
 		{"named after its member", map[string]distributor.Cluster{"web-c2": members("web-c2")}, ""},
 		{"no members", map[string]distributor.Cluster{"web-cluster": {}}, "clusters.web-cluster.members: none"},
-		{"bad cluster name", map[string]distributor.Cluster{"web cluster": members("web-01a")}, `clusters: cluster "web cluster": use letters`},
+		{"bad cluster name", map[string]distributor.Cluster{"web cluster": members("web-01a")}, `clusters: cluster "web cluster": use ASCII letters`},
 		{"bad member", map[string]distributor.Cluster{"web-cluster": members("web 01a")}, `clusters.web-cluster.members: invalid node name "web 01a"`},
 		{"the CA's name", map[string]distributor.Cluster{"web-cluster": members("ca")}, `clusters.web-cluster.members: invalid node name "ca"`},
 		{"member twice", map[string]distributor.Cluster{"web-cluster": members("web-01a", "web-01b", "web-01a")}, "clusters.web-cluster.members: web-01a is listed twice"},

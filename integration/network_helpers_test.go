@@ -658,7 +658,8 @@ func (n *node) waitLog(parts ...string) string {
 	return line
 }
 
-// revisionState is one revision in status JSON (CLI.md).
+// revisionState is one revision in the status JSON (`ted subscriber status
+// --json`, /api/status).
 type revisionState struct {
 	Name       string `json:"name"`
 	Revision   uint64 `json:"revision"`

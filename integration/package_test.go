@@ -51,7 +51,7 @@ func (nw *network) buildPackage(spec string) {
 	mustTed(nw.t, "dist", "build", "--store", nw.store, "--package", cpk, "--channel", "web", "--sign-key", nw.signKey)
 }
 
-// packagesResult is `ted subscriber packages --json` (CLI.md).
+// packagesResult is `ted subscriber packages --json`.
 type packagesResult struct {
 	Packages []struct {
 		Name       string `json:"name"`
@@ -196,11 +196,20 @@ func TestPackageBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct{ name, edit, want string }{
-		{"unknown field", strings.Replace(string(good), "version:", "colour: blue\nversion:", 1), "bad.spk:2: colour: unknown field"},
+		{"unknown field", strings.Replace(string(good), "version:", "colour: blue\nversion:", 1), "bad.spk:2: colour: unknown field (known here: name, version, requires, scripts, prerequisites, components)"},
+		{"unknown field near a known one", strings.Replace(string(good), "version:", "requirse: [x]\nversion:", 1), "bad.spk:2: requirse: unknown field; did you mean requires? (known here: "},
 		{"missing folder", strings.Replace(string(good), "./docs", "./nope", 1), "components[1].files.from"},
 		{"escaping path", strings.Replace(string(good), "./docs", "../..", 1), "components[1].files.from"},
 		{"unknown prerequisite", strings.Replace(string(good), "file_exists:", "kernel:", 1), "unknown prerequisite kind \"kernel\""},
 		{"duplicate component", strings.Replace(string(good), "name: docs", "name: bin", 1), "duplicate"},
+		// The commands run in the package's scripts folder: a script that
+		// is not there is refused before anything is built.
+		{"script not in the package", strings.Replace(string(good), "sh log.sh pre", "sh prepare.sh", 1),
+			`bad.spk:6: components[0].pre[0]: "sh prepare.sh" runs prepare.sh, which is not in the package's scripts folder ./scripts, where the commands run`},
+		{"script by the spec's path", strings.Replace(string(good), "sh log.sh post", "sh scripts/log.sh post", 1),
+			`bad.spk:7: components[0].post[0]: "sh scripts/log.sh post" runs scripts/log.sh, which is not in the package's scripts folder ./scripts, where the commands run; did you mean "sh log.sh post"?`},
+		{"version not strict", strings.Replace(string(good), "version: 1.0.0", "version: v1", 1),
+			`bad.spk:2: version: "v1" is not a semantic version MAJOR.MINOR.PATCH; did you mean "1.0.0"?`},
 	} {
 		bad := filepath.Join(dir, "webstack", "bad.spk")
 		writeFile(t, bad, []byte(tt.edit), 0o644)

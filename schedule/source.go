@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"sync"
@@ -51,7 +52,11 @@ func (s *Source) read() (*File, fileStamp, error) {
 	if s.path != "" {
 		info, err := os.Stat(s.path)
 		if err != nil {
-			return nil, stamp, fmt.Errorf("schedules: %w", err)
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = fmt.Errorf("%s: %w", pe.Path, pe.Err) // not "stat FILE"
+			}
+			return nil, stamp, err
 		}
 		stamp = fileStamp{info.ModTime(), info.Size()}
 		if f, err = Load(s.path); err != nil {

@@ -51,7 +51,8 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 
 	gossip, err := cluster.StartGossip(cluster.GossipConfig{Cluster: cl.Name, Node: cl.Node, Bind: cl.Bind, Join: cl.Join, Key: key, Log: log})
 	if err != nil {
-		return err
+		// The gossip binds TCP and UDP on the one port.
+		return bindError(config, "cluster.bind", cl.Bind, "", err)
 	}
 	defer func() {
 		if err := gossip.Leave(); err != nil {

@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"ted/docs"
+	"ted/pki"
 	"ted/schedule"
 	"ted/swpkg"
 	"ted/yamlfile"
@@ -187,6 +188,9 @@ func checkFile(file, kind string) checkedFile {
 		var f publisherFile
 		d := yamlfile.Decode(file, data, &f)
 		f.checkPublisher(d)
+		if _, err := pki.LoadSigningKey(f.SignKey); errors.Is(err, pki.ErrPublicKey) {
+			d.Errorf("sign_key", "%s", publicKeyGiven("sign_key", f.SignKey))
+		}
 		builds := map[string]string{}
 		named := namedFiles(f.TLS, []string{f.SignKey}, "sign_key")
 		for _, name := range f.names() {

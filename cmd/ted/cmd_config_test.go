@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"ted/docs"
+	"ted/pki"
 	"ted/schedule"
 	"ted/swpkg"
 )
@@ -126,7 +127,7 @@ link:
 	}
 	want := []string{
 		`:1: name: invalid node name "dist 1"`,
-		`:2: listen: "127.0.0.1:99999": the port must be a number from 1 to 65535`,
+		`:2: listen: "127.0.0.1:99999": the port must be a number from 0 to 65535`,
 		`:4: tls.key: missing`,
 		`:6: keep_revisions: "zero" is not a whole number`,
 		`:7: min_free_disk: "10" is not a size with a unit`,
@@ -178,6 +179,21 @@ func TestConfigCheckKinds(t *testing.T) {
 	err = runConfigCheck(configCheckOptions{kind: "subscriber"}, []string{weird}, false, &out, &bytes.Buffer{})
 	if err == nil || !regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(weird)+`:1: colour: unknown field \(known here: name, data_dir`).MatchString(out.String()) {
 		t.Errorf("config check --kind subscriber: %v\n%s", err, &out)
+	}
+	// A publisher's sign_key that is the public half is caught before
+	// the daemon starts.
+	if _, err := pki.GenerateSigningKey(filepath.Join(dir, "publisher.key"), false); err != nil {
+		t.Fatal(err)
+	}
+	example, err := docs.Example("publisher")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := write("p.yaml", strings.Replace(string(example), "sign_key: pki/publisher.key", "sign_key: publisher.key.pub", 1))
+	out.Reset()
+	_ = runConfigCheck(configCheckOptions{}, []string{pub}, false, &out, &bytes.Buffer{})
+	if !regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(pub) + `:\d+: sign_key: .*publisher.key.pub is a public key; sign_key wants the private signing key`).MatchString(out.String()) {
+		t.Errorf("a public sign_key: config check said:\n%s", &out)
 	}
 	// A key given twice is reported, not a reason not to tell the kind.
 	twice := write("t.yaml", "schedules:\n  x: {always: true}\nschedules: {}\n")

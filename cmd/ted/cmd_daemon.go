@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -143,7 +145,7 @@ func (n *node) serve(ctx context.Context, kind string, a daemonAdmin, run func(c
 	defer signal.Stop(hup)
 	srv, err := startAdmin(n.file.DataDir, n.file.StatusListen, a, n.log)
 	if err != nil {
-		return err
+		return bindError(n.file.path, "status_listen", n.file.StatusListen, "tcp", err)
 	}
 	defer srv.Close()
 	g, gctx := errgroup.WithContext(ctx)
@@ -220,3 +222,69 @@ func startAdmin(dataDir, statusListen string, a daemonAdmin, log *slog.Logger) (
 
 // daemonSocket returns the admin socket named by a config's data_dir.
 func daemonSocket(dataDir string) string { return admin.SocketPath(dataDir) }
+
+// bindError names the config file and the field of an address that could
+// not be bound (network is "tcp", "udp", or "" for both), with the
+// system's reason:
+//
+//	dist-1.yaml: listen 127.0.0.1:7400: address already in use
+//
+// An error that is not about binding the address is returned as it is.
+//
+// A port in use and an address not (yet) on this machine exit 1, not 2:
+// both may pass (an old process still closing its socket, an interface
+// that comes up late in boot), and a service manager should try again. A
+// port or host that cannot be is a config error (exit 2).
+func bindError(file, field, addr, network string, err error) error {
+	cause, ok := bindCause(err, network)
+	if !ok {
+		return err
+	}
+	if cause == syscall.EADDRINUSE.Error() || cause == syscall.EADDRNOTAVAIL.Error() {
+		return fmt.Errorf("%s: %s %s: %s", file, field, addr, cause)
+	}
+	return configError(file, field+" "+addr, "%s", cause)
+}
+
+// bindCause is why binding an address of network failed, in the system's
+// words ("address already in use", "cannot assign requested address",
+// "invalid port"), and false if err is no such failure: one about another
+// socket (the admin socket beside the status address) or a file.
+func bindCause(err error, network string) (string, bool) {
+	var (
+		op      *net.OpError
+		addrErr *net.AddrError
+		dnsErr  *net.DNSError
+		errno   syscall.Errno
+	)
+	if errors.As(err, &op) {
+		if !strings.HasPrefix(op.Net, network) {
+			return "", false
+		}
+		switch {
+		case errors.As(op.Err, &errno):
+			return errno.Error(), true
+		case errors.As(op.Err, &addrErr):
+			return addrErr.Err, true
+		case errors.As(op.Err, &dnsErr):
+			return dnsErr.Err, true
+		}
+		return op.Err.Error(), true
+	}
+	switch {
+	case errors.As(err, &addrErr): // resolving the address, before any socket
+		return addrErr.Err, true
+	case errors.As(err, &dnsErr):
+		return dnsErr.Err, true
+	case errors.As(err, &errno):
+		return "", false // a file's error, not an address's
+	}
+	// memberlist formats its listener errors with %v: only the words
+	// are left.
+	for _, errno := range []syscall.Errno{syscall.EADDRINUSE, syscall.EADDRNOTAVAIL, syscall.EACCES} {
+		if strings.HasSuffix(err.Error(), ": "+errno.Error()) {
+			return errno.Error(), true
+		}
+	}
+	return "", false
+}

@@ -105,14 +105,21 @@ func runDemo(ctx context.Context, opts demoOptions, out, stderr io.Writer) (res 
 		return nil, err
 	}
 	res = &demoResult{Dir: dir, Kept: opts.Keep}
+	d := &demo{dir: dir, keep: opts.Keep, out: out, stderr: stderr, res: res}
 	defer func() {
-		if !opts.Keep {
-			if rerr := os.RemoveAll(dir); rerr != nil && err == nil {
+		if opts.Keep {
+			return
+		}
+		if rerr := os.RemoveAll(dir); rerr != nil {
+			if err == nil {
 				err = rerr
 			}
+			return
+		}
+		if err == nil {
+			d.say("removed", "%s with its configs, keys and stores (--keep keeps them)", dir)
 		}
 	}()
-	d := &demo{dir: dir, out: out, stderr: stderr, res: res}
 	if err := d.setUp(ctx); err != nil {
 		return res, err
 	}
@@ -125,6 +132,10 @@ func runDemo(ctx context.Context, opts demoOptions, out, stderr io.Writer) (res 
 		}
 	}()
 	if err := d.walk(ctx); err != nil {
+		if !opts.Keep {
+			// The logs go with the directory.
+			return res, fmt.Errorf("demo: %w (run it again with --keep to keep the node logs)", err)
+		}
 		return res, fmt.Errorf("demo: %w (node logs in %s)", err, filepath.Join(dir, "logs"))
 	}
 	if opts.Keep {
@@ -141,6 +152,7 @@ func runDemo(ctx context.Context, opts demoOptions, out, stderr io.Writer) (res 
 // demo is one run of the demo network.
 type demo struct {
 	dir         string
+	keep        bool // --keep: dir stays afterwards, so it may be shown
 	out, stderr io.Writer
 	res         *demoResult
 	site        string
@@ -233,7 +245,11 @@ func (d *demo) setUp(ctx context.Context) error {
 		}
 		d.nodes = append(d.nodes, n)
 	}
-	d.say("network", "dist-1 (tier 1, %s) <- dist-2 (tier 2, %s) <- web-01, web-02, web-03; configs in %s", d.dist1Addr, dist2Addr, d.dir)
+	network := fmt.Sprintf("dist-1 (tier 1, %s) <- dist-2 (tier 2, %s) <- web-01, web-02, web-03", d.dist1Addr, dist2Addr)
+	if d.keep {
+		network += "; configs in " + d.dir
+	}
+	d.say("network", "%s", network)
 	return os.MkdirAll(d.path("logs"), 0o755)
 }
 

@@ -56,7 +56,7 @@ func (o *distBuildOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.Package, "package", "", "a compiled package (.cpk): its name, version, requirements and files make the revision")
 }
 
-// distBuildResult is the JSON document CLI.md promises.
+// distBuildResult is the JSON document `dist build --json` prints.
 type distBuildResult struct {
 	Name          string         `json:"name"`
 	Revision      uint64         `json:"revision"`
@@ -108,14 +108,40 @@ func newDistBuildCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-// validateVersion accepts a semantic version and returns it in canonical
-// form (2.1 becomes 2.1.0).
+// validateVersion accepts a strict semantic version (1.4.0, 2.0.0-rc.1)
+// and refuses the forms that would be completed silently (v1, 1.4).
 func validateVersion(v string) (string, error) {
-	sv, err := semver.NewVersion(v)
+	version, err := distribution.ParseVersion(v)
 	if err != nil {
-		return "", usageError{fmt.Errorf("--version %q: not a semantic version: %v", v, err)}
+		return "", usageError{fmt.Errorf("--version: %w", err)}
 	}
-	return sv.String(), nil
+	return version, nil
+}
+
+// validateNames checks the names given by flags, so that an error blames
+// the flag rather than the manifest built from it.
+func validateNames(name string, channels []string) error {
+	if err := distribution.ValidName("distribution name", name); err != nil {
+		return usageError{fmt.Errorf("--name: %w", err)}
+	}
+	for _, ch := range channels {
+		if err := distribution.ValidName("channel", ch); err != nil {
+			return usageError{fmt.Errorf("--channel: %w", err)}
+		}
+	}
+	return nil
+}
+
+// publicKeyGiven explains a public key given where the private signing
+// key belongs; name is how the user gave it (--sign-key, sign_key).
+func publicKeyGiven(name, file string) string {
+	msg := fmt.Sprintf("%s is a public key; %s wants the private signing key made by `ted pki signing-key`", file, name)
+	if priv, ok := strings.CutSuffix(file, ".pub"); ok {
+		if _, err := os.Stat(priv); err == nil {
+			msg += "; did you mean " + priv + "?"
+		}
+	}
+	return msg
 }
 
 // validateRequires checks "NAME" or "NAME CONSTRAINT" dependency strings.
@@ -149,6 +175,9 @@ func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) 
 	if opts.Keep < 1 {
 		return nil, usageError{fmt.Errorf("--keep %d: keep at least 1 revision", opts.Keep)}
 	}
+	if err := validateNames(opts.Name, opts.Channels); err != nil {
+		return nil, err
+	}
 	version, err := validateVersion(opts.Version)
 	if err != nil {
 		return nil, err
@@ -181,6 +210,9 @@ func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) 
 		return nil, usageError{err}
 	}
 	key, err := pki.LoadSigningKey(opts.SignKey)
+	if errors.Is(err, pki.ErrPublicKey) {
+		return nil, usageError{errors.New("--sign-key " + publicKeyGiven("--sign-key", opts.SignKey))}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -64,7 +64,7 @@ func TestRunDistBuildAndList(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(src, "a.txt"), []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	opts := distBuildOptions{Store: filepath.Join(dir, "store"), Name: "app", From: src, Version: "1.2",
+	opts := distBuildOptions{Store: filepath.Join(dir, "store"), Name: "app", From: src, Version: "1.2.0",
 		Channels: []string{"web", "lab", "web"}, SignKey: key, Keep: 3}
 	res, err := runDistBuild(context.Background(), opts, io.Discard)
 	if err != nil {
@@ -103,7 +103,8 @@ func TestRunDistBuildAndList(t *testing.T) {
 }
 
 func TestRunDemo(t *testing.T) {
-	res, err := runDemo(context.Background(), demoOptions{Dir: filepath.Join(t.TempDir(), "demo")}, io.Discard, io.Discard)
+	var out strings.Builder
+	res, err := runDemo(context.Background(), demoOptions{Dir: filepath.Join(t.TempDir(), "demo")}, &out, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,5 +113,10 @@ func TestRunDemo(t *testing.T) {
 	}
 	if _, err := os.Stat(res.Dir); !os.IsNotExist(err) {
 		t.Fatalf("demo left %s behind without --keep", res.Dir)
+	}
+	// The directory is gone: it is not offered as where the configs are,
+	// and its removal is said.
+	if strings.Contains(out.String(), "configs in") || !strings.Contains(out.String(), "== removed   "+res.Dir+" with its configs, keys and stores (--keep keeps them)\n") {
+		t.Errorf("demo without --keep printed:\n%s\nwant no \"configs in\", and the removal of %s said", out.String(), res.Dir)
 	}
 }

@@ -87,7 +87,7 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	}
 	ln, err := transport.Listen(file.Listen, n.cred, d.Accept, n.quic)
 	if err != nil {
-		return err
+		return bindError(opts.config, "listen", file.Listen, "udp", err)
 	}
 	defer ln.Close()
 	log.Info("distributor running", "node", file.Name, "listen", ln.Addr().String(), "data_dir", file.DataDir, "parents", file.Parents, "status_listen", file.StatusListen)

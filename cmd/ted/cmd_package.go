@@ -19,7 +19,7 @@ func newPackageCompileCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "compile SPEC.spk --out FILE.cpk",
 		Short: "Gather a package's components and scripts into one verifiable file",
-		Long: `Read a package spec (DESIGN.md §10), check it, and write one .cpk holding its
+		Long: `Read a package spec (docs/reference/package.md), check it, and write one .cpk holding its
 descriptor, every component's files and the scripts its commands use, with a
 SHA-256 over the whole file. Publish it with
   ted dist build --package FILE.cpk --channel C --sign-key K`,

@@ -187,8 +187,8 @@ func TestPKIRefusesOverwrite(t *testing.T) {
 	}
 }
 
-// TestPKICommandFlags checks the command tree and flag names that CLI.md
-// promises, through cobra's own parsing.
+// TestPKICommandFlags checks the command tree and flag names that the command
+// reference (docs/commands) documents, through cobra's own parsing.
 func TestPKICommandFlags(t *testing.T) {
 	dir := t.TempDir()
 	g := &globalOptions{}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -9,7 +10,6 @@ import (
 	"slices"
 	"syscall"
 
-	"github.com/Masterminds/semver/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
@@ -23,7 +23,7 @@ import (
 	"ted/yamlfile"
 )
 
-// publisherFile is publisher.yaml (CLI.md "Files").
+// publisherFile is publisher.yaml (docs/reference/publisher.md).
 type publisherFile struct {
 	Name string `yaml:"name"`
 	// Store is the publisher's store, as dist build --store.
@@ -109,11 +109,12 @@ func (c *publisherFile) checkPublisher(d *yamlfile.Doc) {
 			d.Errorf(field+".from", "missing")
 		}
 		dist.From = resolve(file, dist.From)
-		v, err := semver.NewVersion(dist.Version)
-		if err != nil {
-			d.Errorf(field+".version", "%q is not a semantic version", dist.Version)
+		if dist.Version == "" {
+			d.Errorf(field+".version", "missing")
+		} else if v, err := distribution.ParseVersion(dist.Version); err != nil {
+			d.Errorf(field+".version", "%v", err)
 		} else {
-			dist.Version = v.String()
+			dist.Version = v
 		}
 		if len(dist.Channels) == 0 {
 			d.Errorf(field+".channels", "none")
@@ -195,6 +196,9 @@ func runPublisher(ctx context.Context, opts daemonOptions, stderr io.Writer) err
 		return err
 	}
 	key, err := pki.LoadSigningKey(file.SignKey)
+	if errors.Is(err, pki.ErrPublicKey) {
+		return configError(file.path, "sign_key", "%s", publicKeyGiven("sign_key", file.SignKey))
+	}
 	if err != nil {
 		return fmt.Errorf("%s: sign_key: %w", file.path, err)
 	}

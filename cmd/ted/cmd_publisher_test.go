@@ -52,7 +52,7 @@ schedules: schedules.yaml
 distributions:
   app:
     from: ./site
-    version: "1.4"
+    version: 1.4.0
     channels: [web]
     target: app
     requires: ["runtime >=2.0"]
@@ -93,7 +93,17 @@ func TestPublisherRunRefusesBadConfig(t *testing.T) {
 		}, "bulid"},
 		{"unknown build schedule", func(s string) string { return strings.Replace(s, "build: nights", "build: weekends", 1) }, "distributions.app.build"},
 		{"no schedule file", func(s string) string { return strings.Replace(s, "schedules: schedules.yaml\n", "", 1) }, "distributions.app.build"},
-		{"bad version", func(s string) string { return strings.Replace(s, `version: "1.4"`, "version: one", 1) }, "distributions.app.version"},
+		{"schedule file missing", func(s string) string {
+			return strings.Replace(s, "schedules: schedules.yaml\n", "schedules: gone.yaml\n", 1)
+		}, "gone.yaml: no such file or directory"},
+		{"bad version", func(s string) string { return strings.Replace(s, "version: 1.4.0", "version: one", 1) }, "distributions.app.version"},
+		{"loose version", func(s string) string { return strings.Replace(s, "version: 1.4.0", "version: 1.4", 1) },
+			`publisher.yaml:10: distributions.app.version: "1.4" is not a semantic version MAJOR.MINOR.PATCH; did you mean "1.4.0"?`},
+		{"v version", func(s string) string { return strings.Replace(s, "version: 1.4.0", "version: v1", 1) },
+			`publisher.yaml:10: distributions.app.version: "v1" is not a semantic version MAJOR.MINOR.PATCH; did you mean "1.0.0"?`},
+		{"public key as sign_key", func(s string) string {
+			return strings.Replace(s, "sign_key: pki/publisher.key", "sign_key: pki/publisher.key.pub", 1)
+		}, "publisher.key.pub is a public key; sign_key wants the private signing key made by `ted pki signing-key`; did you mean "},
 		{"no channels", func(s string) string { return strings.Replace(s, "channels: [web]", "channels: []", 1) }, "distributions.app.channels"},
 		{"bad requires", func(s string) string { return strings.Replace(s, `"runtime >=2.0"`, `"runtime >>2"`, 1) }, "distributions.app.requires[0]"},
 		{"no from", func(s string) string { return strings.Replace(s, "    from: ./site\n", "", 1) }, "distributions.app.from"},

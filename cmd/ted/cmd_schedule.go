@@ -38,7 +38,7 @@ func newScheduleCheckCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-// scheduleCheckResult is CLI.md's `schedule check --json`.
+// scheduleCheckResult is what `schedule check --json` prints.
 type scheduleCheckResult struct {
 	Schedules []scheduleListing `json:"schedules"`
 }

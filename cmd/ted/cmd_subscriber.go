@@ -22,7 +22,7 @@ import (
 
 func newSubscriberCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{Use: "subscriber", Short: "Daemon on every server: receive, verify and extract revisions"}
-	cmd.AddCommand(newSubscriberRunCommand(), newSubscriberStatusCommand(g), newSubscriberExtractCommand(), newSubscriberRollbackCommand(g), newSubscriberPackagesCommand(g), newSubscriberClusterCommand(g))
+	cmd.AddCommand(newSubscriberRunCommand(), newSubscriberStatusCommand(g), newSubscriberExtractCommand(g), newSubscriberRollbackCommand(g), newSubscriberPackagesCommand(g), newSubscriberClusterCommand(g))
 	return cmd
 }
 
@@ -294,26 +294,34 @@ func printSubscriberStatus(p *printer, st subscriber.Status) {
 	}
 }
 
-func newSubscriberExtractCommand() *cobra.Command {
+func newSubscriberExtractCommand(g *globalOptions) *cobra.Command {
 	var config string
 	cmd := &cobra.Command{
 		Use:   "extract --config subscriber.yaml",
 		Short: "Extract every received revision now, ignoring the extract window",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			socket, err := subscriberSocket(config)
-			if err != nil {
-				return err
-			}
-			var st subscriber.Status
-			if err := admin.Post(cmd.Context(), socket, "extract", nil, &st); err != nil {
-				return err
-			}
-			return printResult(cmd.OutOrStdout(), false, st, func(p *printer) { printSubscriberStatus(p, st) })
+			return runSubscriberExtract(cmd.Context(), config, g.json, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringVar(&config, "config", "", "the daemon's config file")
+	addJSONFlag(cmd, g)
 	return cmd
+}
+
+// runSubscriberExtract asks the daemon to extract now and prints its
+// state afterwards: with asJSON, the document subscriber status --json
+// prints.
+func runSubscriberExtract(ctx context.Context, config string, asJSON bool, w io.Writer) error {
+	socket, err := subscriberSocket(config)
+	if err != nil {
+		return err
+	}
+	var st subscriber.Status
+	if err := admin.Post(ctx, socket, "extract", nil, &st); err != nil {
+		return err
+	}
+	return printResult(w, asJSON, st, func(p *printer) { printSubscriberStatus(p, st) })
 }
 
 func newSubscriberPackagesCommand(g *globalOptions) *cobra.Command {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"runtime"
 	"runtime/debug"
 
@@ -36,6 +37,15 @@ func buildVersion() versionInfo {
 	return v
 }
 
+// lines are the text of ted version and ted --version.
+func (v versionInfo) lines() []string {
+	lines := []string{fmt.Sprintf("ted %s (%s, protocol %s)", v.Version, v.GoVersion, v.Protocol)}
+	if v.Revision != "" {
+		lines = append(lines, "revision "+v.Revision)
+	}
+	return lines
+}
+
 func newVersionCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "version",
@@ -44,9 +54,8 @@ func newVersionCommand(g *globalOptions) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v := buildVersion()
 			return printResult(cmd.OutOrStdout(), g.json, v, func(p *printer) {
-				p.linef("ted %s (%s, protocol %s)", v.Version, v.GoVersion, v.Protocol)
-				if v.Revision != "" {
-					p.linef("revision %s", v.Revision)
+				for _, line := range v.lines() {
+					p.linef("%s", line)
 				}
 			})
 		},

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net"
 	"os"
@@ -165,7 +166,8 @@ type subscriberFile struct {
 	Cluster  *clusterFile `yaml:"cluster"`
 }
 
-// clusterFile is a subscriber's cluster block (CLI.md).
+// clusterFile is a subscriber's cluster block
+// (docs/reference/subscriber.md#cluster).
 type clusterFile struct {
 	Name       string   `yaml:"name"`
 	Node       string   `yaml:"node"`
@@ -185,7 +187,7 @@ func (c *clusterFile) check(d *yamlfile.Doc) {
 	if err := distribution.ValidName("node", c.Node); err != nil {
 		d.Errorf("cluster.node", "%v", err)
 	}
-	checkAddr(d, "cluster.bind", c.Bind, false)
+	checkAddr(d, "cluster.bind", c.Bind, true)
 	for i, a := range c.Join {
 		checkAddr(d, fmt.Sprintf("cluster.join[%d]", i), a, true)
 	}
@@ -277,9 +279,15 @@ func checkAddr(d *yamlfile.Doc, field, addr string, required bool) {
 		d.Errorf(field, "%q is not HOST:PORT", addr)
 		return
 	}
+	// An address this node listens on may say port 0 (any free port, as
+	// the system picks); one it dials names a real port.
+	low := 1
+	if field == "listen" || field == "status_listen" || field == "cluster.bind" {
+		low = 0
+	}
 	n, err := strconv.Atoi(port)
-	if err != nil || n < 0 || n > 65535 {
-		d.Errorf(field, "%q: the port must be a number from 1 to 65535", addr)
+	if err != nil || n < low || n > 65535 {
+		d.Errorf(field, "%q: the port must be a number from %d to 65535", addr, low)
 	}
 }
 
@@ -336,7 +344,7 @@ func loadSchedules(file *nodeFile, names map[string]string) (*schedule.Source, e
 			}
 		}
 	}
-	if errors.Is(err, schedule.ErrInvalid) || errors.Is(err, schedule.ErrUnknownSchedule) {
+	if errors.Is(err, schedule.ErrInvalid) || errors.Is(err, schedule.ErrUnknownSchedule) || errors.Is(err, fs.ErrNotExist) {
 		return nil, usageError{fmt.Errorf("%s: schedules: %w", file.path, err)}
 	}
 	return nil, fmt.Errorf("%s: schedules: %w", file.path, err)

@@ -23,7 +23,8 @@ type verifyError struct{ err error }
 func (e verifyError) Error() string { return e.err.Error() }
 func (e verifyError) Unwrap() error { return e.err }
 
-// exitCode maps an error to the exit code CLI.md promises: the one place that
+// exitCode maps an error to its documented exit code (0 ok, 1 error, 2 usage,
+// 3 verification failed, 4 not found, 130 interrupted): the one place that
 // does so.
 func exitCode(err error) int {
 	var usage usageError

@@ -5,16 +5,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 )
 
-// Exit codes, as CLI.md promises them to scripts.
+// Exit codes, as the command reference (docs/commands) promises them to
+// scripts.
 const (
 	exitOK          = 0
 	exitError       = 1
@@ -29,7 +33,8 @@ const (
 // with the default GC pacing alone the heap's headroom grows with what is
 // live — the manifest and per-chunk sets of the revision in flight — so
 // RSS would follow the distribution's size. Near this limit the collector
-// runs more often instead (DESIGN §13: ≤ 256 MiB with a 4 GiB distribution).
+// runs more often instead (the budget: ≤ 256 MiB of RSS with a 4 GiB
+// distribution; bench/README.md).
 const defaultMemoryLimit = 160 << 20
 
 func main() {
@@ -65,6 +70,11 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	// ted --version prints what ted version does. The template is text,
+	// with any "{{" in it (a version set at link time) quoted.
+	v := buildVersion()
+	root.Version = v.Version
+	root.SetVersionTemplate(strings.ReplaceAll(strings.Join(v.lines(), "\n")+"\n", "{{", `{{"{{"}}`))
 	root.AddCommand(
 		newVersionCommand(g),
 		newPKICommand(g),
@@ -86,13 +96,13 @@ func newRootCommand() *cobra.Command {
 // markArgErrorsAsUsage makes every argument-count error and unknown
 // subcommand an exit-2 usage error. A command that only groups others
 // prints its help when called alone and refuses an unknown subcommand by
-// name.
+// name, suggesting the ones it is close to.
 func markArgErrorsAsUsage(cmd *cobra.Command) {
 	if cmd.HasSubCommands() && cmd.Run == nil && cmd.RunE == nil {
 		cmd.Args = cobra.ArbitraryArgs
 		cmd.RunE = func(c *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usageError{fmt.Errorf("unknown command %q for %q", args[0], c.CommandPath())}
+				return usageError{unknownCommand(c, args[0])}
 			}
 			return c.Help()
 		}
@@ -107,4 +117,24 @@ func markArgErrorsAsUsage(cmd *cobra.Command) {
 	for _, sub := range cmd.Commands() {
 		markArgErrorsAsUsage(sub)
 	}
+}
+
+// unknownCommand refuses name as a subcommand of c. Cobra suggests close
+// names only for the root's subcommands, and only when the root has no
+// Args of its own; this does it at every level:
+//
+//	unknown command "biuld" for "ted dist"; did you mean "build"?
+func unknownCommand(c *cobra.Command, name string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", name, c.CommandPath())
+	if c.SuggestionsMinimumDistance <= 0 {
+		c.SuggestionsMinimumDistance = 2 // cobra's default, which only its own lookup sets
+	}
+	if suggestions := c.SuggestionsFor(name); len(suggestions) > 0 {
+		quoted := make([]string, len(suggestions))
+		for i, s := range suggestions {
+			quoted[i] = strconv.Quote(s)
+		}
+		msg += "; did you mean " + strings.Join(quoted, " or ") + "?"
+	}
+	return errors.New(msg)
 }
