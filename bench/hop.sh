@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One hop over QUIC on loopback, against its reference in the same run
-# (DESIGN §13): `ted publish` of SIZE_MIB of incompressible data into one
+# (budget: ≥ 0.7 × raw; bench/README.md): `ted publish` of SIZE_MIB of incompressible data into one
 # distributor, against raw quic-go sending the same byte count on one stream
 # (bench/quicraw, TED's TLS and flow-control windows). Also the peak RSS of
 # the distributor and of the publish process at two sizes (SMALL_MIB and

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Peak memory of `ted dist build` against the size of what it builds: the
-# budget (DESIGN §13) is that node memory does not grow with distribution
+# budget (bench/README.md) is that node memory does not grow with distribution
 # size. Builds SMALL and LARGE bytes of random data and prints both peaks
 # and their ratio (1.0 = no growth). Needs GNU time (/usr/bin/time).
 set -euo pipefail

@@ -1,7 +1,8 @@
-// Package schedule reads the schedule file of DESIGN §7 and answers one question
-// for the rest of TED: is a named schedule open at a given time, and when does its
-// current or next window start and end. It also carries the per-schedule jitter
-// and transfer rate, and the Clock that every time-dependent component is given.
+// Package schedule reads schedule files (docs/reference/schedules.md) and
+// answers one question for the rest of TED: is a named schedule open at a
+// given time, and when does its current or next window start and end. It also
+// carries the per-schedule jitter and transfer rate, and the Clock that every
+// time-dependent component is given.
 //
 // # Windows
 //

@@ -42,11 +42,11 @@ type Badger struct {
 var _ Store = (*Badger)(nil)
 
 // Badger settings. A node must stay within 256 MiB of RSS and an idle
-// subscriber within 40 MiB (DESIGN.md §13), whatever the size of what it
-// stores, so every cache and buffer is small and fixed. Chunk bytes are not
-// in badger: its value log is mapped into memory, and every page of it read
-// or written counted as RSS (building 1 GiB took the process to 1.1 GiB of
-// RSS, against 77 MiB with packs).
+// subscriber within 40 MiB (TED's memory budgets), whatever
+// the size of what it stores, so every cache and buffer is small and fixed.
+// Chunk bytes are not in badger: its value log is mapped into memory, and
+// every page of it read or written counted as RSS (building 1 GiB took the
+// process to 1.1 GiB of RSS, against 77 MiB with packs).
 const (
 	// valueThreshold sends every value of 1 KiB or more (manifest parts,
 	// reference lists) to the value log, so the LSM tree holds only keys,

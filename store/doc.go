@@ -9,8 +9,8 @@
 // themselves are appended to pack files beside it and read with pread, so
 // neither a build nor serving chunks makes the process's memory grow with
 // the data (badger's value log is memory-mapped). Packs that are mostly
-// garbage are compacted by Prune. This departs from DESIGN.md §5, which put
-// chunks in the value log; bench/README.md has the measurements.
+// garbage are compacted by Prune. Chunks were first kept in badger's value
+// log; bench/README.md has the measurements that moved them out.
 //
 // Memory (NewMemory)
 // is a test double with the same behaviour, and package storetest holds the

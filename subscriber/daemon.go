@@ -22,7 +22,7 @@ import (
 	"ted/transport"
 )
 
-// Revision states, as status shows them (CLI.md).
+// Revision states, as `ted subscriber status` shows them.
 const (
 	StateReceiving  = "receiving"
 	StateReceived   = "received"

@@ -2,7 +2,7 @@
 // revisions of the distributions a node subscribes to under a root
 // directory, and rolls them back.
 //
-// The Installer extracts a revision crash-safely (DESIGN.md §9). Each
+// The Installer extracts a revision crash-safely. Each
 // revision of a distribution lands in root/TARGET with overlay semantics:
 // files land under the target, entries that the previously installed
 // revision installed and this one dropped are removed (a dropped directory

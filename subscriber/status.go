@@ -10,7 +10,7 @@ import (
 	"ted/transport"
 )
 
-// Status is what `ted subscriber status` and /api/status show (CLI.md).
+// Status is what `ted subscriber status` and /api/status show.
 type Status struct {
 	Node string `json:"node"`
 	// Role is active, standby or single (no cluster).

@@ -1,5 +1,5 @@
-// Command quicraw is the reference of the one-hop budget (DESIGN §13: one
-// hop ≥ 0.7 × raw quic-go single-stream throughput, same run): plain
+// Command quicraw is the reference of the one-hop budget (one hop ≥ 0.7 ×
+// raw quic-go single-stream throughput, same run; bench/README.md): plain
 // quic-go, one connection, ONE stream, to a peer that reads and discards.
 // No TED protocol, no store, no hashing.
 //

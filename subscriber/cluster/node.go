@@ -90,7 +90,7 @@ func DefaultConfig(node string) Config {
 // Role is what a node is now.
 type Role string
 
-// Roles, as status shows them (CLI.md).
+// Roles, as `ted subscriber status` shows them.
 const (
 	RoleActive  Role = "active"
 	RoleStandby Role = "standby"
