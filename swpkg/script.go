@@ -11,8 +11,8 @@ import (
 )
 
 // A component's pre, post and undo commands run with sh -c in the
-// package's scripts folder (or, in a package without one, in the
-// component's target, which holds its files). A command that runs a
+// package's scripts folder (or, in a package without one, its post
+// commands in the component's target, which holds its files). A command that runs a
 // script of the package by a relative path, such as "sh health.sh" or
 // "./start.sh", is checked when the spec is read: the script must be in
 // that folder, or the package compiles and fails on every server.
@@ -24,12 +24,19 @@ import (
 // reports the first case, where the file itself must be executable.
 //
 // Commands it cannot read for certain (quotes, variables, globs, inline
-// code, an interpreter's options, a cd first) give "": such a command is
-// left to run as written, never refused on a guess.
+// code, an interpreter's options, a cd first, a test or a || that may
+// guard the script) give "": such a command is left to run as written,
+// never refused on a guess.
 func scriptOf(command string) (script string, direct bool) {
+	if strings.Contains(command, "||") {
+		return "", false // a fallback may cover a missing script: ./hook || true
+	}
 	for _, words := range simpleCommands(command) {
-		if words[0] == "cd" || words[0] == "pushd" {
+		switch words[0] {
+		case "cd", "pushd":
 			return "", false // relative paths mean another folder from here on
+		case "test", "[", "[[", "if":
+			return "", false // a test may guard the script: test -x ./hook && ./hook
 		}
 		if script, direct := scriptOfWords(words); script != "" {
 			return script, direct

@@ -17,7 +17,10 @@ func TestScriptOf(t *testing.T) {
 		{"FOO=1 exec ./run.sh", "./run.sh", true},
 		{"systemctl stop webstack || true", "", false},
 		{"systemctl start webstack && sh health.sh >/dev/null 2>&1", "health.sh", false},
-		{"test -x ./hook.sh && ./hook.sh", "./hook.sh", true},
+		{"test -x ./hook.sh && ./hook.sh", "", false}, // guarded
+		{"[ -x ./hook.sh ] && ./hook.sh", "", false},
+		{"./hook.sh || true", "", false},
+		{"systemctl reload nginx && ./hook.sh", "./hook.sh", true},
 		{"true;./after.sh", "./after.sh", true},
 		{"python3 migrate.py", "migrate.py", false},
 		{". ./env.sh", "./env.sh", false},

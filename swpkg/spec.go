@@ -218,6 +218,9 @@ func (p *specParser) actions(n *yaml.Node, field, dir, shown string) ([]string, 
 		if err := validCommand(a); err != nil {
 			return nil, p.errorf(deref(n).Content[i], fmt.Sprintf("%s[%d]", field, i), "%v", err)
 		}
+		if dir == "" {
+			continue // where it runs is not known here
+		}
 		if msg := checkScript(a, dir, shown, p.scripts != ""); msg != "" {
 			return nil, p.errorf(deref(n).Content[i], fmt.Sprintf("%s[%d]", field, i), "%s", msg)
 		}
@@ -371,16 +374,19 @@ func (p *specParser) component(n *yaml.Node, field string, names map[string]int)
 			return c, "", err
 		}
 	}
-	// The commands run in the scripts folder or, without one, in the
-	// component's target, which holds its files.
-	runIn, runInShown := p.scripts, p.scriptsShown
-	if runIn == "" {
-		runIn, runInShown = from, fromShown
-	}
+	// The commands run in the scripts folder. Without one, post commands
+	// run in the component's target, which holds its files; pre commands
+	// there too on an upgrade but in the subscriber's root on a first
+	// install, and undo commands in the root: where those run is not
+	// known here, and their scripts are not checked.
 	for _, a := range []struct {
 		key  string
 		list *[]string
 	}{{"pre", &c.Pre}, {"post", &c.Post}, {"undo", &c.Undo}} {
+		runIn, runInShown := p.scripts, p.scriptsShown
+		if runIn == "" && a.key == "post" {
+			runIn, runInShown = from, fromShown
+		}
 		if e, ok := m[a.key]; ok {
 			if *a.list, err = p.actions(e.value, field+"."+a.key, runIn, runInShown); err != nil {
 				return c, "", err

@@ -153,14 +153,15 @@ func TestParseSpec(t *testing.T) {
 
 func TestParseSpecScripts(t *testing.T) {
 	dir := specTree(t)
-	// No scripts folder and no scripts field: no scripts, and the
-	// commands run in the component's target, where its files are.
+	// No scripts folder and no scripts field: no scripts, and the post
+	// commands run in the component's target, where its files are (pre
+	// and undo commands may run in the subscriber's root: not checked).
 	if err := os.RemoveAll(filepath.Join(dir, "scripts")); err != nil {
 		t.Fatal(err)
 	}
 	file := writeSpec(t, dir, baseSpec)
 	_, err := ParseSpec(file)
-	if want := file + `:11: components[0].pre[0]: "sh stop.sh" runs stop.sh, which is not in the component's files ./bin, where the commands run (the package has no scripts folder)`; err == nil || err.Error() != want {
+	if want := file + `:12: components[0].post[0]: "sh start.sh" runs start.sh, which is not in the component's files ./bin, where the commands run (the package has no scripts folder)`; err == nil || err.Error() != want {
 		t.Errorf("a script without a scripts folder: %v\nwant %s", err, want)
 	}
 	writeFile(t, filepath.Join(dir, "bin/stop.sh"), "", 0o755)

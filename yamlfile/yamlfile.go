@@ -77,6 +77,10 @@ type Doc struct {
 	// lines maps a line to the field path that starts there, to name the
 	// field of yaml.v3's type errors, which only know the line.
 	lines map[int]string
+	// undecodable holds the fields whose value has the wrong shape or
+	// type: what a reader finds wrong with them (or under them) afterwards
+	// is only the echo of that problem.
+	undecodable map[string]bool
 }
 
 // Decode decodes data, the content of file, into out (a pointer to a
@@ -86,7 +90,7 @@ type Doc struct {
 // checking values and adds its own problems with Errorf. Err returns them
 // all.
 func Decode(file string, data []byte, out any) *Doc {
-	d := &Doc{File: file, lines: map[int]string{}}
+	d := &Doc{File: file, lines: map[int]string{}, undecodable: map[string]bool{}}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -113,8 +117,10 @@ func Decode(file string, data []byte, out any) *Doc {
 		d.add(root.Line, "", "empty file")
 		return d
 	}
+	if !d.walk(root, reflect.TypeOf(out).Elem(), "") && root.Kind != yaml.MappingNode {
+		return d // not a mapping at all: nothing to decode, nothing to check
+	}
 	d.root = root
-	d.walk(root, reflect.TypeOf(out).Elem(), "")
 	// yaml.v3 stops at a repeated key; walk has reported each, so the
 	// repeats go before decoding what else is wrong.
 	dropRepeats(root)
@@ -125,12 +131,31 @@ func Decode(file string, data []byte, out any) *Doc {
 }
 
 // Errorf records a problem with field, at the field's line, unless the
-// field's value could not be decoded at all: that problem says it already.
+// field's value, or one it is part of, could not be decoded: that problem
+// says it already. In a file that is not a YAML mapping at all (bad YAML,
+// empty, a list) it records nothing: every field would be "missing".
 func (d *Doc) Errorf(field, format string, args ...any) {
-	if field != "" && slices.ContainsFunc(d.problems, func(p *Problem) bool { return p.Field == field }) {
+	if d.root == nil || d.isUndecodable(field) {
 		return
 	}
 	d.add(d.Line(field), field, fmt.Sprintf(format, args...))
+}
+
+// isUndecodable reports whether field, or a field it is part of, has a
+// value of the wrong shape or type.
+func (d *Doc) isUndecodable(field string) bool {
+	for f := range d.undecodable {
+		if field == f || strings.HasPrefix(field, f+".") || strings.HasPrefix(field, f+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// undecoded records a value of the wrong shape or type.
+func (d *Doc) undecoded(line int, field, msg string) {
+	d.undecodable[field] = true
+	d.add(line, field, msg)
 }
 
 // Err returns the problems found, in line order, or nil.
@@ -183,6 +208,9 @@ func (d *Doc) node(field string) (*yaml.Node, bool) {
 	n, rest := d.root, field
 	var last *yaml.Node
 	for n != nil && rest != "" {
+		if n.Kind == yaml.AliasNode {
+			n = n.Alias
+		}
 		switch {
 		case strings.HasPrefix(rest, "["):
 			end := strings.IndexByte(rest, ']')
@@ -196,18 +224,17 @@ func (d *Doc) node(field string) (*yaml.Node, bool) {
 			last, n = n.Content[i], n.Content[i]
 			rest = strings.TrimPrefix(rest[end+1:], ".")
 		case n.Kind == yaml.MappingNode:
-			best := -1
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				k := n.Content[i].Value
-				if (rest == k || strings.HasPrefix(rest, k+".") || strings.HasPrefix(rest, k+"[")) &&
-					(best < 0 || len(k) > len(n.Content[best].Value)) {
-					best = i
+			var bestK, bestV *yaml.Node
+			for k, v := range pairs(n) {
+				if (rest == k.Value || strings.HasPrefix(rest, k.Value+".") || strings.HasPrefix(rest, k.Value+"[")) &&
+					(bestK == nil || len(k.Value) > len(bestK.Value)) {
+					bestK, bestV = k, v
 				}
 			}
-			if best < 0 {
+			if bestK == nil {
 				return last, false
 			}
-			last, n = n.Content[best], n.Content[best+1]
+			last, n = bestK, bestV
 			rest = strings.TrimPrefix(rest[len(last.Value):], ".")
 		default:
 			return last, false
@@ -236,13 +263,24 @@ func (d *Doc) walk(n *yaml.Node, t reflect.Type, path string) bool {
 			return true
 		}
 		if n.Kind != yaml.MappingNode {
-			d.add(n.Line, path, fmt.Sprintf("want a mapping of %s, found %s", strings.Join(fieldNames(t), ", "), describe(n)))
+			d.undecoded(n.Line, path, fmt.Sprintf("want a mapping of %s, found %s", strings.Join(fieldNames(t), ", "), describe(n)))
 			return false
 		}
 		fields := structFields(t)
 		seen := map[string]int{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
+			if isMerge(k) {
+				if !d.walkMerge(v, t, path) {
+					ok = false
+				}
+				continue
+			}
+			if k.Kind != yaml.ScalarNode {
+				d.undecoded(k.Line, path, "want a field name as the key, found "+describe(k))
+				ok = false
+				continue
+			}
 			sub := join(path, k.Value)
 			d.lines[k.Line] = sub
 			if prev, dup := seen[k.Value]; dup {
@@ -262,12 +300,23 @@ func (d *Doc) walk(n *yaml.Node, t reflect.Type, path string) bool {
 		}
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			d.add(n.Line, path, "want a mapping, found "+describe(n))
+			d.undecoded(n.Line, path, "want a mapping, found "+describe(n))
 			return false
 		}
 		seen := map[string]int{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
+			if isMerge(k) {
+				if !d.walkMerge(v, t, path) {
+					ok = false
+				}
+				continue
+			}
+			if k.Kind != yaml.ScalarNode {
+				d.undecoded(k.Line, path, "want a name as the key, found "+describe(k))
+				ok = false
+				continue
+			}
 			sub := join(path, k.Value)
 			d.lines[k.Line] = sub
 			if prev, dup := seen[k.Value]; dup {
@@ -282,7 +331,7 @@ func (d *Doc) walk(n *yaml.Node, t reflect.Type, path string) bool {
 		}
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			d.add(n.Line, path, "want a list, found "+describe(n))
+			d.undecoded(n.Line, path, "want a list, found "+describe(n))
 			return false
 		}
 		for i, item := range n.Content {
@@ -296,14 +345,98 @@ func (d *Doc) walk(n *yaml.Node, t reflect.Type, path string) bool {
 		}
 	default:
 		if n.Kind != yaml.ScalarNode {
-			d.add(n.Line, path, "want a single value, found "+describe(n))
+			d.undecoded(n.Line, path, "want a single value, found "+describe(n))
 			return false
 		}
 		if _, taken := d.lines[n.Line]; !taken {
 			d.lines[n.Line] = path
 		}
+		// Each value is decoded on its own, so that a wrong one is named
+		// by its own field: yaml.v3's errors know only a line, and a line
+		// may hold several fields ({keepalive: 10, idle_timeout: 5x}).
+		if err := n.Decode(reflect.New(t).Interface()); err != nil {
+			msg := err.Error()
+			var te *yaml.TypeError
+			if errors.As(err, &te) {
+				msg = fmt.Sprintf("%s is not %s", quoteValue(n.Value), want(t.String()))
+			}
+			d.undecoded(n.Line, path, msg)
+			return false
+		}
 	}
 	return ok
+}
+
+// walkMerge checks the value of a merge key (<<: *base, or a list of
+// them) as part of the mapping at path: its fields count as that
+// mapping's.
+func (d *Doc) walkMerge(v *yaml.Node, t reflect.Type, path string) bool {
+	if v.Kind == yaml.SequenceNode {
+		ok := true
+		for _, item := range v.Content {
+			if !d.walkMerge(item, t, path) {
+				ok = false
+			}
+		}
+		return ok
+	}
+	target := v
+	if target.Kind == yaml.AliasNode {
+		target = target.Alias
+	}
+	if target.Kind != yaml.MappingNode {
+		d.undecoded(v.Line, join(path, "<<"), "want a mapping (or an alias of one) to merge, found "+describe(target))
+		return false
+	}
+	return d.walk(target, t, path)
+}
+
+// isMerge reports whether k is YAML's merge key, <<.
+func isMerge(k *yaml.Node) bool {
+	return k.Kind == yaml.ScalarNode && k.Value == "<<" && (k.Tag == "" || k.ShortTag() == "!!merge")
+}
+
+// pairs yields a mapping's keys and values, merged ones (<<) after its
+// own, as yaml.v3 decodes them.
+func pairs(n *yaml.Node) func(yield func(k, v *yaml.Node) bool) {
+	return func(yield func(k, v *yaml.Node) bool) {
+		var merged []*yaml.Node
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if isMerge(k) {
+				if v.Kind == yaml.SequenceNode {
+					merged = append(merged, v.Content...)
+				} else {
+					merged = append(merged, v)
+				}
+				continue
+			}
+			if !yield(k, v) {
+				return
+			}
+		}
+		for _, m := range merged {
+			if m.Kind == yaml.AliasNode {
+				m = m.Alias
+			}
+			if m.Kind != yaml.MappingNode {
+				continue
+			}
+			for k, v := range pairs(m) {
+				if !yield(k, v) {
+					return
+				}
+			}
+		}
+	}
+}
+
+// quoteValue quotes a value for a message, cut short if it is long.
+func quoteValue(v string) string {
+	if r := []rune(v); len(r) > 40 {
+		v = string(r[:40]) + "…"
+	}
+	return strconv.Quote(v)
 }
 
 // dropRepeats removes, in every mapping under n, the keys that repeat an
@@ -436,8 +569,8 @@ func describe(n *yaml.Node) string {
 }
 
 var (
-	lineRE      = regexp.MustCompile(`^line (\d+): (.*)$`)
-	unmarshalRE = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (.+)$")
+	lineRE      = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)
+	unmarshalRE = regexp.MustCompile("(?s)^cannot unmarshal !!(\\w+) `(.*)` into (.+)$")
 )
 
 // syntax records a YAML syntax error at its line.
@@ -456,7 +589,9 @@ func (d *Doc) syntax(err error) {
 func (d *Doc) typeErrors(err error) {
 	var te *yaml.TypeError
 	if !errors.As(err, &te) {
-		d.syntax(err)
+		if !d.Failed() { // else it is what walk has reported (a bad merge)
+			d.syntax(err)
+		}
 		return
 	}
 	for _, e := range te.Errors {
@@ -468,8 +603,10 @@ func (d *Doc) typeErrors(err error) {
 		line, _ := strconv.Atoi(m[1])
 		msg := m[2]
 		if strings.Contains(msg, "already defined") || d.reported(line) {
-			continue // a repeated key or a wrong shape: walk has said so
+			continue // a repeated key, a wrong shape or type: walk has said so
 		}
+		// walk decodes every value on its own: one it let pass and yaml.v3
+		// did not is a value of a type walk does not see into.
 		if u := unmarshalRE.FindStringSubmatch(msg); u != nil {
 			msg = fmt.Sprintf("%q is not %s", u[2], want(u[3]))
 		}

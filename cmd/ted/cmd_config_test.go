@@ -206,3 +206,48 @@ func TestConfigCheckKinds(t *testing.T) {
 		t.Errorf("--kind proxy: %v, want exit 2", err)
 	}
 }
+
+// What one problem must not hide, and what the check must not let through:
+// a cluster address without a host (each node would gossip alone), and a
+// publisher distribution's channel names behind a bad version.
+func TestConfigCheckClusterHostAndPublisherMetadata(t *testing.T) {
+	dir := t.TempDir()
+	example := func(kind string) string {
+		data, err := docs.Example(kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(data)
+	}
+	sub := filepath.Join(dir, "web-01a.yaml")
+	text := strings.Replace(example("subscriber"), "#cluster:\n#  name: web-cluster\n#  node: web-01a\n", "cluster:\n  name: web-cluster\n  node: web-01a\n  bind: :7946\n  join: [\"10.0.0.12:7946\", \":7947\"]\n  secret_file: cluster.key\n  shared_dir: /mnt/shared\n", 1)
+	if !strings.Contains(text, "bind: :7946") {
+		t.Fatal("the subscriber example no longer has its commented cluster block")
+	}
+	pub := filepath.Join(dir, "pub-1.yaml")
+	ptext := strings.Replace(example("publisher"), "channels: [web]", `channels: ["bad channel!"]`, 1)
+	ptext = strings.Replace(ptext, "version: 1.0.0", "version: 1.4", 1)
+	for file, text := range map[string]string{sub: text, pub: ptext} {
+		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out bytes.Buffer
+	err := runConfigCheck(configCheckOptions{}, []string{sub, pub}, false, &out, &bytes.Buffer{})
+	if exitCode(err) != exitUsage {
+		t.Fatalf("exit %d (%v), want 2", exitCode(err), err)
+	}
+	for _, want := range []string{
+		`: cluster.bind: ":7946": name the host (an address the other nodes reach)`,
+		`: cluster.join[1]: ":7947": name the host (an address the other nodes reach)`,
+		`.version: "1.4" is not a semantic version MAJOR.MINOR.PATCH; did you mean "1.4.0"?`,
+		`channel "bad channel!": use ASCII letters`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("config check said:\n%s\nwant %q", &out, want)
+		}
+	}
+	if strings.Contains(out.String(), "cluster.join[0]") {
+		t.Errorf("a join address with a host was refused:\n%s", &out)
+	}
+}

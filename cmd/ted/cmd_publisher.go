@@ -87,8 +87,8 @@ func (c *publisherFile) checkPublisher(d *yamlfile.Doc) {
 		c.DataDir = c.Store
 	}
 	c.TLS.check(d)
-	checkAddr(d, "distributor", c.Distributor, true)
-	checkAddr(d, "status_listen", c.StatusListen, false)
+	checkAddr(d, "distributor", c.Distributor, true, addrDial)
+	checkAddr(d, "status_listen", c.StatusListen, false, addrListen)
 	checkKeep(d, &c.KeepRevisions)
 	c.Link.check(d)
 	c.Schedules = resolve(file, c.Schedules)
@@ -127,11 +127,26 @@ func (c *publisherFile) checkPublisher(d *yamlfile.Doc) {
 		if dist.Build == "" {
 			dist.Build = schedule.Always
 		}
-		if d.Failed() {
-			continue
-		}
-		// Metadata that dist build would refuse, refused here by field.
+		// Metadata that dist build would refuse (channel names, target),
+		// refused here by field; the fields already found wrong above
+		// stand in with good values, so that what is left is not hidden
+		// behind them and they are not said twice.
 		b := distribution.BuildOptions{Name: name, Revision: 1, Version: dist.Version, Channels: dist.Channels, Target: dist.Target, Requires: dist.Requires}
+		if distribution.ValidName("distribution name", name) != nil {
+			b.Name = "stand-in"
+			if b.Target == "" {
+				b.Target = b.Name
+			}
+		}
+		if _, err := distribution.ParseVersion(b.Version); err != nil {
+			b.Version = "1.0.0"
+		}
+		if len(b.Channels) == 0 {
+			b.Channels = []string{"stand-in"}
+		}
+		if validateRequires(b.Requires) != nil {
+			b.Requires = nil
+		}
 		if err := b.Validate(); err != nil {
 			d.Errorf(field, "%v", err)
 		}

@@ -83,9 +83,9 @@ func (c *nodeFile) check(d *yamlfile.Doc, noSchedules string) {
 	if err := pki.ValidateName(c.Name); err != nil {
 		d.Errorf("name", "%v", err)
 	}
-	checkAddr(d, "status_listen", c.StatusListen, false)
+	checkAddr(d, "status_listen", c.StatusListen, false, addrListen)
 	for i, p := range c.Parents {
-		checkAddr(d, fmt.Sprintf("parents[%d]", i), p, true)
+		checkAddr(d, fmt.Sprintf("parents[%d]", i), p, true, addrDial)
 	}
 	if c.DataDir == "" {
 		d.Errorf("data_dir", "missing")
@@ -187,9 +187,9 @@ func (c *clusterFile) check(d *yamlfile.Doc) {
 	if err := distribution.ValidName("node", c.Node); err != nil {
 		d.Errorf("cluster.node", "%v", err)
 	}
-	checkAddr(d, "cluster.bind", c.Bind, true)
+	checkAddr(d, "cluster.bind", c.Bind, true, addrCluster)
 	for i, a := range c.Join {
-		checkAddr(d, fmt.Sprintf("cluster.join[%d]", i), a, true)
+		checkAddr(d, fmt.Sprintf("cluster.join[%d]", i), a, true, addrCluster)
 	}
 	if c.SecretFile == "" {
 		d.Errorf("cluster.secret_file", "missing: the gossip is always encrypted (openssl rand -base64 32 > cluster.key)")
@@ -265,28 +265,48 @@ func (t *tlsFiles) check(d *yamlfile.Doc) {
 	t.CA, t.Cert, t.Key = resolve(d.File, t.CA), resolve(d.File, t.Cert), resolve(d.File, t.Key)
 }
 
-// checkAddr checks a HOST:PORT value: the port a number from 0 to 65535
-// (0: the system chooses one).
-func checkAddr(d *yamlfile.Doc, field, addr string, required bool) {
+// addrUse is what a config does with an address, which decides what it
+// may say.
+type addrUse int
+
+const (
+	addrListen  addrUse = iota // listen, status_listen: any host (all), port 0 (any free)
+	addrDial                   // parents, distributor: a port to dial
+	addrCluster                // cluster.bind, cluster.join: a host the other nodes reach, a port
+)
+
+// checkAddr checks a HOST:PORT field. A port may be a number or a service
+// name (/etc/services).
+func checkAddr(d *yamlfile.Doc, field, addr string, required bool, use addrUse) {
 	if addr == "" {
 		if required {
 			d.Errorf(field, "missing")
 		}
 		return
 	}
-	_, port, err := net.SplitHostPort(addr)
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		d.Errorf(field, "%q is not HOST:PORT", addr)
 		return
 	}
-	// An address this node listens on may say port 0 (any free port, as
-	// the system picks); one it dials names a real port.
+	if host == "" && use == addrCluster {
+		// memberlist would advertise an address the others cannot reach,
+		// and each node would be a cluster of its own.
+		d.Errorf(field, "%q: name the host (an address the other nodes reach)", addr)
+		return
+	}
 	low := 1
-	if field == "listen" || field == "status_listen" || field == "cluster.bind" {
+	if use == addrListen {
 		low = 0
 	}
 	n, err := strconv.Atoi(port)
-	if err != nil || n < low || n > 65535 {
+	if err != nil {
+		if _, lerr := net.LookupPort("udp", port); lerr != nil {
+			d.Errorf(field, "%q: the port must be a number from %d to 65535 or a service name", addr, low)
+		}
+		return
+	}
+	if n < low || n > 65535 {
 		d.Errorf(field, "%q: the port must be a number from %d to 65535", addr, low)
 	}
 }
@@ -367,7 +387,7 @@ func loadDistributorConfig(file string) (*distributorFile, error) {
 // in d.
 func (c *distributorFile) checkDistributor(d *yamlfile.Doc) {
 	c.check(d, "")
-	checkAddr(d, "listen", c.Listen, true)
+	checkAddr(d, "listen", c.Listen, true, addrListen)
 	if len(c.Channels) == 0 {
 		d.Errorf("channels", "none: a distributor relays channels")
 	}
