@@ -17,6 +17,7 @@ import (
 	"ted/docs"
 	"ted/pki"
 	"ted/schedule"
+	"ted/subscriber/cluster"
 	"ted/swpkg"
 	"ted/yamlfile"
 )
@@ -39,7 +40,12 @@ folders it names); edit the names, addresses and paths, then check it with
 ted config check.`,
 		Example: `  ted config example distributor > dist-1.yaml
   ted config example subscriber > web-01.yaml`,
-		Args:      cobra.ExactArgs(1),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageError{fmt.Errorf("want one KIND: %s", strings.Join(docs.Kinds, ", "))}
+			}
+			return nil
+		},
 		ValidArgs: docs.Kinds,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			data, err := docs.Example(args[0])
@@ -173,6 +179,7 @@ func checkFile(file, kind string) checkedFile {
 			}
 		}
 		c.Notes, extra = checkNamed(d, f.Schedules, sends, namedFiles(f.TLS, f.Trust, "trust"))
+		checkContents(d, f.Name, f.TLS, pki.RoleDistributor, f.Trust, "")
 		problems = d.Err()
 	case "subscriber":
 		var f subscriberFile
@@ -183,6 +190,11 @@ func checkFile(file, kind string) checkedFile {
 			named["cluster.secret_file"] = f.Cluster.SecretFile
 		}
 		c.Notes, extra = checkNamed(d, f.Schedules, map[string]string{f.Extract: "extract"}, named)
+		secret := ""
+		if f.Cluster != nil {
+			secret = f.Cluster.SecretFile
+		}
+		checkContents(d, f.Name, f.TLS, pki.RoleSubscriber, f.Trust, secret)
 		problems = d.Err()
 	case "publisher":
 		var f publisherFile
@@ -191,6 +203,7 @@ func checkFile(file, kind string) checkedFile {
 		if _, err := pki.LoadSigningKey(f.SignKey); errors.Is(err, pki.ErrPublicKey) {
 			d.Errorf("sign_key", "%s", publicKeyGiven("sign_key", f.SignKey))
 		}
+		checkContents(d, f.Name, f.TLS, pki.RolePublisher, nil, "")
 		builds := map[string]string{}
 		named := namedFiles(f.TLS, []string{f.SignKey}, "sign_key")
 		for _, name := range f.names() {
@@ -223,6 +236,38 @@ func namedFiles(tls tlsFiles, keys []string, keysField string) map[string]string
 		}
 	}
 	return named
+}
+
+// checkContents reads the files a daemon config names that are there, as
+// the daemon reads them at start: the certificate (its CA, role and name),
+// the trusted keys and the cluster's secret. A file that is not there is a
+// note of checkNamed's.
+func checkContents(d *yamlfile.Doc, name string, tls tlsFiles, role pki.Role, trust []string, secret string) {
+	if d.Failed() {
+		return // the paths or the name may be what is wrong
+	}
+	there := func(p string) bool { _, err := os.Stat(p); return p != "" && err == nil }
+	if there(tls.CA) && there(tls.Cert) && there(tls.Key) {
+		if _, err := loadCredentials(d.File, name, tls, role); err != nil {
+			field, msg := "tls", strings.TrimPrefix(err.Error(), d.File+": tls: ")
+			if cut, ok := strings.CutPrefix(err.Error(), d.File+": name "); ok {
+				field, msg = "name", cut
+			}
+			d.Errorf(field, "%s", msg)
+		}
+	}
+	for i, k := range trust {
+		if there(k) {
+			if _, err := pki.LoadPublicKey(k); err != nil {
+				d.Errorf(fmt.Sprintf("trust[%d]", i), "%v", err)
+			}
+		}
+	}
+	if there(secret) {
+		if _, err := cluster.LoadKey(secret); err != nil {
+			d.Errorf("cluster.secret_file", "%v", strings.TrimPrefix(err.Error(), "secret_file "))
+		}
+	}
 }
 
 // checkNamed checks what a config names. The schedule file, when it exists,

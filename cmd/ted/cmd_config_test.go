@@ -95,6 +95,13 @@ func TestConfigExampleUnknownKind(t *testing.T) {
 	if exitCode(err) != exitUsage || !strings.Contains(err.Error(), "distributor, subscriber, publisher, schedules, package") {
 		t.Errorf("config example proxy: exit %d, %v; want exit 2 listing the kinds", exitCode(err), err)
 	}
+	cmd = newRootCommand()
+	cmd.SetArgs([]string{"config", "example"})
+	cmd.SetOut(&bytes.Buffer{})
+	err = cmd.Execute()
+	if exitCode(err) != exitUsage || !strings.Contains(err.Error(), "distributor, subscriber, publisher, schedules, package") {
+		t.Errorf("config example: exit %d, %v; want exit 2 listing the kinds", exitCode(err), err)
+	}
 }
 
 // TestConfigCheckReportsEveryProblem: every problem of a file, one a line,
@@ -249,5 +256,76 @@ func TestConfigCheckClusterHostAndPublisherMetadata(t *testing.T) {
 	}
 	if strings.Contains(out.String(), "cluster.join[0]") {
 		t.Errorf("a join address with a host was refused:\n%s", &out)
+	}
+}
+
+// The files a config names that are there are read as the daemon reads
+// them: a name that is not the certificate's, a certificate of another
+// role, a certificate given as a trusted key and a short cluster secret
+// are problems before anything starts.
+func TestConfigCheckReadsNamedFiles(t *testing.T) {
+	dir := t.TempDir()
+	pkiDir := filepath.Join(dir, "pki")
+	if _, err := pki.InitCA(pkiDir, false); err != nil {
+		t.Fatal(err)
+	}
+	for name, role := range map[string]pki.Role{"web-01": pki.RoleSubscriber, "dist-1": pki.RoleDistributor} {
+		if _, err := pki.Issue(pkiDir, name, role, nil, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pki.GenerateSigningKey(filepath.Join(pkiDir, "publisher.key"), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "cluster.key"), []byte("c2hvcnQ=\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	example, err := docs.Example("subscriber")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := filepath.Join(dir, "web-01.yaml")
+	if err := os.WriteFile(good, example, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := runConfigCheck(configCheckOptions{}, []string{good}, false, &out, &bytes.Buffer{}); err != nil {
+		t.Fatalf("the example with its files: %v\n%s", err, &out)
+	}
+	for _, tt := range []struct{ name, from, to, want string }{
+		{"name", "name: web-01", "name: web-09", `: name: "web-09" does not match the certificate`},
+		{"role", "cert: pki/web-01.crt\n  key: pki/web-01.key", "cert: pki/dist-1.crt\n  key: pki/dist-1.key", `pki/dist-1.crt: role distributor, this daemon needs subscriber`},
+		{"trust", "trust: [pki/publisher.key.pub]", "trust: [pki/ca.crt]", `pki/ca.crt: PEM block is "CERTIFICATE", want "PUBLIC KEY"`},
+		{"secret", "#cluster:\n#  name: web-cluster\n#  node: web-01a\n", "cluster:\n  name: web-cluster\n  node: web-01a\n  bind: 10.0.0.11:7946\n  secret_file: cluster.key\n  shared_dir: /mnt/shared\n", `cluster.key: a key of 5 bytes, want 16, 24 or 32`},
+	} {
+		text := strings.Replace(string(example), tt.from, tt.to, 1)
+		if text == string(example) {
+			t.Fatalf("%s: the example no longer has %q", tt.name, tt.from)
+		}
+		file := filepath.Join(dir, tt.name+".yaml")
+		if err := os.WriteFile(file, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out.Reset()
+		err := runConfigCheck(configCheckOptions{}, []string{file}, false, &out, &bytes.Buffer{})
+		field := map[string]string{"name": "name", "role": "tls", "trust": "trust[0]", "secret": "cluster.secret_file"}[tt.name]
+		if exitCode(err) != exitUsage || !strings.Contains(out.String(), ": "+field+": ") || !strings.Contains(out.String(), tt.want) {
+			t.Errorf("%s: exit %d, said:\n%s\nwant %q", tt.name, exitCode(err), &out, tt.want)
+		}
+	}
+}
+
+// A relative root, in a config named by a relative path, is made absolute:
+// actions see it (TED_TARGET) from inside the target.
+func TestSubscriberRootIsAbsolute(t *testing.T) {
+	dir := t.TempDir()
+	writeExample(t, dir, "subscriber", "web-01.yaml")
+	t.Chdir(dir)
+	f, err := loadSubscriberConfig("web-01.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "srv", "web-01"); f.Root != want {
+		t.Errorf("root %q, want %q", f.Root, want)
 	}
 }

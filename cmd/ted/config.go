@@ -439,7 +439,11 @@ func (c *subscriberFile) checkSubscriber(d *yamlfile.Doc) {
 	if c.Root == "" {
 		d.Errorf("root", "missing: every target is extracted under it")
 	}
-	c.Root = resolve(d.File, c.Root)
+	// Absolute, as actions see it in TED_TARGET: they run in the target,
+	// where a relative path would mean something else.
+	if root, err := filepath.Abs(resolve(d.File, c.Root)); err == nil {
+		c.Root = root
+	}
 	if len(c.Channels) == 0 {
 		d.Errorf("channels", "none: a subscriber receives channels")
 	}
