@@ -3,11 +3,9 @@
 package integration
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"errors"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -67,19 +65,9 @@ func tedExits(t *testing.T, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, tedBinary, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{args: args, stdout: stdout.String(), stderr: stderr.String()}
-	var exit *exec.ExitError
-	switch {
-	case ctx.Err() != nil:
+	r := runTed(t, exec.CommandContext(ctx, tedBinary, args...), args)
+	if ctx.Err() != nil {
 		t.Fatalf("%s\nstill running after a minute; want it to refuse to start", r)
-	case errors.As(err, &exit):
-		r.code = exit.ExitCode()
-	case err != nil:
-		t.Fatalf("run ted %v: %v", args, err)
 	}
 	return r
 }

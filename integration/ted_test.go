@@ -73,7 +73,12 @@ func (r result) String() string {
 // ted runs the binary and returns what it did, whatever the exit code.
 func ted(t *testing.T, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(tedBinary, args...)
+	return runTed(t, exec.Command(tedBinary, args...), args)
+}
+
+// runTed runs cmd, the binary with args, and returns what it did.
+func runTed(t *testing.T, cmd *exec.Cmd, args []string) result {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -37,26 +37,8 @@ const maxSpecBytes = 4 << 20
 
 // SpecError is a mistake in a spec file: it names the file, the line and the
 // field, as "webstack.spk:12: components[1].files.from: ./nope: no such
-// directory".
-type SpecError struct {
-	File  string
-	Line  int    // 0 when the mistake is not at one line
-	Field string // "" when the mistake is not in one field
-	Msg   string
-}
-
-func (e *SpecError) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		b.WriteString(":" + strconv.Itoa(e.Line))
-	}
-	if e.Field != "" {
-		b.WriteString(": " + e.Field)
-	}
-	b.WriteString(": " + e.Msg)
-	return b.String()
-}
+// directory" — a problem of the one form every TED file's problems take.
+type SpecError = yamlfile.Problem
 
 // ParseSpec reads and validates a spec file. Decoding is strict: an unknown
 // or repeated field is an error. Every source folder must exist and lie

@@ -310,7 +310,6 @@ func asProblems(file string, err error) []*yamlfile.Problem {
 	}
 	var p *yamlfile.Problem
 	var se *schedule.Error
-	var spec *swpkg.SpecError
 	switch {
 	case errors.As(err, &se):
 		if multi, ok := err.(interface{ Unwrap() []error }); ok {
@@ -321,8 +320,6 @@ func asProblems(file string, err error) []*yamlfile.Problem {
 			return out
 		}
 		return []*yamlfile.Problem{se.Problem()}
-	case errors.As(err, &spec):
-		return []*yamlfile.Problem{{File: spec.File, Line: spec.Line, Field: spec.Field, Msg: spec.Msg}}
 	case errors.As(err, &p):
 		var ps yamlfile.Problems
 		if errors.As(err, &ps) {
