@@ -126,13 +126,13 @@ type entry struct{ key, value *yaml.Node }
 func (p *specParser) mapping(n *yaml.Node, field string, known ...string) (map[string]entry, error) {
 	n = deref(n)
 	if n.Kind != yaml.MappingNode {
-		return nil, p.errorf(n, field, "want a mapping, found %s", describe(n))
+		return nil, p.errorf(n, field, "want a mapping, found %s", yamlfile.Describe(n))
 	}
 	m := make(map[string]entry, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := deref(n.Content[i]), n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
-			return nil, p.errorf(k, field, "want a field name, found %s", describe(k))
+			return nil, p.errorf(k, field, "want a field name, found %s", yamlfile.Describe(k))
 		}
 		name := k.Value
 		sub := join(field, name)
@@ -152,7 +152,7 @@ func (p *specParser) mapping(n *yaml.Node, field string, known ...string) (map[s
 func (p *specParser) str(n *yaml.Node, field string) (string, error) {
 	n = deref(n)
 	if n.Kind != yaml.ScalarNode || n.ShortTag() == "!!null" {
-		return "", p.errorf(n, field, "want a value, found %s", describe(n))
+		return "", p.errorf(n, field, "want a value, found %s", yamlfile.Describe(n))
 	}
 	if n.Value == "" {
 		return "", p.errorf(n, field, "empty")
@@ -164,7 +164,7 @@ func (p *specParser) str(n *yaml.Node, field string) (string, error) {
 func (p *specParser) seq(n *yaml.Node, field string) ([]*yaml.Node, error) {
 	n = deref(n)
 	if n.Kind != yaml.SequenceNode {
-		return nil, p.errorf(n, field, "want a list, found %s", describe(n))
+		return nil, p.errorf(n, field, "want a list, found %s", yamlfile.Describe(n))
 	}
 	return n.Content, nil
 }
@@ -510,7 +510,7 @@ func (p *specParser) prerequisite(n *yaml.Node, field string) (Prerequisite, err
 		}
 		if v, ok := m["value"]; ok {
 			if vn := deref(v.value); vn.Kind != yaml.ScalarNode || vn.ShortTag() == "!!null" {
-				return pr, p.errorf(vn, field+".value", "want a value, found %s (leave value out to only require the variable to be set)", describe(vn))
+				return pr, p.errorf(vn, field+".value", "want a value, found %s (leave value out to only require the variable to be set)", yamlfile.Describe(vn))
 			}
 			value := deref(v.value).Value
 			pr.EnvValue = &value
@@ -569,22 +569,6 @@ func deref(n *yaml.Node) *yaml.Node {
 		n = n.Alias
 	}
 	return n
-}
-
-// describe names a node's shape for "want X, found Y".
-func describe(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		if n.ShortTag() == "!!null" {
-			return "nothing"
-		}
-		return fmt.Sprintf("%.40q", n.Value)
-	}
-	return "something else"
 }
 
 func join(field, name string) string {

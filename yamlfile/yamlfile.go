@@ -263,75 +263,22 @@ func (d *Doc) walk(n *yaml.Node, t reflect.Type, path string) bool {
 			return true
 		}
 		if n.Kind != yaml.MappingNode {
-			d.undecoded(n.Line, path, fmt.Sprintf("want a mapping of %s, found %s", strings.Join(fieldNames(t), ", "), describe(n)))
+			d.undecoded(n.Line, path, fmt.Sprintf("want a mapping of %s, found %s", strings.Join(fieldNames(t), ", "), Describe(n)))
 			return false
 		}
 		fields := structFields(t)
-		seen := map[string]int{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			if isMerge(k) {
-				if !d.walkMerge(v, t, path) {
-					ok = false
-				}
-				continue
-			}
-			if k.Kind != yaml.ScalarNode {
-				d.undecoded(k.Line, path, "want a field name as the key, found "+describe(k))
-				ok = false
-				continue
-			}
-			sub := join(path, k.Value)
-			d.lines[k.Line] = sub
-			if prev, dup := seen[k.Value]; dup {
-				d.add(k.Line, sub, fmt.Sprintf("repeats the field of line %d", prev))
-				ok = false
-				continue
-			}
-			seen[k.Value] = k.Line
-			ft, known := fields[k.Value]
-			if !known {
-				d.add(k.Line, sub, UnknownField(k.Value, fieldNames(t)))
-				continue
-			}
-			if !d.walk(v, ft, sub) {
-				ok = false
-			}
-		}
+		typeOf := func(key string) (reflect.Type, bool) { ft, ok := fields[key]; return ft, ok }
+		ok = d.walkEntries(n, t, path, "field", typeOf)
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
-			d.undecoded(n.Line, path, "want a mapping, found "+describe(n))
+			d.undecoded(n.Line, path, "want a mapping, found "+Describe(n))
 			return false
 		}
-		seen := map[string]int{}
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k, v := n.Content[i], n.Content[i+1]
-			if isMerge(k) {
-				if !d.walkMerge(v, t, path) {
-					ok = false
-				}
-				continue
-			}
-			if k.Kind != yaml.ScalarNode {
-				d.undecoded(k.Line, path, "want a name as the key, found "+describe(k))
-				ok = false
-				continue
-			}
-			sub := join(path, k.Value)
-			d.lines[k.Line] = sub
-			if prev, dup := seen[k.Value]; dup {
-				d.add(k.Line, sub, fmt.Sprintf("repeats the entry of line %d", prev))
-				ok = false
-				continue
-			}
-			seen[k.Value] = k.Line
-			if !d.walk(v, t.Elem(), sub) {
-				ok = false
-			}
-		}
+		typeOf := func(string) (reflect.Type, bool) { return t.Elem(), true }
+		ok = d.walkEntries(n, t, path, "entry", typeOf)
 	case reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
-			d.undecoded(n.Line, path, "want a list, found "+describe(n))
+			d.undecoded(n.Line, path, "want a list, found "+Describe(n))
 			return false
 		}
 		for i, item := range n.Content {
@@ -345,7 +292,7 @@ func (d *Doc) walk(n *yaml.Node, t reflect.Type, path string) bool {
 		}
 	default:
 		if n.Kind != yaml.ScalarNode {
-			d.undecoded(n.Line, path, "want a single value, found "+describe(n))
+			d.undecoded(n.Line, path, "want a single value, found "+Describe(n))
 			return false
 		}
 		if _, taken := d.lines[n.Line]; !taken {
@@ -362,6 +309,50 @@ func (d *Doc) walk(n *yaml.Node, t reflect.Type, path string) bool {
 			}
 			d.undecoded(n.Line, path, msg)
 			return false
+		}
+	}
+	return ok
+}
+
+// walkEntries checks the keys of mapping n, of struct or map type t, at
+// path: merge keys, keys that are names, each once (what: "field" or
+// "entry"), and known (typeOf's false); each value is walked as the type
+// typeOf gives.
+func (d *Doc) walkEntries(n *yaml.Node, t reflect.Type, path, what string, typeOf func(key string) (reflect.Type, bool)) bool {
+	ok := true
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if isMerge(k) {
+			if !d.walkMerge(v, t, path) {
+				ok = false
+			}
+			continue
+		}
+		if k.Kind != yaml.ScalarNode {
+			name := "a name"
+			if what == "field" {
+				name = "a field name"
+			}
+			d.undecoded(k.Line, path, "want "+name+" as the key, found "+Describe(k))
+			ok = false
+			continue
+		}
+		sub := join(path, k.Value)
+		d.lines[k.Line] = sub
+		if prev, dup := seen[k.Value]; dup {
+			d.add(k.Line, sub, fmt.Sprintf("repeats the %s of line %d", what, prev))
+			ok = false
+			continue
+		}
+		seen[k.Value] = k.Line
+		vt, known := typeOf(k.Value)
+		if !known {
+			d.add(k.Line, sub, UnknownField(k.Value, fieldNames(t)))
+			continue
+		}
+		if !d.walk(v, vt, sub) {
+			ok = false
 		}
 	}
 	return ok
@@ -385,7 +376,7 @@ func (d *Doc) walkMerge(v *yaml.Node, t reflect.Type, path string) bool {
 		target = target.Alias
 	}
 	if target.Kind != yaml.MappingNode {
-		d.undecoded(v.Line, join(path, "<<"), "want a mapping (or an alias of one) to merge, found "+describe(target))
+		d.undecoded(v.Line, join(path, "<<"), "want a mapping (or an alias of one) to merge, found "+Describe(target))
 		return false
 	}
 	return d.walk(target, t, path)
@@ -555,15 +546,19 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// describe names a node's kind for a message.
-func describe(n *yaml.Node) string {
+// Describe names a node's shape for "want X, found Y": a mapping, a
+// list, nothing, or the value quoted (cut short if long).
+func Describe(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
 		return "a mapping"
 	case yaml.SequenceNode:
 		return "a list"
 	case yaml.ScalarNode:
-		return strconv.Quote(n.Value)
+		if n.ShortTag() == "!!null" {
+			return "nothing"
+		}
+		return quoteValue(n.Value)
 	}
 	return "something else"
 }
