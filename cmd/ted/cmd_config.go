@@ -200,9 +200,6 @@ func checkFile(file, kind string) checkedFile {
 		var f publisherFile
 		d := yamlfile.Decode(file, data, &f)
 		f.checkPublisher(d)
-		if _, err := pki.LoadSigningKey(f.SignKey); errors.Is(err, pki.ErrPublicKey) {
-			d.Errorf("sign_key", "%s", publicKeyGiven("sign_key", f.SignKey))
-		}
 		checkContents(d, f.Name, f.TLS, pki.RolePublisher, nil, "")
 		builds := map[string]string{}
 		named := namedFiles(f.TLS, []string{f.SignKey}, "sign_key")

@@ -86,6 +86,9 @@ func (c *publisherFile) checkPublisher(d *yamlfile.Doc) {
 	if c.DataDir == "" {
 		c.DataDir = c.Store
 	}
+	if _, err := pki.LoadSigningKey(c.SignKey); errors.Is(err, pki.ErrPublicKey) {
+		d.Errorf("sign_key", "%s", publicKeyGiven("sign_key", c.SignKey))
+	}
 	c.TLS.check(d)
 	checkAddr(d, "distributor", c.Distributor, true, addrDial)
 	checkAddr(d, "status_listen", c.StatusListen, false, addrListen)
@@ -210,10 +213,7 @@ func runPublisher(ctx context.Context, opts daemonOptions, stderr io.Writer) err
 	if n.schedules, err = loadSchedules(n.file, required); err != nil {
 		return err
 	}
-	key, err := pki.LoadSigningKey(file.SignKey)
-	if errors.Is(err, pki.ErrPublicKey) {
-		return configError(file.path, "sign_key", "%s", publicKeyGiven("sign_key", file.SignKey))
-	}
+	key, err := pki.LoadSigningKey(file.SignKey) // a public key is a problem of checkPublisher's
 	if err != nil {
 		return fmt.Errorf("%s: sign_key: %w", file.path, err)
 	}
