@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
@@ -184,9 +185,9 @@ func TestIssueRefusesExpiredCA(t *testing.T) {
 	}
 }
 
-// writeCustomCA writes dir/ca.crt and dir/ca.key for a CA that expires at
-// notAfter, in the format InitCA writes.
-func writeCustomCA(t *testing.T, dir string, notAfter time.Time) {
+// keyAndSerial makes what a test certificate needs: a P-256 key and a
+// serial number, as Issue makes them.
+func keyAndSerial(t *testing.T) (*ecdsa.PrivateKey, *big.Int) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -196,6 +197,14 @@ func writeCustomCA(t *testing.T, dir string, notAfter time.Time) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return key, serial
+}
+
+// writeCustomCA writes dir/ca.crt and dir/ca.key for a CA that expires at
+// notAfter, in the format InitCA writes.
+func writeCustomCA(t *testing.T, dir string, notAfter time.Time) {
+	t.Helper()
+	key, serial := keyAndSerial(t)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial, Subject: pkix.Name{CommonName: "short CA"},
 		NotBefore: notAfter.Add(-365 * 24 * time.Hour), NotAfter: notAfter,
@@ -603,14 +612,7 @@ func TestVerifyRoleSaysExpired(t *testing.T) {
 		t.Fatal(err)
 	}
 	leaf := func(notBefore, notAfter time.Time) *x509.Certificate {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		serial, err := newSerial()
-		if err != nil {
-			t.Fatal(err)
-		}
+		key, serial := keyAndSerial(t)
 		tmpl := &x509.Certificate{
 			SerialNumber: serial, Subject: pkix.Name{CommonName: "web-01"},
 			NotBefore: notBefore, NotAfter: notAfter, BasicConstraintsValid: true,

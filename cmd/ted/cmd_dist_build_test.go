@@ -6,23 +6,13 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-
-	"ted/pki"
 )
 
 // TestDistBuildRefusesByFlag: a bad name, channel, version or signing key
 // is refused as the flag that gave it (exit 2), in words that say what is
 // wanted, before a store is created.
 func TestDistBuildRefusesByFlag(t *testing.T) {
-	dir := t.TempDir()
-	key := filepath.Join(dir, "pub.key")
-	if _, err := pki.GenerateSigningKey(key, false); err != nil {
-		t.Fatal(err)
-	}
-	src := filepath.Join(dir, "src")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir, key, src := buildSetup(t)
 	good := distBuildOptions{Store: filepath.Join(dir, "store"), Name: "app", From: src, Version: "1.0.0",
 		Channels: []string{"web"}, SignKey: key, Keep: 3}
 	for _, tt := range []struct {

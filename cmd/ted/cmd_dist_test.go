@@ -51,16 +51,24 @@ func TestParseRevisionRef(t *testing.T) {
 	}
 }
 
-func TestRunDistBuildAndList(t *testing.T) {
-	dir := t.TempDir()
-	key := filepath.Join(dir, "pub.key")
+// buildSetup makes a folder with a signing key (pub.key) and an empty
+// source folder (src) for dist build.
+func buildSetup(t *testing.T) (dir, key, src string) {
+	t.Helper()
+	dir = t.TempDir()
+	key = filepath.Join(dir, "pub.key")
 	if _, err := pki.GenerateSigningKey(key, false); err != nil {
 		t.Fatal(err)
 	}
-	src := filepath.Join(dir, "src")
+	src = filepath.Join(dir, "src")
 	if err := os.MkdirAll(src, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	return dir, key, src
+}
+
+func TestRunDistBuildAndList(t *testing.T) {
+	dir, key, src := buildSetup(t)
 	if err := os.WriteFile(filepath.Join(src, "a.txt"), []byte("hello"), 0o644); err != nil {
 		t.Fatal(err)
 	}
