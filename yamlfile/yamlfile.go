@@ -492,10 +492,16 @@ func levenshtein(a, b string) int {
 	return prev[len(b)]
 }
 
-// structFields maps a struct's YAML keys to their types, inline structs
+// yamlField is one YAML key of a struct and the type of its value.
+type yamlField struct {
+	name string
+	typ  reflect.Type
+}
+
+// fieldsOf lists a struct's YAML keys in declaration order, inline structs
 // flattened.
-func structFields(t reflect.Type) map[string]reflect.Type {
-	out := map[string]reflect.Type{}
+func fieldsOf(t reflect.Type) []yamlField {
+	var out []yamlField
 	for i := range t.NumField() {
 		f := t.Field(i)
 		tag := f.Tag.Get("yaml")
@@ -504,15 +510,22 @@ func structFields(t reflect.Type) map[string]reflect.Type {
 			continue
 		}
 		if strings.Contains(opts, "inline") {
-			for k, v := range structFields(f.Type) {
-				out[k] = v
-			}
+			out = append(out, fieldsOf(f.Type)...)
 			continue
 		}
 		if name == "" {
 			name = strings.ToLower(f.Name)
 		}
-		out[name] = f.Type
+		out = append(out, yamlField{name, f.Type})
+	}
+	return out
+}
+
+// structFields maps a struct's YAML keys to their types.
+func structFields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
+	for _, f := range fieldsOf(t) {
+		out[f.name] = f.typ
 	}
 	return out
 }
@@ -520,21 +533,8 @@ func structFields(t reflect.Type) map[string]reflect.Type {
 // fieldNames are a struct's YAML keys in declaration order.
 func fieldNames(t reflect.Type) []string {
 	var out []string
-	for i := range t.NumField() {
-		f := t.Field(i)
-		tag := f.Tag.Get("yaml")
-		name, opts, _ := strings.Cut(tag, ",")
-		if tag == "-" || (!f.IsExported() && !f.Anonymous) {
-			continue
-		}
-		if strings.Contains(opts, "inline") {
-			out = append(out, fieldNames(f.Type)...)
-			continue
-		}
-		if name == "" {
-			name = strings.ToLower(f.Name)
-		}
-		out = append(out, name)
+	for _, f := range fieldsOf(t) {
+		out = append(out, f.name)
 	}
 	return out
 }
