@@ -115,22 +115,131 @@ func ValidateName(name string) error {
 	return nil
 }
 
+// Spec says what a node certificate binds: the node's name, role and
+// groups, the host names and addresses it is reached at, and how long it
+// is valid.
+type Spec struct {
+	Name   string
+	Role   Role
+	Groups []string
+	// Hosts are subject alternative names, each an IP address if it parses
+	// as one and a DNS name otherwise; none means Name is the one DNS name.
+	Hosts []string
+	// Validity is how long the certificate is valid from now; 0 means two
+	// years. It never outlives the CA.
+	Validity time.Duration
+}
+
+// Check reports the first problem with the spec: a bad name, role, group
+// or host, or a negative validity.
+func (s Spec) Check() error {
+	if err := ValidateName(s.Name); err != nil {
+		return err
+	}
+	if _, err := ParseRole(string(s.Role)); err != nil {
+		return err
+	}
+	if err := ValidateGroups(s.Groups); err != nil {
+		return err
+	}
+	for _, h := range s.Hosts {
+		if net.ParseIP(h) == nil && (h == "" || strings.ContainsAny(h, " \t\r\n/")) {
+			return fmt.Errorf("invalid host %q: want a DNS name or an IP address", h)
+		}
+	}
+	if s.Validity < 0 {
+		return fmt.Errorf("validity %v: must be positive", s.Validity)
+	}
+	return nil
+}
+
 // Issue creates a certificate for the node name with the given role, signed
-// by the CA in dir: dir/NAME.crt and dir/NAME.key (ECDSA P-256). It is valid
-// for two years, or until the CA expires if that is sooner, for both TLS
-// server and client use, since nodes both listen and dial. Each host is a
-// subject alternative name, an IP address if it parses as one and a DNS
-// name otherwise; with no hosts, name is the one DNS name. Issue refuses to
-// overwrite either file unless force is set.
+// by the CA in dir: dir/NAME.crt and dir/NAME.key (ECDSA P-256). See
+// IssueSpec.
 func Issue(dir, name string, role Role, hosts []string, force bool) (CertFiles, error) {
-	if err := ValidateName(name); err != nil {
+	return IssueSpec(dir, Spec{Name: name, Role: role, Hosts: hosts}, force)
+}
+
+// IssueSpec creates a certificate as spec says, signed by the CA in dir:
+// dir/NAME.crt and dir/NAME.key (ECDSA P-256). It is valid for both TLS
+// server and client use, since nodes both listen and dial. It refuses to
+// overwrite either file unless force is set, and records the certificate
+// in the CA's index (dir/issued.jsonl), so that it can be revoked by name.
+func IssueSpec(dir string, spec Spec, force bool) (CertFiles, error) {
+	if err := spec.Check(); err != nil {
 		return CertFiles{}, err
 	}
-	if _, err := ParseRole(string(role)); err != nil {
-		return CertFiles{}, err
-	}
+	hosts := spec.Hosts
 	if len(hosts) == 0 {
-		hosts = []string{name}
+		hosts = []string{spec.Name}
+	}
+	files := CertFiles{
+		Cert:  filepath.Join(dir, spec.Name+".crt"),
+		Key:   filepath.Join(dir, spec.Name+".key"),
+		Hosts: append([]string(nil), hosts...),
+	}
+	ca, err := LoadCA(dir)
+	if err != nil {
+		return CertFiles{}, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return CertFiles{}, fmt.Errorf("generate key for %s: %w", spec.Name, err)
+	}
+	cert, err := ca.Sign(spec, key.Public())
+	if err != nil {
+		return CertFiles{}, err
+	}
+	keyPEM, err := encodePrivateKey(key)
+	if err != nil {
+		return CertFiles{}, err
+	}
+	err = writeFiles(force,
+		outFile{path: files.Key, data: keyPEM, perm: modePrivate},
+		outFile{path: files.Cert, data: EncodeCertificate(cert), perm: modePublic},
+	)
+	if err != nil {
+		return CertFiles{}, err
+	}
+	if err := ca.Record(cert, "issue"); err != nil {
+		return files, err
+	}
+	return files, nil
+}
+
+// EncodeCertificate returns cert as PEM.
+func EncodeCertificate(cert *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})
+}
+
+// CA is a loaded certificate authority: its certificate and signing key,
+// and the directory it lives in (its index and revocation list are kept
+// there).
+type CA struct {
+	Dir  string
+	Cert *x509.Certificate
+	key  crypto.Signer
+}
+
+// LoadCA loads dir/ca.crt and dir/ca.key and checks that they belong
+// together.
+func LoadCA(dir string) (*CA, error) {
+	cert, key, err := loadCA(dir)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Dir: dir, Cert: cert, key: key}, nil
+}
+
+// Sign issues a node certificate for pub as spec says. It writes nothing:
+// the caller records it (Record) and hands it out.
+func (ca *CA) Sign(spec Spec, pub crypto.PublicKey) (*x509.Certificate, error) {
+	if err := spec.Check(); err != nil {
+		return nil, err
+	}
+	hosts := spec.Hosts
+	if len(hosts) == 0 {
+		hosts = []string{spec.Name}
 	}
 	var dnsNames []string
 	var ips []net.IP
@@ -139,44 +248,39 @@ func Issue(dir, name string, role Role, hosts []string, force bool) (CertFiles, 
 			ips = append(ips, ip)
 			continue
 		}
-		if h == "" || strings.ContainsAny(h, " \t\r\n/") {
-			return CertFiles{}, fmt.Errorf("invalid host %q: want a DNS name or an IP address", h)
-		}
 		dnsNames = append(dnsNames, h)
 	}
-	files := CertFiles{
-		Cert:  filepath.Join(dir, name+".crt"),
-		Key:   filepath.Join(dir, name+".key"),
-		Hosts: append([]string(nil), hosts...),
-	}
-
-	caCert, caKey, err := loadCA(dir)
-	if err != nil {
-		return CertFiles{}, err
-	}
 	now := time.Now()
-	notAfter := now.Add(nodeValidity)
-	if notAfter.After(caCert.NotAfter) {
-		notAfter = caCert.NotAfter
+	validity := spec.Validity
+	if validity == 0 {
+		validity = nodeValidity
+	}
+	notAfter := now.Add(validity)
+	if notAfter.After(ca.Cert.NotAfter) {
+		notAfter = ca.Cert.NotAfter
 	}
 	if !notAfter.After(now) {
-		return CertFiles{}, fmt.Errorf("%s: CA expired on %s", filepath.Join(dir, caCertName), caCert.NotAfter.Format(time.RFC3339))
+		return nil, fmt.Errorf("%s: CA expired on %s", filepath.Join(ca.Dir, caCertName), ca.Cert.NotAfter.Format(time.RFC3339))
 	}
-	roleValue, err := roleExtension(role)
+	roleValue, err := roleExtension(spec.Role)
 	if err != nil {
-		return CertFiles{}, fmt.Errorf("encode role: %w", err)
+		return nil, fmt.Errorf("encode role: %w", err)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return CertFiles{}, fmt.Errorf("generate key for %s: %w", name, err)
+	exts := []pkix.Extension{{Id: roleOID, Critical: false, Value: roleValue}}
+	if len(spec.Groups) > 0 {
+		groupsValue, err := groupsExtension(spec.Groups)
+		if err != nil {
+			return nil, fmt.Errorf("encode groups: %w", err)
+		}
+		exts = append(exts, pkix.Extension{Id: groupsOID, Critical: false, Value: groupsValue})
 	}
 	serial, err := newSerial()
 	if err != nil {
-		return CertFiles{}, err
+		return nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: name},
+		Subject:               pkix.Name{CommonName: spec.Name},
 		NotBefore:             now.Add(-clockSkew),
 		NotAfter:              notAfter,
 		BasicConstraintsValid: true,
@@ -184,24 +288,13 @@ func Issue(dir, name string, role Role, hosts []string, force bool) (CertFiles, 
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:              dnsNames,
 		IPAddresses:           ips,
-		ExtraExtensions:       []pkix.Extension{{Id: roleOID, Critical: false, Value: roleValue}},
+		ExtraExtensions:       exts,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, key.Public(), caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.key)
 	if err != nil {
-		return CertFiles{}, fmt.Errorf("create certificate for %s: %w", name, err)
+		return nil, fmt.Errorf("create certificate for %s: %w", spec.Name, err)
 	}
-	keyPEM, err := encodePrivateKey(key)
-	if err != nil {
-		return CertFiles{}, err
-	}
-	err = writeFiles(force,
-		outFile{path: files.Key, data: keyPEM, perm: modePrivate},
-		outFile{path: files.Cert, data: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), perm: modePublic},
-	)
-	if err != nil {
-		return CertFiles{}, err
-	}
-	return files, nil
+	return x509.ParseCertificate(der)
 }
 
 // loadCA loads dir/ca.crt and dir/ca.key and checks that they belong together.
@@ -274,30 +367,13 @@ func LoadCertificate(file string) (*x509.Certificate, error) {
 // LoadCertPool loads every certificate of a PEM file, usually a ca.crt, as a
 // pool of trusted roots. A file without any certificate is an error.
 func LoadCertPool(caFile string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(caFile)
+	certs, err := LoadCACertificates(caFile)
 	if err != nil {
 		return nil, err
 	}
 	pool := x509.NewCertPool()
-	n := 0
-	for rest := data; ; {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		cert, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: certificate %d: %w", caFile, n+1, err)
-		}
-		pool.AddCert(cert)
-		n++
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("%s: no PEM certificate found", caFile)
+	for _, c := range certs {
+		pool.AddCert(c)
 	}
 	return pool, nil
 }

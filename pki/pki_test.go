@@ -240,7 +240,7 @@ func TestFileModes(t *testing.T) {
 		t.Helper()
 		want := map[string]os.FileMode{
 			"ca.key": 0o600, "node.key": 0o600, "sign.key": 0o600,
-			"ca.crt": 0o644, "node.crt": 0o644, "sign.key.pub": 0o644,
+			"ca.crt": 0o644, "node.crt": 0o644, "sign.key.pub": 0o644, "issued.jsonl": 0o644,
 		}
 		for name, mode := range want {
 			info, err := os.Stat(filepath.Join(dir, name))

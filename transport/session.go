@@ -2,8 +2,10 @@ package transport
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
+	"time"
 
 	"ted/pki"
 )
@@ -18,6 +20,26 @@ type Identity struct {
 	Name string
 	// Role is bound into the certificate by pki.Issue.
 	Role pki.Role
+	// Groups are the groups bound into the certificate, if any.
+	Groups []string
+	// Serial is the certificate's serial number (pki.SerialHex), which a
+	// revocation list names, and NotAfter when it expires.
+	Serial   string
+	NotAfter time.Time
+}
+
+// identityOf reads who a certificate says its holder is. It does not
+// verify the certificate.
+func identityOf(cert *x509.Certificate) (Identity, error) {
+	role, err := pki.RoleOf(cert)
+	if err != nil {
+		return Identity{Name: cert.Subject.CommonName}, err
+	}
+	groups, err := pki.GroupsOf(cert)
+	if err != nil {
+		return Identity{Name: cert.Subject.CommonName}, err
+	}
+	return Identity{Name: cert.Subject.CommonName, Role: role, Groups: groups, Serial: pki.SerialHex(cert), NotAfter: cert.NotAfter}, nil
 }
 
 func (id Identity) String() string { return fmt.Sprintf("%s (%s)", id.Name, id.Role) }

@@ -66,11 +66,11 @@ func LoadCredentials(caFile, certFile, keyFile string, want pki.Role) (*Credenti
 	if role != want {
 		return nil, fmt.Errorf("cert %s: role %s, this daemon needs %s: %w", certFile, role, want, pki.ErrWrongRole)
 	}
-	return &Credentials{
-		pool: pool,
-		cert: cert,
-		self: Identity{Name: leaf.Subject.CommonName, Role: role},
-	}, nil
+	self, err := identityOf(leaf)
+	if err != nil {
+		return nil, fmt.Errorf("cert %s: %w", certFile, err)
+	}
+	return &Credentials{pool: pool, cert: cert, self: self}, nil
 }
 
 // Self is the identity that our certificate proves to peers.
@@ -104,11 +104,11 @@ func (c *Credentials) verifyPeer(certs []*x509.Certificate, addr string) (Identi
 		}
 		return Identity{}, fmt.Errorf("peer %s: certificate %q: %w", addr, name, err)
 	}
-	role, err := pki.RoleOf(leaf)
+	id, err := identityOf(leaf)
 	if err != nil {
 		return Identity{}, fmt.Errorf("peer %s: %w", addr, err)
 	}
-	return Identity{Name: name, Role: role}, nil
+	return id, nil
 }
 
 // baseTLS is what both sides share: TLS 1.3 (QUIC requires it), our
@@ -274,11 +274,7 @@ func peerIdentity(conn *quic.Conn) (Identity, error) {
 	if len(certs) == 0 {
 		return Identity{}, errors.New("peer presented no certificate")
 	}
-	role, err := pki.RoleOf(certs[0])
-	if err != nil {
-		return Identity{}, err
-	}
-	return Identity{Name: certs[0].Subject.CommonName, Role: role}, nil
+	return identityOf(certs[0])
 }
 
 // statelessResetKey derives the key of stateless resets from our private

@@ -32,6 +32,14 @@ type tlsFiles struct {
 	CA   string `yaml:"ca"`
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
+	// CRL is the CA's revocation list (ted pki revoke); optional. A
+	// distributor loads it and passes it down the tree; a node that got a
+	// newer one from its parent keeps that one in its data_dir.
+	CRL string `yaml:"crl"`
+	// RenewBefore is how long before its certificate expires a node asks
+	// its parent for a new one; 0 means the default, a negative value is
+	// refused, and "off" cannot be said: renew_before: 1s is as good as off.
+	RenewBefore time.Duration `yaml:"renew_before"`
 }
 
 // nodeFile holds the fields every daemon's config has.
@@ -57,6 +65,18 @@ type distributorFile struct {
 	Listen   string                        `yaml:"listen"`
 	Channels map[string]channelFile        `yaml:"channels"`
 	Clusters map[string]clusterMembersFile `yaml:"clusters"`
+	Enroll   *enrollFile                   `yaml:"enroll"`
+}
+
+// enrollFile is a distributor's enroll block: where it signs the
+// certificates that new nodes ask for with a join token, and that nodes
+// renew (docs/enroll.md). Without it, the distributor passes such requests
+// on to its parent.
+type enrollFile struct {
+	// CADir holds ca.crt and ca.key (ted pki init); the distributor
+	// records what it issues in CADir/issued.jsonl and the tokens used in
+	// its data_dir.
+	CADir string `yaml:"ca_dir"`
 }
 
 // clusterMembersFile is a cluster subscriber under a distributor's
@@ -262,7 +282,11 @@ func (t *tlsFiles) check(d *yamlfile.Doc) {
 			d.Errorf(f.field, "missing")
 		}
 	}
+	if t.RenewBefore < 0 {
+		d.Errorf("tls.renew_before", "%v: must be positive", t.RenewBefore)
+	}
 	t.CA, t.Cert, t.Key = resolve(d.File, t.CA), resolve(d.File, t.Cert), resolve(d.File, t.Key)
+	t.CRL = resolve(d.File, t.CRL)
 }
 
 // addrUse is what a config does with an address, which decides what it

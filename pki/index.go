@@ -1,0 +1,96 @@
+package pki
+
+import (
+	"bufio"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// indexName is the CA's record of every certificate it issued, one JSON
+// object per line, appended to: what `ted pki revoke NAME` looks names up
+// in.
+const indexName = "issued.jsonl"
+
+// Issued is one line of the CA's index.
+type Issued struct {
+	Serial   string    `json:"serial"` // hexadecimal, as SerialHex
+	Name     string    `json:"name"`
+	Role     Role      `json:"role"`
+	Groups   []string  `json:"groups,omitempty"`
+	NotAfter time.Time `json:"not_after"`
+	IssuedAt time.Time `json:"issued_at"`
+	// How says how: "issue", "enroll" or "renew".
+	How string `json:"how"`
+}
+
+// SerialHex is a certificate's serial number as TED writes it: lower-case
+// hexadecimal without separators.
+func SerialHex(cert *x509.Certificate) string { return cert.SerialNumber.Text(16) }
+
+// Record appends cert to the CA's index. The line is written with one
+// write on a file opened for appending, so concurrent recorders do not mix
+// their lines.
+func (ca *CA) Record(cert *x509.Certificate, how string) error {
+	role, err := RoleOf(cert)
+	if err != nil {
+		return err
+	}
+	groups, err := GroupsOf(cert)
+	if err != nil {
+		return err
+	}
+	line, err := json.Marshal(Issued{Serial: SerialHex(cert), Name: cert.Subject.CommonName, Role: role, Groups: groups,
+		NotAfter: cert.NotAfter.UTC(), IssuedAt: time.Now().UTC(), How: how})
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(ca.Dir, indexName)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, modePublic)
+	if err != nil {
+		return fmt.Errorf("record certificate: %w", err)
+	}
+	if _, err := f.Write(append(line, '\n')); err != nil {
+		f.Close()
+		return fmt.Errorf("record certificate in %s: %w", path, err)
+	}
+	if err := errors.Join(f.Sync(), f.Close()); err != nil {
+		return fmt.Errorf("record certificate in %s: %w", path, err)
+	}
+	return nil
+}
+
+// IssuedCertificates reads the CA's index; a CA without one has issued
+// nothing recorded. A damaged line is an error naming it.
+func (ca *CA) IssuedCertificates() ([]Issued, error) {
+	path := filepath.Join(ca.Dir, indexName)
+	f, err := os.Open(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []Issued
+	sc := bufio.NewScanner(f)
+	for n := 1; sc.Scan(); n++ {
+		if len(sc.Bytes()) == 0 {
+			continue
+		}
+		var is Issued
+		if err := json.Unmarshal(sc.Bytes(), &is); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
+		}
+		out = append(out, is)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return out, nil
+}

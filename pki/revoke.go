@@ -1,0 +1,208 @@
+package pki
+
+import (
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/big"
+	"os"
+	"slices"
+	"time"
+)
+
+// CRLName is the file, in the CA's directory, of the revocation list that
+// `ted pki revoke` keeps: a standard X.509 CRL signed by the CA, in PEM.
+const CRLName = "revoked.crl"
+
+// Revocations is a verified revocation list: the serial numbers of
+// certificates that must no longer be accepted, and the list's number,
+// which grows with every revocation so that a newer list replaces an older
+// one wherever it travels.
+type Revocations struct {
+	// Number is the CRL number; higher is newer.
+	Number *big.Int
+	// Raw is the list as the CA signed it (DER), to be passed on.
+	Raw []byte
+	// ThisUpdate is when the CA signed it.
+	ThisUpdate time.Time
+	revoked    map[string]time.Time // serial (SerialHex): when
+}
+
+// Revoked reports whether cert's serial number is on the list. A nil list
+// revokes nothing.
+func (r *Revocations) Revoked(cert *x509.Certificate) bool {
+	if r == nil || cert == nil {
+		return false
+	}
+	_, ok := r.revoked[SerialHex(cert)]
+	return ok
+}
+
+// RevokedSerial reports whether the serial (SerialHex) is on the list.
+func (r *Revocations) RevokedSerial(serial string) bool {
+	if r == nil {
+		return false
+	}
+	_, ok := r.revoked[serial]
+	return ok
+}
+
+// Serials returns the revoked serial numbers, sorted.
+func (r *Revocations) Serials() []string {
+	if r == nil {
+		return nil
+	}
+	out := make([]string, 0, len(r.revoked))
+	for s := range r.revoked {
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Newer reports whether r is a later list than old; any list is newer than
+// none.
+func (r *Revocations) Newer(old *Revocations) bool {
+	if r == nil {
+		return false
+	}
+	return old == nil || r.Number.Cmp(old.Number) > 0
+}
+
+// ParseRevocations parses a CRL, in DER or PEM, and checks that one of cas
+// signed it. source names it in errors (a file, or the peer that sent it).
+func ParseRevocations(source string, data []byte, cas []*x509.Certificate) (*Revocations, error) {
+	if block, _ := pem.Decode(data); block != nil {
+		if block.Type != "X509 CRL" {
+			return nil, fmt.Errorf("%s: PEM block is %q, want \"X509 CRL\"", source, block.Type)
+		}
+		data = block.Bytes
+	}
+	crl, err := x509.ParseRevocationList(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: not a revocation list: %w", source, err)
+	}
+	var sigErr error = errors.New("no CA certificate to check it against")
+	for _, ca := range cas {
+		if sigErr = crl.CheckSignatureFrom(ca); sigErr == nil {
+			break
+		}
+	}
+	if sigErr != nil {
+		return nil, fmt.Errorf("%s: revocation list not signed by our CA: %w", source, sigErr)
+	}
+	if crl.Number == nil {
+		return nil, fmt.Errorf("%s: revocation list has no CRL number", source)
+	}
+	r := &Revocations{Number: crl.Number, Raw: crl.Raw, ThisUpdate: crl.ThisUpdate, revoked: map[string]time.Time{}}
+	for _, e := range crl.RevokedCertificateEntries {
+		r.revoked[e.SerialNumber.Text(16)] = e.RevocationTime
+	}
+	return r, nil
+}
+
+// LoadRevocations loads and verifies the revocation list in file.
+func LoadRevocations(file string, cas []*x509.Certificate) (*Revocations, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRevocations(file, data, cas)
+}
+
+// EncodeRevocations returns r as PEM, as `ted pki revoke` writes it.
+func EncodeRevocations(r *Revocations) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: r.Raw})
+}
+
+// crlValidity is how far ahead a revocation list's NextUpdate is set. TED
+// does not refuse a list past its NextUpdate — an old list still names
+// certificates that must stay refused — so it only has to be later than
+// ThisUpdate.
+const crlValidity = 365 * 24 * time.Hour
+
+// Revoke adds the serial numbers (SerialHex) to the CA's revocation list,
+// DIR/revoked.crl, creating it if need be, and returns the new list. A
+// serial already revoked is kept as it was; the list's number grows by
+// one whatever changed, so the new list replaces the old one everywhere.
+func (ca *CA) Revoke(serials []string) (*Revocations, error) {
+	path := ca.CRLPath()
+	old, err := LoadRevocations(path, []*x509.Certificate{ca.Cert})
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	var entries []x509.RevocationListEntry
+	number := big.NewInt(1)
+	if old != nil {
+		crl, err := x509.ParseRevocationList(old.Raw)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		entries = crl.RevokedCertificateEntries
+		number.Add(old.Number, big.NewInt(1))
+	}
+	now := time.Now()
+	for _, s := range serials {
+		if old.RevokedSerial(s) {
+			continue
+		}
+		n, ok := new(big.Int).SetString(s, 16)
+		if !ok || n.Sign() <= 0 {
+			return nil, fmt.Errorf("invalid serial number %q: want the hexadecimal serial of a certificate", s)
+		}
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: now.UTC()})
+	}
+	tmpl := &x509.RevocationList{
+		Number:                    number,
+		ThisUpdate:                now.Add(-clockSkew),
+		NextUpdate:                now.Add(crlValidity),
+		RevokedCertificateEntries: entries,
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.key)
+	if err != nil {
+		return nil, fmt.Errorf("sign revocation list: %w", err)
+	}
+	r, err := ParseRevocations(path, der, []*x509.Certificate{ca.Cert})
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFiles(true, outFile{path: path, data: EncodeRevocations(r), perm: modePublic}); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// CRLPath is the CA's revocation list file.
+func (ca *CA) CRLPath() string { return ca.Dir + string(os.PathSeparator) + CRLName }
+
+// LoadCACertificates loads every certificate of a PEM file, usually a
+// ca.crt: what revocation lists are checked against.
+func LoadCACertificates(caFile string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: certificate %d: %w", caFile, len(out)+1, err)
+		}
+		out = append(out, cert)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate found", caFile)
+	}
+	return out, nil
+}
