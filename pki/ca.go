@@ -96,21 +96,30 @@ func InitCA(dir string, force bool) (CAFiles, error) {
 // digits, '.', '_' or '-', starting with a letter or digit, and not "ca",
 // whose files are the CA's.
 func ValidateName(name string) error {
-	if name == "" || len(name) > maxNameLen {
-		return fmt.Errorf("invalid node name %q: must be 1 to %d characters", name, maxNameLen)
+	if err := validateIdentifier("node name", name); err != nil {
+		return err
 	}
-	for i, c := range name {
+	// Case-insensitive, since "CA.crt" is "ca.crt" on some file systems.
+	if strings.EqualFold(name, "ca") {
+		return fmt.Errorf("invalid node name %q: reserved for the CA", name)
+	}
+	return nil
+}
+
+// validateIdentifier checks the characters of a node or group name; what
+// names the kind in the error.
+func validateIdentifier(what, s string) error {
+	if s == "" || len(s) > maxNameLen {
+		return fmt.Errorf("invalid %s %q: must be 1 to %d characters", what, s, maxNameLen)
+	}
+	for i, c := range s {
 		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 		if i == 0 && !alnum || !alnum && c != '.' && c != '_' && c != '-' {
 			// The wording of distribution.ValidName, whose rule differs
 			// only in '+': a node name is also a file name and a
 			// certificate's.
-			return fmt.Errorf("invalid node name %q: use ASCII letters a-z A-Z, digits and . _ - (starting with a letter or digit)", name)
+			return fmt.Errorf("invalid %s %q: use ASCII letters a-z A-Z, digits and . _ - (starting with a letter or digit)", what, s)
 		}
-	}
-	// Case-insensitive, since "CA.crt" is "ca.crt" on some file systems.
-	if strings.EqualFold(name, "ca") {
-		return fmt.Errorf("invalid node name %q: reserved for the CA", name)
 	}
 	return nil
 }

@@ -15,16 +15,23 @@ var groupsOID = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 32473, 84, 69, 68, 2}
 // maxGroups bounds how many groups one certificate binds.
 const maxGroups = 32
 
+// ValidateGroup checks one group name: the characters and length of a
+// node name (ValidateName). A group is no file name, so "ca" is a group
+// like any other.
+func ValidateGroup(group string) error {
+	return validateIdentifier("group", group)
+}
+
 // ValidateGroups checks the groups of a certificate: at most 32, each a
-// valid node name (ValidateName's rule), none twice.
+// valid group name, none twice.
 func ValidateGroups(groups []string) error {
 	if len(groups) > maxGroups {
 		return fmt.Errorf("%d groups: at most %d", len(groups), maxGroups)
 	}
 	seen := map[string]bool{}
 	for _, g := range groups {
-		if err := ValidateName(g); err != nil {
-			return fmt.Errorf("invalid group: %w", err)
+		if err := ValidateGroup(g); err != nil {
+			return err
 		}
 		if seen[g] {
 			return fmt.Errorf("group %q is given twice", g)

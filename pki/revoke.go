@@ -9,7 +9,9 @@ import (
 	"io/fs"
 	"math/big"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -124,12 +126,35 @@ func EncodeRevocations(r *Revocations) []byte {
 // ThisUpdate.
 const crlValidity = 365 * 24 * time.Hour
 
-// Revoke adds the serial numbers (SerialHex) to the CA's revocation list,
-// DIR/revoked.crl, creating it if need be, and returns the new list. A
-// serial already revoked is kept as it was; the list's number grows by
-// one whatever changed, so the new list replaces the old one everywhere.
+// revokeNow is the clock of Revoke; tests set it back.
+var revokeNow = time.Now
+
+// Revoke adds the serial numbers (hexadecimal, as SerialHex writes them)
+// to the CA's revocation list, DIR/revoked.crl, creating it if need be,
+// and returns the new list. A serial already revoked is kept as it was;
+// the list's number grows whatever changed, so the new list replaces the
+// old one everywhere: it is one more than the last, or the current Unix
+// time in seconds if that is more (see below). Revocations of one CA directory are
+// serialised by a lock, so that two at once cannot lose either's serials.
 func (ca *CA) Revoke(serials []string) (*Revocations, error) {
+	numbers := make([]*big.Int, 0, len(serials))
+	for _, s := range serials {
+		n, err := ParseSerial(s)
+		if err != nil {
+			return nil, err
+		}
+		numbers = append(numbers, n)
+	}
 	path := ca.CRLPath()
+	lockPath := path + ".lock"
+	lock, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, modePublic)
+	if err != nil {
+		return nil, fmt.Errorf("revoke: %w", err)
+	}
+	defer lock.Close()
+	if err := lockFile(lock); err != nil {
+		return nil, fmt.Errorf("revoke: lock %s: %w", lockPath, err)
+	}
 	old, err := LoadRevocations(path, []*x509.Certificate{ca.Cert})
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, err
@@ -144,15 +169,27 @@ func (ca *CA) Revoke(serials []string) (*Revocations, error) {
 		entries = crl.RevokedCertificateEntries
 		number.Add(old.Number, big.NewInt(1))
 	}
-	now := time.Now()
-	for _, s := range serials {
-		if old.RevokedSerial(s) {
+	now := revokeNow()
+	// The number is at least the time in seconds, not just one more than
+	// the last: during a CA replacement tls.ca holds both CAs, each with a
+	// list of its own, and a node keeps whichever list has the highest
+	// number. Counting from 1 under the new CA would make its lists lose to
+	// the old CA's for as many revocations as the old one made; a number
+	// that follows the clock makes a list signed later the newer one,
+	// whichever CA of the bundle signed it. One more than the last still
+	// keeps two revocations within a second (or a clock set back) in order.
+	if sec := big.NewInt(now.Unix()); number.Cmp(sec) < 0 {
+		number = sec
+	}
+	listed := map[string]bool{}
+	for _, e := range entries {
+		listed[e.SerialNumber.Text(16)] = true
+	}
+	for _, n := range numbers {
+		if listed[n.Text(16)] {
 			continue
 		}
-		n, ok := new(big.Int).SetString(s, 16)
-		if !ok || n.Sign() <= 0 {
-			return nil, fmt.Errorf("invalid serial number %q: want the hexadecimal serial of a certificate", s)
-		}
+		listed[n.Text(16)] = true
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: now.UTC()})
 	}
 	tmpl := &x509.RevocationList{
@@ -175,8 +212,20 @@ func (ca *CA) Revoke(serials []string) (*Revocations, error) {
 	return r, nil
 }
 
+// ParseSerial reads a certificate serial number as SerialHex writes it
+// (and as `ted pki list` shows it); upper case and a "0x" prefix are
+// accepted too.
+func ParseSerial(s string) (*big.Int, error) {
+	digits := strings.TrimPrefix(strings.ToLower(s), "0x")
+	n, ok := new(big.Int).SetString(digits, 16)
+	if !ok || n.Sign() <= 0 || strings.ContainsAny(digits, "+-_") {
+		return nil, fmt.Errorf("invalid serial number %q: want the hexadecimal serial of a certificate, as ted pki list shows it", s)
+	}
+	return n, nil
+}
+
 // CRLPath is the CA's revocation list file.
-func (ca *CA) CRLPath() string { return ca.Dir + string(os.PathSeparator) + CRLName }
+func (ca *CA) CRLPath() string { return filepath.Join(ca.Dir, CRLName) }
 
 // LoadCACertificates loads every certificate of a PEM file, usually a
 // ca.crt: what revocation lists are checked against.
