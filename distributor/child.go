@@ -13,7 +13,6 @@ import (
 
 	"ted/distribution"
 	"ted/schedule"
-	"ted/store"
 	"ted/transport"
 )
 
@@ -75,6 +74,11 @@ type ChildStatus struct {
 	// the certificate it connected with.
 	ActiveNode  string `json:"active_node,omitempty"`
 	Certificate string `json:"certificate,omitempty"`
+	// Serial, Groups and CertificateExpires describe the certificate of
+	// its session (the last one, once it went away).
+	Serial             string    `json:"serial,omitempty"`
+	Groups             []string  `json:"groups,omitempty"`
+	CertificateExpires time.Time `json:"certificate_expires,omitzero"`
 	// Revisions is the child's last report.
 	Revisions []transport.RevisionState `json:"revisions"`
 }
@@ -89,6 +93,7 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 	d.children[key] = c
 	st := d.seenLocked(key, peer)
 	st.Role, st.Addr, st.Channels, st.Agent = string(peer.Role), sess.RemoteAddr(), hello.Channels, hello.Agent
+	st.Serial, st.Groups, st.CertificateExpires = peer.Serial, peer.Groups, peer.NotAfter
 	if hello.Cluster != "" {
 		st.ActiveNode, st.Certificate = hello.Node, peer.Name
 	}
@@ -118,6 +123,14 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 		log.Info("child disconnected")
 	}()
 
+	// The control stream is read by this goroutine, not one of its own:
+	// at 10,000 children every goroutine a session keeps costs its stack
+	// (a few KiB) 10,000 times. Whichever ends first, the reading here or
+	// one of the group, ends the rest: the reading closes the session,
+	// cancel ends what waits on ctx, and the group's end closes control.
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	g, ctx := errgroup.WithContext(ctx)
 	stop := context.AfterFunc(ctx, func() { control.Close() })
 	defer stop()
@@ -131,6 +144,11 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 		defer sess.Close(nil)
 		return d.offerLoop(ctx, c, control, log)
 	})
+	// A child of the first protocol version would fail on a message
+	// type it does not know.
+	if d.cfg.Revocations != nil && transport.CarriesRevocations(sess) {
+		g.Go(func() error { return d.sendRevocations(ctx, control, hello.CRLNumber) })
+	}
 	if hello.Cluster != "" {
 		// Fencing: the session ends the moment its node's lease does.
 		g.Go(func() error {
@@ -142,33 +160,42 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 			return err
 		})
 	}
-	g.Go(func() error {
-		defer sess.Close(nil)
-		for {
-			msg, err := control.Receive()
-			if err != nil {
-				return err
-			}
-			switch msg := msg.(type) {
-			case *transport.Status:
-				d.mu.Lock()
-				st.Revisions = msg.Revisions
-				st.ActiveNode = msg.ActiveNode
-				d.mu.Unlock()
-				for _, r := range msg.Revisions {
-					if r.State == "failed" {
-						log.Warn("child reports a failure", "dist", r.Name, "rev", r.Revision, "err", r.Error)
-					}
-				}
-			case *transport.Error:
-				log.Warn("child reports an error", "err", msg.Message)
-			default:
-				return fmt.Errorf("%w: child sent %T", transport.ErrProtocol, msg)
-			}
-		}
-	})
-	if err := g.Wait(); err != nil && ctx.Err() == nil && !transport.Ended(err) {
+	err := d.readChild(control, st, log)
+	sess.Close(nil)
+	cancel()
+	if gerr := g.Wait(); gerr != nil {
+		// The group's error came first: it closed control.
+		err = gerr
+	}
+	if err != nil && parent.Err() == nil && !transport.Ended(err) {
 		log.Debug("child session ended", "err", err)
+	}
+}
+
+// readChild reads a child's control stream, its status reports and
+// errors, into st until the stream fails or ends.
+func (d *Distributor) readChild(control *transport.Conn, st *ChildStatus, log *slog.Logger) error {
+	for {
+		msg, err := control.Receive()
+		if err != nil {
+			return err
+		}
+		switch msg := msg.(type) {
+		case *transport.Status:
+			d.mu.Lock()
+			st.Revisions = msg.Revisions
+			st.ActiveNode = msg.ActiveNode
+			d.mu.Unlock()
+			for _, r := range msg.Revisions {
+				if r.State == "failed" {
+					log.Warn("child reports a failure", "dist", r.Name, "rev", r.Revision, "err", r.Error)
+				}
+			}
+		case *transport.Error:
+			log.Warn("child reports an error", "err", msg.Message)
+		default:
+			return fmt.Errorf("%w: child sent %T", transport.ErrProtocol, msg)
+		}
 	}
 }
 
@@ -191,23 +218,23 @@ func (d *Distributor) offerLoop(ctx context.Context, c *child, control *transpor
 	// offer sends s unless its send window is closed for this child; then
 	// the child is told when it opens, and next keeps the earliest opening.
 	var next time.Time
-	offer := func(s *distribution.Signed, m *distribution.Manifest) (bool, error) {
-		channels := d.childChannels(m.Channels, c)
+	offer := func(or *offerRev) (bool, error) {
+		channels := d.childChannels(or.channels, c)
 		open, at := d.sendState(channels, name)
 		if open == "" {
 			if !at.IsZero() {
 				next = earliest(next, at)
 			}
-			if prev, ok := told[m.Name]; !ok || !prev.Equal(at) {
-				told[m.Name] = at
-				if err := control.Send(transport.ErrorOf(fmt.Errorf("%s@%d: %w", m.Name, m.Revision, closedUntil(channels, at)))); err != nil {
+			if prev, ok := told[or.key.name]; !ok || !prev.Equal(at) {
+				told[or.key.name] = at
+				if err := control.Send(transport.ErrorOf(fmt.Errorf("%s@%d: %w", or.key.name, or.key.rev, closedUntil(channels, at)))); err != nil {
 					return false, err
 				}
 			}
 			return false, nil
 		}
-		c.offer(revKey{m.Name, m.Revision})
-		return true, control.Send(&transport.Offer{Signed: s})
+		c.offer(or.key)
+		return true, control.Send(or.offer)
 	}
 	for {
 		next = time.Time{}
@@ -221,36 +248,36 @@ func (d *Distributor) offerLoop(ctx context.Context, c *child, control *transpor
 		}
 		d.mu.Unlock()
 		changed := d.cfg.Schedules.Changed()
-		latest, err := d.latestFor(c.channels)
+		// What to offer, and the offers themselves, are made once for
+		// all the children asking for the same channels (serve.go): at
+		// 10,000 children, reading the store and compressing an offer per
+		// child per revision is most of a publish's cost.
+		latest, err := d.latestOffers(c.channels, wake)
 		if err != nil {
 			return err
 		}
-		for _, info := range latest {
-			if o, ok := sent[info.Name]; ok && (o.rev > info.Revision || o.rev == info.Revision && o.stored) {
+		for _, or := range latest {
+			if o, ok := sent[or.key.name]; ok && (o.rev > or.key.rev || o.rev == or.key.rev && o.stored) {
 				continue
 			}
-			s, err := d.store.Signed(info.Name, info.Revision)
-			if err != nil {
-				log.Warn("offer", "dist", info.Name, "rev", info.Revision, "err", err)
-				continue
-			}
-			m, err := s.Manifest()
-			if err != nil {
-				continue
-			}
-			ok, err := offer(s, m)
+			ok, err := offer(or)
 			if err != nil {
 				return err
 			}
 			if ok {
-				sent[info.Name] = offered{rev: info.Revision, stored: true}
+				sent[or.key.name] = offered{rev: or.key.rev, stored: true}
 			}
 		}
 		for _, in := range pending {
 			if o, ok := sent[in.m.Name]; ok && o.rev >= in.m.Revision {
 				continue
 			}
-			ok, err := offer(in.signed, in.m)
+			or, err := d.offerRevision(revKey{in.m.Name, in.m.Revision}, in.signed, in.m)
+			if err != nil {
+				log.Warn("offer", "dist", in.m.Name, "rev", in.m.Revision, "err", err)
+				continue
+			}
+			ok, err := offer(or)
 			if err != nil {
 				return err
 			}
@@ -280,28 +307,6 @@ func (d *Distributor) offerLoop(ctx context.Context, c *child, control *transpor
 	}
 }
 
-// latestFor returns the latest stored revision of every distribution
-// published into any of channels.
-func (d *Distributor) latestFor(channels []string) ([]store.RevisionInfo, error) {
-	latest := map[string]store.RevisionInfo{}
-	for _, ch := range channels {
-		revs, err := d.store.ChannelRevisions(ch)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range revs {
-			if r.Revision > latest[r.Name].Revision {
-				latest[r.Name] = r
-			}
-		}
-	}
-	out := make([]store.RevisionInfo, 0, len(latest))
-	for _, name := range sortedNames(latest) {
-		out = append(out, latest[name])
-	}
-	return out, nil
-}
-
 func sharesChannel(a, b []string) bool {
 	return slices.ContainsFunc(a, func(c string) bool { return slices.Contains(b, c) })
 }
@@ -309,8 +314,8 @@ func sharesChannel(a, b []string) bool {
 // runParent runs the session with the parent: this node is its child. It
 // receives offers for the channels it carries, one at a time.
 func (d *Distributor) runParent(ctx context.Context, sess transport.Session) error {
-	channels := sortedNames(d.cfg.Channels)
-	control, _, err := transport.ClientHello(ctx, sess, &transport.Hello{Name: d.cfg.Name, Agent: d.cfg.Agent, Channels: channels})
+	channels := d.members().names
+	control, _, err := transport.ClientHello(ctx, sess, &transport.Hello{Name: d.cfg.Name, Agent: d.cfg.Agent, Channels: channels, CRLNumber: d.heldRevocations(sess)})
 	if err != nil {
 		return err
 	}
@@ -323,6 +328,21 @@ func (d *Distributor) runParent(ctx context.Context, sess transport.Session) err
 		d.upstream = nil
 		d.mu.Unlock()
 	}()
+	// A revocation list put in force since the handshake checked the
+	// parent's certificate did not see this session (closeRevoked): check
+	// it now that it is registered.
+	if err := transport.RevokedError(d.revocations(), sess.Peer()); err != nil {
+		d.metrics.revokedClosed.Inc()
+		d.log.Warn("session closed: the peer's certificate is revoked", "peer", sess.Peer().Name, "addr", sess.RemoteAddr(), "err", err)
+		sess.Close(err)
+		return err
+	}
+	// A reload that changed the channels while the hello was under way
+	// did not see this session to close it (Reload): start again.
+	if now := d.members().names; !slices.Equal(now, channels) {
+		d.log.Info("channels changed during the hello: connecting to the parent again with the new set", "channels", now)
+		return nil
+	}
 	stop := context.AfterFunc(ctx, func() { control.Close() })
 	defer stop()
 	log := d.log.With("peer", sess.Peer().Name)
@@ -364,7 +384,7 @@ func (d *Distributor) runParent(ctx context.Context, sess transport.Session) err
 		if err := control.Send(d.parentStatus()); err != nil {
 			return err
 		}
-		return transport.ReadOffers(control, queue, log)
+		return transport.ReadParent(control, queue, log, d.parentRevocations(sess.Peer().Name))
 	})
 	return g.Wait()
 }
@@ -405,9 +425,11 @@ func refusedForGood(err error) bool {
 // only inside a send window of their channels, at the channel's rate: a
 // chunk id is a hash of content, and without the first check a child of one
 // channel could fetch another channel's content, or probe whether a
-// distributor holds a file, by naming its hash.
+// distributor holds a file, by naming its hash. Its sends share the
+// distributor's send slots (serving), which the transfers from a publisher
+// or parent do not take.
 func (d *Distributor) providerFor(c *child) transport.ChunkProvider {
-	return transport.ChunkProviderFunc(func(ctx context.Context, id distribution.ChunkID) ([]byte, error) {
+	return gatedProvider{slots: d.serving.sendSlots, ChunkProviderFunc: func(ctx context.Context, id distribution.ChunkID) ([]byte, error) {
 		var next time.Time
 		var waiting []string
 		for _, key := range c.revisions() {
@@ -435,7 +457,7 @@ func (d *Distributor) providerFor(c *child) transport.ChunkProvider {
 		}
 		d.metrics.refused.WithLabelValues("chunk").Inc()
 		return nil, fmt.Errorf("%w: chunk %s is in no revision offered to %s", transport.ErrUnauthorized, id.Short(), c.sess.Peer().Name)
-	})
+	}}
 }
 
 // childChannels returns the channels of a revision that this child
@@ -451,8 +473,11 @@ func (d *Distributor) childChannels(channels []string, c *child) []string {
 }
 
 // revChunks is what a child's chunk requests are checked against: a
-// revision's sorted chunk ids and its channels.
+// revision's sorted chunk ids and its channels. ready is closed once they
+// are filled in; gone, if the revision turned out to be gone.
 type revChunks struct {
+	ready    chan struct{}
+	gone     bool
 	ids      []distribution.ChunkID
 	channels []string
 }
@@ -463,7 +488,10 @@ func (rc *revChunks) has(id distribution.ChunkID) bool {
 }
 
 // revisionChunks returns the chunk list of revision key, built once on
-// first use and shared by every child; nil if the revision is gone.
+// first use and shared by every child; nil if the revision is gone. The
+// children that ask while it is being built wait for it: all of them ask
+// for their first chunk the moment a revision is offered, and a manifest
+// decoded and sorted per child would cost as much as the offers saved.
 func (d *Distributor) revisionChunks(key revKey) *revChunks {
 	d.mu.Lock()
 	rc, ok := d.chunkLists[key]
@@ -472,33 +500,46 @@ func (d *Distributor) revisionChunks(key revKey) *revChunks {
 		if in, ok := d.incoming[key.name]; ok && in.m.Revision == key.rev {
 			m = in.m
 		}
+		rc = &revChunks{ready: make(chan struct{})}
+		d.chunkLists[key] = rc
 	}
 	d.mu.Unlock()
 	if ok {
+		<-rc.ready
+		if rc.gone {
+			return nil
+		}
 		return rc
 	}
+	defer close(rc.ready)
 	if m == nil {
 		s, err := d.store.Signed(key.name, key.rev)
-		if err != nil {
-			return nil // pruned since: nothing of it to serve
+		if err == nil {
+			m, err = s.Manifest()
 		}
-		if m, err = s.Manifest(); err != nil {
+		if err != nil {
+			// Pruned since: nothing of it to serve. Not remembered, so
+			// a revision stored later under the key is found.
+			rc.gone = true
+			d.mu.Lock()
+			if d.chunkLists[key] == rc {
+				delete(d.chunkLists, key)
+			}
+			d.mu.Unlock()
 			return nil
 		}
 	}
-	rc = &revChunks{ids: m.ChunkIDs(), channels: m.Channels}
+	rc.ids, rc.channels = m.ChunkIDs(), m.Channels
 	slices.SortFunc(rc.ids, compareIDs)
-	d.mu.Lock()
-	d.chunkLists[key] = rc
-	d.mu.Unlock()
 	return rc
 }
 
-// forgetRevisions drops the chunk lists of pruned revisions.
+// forgetRevisions drops the chunk lists and offers of pruned revisions.
 func (d *Distributor) forgetRevisions(name string, revs []uint64) {
 	d.mu.Lock()
 	for _, rev := range revs {
 		delete(d.chunkLists, revKey{name, rev})
 	}
 	d.mu.Unlock()
+	d.forgetOffers(name, revs)
 }

@@ -247,7 +247,7 @@ func TestClusterMembershipRefused(t *testing.T) {
 		{"a certificate named after a cluster", n.clusterNode(transport.Identity{Name: "web-cluster", Role: pki.RoleSubscriber}, "", ""), 0, "",
 			"certificate web-cluster bears the name of cluster web-cluster on dist-1 but is not one of its members (clusters.web-cluster.members)"},
 		{"a channel not for the cluster", n.clusterNode(web01a, "web-cluster", "node-a", "web", "db"), 0, "web-cluster",
-			"web-01a is not listed in the children of channel db on dist-1, nor is its cluster web-cluster"},
+			"web-01a is not a child of channel db on dist-1, nor is its cluster web-cluster: children are [sub-2]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var err error

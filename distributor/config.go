@@ -3,7 +3,6 @@ package distributor
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"ted/distribution"
@@ -56,15 +55,25 @@ type Config struct {
 	// LeaseTTL is how long a cluster subscriber's lease lasts from each
 	// request (subscriber/cluster).
 	LeaseTTL time.Duration
+	// Revocations keeps the CA's revocation list, which the distributor
+	// applies to its live sessions, passes to its children and takes
+	// newer from its parent; nil: none, and lists from the parent are
+	// ignored.
+	Revocations *transport.RevocationKeeper
+	// Self tells this node's own certificate as it is now (a renewal
+	// replaces it), for status and metrics; nil: not shown.
+	Self func() transport.Identity
 }
 
 // Channel says who may publish into a channel and who may receive it.
 type Channel struct {
-	// Publishers are the certificate names allowed to publish.
+	// Publishers are the certificates allowed to publish: by name, by
+	// group (group:NAME) or by a name pattern (web-*); see matcher.
 	Publishers []string
-	// Children are the certificate names (subscribers or lower-tier
-	// distributors) allowed to receive, or the names of clusters (see
-	// Config.Clusters), whose every member certificate may then receive.
+	// Children are the certificates (subscribers or lower-tier
+	// distributors) allowed to receive, listed as Publishers are, or the
+	// names of clusters (see Config.Clusters), whose every member
+	// certificate may then receive.
 	Children []string
 	// Send names the schedule whose windows gate offers and chunks sent
 	// to children; empty means always.
@@ -123,8 +132,11 @@ func (c *Config) Validate() error {
 		if len(c.Parents.Addrs) == 0 && len(ch.Publishers) == 0 {
 			errs = append(errs, fmt.Errorf("channels.%s.publishers: none, and no parents: nothing could ever arrive", name))
 		}
-		if slices.Contains(ch.Children, c.Name) {
-			errs = append(errs, fmt.Errorf("channels.%s.children: lists this node itself", name))
+		if err := ValidateMembers("channels."+name+".children", ch.Children, c.Name); err != nil {
+			errs = append(errs, err)
+		}
+		if err := ValidateMembers("channels."+name+".publishers", ch.Publishers, ""); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if err := ValidateClusters(c.Clusters); err != nil {

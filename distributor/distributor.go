@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,10 +34,17 @@ type Distributor struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	// clusterOf is the cluster of each member certificate (cfg.Clusters).
-	clusterOf map[string]string
+	// live is the part of the configuration that a reload changes (who
+	// may publish and receive, the clusters, the trusted keys), swapped
+	// whole: a session reads one consistent version of it (members).
+	live atomic.Pointer[membership]
+	// reloadMu makes reloads one at a time.
+	reloadMu sync.Mutex
 
 	mu sync.Mutex
+	// sessions are the sessions that peers dialled, each with its hello
+	// once known: what a reload or a new revocation list checks again.
+	sessions map[transport.Session]*transport.Hello
 	// children are the connected children, by name: a cluster's by the
 	// cluster's, whatever certificate its active node uses (childKey).
 	children map[string]*child
@@ -61,6 +69,8 @@ type Distributor struct {
 	// chunkLists caches the sorted chunk ids of revisions offered to
 	// children, to check what a child may fetch (providerFor).
 	chunkLists map[revKey]*revChunks
+	// serving is what children share to be offered and served (serve.go).
+	serving *serving
 	// limits caps each channel's send rate.
 	limits limiters
 	// upstream is the session with the parent, for repairs.
@@ -102,12 +112,6 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Distributor, error) {
 			return nil, err
 		}
 	}
-	clusterOf := map[string]string{}
-	for name, cl := range cfg.Clusters {
-		for _, m := range cl.Members {
-			clusterOf[m] = name
-		}
-	}
 	d := &Distributor{
 		cfg: cfg, store: st, log: log.With("node", cfg.Name),
 		children:   map[string]*child{},
@@ -115,12 +119,14 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Distributor, error) {
 		incoming:   map[string]*incoming{},
 		waiting:    map[distribution.ChunkID]chan struct{}{},
 		chunkLists: map[revKey]*revChunks{},
+		serving:    newServing(),
 		limits:     limiters{per: map[string]channelLimiter{}},
 		wake:       make(chan struct{}),
 		started:    time.Now(),
 		leases:     leases,
-		clusterOf:  clusterOf,
+		sessions:   map[transport.Session]*transport.Hello{},
 	}
+	d.live.Store(newMembership(&cfg))
 	for _, name := range sortedNames(cfg.Clusters) {
 		if holder := leases.Holder(name); holder != "" {
 			d.log.Info("cluster lease kept from before the start: its holder may renew it at once, others wait", "cluster", name, "cluster_node", nodeOf(holder), "for", cfg.LeaseTTL)
@@ -130,41 +136,50 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Distributor, error) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		return float64(len(d.children))
-	})
+	}, cfg.Self)
 	return d, nil
 }
 
 // Accept decides, from its certificate alone, whether a peer may connect at
 // all: a publisher listed for some channel, or a child listed for some
-// channel. The hello then says what it wants, and is checked again.
+// channel, and not revoked. The hello then says what it wants, and is
+// checked again.
 func (d *Distributor) Accept(id transport.Identity) error {
+	if err := transport.RevokedError(d.revocations(), id); err != nil {
+		return d.refuse("revoked", err)
+	}
+	mb := d.members()
 	switch id.Role {
 	case pki.RolePublisher:
-		for _, ch := range d.cfg.Channels {
-			if slices.Contains(ch.Publishers, id.Name) {
+		for _, name := range mb.names {
+			if mb.publishers[name].matches(id) {
 				return nil
 			}
 		}
-		return d.refuse("publisher", fmt.Errorf("%w: publisher %s is not listed for any channel of %s", transport.ErrUnauthorized, id.Name, d.cfg.Name))
+		// The peer is told only that it is not listed: what every channel
+		// lists is this node's business, and is logged here instead.
+		d.log.Warn("publisher listed by no channel", "peer", describe(id), "publishers", mb.listing(mb.publishers))
+		return d.refuse("publisher", fmt.Errorf("%w: publisher %s is not listed for any channel of %s",
+			transport.ErrUnauthorized, describe(id), d.cfg.Name))
 	case pki.RoleDistributor, pki.RoleSubscriber:
-		for _, ch := range d.cfg.Channels {
-			if d.listed(ch, id.Name) {
+		for _, name := range mb.names {
+			if mb.listed(name, id) {
 				return nil
 			}
 		}
-		return d.refuse("child", fmt.Errorf("%w: %s %s is not a child of any channel of %s (channels.*.children, by its name or its cluster's)", transport.ErrUnauthorized, id.Role, id.Name, d.cfg.Name))
+		d.log.Warn("child listed by no channel", "peer", describe(id), "role", id.Role, "children", mb.listing(mb.children))
+		return d.refuse("child", fmt.Errorf("%w: %s %s is not a child of any channel of %s",
+			transport.ErrUnauthorized, id.Role, describe(id), d.cfg.Name))
 	}
 	return d.refuse("role", fmt.Errorf("%w: role %q", transport.ErrUnauthorized, id.Role))
 }
 
-// listed reports whether the certificate cert may receive channel ch:
-// named in its children itself, or through its cluster.
-func (d *Distributor) listed(ch Channel, cert string) bool {
-	if slices.Contains(ch.Children, cert) {
-		return true
+// describe names a certificate in a refusal: its name and groups.
+func describe(id transport.Identity) string {
+	if len(id.Groups) == 0 {
+		return id.Name
 	}
-	cl, ok := d.clusterOf[cert]
-	return ok && slices.Contains(ch.Children, cl)
+	return fmt.Sprintf("%s (groups: %s)", id.Name, strings.Join(id.Groups, ", "))
 }
 
 func (d *Distributor) refuse(reason string, err error) error {
@@ -177,6 +192,12 @@ func (d *Distributor) refuse(reason string, err error) error {
 // has ended.
 func (d *Distributor) Run(ctx context.Context, ln Listener, dial transport.DialFunc) error {
 	g, ctx := errgroup.WithContext(ctx)
+	if d.cfg.Revocations != nil {
+		g.Go(func() error {
+			d.watchRevocations(ctx)
+			return nil
+		})
+	}
 	if len(d.cfg.Parents.Addrs) > 0 {
 		g.Go(func() error {
 			pc := d.cfg.Parents
@@ -223,6 +244,18 @@ func (d *Distributor) handle(ctx context.Context, sess transport.Session) {
 	}()
 	peer := sess.Peer()
 	log := d.log.With("peer", peer.Name, "addr", sess.RemoteAddr())
+	d.track(sess, nil)
+	defer d.untrack(sess)
+	// The listener checked the revocation list at the handshake, but the
+	// session may have waited in its queue since: a list put in force
+	// meanwhile was applied (closeRevoked) before it was tracked. Checked
+	// after tracking, so that a list either is seen here or sees it.
+	if err := transport.RevokedError(d.revocations(), peer); err != nil {
+		d.metrics.revokedClosed.Inc()
+		log.Warn("session closed: the peer's certificate is revoked", "err", err)
+		closeReason = err
+		return
+	}
 	var check func(*transport.Hello) error
 	var cluster string // the cluster the hello names, for the log
 	switch peer.Role {
@@ -246,6 +279,14 @@ func (d *Distributor) handle(ctx context.Context, sess transport.Session) {
 		return
 	}
 	defer control.Close()
+	d.track(sess, hello)
+	// A reload between the hello's check and track would not have seen
+	// this session's hello: check again against what is in force now.
+	if err := d.stillAllowed(d.members(), peer, hello); err != nil {
+		log.Warn("peer refused", "err", err)
+		closeReason = err
+		return
+	}
 	if peer.Role == pki.RolePublisher {
 		d.servePublisher(ctx, sess, control, log)
 		return
@@ -272,17 +313,24 @@ func (d *Distributor) checkChild(peer transport.Identity, h *transport.Hello) er
 	if len(h.Channels) == 0 {
 		return d.refuse("child", fmt.Errorf("%w: %s asked for no channel", transport.ErrProtocol, peer.Name))
 	}
+	return d.checkChannels(d.members(), peer, h)
+}
+
+// checkChannels refuses a child that asks for a channel not carried here,
+// or one it is not a child of: by its name, a group, a pattern or its
+// cluster.
+func (d *Distributor) checkChannels(mb *membership, peer transport.Identity, h *transport.Hello) error {
 	for _, name := range h.Channels {
-		ch, ok := d.cfg.Channels[name]
-		if !ok {
+		if _, ok := mb.channels[name]; !ok {
 			return d.refuse("child", fmt.Errorf("%w: channel %s is not carried by %s (asked by %s)", transport.ErrUnauthorized, name, d.cfg.Name, peer.Name))
 		}
-		if !d.listed(ch, peer.Name) {
+		if !mb.listed(name, peer) {
 			via := ""
-			if cl, ok := d.clusterOf[peer.Name]; ok {
+			if cl, ok := mb.clusterOf[peer.Name]; ok {
 				via = ", nor is its cluster " + cl
 			}
-			return d.refuse("child", fmt.Errorf("%w: %s is not listed in the children of channel %s on %s%s", transport.ErrUnauthorized, peer.Name, name, d.cfg.Name, via))
+			return d.refuse("child", fmt.Errorf("%w: %s is not a child of channel %s on %s%s: children are %s",
+				transport.ErrUnauthorized, describe(peer), name, d.cfg.Name, via, mb.children[name]))
 		}
 	}
 	return nil
@@ -302,12 +350,12 @@ func (d *Distributor) notify() {
 // stores the revision and prunes. publisher is the publishing peer's name,
 // or "" when the sender is a parent.
 func (d *Distributor) receive(ctx context.Context, from transport.Session, s *distribution.Signed, publisher string) (transport.Result, error) {
-	m, err := d.cfg.Trust.Verify(s)
+	m, err := d.members().trust.Verify(s)
 	if err != nil {
 		return transport.Result{}, d.refuse("signature", fmt.Errorf("revision from %s: %w", from.Peer().Name, err))
 	}
 	res := transport.Result{Name: m.Name, Revision: m.Revision}
-	if err := d.authorise(m, publisher); err != nil {
+	if err := d.authorise(m, publisher, from.Peer()); err != nil {
 		return res, err
 	}
 	latest, err := d.store.Latest(m.Name)
@@ -387,22 +435,24 @@ func missingBytes(m *distribution.Manifest, missing int) int64 {
 	return bytes / int64(chunks) * int64(missing)
 }
 
-// authorise checks the revision's channels: a publisher must be listed for
-// every one of them, and each must be carried here.
-func (d *Distributor) authorise(m *distribution.Manifest, publisher string) error {
+// authorise checks the revision's channels: a publisher (its name, and id
+// its certificate) must be listed for every one of them, and each must be
+// carried here.
+func (d *Distributor) authorise(m *distribution.Manifest, publisher string, id transport.Identity) error {
+	mb := d.members()
 	for _, name := range m.Channels {
-		ch, ok := d.cfg.Channels[name]
+		_, ok := mb.channels[name]
 		if !ok {
 			if publisher == "" {
 				continue // a parent may carry more channels than we relay
 			}
 			return d.refuse("channel", fmt.Errorf("%w: channel %s of %s@%d is not carried by %s", transport.ErrUnauthorized, name, m.Name, m.Revision, d.cfg.Name))
 		}
-		if publisher != "" && !slices.Contains(ch.Publishers, publisher) {
-			return d.refuse("publisher", fmt.Errorf("%w: %s may not publish into channel %s on %s", transport.ErrUnauthorized, publisher, name, d.cfg.Name))
+		if publisher != "" && !mb.publishers[name].matches(id) {
+			return d.refuse("publisher", fmt.Errorf("%w: %s may not publish into channel %s on %s: publishers are %s", transport.ErrUnauthorized, describe(id), name, d.cfg.Name, mb.publishers[name]))
 		}
 	}
-	if publisher == "" && !slices.ContainsFunc(m.Channels, func(c string) bool { _, ok := d.cfg.Channels[c]; return ok }) {
+	if publisher == "" && !slices.ContainsFunc(m.Channels, func(c string) bool { _, ok := mb.channels[c]; return ok }) {
 		return fmt.Errorf("%w: %s@%d is in no channel carried by %s", transport.ErrUnauthorized, m.Name, m.Revision, d.cfg.Name)
 	}
 	return nil
@@ -485,8 +535,19 @@ func (d *Distributor) fetch(ctx context.Context, from transport.Session, missing
 
 // ServeChunk serves a chunk to a child from the store, waiting for one that
 // an incoming revision still lacks (pull-through). A stored chunk whose
-// bytes do not match its id is never served.
+// bytes do not match its id is never served. A chunk is read and checked
+// once for all the children that ask for it meanwhile, and kept while they
+// go on asking (chunkCache).
 func (d *Distributor) ServeChunk(ctx context.Context, id distribution.ChunkID) ([]byte, error) {
+	if data, ok := d.serving.chunks.get(id); ok {
+		return data, nil
+	}
+	return d.serving.chunks.load(ctx, id, func() ([]byte, error) { return d.readChunk(ctx, id) })
+}
+
+// readChunk reads a chunk from the store and checks it, repairing a
+// corrupt copy from the parent, or waits for one still incoming.
+func (d *Distributor) readChunk(ctx context.Context, id distribution.ChunkID) ([]byte, error) {
 	repaired := false
 	for {
 		data, err := d.store.Chunk(id)

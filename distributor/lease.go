@@ -85,12 +85,17 @@ func (d *Distributor) serveLease(ctx context.Context, control *transport.Conn, p
 // one bearing a cluster's name) that does not connect as a node of its
 // cluster: the cluster's lease fences only sessions that name it.
 func (d *Distributor) checkMembership(peer transport.Identity, h *transport.Hello) error {
+	return d.checkMembershipOf(d.members(), peer, h)
+}
+
+// checkMembershipOf is checkMembership against mb.
+func (d *Distributor) checkMembershipOf(mb *membership, peer transport.Identity, h *transport.Hello) error {
 	if h.Cluster == "" {
-		if cl, ok := d.clusterOf[peer.Name]; ok {
+		if cl, ok := mb.clusterOf[peer.Name]; ok {
 			return d.refuse("cluster", fmt.Errorf("%w: certificate %s is a member of cluster %s on %s and may connect only as a node of it (cluster.name: %s in its config)",
 				transport.ErrUnauthorized, peer.Name, cl, d.cfg.Name, cl))
 		}
-		if _, ok := d.cfg.Clusters[peer.Name]; ok {
+		if _, ok := mb.clusters[peer.Name]; ok {
 			return d.refuse("cluster", fmt.Errorf("%w: certificate %s bears the name of cluster %s on %s but is not one of its members (clusters.%s.members)",
 				transport.ErrUnauthorized, peer.Name, peer.Name, d.cfg.Name, peer.Name))
 		}
@@ -99,7 +104,7 @@ func (d *Distributor) checkMembership(peer transport.Identity, h *transport.Hell
 	if h.Node == "" {
 		return d.refuse("cluster", fmt.Errorf("%w: %s names cluster %s but no node", transport.ErrProtocol, peer.Name, h.Cluster))
 	}
-	cl, ok := d.cfg.Clusters[h.Cluster]
+	cl, ok := mb.clusters[h.Cluster]
 	if !ok {
 		return d.refuse("cluster", fmt.Errorf("%w: cluster %s is not configured on %s (add it under clusters: with its member certificates)",
 			transport.ErrUnauthorized, h.Cluster, d.cfg.Name))

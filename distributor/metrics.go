@@ -3,6 +3,8 @@ package distributor
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"ted/transport"
 )
 
 // metrics are the distributor's Prometheus series.
@@ -16,9 +18,14 @@ type metrics struct {
 	refused        *prometheus.CounterVec
 	corrupt        prometheus.Counter
 	childrenOnline prometheus.GaugeFunc
+	// revokedClosed counts the sessions closed because a new revocation
+	// list names the peer's certificate.
+	revokedClosed prometheus.Counter
 }
 
-func newMetrics(children func() float64) *metrics {
+// newMetrics makes the series; self, if set, tells this node's own
+// certificate, whose expiry is a gauge.
+func newMetrics(children func() float64, self func() transport.Identity) *metrics {
 	m := &metrics{
 		registry:       prometheus.NewRegistry(),
 		chunksIn:       prometheus.NewCounter(prometheus.CounterOpts{Name: "ted_distributor_received_chunks_total", Help: "Chunks received from publishers and parents."}),
@@ -29,8 +36,22 @@ func newMetrics(children func() float64) *metrics {
 		refused:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ted_distributor_refused_total", Help: "Peers and revisions refused, by reason."}, []string{"reason"}),
 		corrupt:        prometheus.NewCounter(prometheus.CounterOpts{Name: "ted_distributor_corrupt_chunks_total", Help: "Chunks found corrupt, received or in the store."}),
 		childrenOnline: prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ted_distributor_children_connected", Help: "Children connected now."}, children),
+		revokedClosed:  prometheus.NewCounter(prometheus.CounterOpts{Name: "ted_distributor_revoked_sessions_closed_total", Help: "Sessions closed because the peer's certificate was revoked."}),
 	}
-	m.registry.MustRegister(m.chunksIn, m.bytesIn, m.chunksOut, m.bytesOut, m.revisionsIn, m.refused, m.corrupt, m.childrenOnline,
+	m.registry.MustRegister(m.chunksIn, m.bytesIn, m.chunksOut, m.bytesOut, m.revisionsIn, m.refused, m.corrupt, m.childrenOnline, m.revokedClosed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if self != nil {
+		m.registry.MustRegister(certificateExpiry(self))
+	}
 	return m
+}
+
+// certificateExpiry is the gauge of when this node's certificate expires,
+// as Unix seconds, read from self at every scrape so that a renewed
+// certificate shows at once.
+func certificateExpiry(self func() transport.Identity) prometheus.GaugeFunc {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "ted_certificate_expiry_timestamp_seconds",
+		Help: "When this node's certificate expires (Unix time); alert well before it, if renewal fails.",
+	}, func() float64 { return float64(self().NotAfter.Unix()) })
 }

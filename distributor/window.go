@@ -18,7 +18,7 @@ func (d *Distributor) sendState(channels []string, child string) (open string, a
 	var next time.Time
 	now := d.cfg.Clock.Now()
 	for _, name := range channels {
-		ch, ok := d.cfg.Channels[name]
+		ch, ok := d.members().channels[name]
 		if !ok {
 			continue
 		}
@@ -74,7 +74,7 @@ type channelLimiter struct {
 // wait blocks until n more bytes may be sent on the first of channels that
 // is open, in pieces no larger than the limiter's burst.
 func (d *Distributor) waitRate(ctx context.Context, channel string, n int) error {
-	ch, ok := d.cfg.Channels[channel]
+	ch, ok := d.members().channels[channel]
 	if !ok {
 		return nil
 	}

@@ -699,6 +699,11 @@ func TestNetworkCorruptChunkInParentStore(t *testing.T) {
 	}
 
 	// The first tier cannot repair: the subscriber fails and says why.
+	// dist-1 still holds the good copy it served dist-2 in its memory cache
+	// of verified chunks, and would serve that; a restart empties the
+	// cache, so what it has left is the corrupt copy on disk.
+	dist1.stop()
+	dist1.start()
 	web3 := nw.subscriber("web-03", subscriberSpec{parents: []string{dist1.addr}})
 	dist1.waitLog("corrupt chunk in the store", "chunk="+atDist1)
 	dist1.waitLog("corrupt chunk not repaired", "chunk="+atDist1)

@@ -62,6 +62,13 @@ type Config struct {
 	// InstallerOptions.Fence. The store passed to New is fenced by the
 	// caller (store.Fenced).
 	Fence func() error
+	// Revocations keeps the CA's revocation list: the parent sends its
+	// list, which is kept if newer, and a parent it revokes is left.
+	// nil: lists from the parent are ignored.
+	Revocations *transport.RevocationKeeper
+	// Self tells this node's own certificate as it is now, for status and
+	// metrics; nil: not shown.
+	Self func() transport.Identity
 }
 
 // DefaultConfig returns a configuration with every default spelled out.

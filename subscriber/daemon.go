@@ -49,6 +49,13 @@ type Subscriber struct {
 	changed chan struct{} // a state changed: report it
 	started time.Time
 
+	// live holds the channels and trusted keys, which a reload swaps.
+	live atomic.Pointer[liveConfig]
+	// upstream is the session with the parent now, nil while none: a
+	// reload that changes the channels closes it, so the next one says
+	// the new channels in its hello.
+	upstream transport.Session
+
 	// runCtx is Run's context: extraction runs under it, not under a parent
 	// session's, so a dropped link never abandons one half done.
 	runCtx context.Context
@@ -89,7 +96,8 @@ func New(cfg Config, st store.Store, inst *Installer, log *slog.Logger) (*Subscr
 		changed: make(chan struct{}, 1),
 		started: time.Now(),
 	}
-	s.metrics = newMetrics()
+	s.metrics = newMetrics(cfg.Self)
+	s.live.Store(&liveConfig{channels: cfg.Channels, trust: cfg.Trust})
 	return s, nil
 }
 
@@ -313,8 +321,25 @@ func (s *Subscriber) update(m *distribution.Manifest, fn func(st *transport.Revi
 
 // runParent runs one session with a parent.
 func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) error {
-	control, _, err := transport.ClientHello(ctx, sess, &transport.Hello{Name: s.cfg.Name, Agent: s.cfg.Agent, Channels: s.cfg.Channels,
-		Cluster: s.cfg.Cluster, Node: s.cfg.Node, Instance: s.cfg.Instance, Epoch: s.cfg.Epoch})
+	if err := transport.RevokedError(s.revocations(), sess.Peer()); err != nil {
+		return err // a list from the previous parent revokes this one
+	}
+	s.mu.Lock()
+	s.upstream = sess
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.upstream = nil
+		s.mu.Unlock()
+	}()
+	// The number of our revocation list, so that the parent sends its list
+	// only if it is newer; a ted/1 parent would refuse the field.
+	var held string
+	if s.cfg.Revocations != nil && transport.CarriesRevocations(sess) {
+		held = s.cfg.Revocations.HeldNumber()
+	}
+	control, _, err := transport.ClientHello(ctx, sess, &transport.Hello{Name: s.cfg.Name, Agent: s.cfg.Agent, Channels: s.live.Load().channels,
+		Cluster: s.cfg.Cluster, Node: s.cfg.Node, Instance: s.cfg.Instance, Epoch: s.cfg.Epoch, CRLNumber: held})
 	if err != nil {
 		return err
 	}
@@ -354,8 +379,15 @@ func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) erro
 	})
 	g.Go(func() error {
 		defer sess.Close(nil)
-		return transport.ReadOffers(control, queue, log)
+		var revocations func(*transport.Revocations) error
+		if s.cfg.Revocations != nil {
+			revocations = s.parentRevocations(peer)
+		}
+		return transport.ReadParent(control, queue, log, revocations)
 	})
+	if s.cfg.Revocations != nil {
+		g.Go(func() error { return s.leaveRevoked(ctx, sess, log) })
+	}
 	return g.Wait()
 }
 
@@ -400,7 +432,7 @@ func (s *Subscriber) report() *transport.Status {
 // for an offer refused for good.
 func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed *distribution.Signed, log *slog.Logger) (string, error) {
 	peer := sess.Peer().Name
-	m, err := s.cfg.Trust.Verify(signed)
+	m, err := s.live.Load().trust.Verify(signed)
 	if err != nil {
 		// Named from the unverified manifest, for status only.
 		um, derr := signed.Manifest()
@@ -418,7 +450,8 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 		return um.Name, fmt.Errorf("%w: %v", errRefused, err)
 	}
 	log = log.With("dist", m.Name, "rev", m.Revision)
-	if !slices.ContainsFunc(m.Channels, func(c string) bool { return slices.Contains(s.cfg.Channels, c) }) {
+	channels := s.live.Load().channels
+	if !slices.ContainsFunc(m.Channels, func(c string) bool { return slices.Contains(channels, c) }) {
 		log.Warn("offer for a channel not subscribed to; ignored", "channels", m.Channels)
 		return m.Name, fmt.Errorf("%w: not subscribed", errRefused)
 	}

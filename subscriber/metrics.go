@@ -3,6 +3,8 @@ package subscriber
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"ted/transport"
 )
 
 // metrics are the subscriber's Prometheus series.
@@ -18,7 +20,9 @@ type metrics struct {
 	refused    *prometheus.CounterVec
 }
 
-func newMetrics() *metrics {
+// newMetrics makes the series; self, if set, tells this node's own
+// certificate, whose expiry is a gauge.
+func newMetrics(self func() transport.Identity) *metrics {
 	m := &metrics{
 		registry:   prometheus.NewRegistry(),
 		chunks:     prometheus.NewCounter(prometheus.CounterOpts{Name: "ted_subscriber_received_chunks_total", Help: "Chunks received from parents."}),
@@ -32,5 +36,12 @@ func newMetrics() *metrics {
 	}
 	m.registry.MustRegister(m.chunks, m.bytes, m.corrupt, m.received, m.extracted, m.failed, m.rolledBack, m.refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if self != nil {
+		// The same series as a distributor's: one alert rule for both.
+		m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ted_certificate_expiry_timestamp_seconds",
+			Help: "When this node's certificate expires (Unix time); alert well before it, if renewal fails.",
+		}, func() float64 { return float64(self().NotAfter.Unix()) }))
+	}
 	return m
 }

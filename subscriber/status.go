@@ -22,6 +22,8 @@ type Status struct {
 	Parent        string               `json:"parent"`
 	Started       time.Time            `json:"started"`
 	Distributions []DistributionStatus `json:"distributions"`
+	// Certificate is this node's own certificate, if known.
+	Certificate *transport.CertificateStatus `json:"certificate,omitempty"`
 }
 
 // DistributionStatus lists the known revisions of one distribution, oldest
@@ -38,6 +40,10 @@ func (s *Subscriber) Status() Status {
 	st := Status{Node: s.cfg.Name, Role: "single", ActiveNode: s.cfg.Name, Parent: s.parent, Started: s.started, Distributions: []DistributionStatus{}}
 	if s.cfg.Node != "" {
 		st.Node, st.Role, st.ActiveNode = s.cfg.Node, "active", s.cfg.Node
+	}
+	if s.cfg.Self != nil {
+		id := s.cfg.Self()
+		st.Certificate = transport.NewCertificateStatus(id, time.Now())
 	}
 	for name, revs := range s.states {
 		d := DistributionStatus{Name: name}

@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
@@ -29,21 +28,29 @@ const (
 
 // Conn reads and writes framed messages on one stream. Reads and writes may
 // run concurrently with each other; concurrent writes are serialised.
+//
+// A Conn holds no buffer of its own while idle: a distributor keeps the
+// control stream of every child open, and at 10,000 children a pair of
+// buffers per Conn was most of its heap. QUIC streams buffer already, so a
+// frame is read straight from the stream, header then body, and written
+// with one Write from a pooled buffer (a chunk: its header, then its data
+// as it is).
 type Conn struct {
 	stream Stream
 	peer   string
 	limit  int
 
-	r *bufio.Reader
+	// hdr receives a frame's length; a field, not a local, so that
+	// handing it to the stream's Read does not allocate per frame.
+	hdr [frameHeader]byte
 	// reuse: frames are read into rbuf, reused from one Receive to the
 	// next (chunk streams: a Chunk's Data is valid until the next Receive),
 	// so a transfer does not allocate a buffer per chunk.
 	reuse bool
 	rbuf  []byte
 
-	wmu sync.Mutex
-	w   *bufio.Writer
-	buf []byte
+	wmu  sync.Mutex
+	whdr [frameHeader + 1 + len(distribution.ChunkID{})]byte
 }
 
 // NewControlConn frames the control stream of a session with peer.
@@ -59,11 +66,7 @@ func NewChunkConn(s Stream, peer string) *Conn {
 }
 
 func newConn(s Stream, peer string, limit int) *Conn {
-	return &Conn{
-		stream: s, peer: peer, limit: limit,
-		r: bufio.NewReaderSize(s, 64<<10),
-		w: bufio.NewWriterSize(s, 64<<10),
-	}
+	return &Conn{stream: s, peer: peer, limit: limit}
 }
 
 // Close closes the stream.
@@ -72,66 +75,105 @@ func (c *Conn) Close() error { return c.stream.Close() }
 // Peer names the peer in errors.
 func (c *Conn) Peer() string { return c.peer }
 
-// Send writes one message and flushes it.
+// Send writes one message.
 func (c *Conn) Send(m Message) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if err := c.write(m); err != nil {
-		return err
+	switch m := m.(type) {
+	case *Chunk:
+		return c.writeChunk(m)
+	case *Prepared:
+		return c.writeFrame(m.t, m.frame)
 	}
-	if err := c.w.Flush(); err != nil {
-		return fmt.Errorf("send %s to %s: %w", m.msgType(), c.peer, err)
-	}
-	return nil
-}
-
-// write buffers one message without flushing; the caller holds wmu.
-func (c *Conn) write(m Message) error {
-	if ch, ok := m.(*Chunk); ok {
-		return c.writeChunk(ch)
-	}
-	body, err := m.appendBody(c.buf[:0])
+	bp := framePool.Get().(*[]byte)
+	defer putFrame(bp)
+	frame, err := m.appendBody(append((*bp)[:0], make([]byte, frameHeader+1)...))
 	if err != nil {
 		return fmt.Errorf("send %s to %s: %w", m.msgType(), c.peer, err)
 	}
-	// Keep the buffer for the next message only while it is small: one
-	// large offer must not stay resident for the session's life.
-	if cap(body) <= 64<<10 {
-		c.buf = body[:0]
-	} else {
-		c.buf = nil
+	*bp = frame
+	return c.writeFrame(m.msgType(), fillHeader(frame, m.msgType()))
+}
+
+// writeFrame writes a whole frame, header included; the caller holds wmu.
+func (c *Conn) writeFrame(t msgType, frame []byte) error {
+	if n := len(frame) - frameHeader; n > c.limit {
+		return fmt.Errorf("send %s to %s: %d bytes exceed the frame limit %d", t, c.peer, n, c.limit)
 	}
-	if len(body)+1 > c.limit {
-		return fmt.Errorf("send %s to %s: %d bytes exceed the frame limit %d", m.msgType(), c.peer, len(body)+1, c.limit)
-	}
-	var hdr [frameHeader + 1]byte
-	binary.BigEndian.PutUint32(hdr[:frameHeader], uint32(len(body)+1))
-	hdr[frameHeader] = byte(m.msgType())
-	if _, err := c.w.Write(hdr[:]); err != nil {
-		return fmt.Errorf("send %s to %s: %w", m.msgType(), c.peer, err)
-	}
-	if _, err := c.w.Write(body); err != nil {
-		return fmt.Errorf("send %s to %s: %w", m.msgType(), c.peer, err)
+	if _, err := c.stream.Write(frame); err != nil {
+		return fmt.Errorf("send %s to %s: %w", t, c.peer, err)
 	}
 	return nil
 }
 
+// fillHeader writes the length and type into the first frameHeader+1
+// bytes of frame, which hold the body after them.
+func fillHeader(frame []byte, t msgType) []byte {
+	binary.BigEndian.PutUint32(frame[:frameHeader], uint32(len(frame)-frameHeader))
+	frame[frameHeader] = byte(t)
+	return frame
+}
+
+// framePool holds the buffers messages are encoded into, between sends.
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// maxPooledFrame is the largest buffer kept for the next message: one large
+// offer must not stay resident.
+const maxPooledFrame = 64 << 10
+
+func putFrame(bp *[]byte) {
+	if cap(*bp) <= maxPooledFrame {
+		*bp = (*bp)[:0]
+		framePool.Put(bp)
+	}
+}
+
+// Prepared is a message encoded once and sent as it is to any number of
+// peers: a distributor offers one revision to every child, and encoding
+// (zstd, for an offer) once per child would cost a compression per child
+// per revision.
+type Prepared struct {
+	t     msgType
+	frame []byte // header, type and body
+}
+
+// Prepare encodes m for Send.
+func Prepare(m Message) (*Prepared, error) {
+	if p, ok := m.(*Prepared); ok {
+		return p, nil
+	}
+	frame, err := m.appendBody(make([]byte, frameHeader+1))
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", m.msgType(), err)
+	}
+	return &Prepared{t: m.msgType(), frame: fillHeader(frame, m.msgType())}, nil
+}
+
+func (p *Prepared) msgType() msgType { return p.t }
+
+func (p *Prepared) appendBody(dst []byte) ([]byte, error) {
+	return append(dst, p.frame[frameHeader+1:]...), nil
+}
+
+// Size is the encoded size of the frame in bytes.
+func (p *Prepared) Size() int { return len(p.frame) }
+
 // writeChunk writes a chunk frame straight from its data: chunks are most
 // of the bytes that travel, and copying each into a body first would cost
-// a copy of everything.
+// a copy of everything. The caller holds wmu.
 func (c *Conn) writeChunk(ch *Chunk) error {
 	n := 1 + len(ch.ID) + len(ch.Data)
 	if n > c.limit {
 		return fmt.Errorf("send chunk to %s: %d bytes exceed the frame limit %d", c.peer, n, c.limit)
 	}
-	var hdr [frameHeader + 1 + len(distribution.ChunkID{})]byte
+	hdr := c.whdr[:]
 	binary.BigEndian.PutUint32(hdr[:frameHeader], uint32(n))
 	hdr[frameHeader] = byte(typeChunk)
 	copy(hdr[frameHeader+1:], ch.ID[:])
-	if _, err := c.w.Write(hdr[:]); err != nil {
+	if _, err := c.stream.Write(hdr); err != nil {
 		return fmt.Errorf("send chunk to %s: %w", c.peer, err)
 	}
-	if _, err := c.w.Write(ch.Data); err != nil {
+	if _, err := c.stream.Write(ch.Data); err != nil {
 		return fmt.Errorf("send chunk to %s: %w", c.peer, err)
 	}
 	return nil
@@ -141,14 +183,14 @@ func (c *Conn) writeChunk(ch *Chunk) error {
 // cleanly between messages; a malformed frame is an error wrapping
 // ErrProtocol that names the peer.
 func (c *Conn) Receive() (Message, error) {
-	var hdr [frameHeader]byte
-	if _, err := io.ReadFull(c.r, hdr[:]); err != nil {
+	hdr := c.hdr[:]
+	if _, err := io.ReadFull(c.stream, hdr); err != nil {
 		if err == io.EOF {
 			return nil, io.EOF
 		}
 		return nil, fmt.Errorf("receive from %s: %w", c.peer, err)
 	}
-	n := binary.BigEndian.Uint32(hdr[:])
+	n := binary.BigEndian.Uint32(hdr)
 	if n == 0 || uint64(n) > uint64(c.limit) {
 		return nil, fmt.Errorf("%w: receive from %s: frame of %d bytes (limit %d)", ErrProtocol, c.peer, n, c.limit)
 	}
@@ -170,21 +212,24 @@ const eagerFrame = 1 << 20
 
 func (c *Conn) readFrame(n int) ([]byte, error) {
 	if c.reuse && n <= eagerFrame {
+		// Grown to the largest frame seen, not more: the stream that
+		// serves wants holds a want's size, the one that fetches a
+		// chunk's.
 		if cap(c.rbuf) < n {
-			c.rbuf = make([]byte, n, max(n, 64<<10))
+			c.rbuf = make([]byte, n)
 		}
 		frame := c.rbuf[:n]
-		_, err := io.ReadFull(c.r, frame)
+		_, err := io.ReadFull(c.stream, frame)
 		return frame, err
 	}
 	if n <= eagerFrame {
 		frame := make([]byte, n)
-		_, err := io.ReadFull(c.r, frame)
+		_, err := io.ReadFull(c.stream, frame)
 		return frame, err
 	}
 	var buf bytes.Buffer
 	buf.Grow(eagerFrame)
-	got, err := buf.ReadFrom(io.LimitReader(c.r, int64(n)))
+	got, err := buf.ReadFrom(io.LimitReader(c.stream, int64(n)))
 	if err == nil && got < int64(n) {
 		err = io.ErrUnexpectedEOF
 	}

@@ -26,6 +26,8 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add(byte(0), []byte{})
 	f.Add(byte(typeOffer), []byte("not zstd"))
 	f.Add(byte(typeWant), []byte{0xa1, 0x01, 0x80})
+	// An empty revocation list, which a receiver must refuse.
+	f.Add(byte(typeRevocations), []byte{0xa1, 0x01, 0x40})
 	f.Fuzz(func(t *testing.T, typ byte, body []byte) {
 		m, err := decodeMessage(msgType(typ), body)
 		if err != nil {

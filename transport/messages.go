@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/fxamacker/cbor/v2"
@@ -33,6 +34,7 @@ const (
 	typeMissing      msgType = 9
 	typeLeaseRequest msgType = 10
 	typeLease        msgType = 11
+	typeRevocations  msgType = 12
 )
 
 func (t msgType) String() string {
@@ -59,6 +61,8 @@ func (t msgType) String() string {
 		return "lease request"
 	case typeLease:
 		return "lease"
+	case typeRevocations:
+		return "revocations"
 	}
 	return fmt.Sprintf("message type %d", byte(t))
 }
@@ -71,6 +75,12 @@ const (
 	maxStatusRevisions = 100_000
 	// maxText bounds free text (reasons, error messages).
 	maxText = 4096
+	// maxCRL bounds a revocation list: some 20,000 revoked certificates,
+	// far more than a fleet revokes before it makes a new CA.
+	maxCRL = 1 << 20
+	// maxCRLNumber bounds the digits of a CRL number: RFC 5280 allows 20
+	// octets, at most 49 decimal digits.
+	maxCRLNumber = 49
 )
 
 // Hello is the first message of a session, sent by the side that dialled on
@@ -93,6 +103,11 @@ type Hello struct {
 	// Instance tells apart two processes that claim the same node name
 	// (a copied config): the lease is held by node and instance.
 	Instance string `cbor:"7,keyasint,omitempty"`
+	// CRLNumber is the number (decimal) of the revocation list the child
+	// holds, if any, so that its parent sends its list only if it is
+	// newer, not at every reconnect. Sent on ted/1.1 sessions only: a
+	// ted/1 parent refuses a hello with a field it does not know.
+	CRLNumber string `cbor:"8,keyasint,omitempty"`
 }
 
 // LeaseRequest asks the parent for the lease of the sender's cluster, or
@@ -111,6 +126,16 @@ type Lease struct {
 	Epoch   uint64 `cbor:"3,keyasint,omitempty"`
 	TTL     uint32 `cbor:"4,keyasint,omitempty"`
 	RetryIn uint32 `cbor:"5,keyasint,omitempty"`
+}
+
+// Revocations carries the CA's revocation list, parent to child on the
+// control stream: after the welcome, and again whenever the parent's list
+// changes. CRL is the X.509 CRL as the CA signed it (DER); the child checks
+// the signature against its own CA and keeps the list only if its number
+// is higher than that of the list it has, so a parent can neither forge
+// nor roll back a list.
+type Revocations struct {
+	CRL []byte `cbor:"1,keyasint"`
 }
 
 // Welcome accepts a Hello.
@@ -194,6 +219,7 @@ func (*Chunk) msgType() msgType        { return typeChunk }
 func (*Missing) msgType() msgType      { return typeMissing }
 func (*LeaseRequest) msgType() msgType { return typeLeaseRequest }
 func (*Lease) msgType() msgType        { return typeLease }
+func (*Revocations) msgType() msgType  { return typeRevocations }
 
 var (
 	encMode = mustEncMode()
@@ -241,6 +267,7 @@ func (m *Want) appendBody(dst []byte) ([]byte, error)         { return appendCBO
 func (m *Missing) appendBody(dst []byte) ([]byte, error)      { return appendCBOR(dst, m) }
 func (m *LeaseRequest) appendBody(dst []byte) ([]byte, error) { return appendCBOR(dst, m) }
 func (m *Lease) appendBody(dst []byte) ([]byte, error)        { return appendCBOR(dst, m) }
+func (m *Revocations) appendBody(dst []byte) ([]byte, error)  { return appendCBOR(dst, m) }
 
 func (m *Chunk) appendBody(dst []byte) ([]byte, error) {
 	return append(append(dst, m.ID[:]...), m.Data...), nil
@@ -300,6 +327,8 @@ func decodeMessage(t msgType, body []byte) (Message, error) {
 		m = new(LeaseRequest)
 	case typeLease:
 		m = new(Lease)
+	case typeRevocations:
+		m = new(Revocations)
 	case typeChunk:
 		var c Chunk
 		if len(body) < len(c.ID)+1 {
@@ -360,7 +389,17 @@ func (m *Hello) validate() error {
 			return err
 		}
 	}
+	if m.CRLNumber != "" && (len(m.CRLNumber) > maxCRLNumber || strings.Trim(m.CRLNumber, "0123456789") != "") {
+		return fmt.Errorf("revocation list number %q: want at most %d decimal digits", truncate(m.CRLNumber, 64), maxCRLNumber)
+	}
 	return validText("agent", m.Agent, 128)
+}
+
+func (m *Revocations) validate() error {
+	if len(m.CRL) == 0 || len(m.CRL) > maxCRL {
+		return fmt.Errorf("revocation list of %d bytes (want 1 to %d)", len(m.CRL), maxCRL)
+	}
+	return nil
 }
 
 func (m *Lease) validate() error { return validText("holder", m.Holder, distribution.MaxNameLen) }

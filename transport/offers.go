@@ -155,9 +155,17 @@ func (q *OfferQueue) Wait() { q.retries.Wait() }
 
 // ReadOffers reads a parent's control stream into q until it fails: offers
 // are queued, and error notices (an offer held until a send window opens,
-// or a problem the parent reports) logged. Anything else is a protocol
-// error naming the parent.
+// or a problem the parent reports) logged. A revocation list is ignored
+// (see ReadParent). Anything else is a protocol error naming the parent.
 func ReadOffers(control *Conn, q *OfferQueue, log *slog.Logger) error {
+	return ReadParent(control, q, log, nil)
+}
+
+// ReadParent is ReadOffers handing each revocation list the parent sends
+// to revocations; nil ignores them. An error from revocations is logged,
+// not fatal: a list that does not check out is the parent's problem, not a
+// reason to stop receiving.
+func ReadParent(control *Conn, q *OfferQueue, log *slog.Logger, revocations func(*Revocations) error) error {
 	peer := control.Peer()
 	for {
 		msg, err := control.Receive()
@@ -175,6 +183,14 @@ func ReadOffers(control *Conn, q *OfferQueue, log *slog.Logger) error {
 				continue
 			}
 			log.Warn("parent reports an error", "err", msg.Message)
+		case *Revocations:
+			if revocations == nil {
+				log.Debug("revocation list from the parent ignored: this node does not keep one")
+				continue
+			}
+			if err := revocations(msg); err != nil {
+				log.Warn("revocation list from the parent refused", "err", err)
+			}
 		default:
 			return fmt.Errorf("%w: %s sent %s on the control stream", ErrProtocol, peer, msg.msgType())
 		}

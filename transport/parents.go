@@ -16,8 +16,10 @@ type ParentsConfig struct {
 	// Addrs are the parents in order of preference.
 	Addrs []string
 	// RetryMin and RetryMax bound the wait after every parent failed; it
-	// doubles from RetryMin on each round, with jitter, so a thousand
-	// children of a restarted distributor do not all dial it at once.
+	// doubles from RetryMin on each round, and each wait is drawn at random
+	// up to it (full jitter), so the thousands of children of a restarted
+	// distributor do not all dial it at once, nor again all at once when
+	// it could not take them all.
 	RetryMin, RetryMax time.Duration
 	// PreferEvery is how often a child connected to a fallback parent
 	// tries the ones it prefers, to go back when they return.
@@ -46,10 +48,10 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 		connected = func(string) {}
 	}
 	wait := cfg.RetryMin
-	// backoff waits about wait, doubling it for next time; false when ctx
+	// backoff waits up to wait, doubling it for next time; false when ctx
 	// ended meanwhile.
 	backoff := func() bool {
-		d := wait/2 + rand.N(wait/2+1)
+		d := fullJitter(wait)
 		wait = min(2*wait, cfg.RetryMax)
 		t := time.NewTimer(d)
 		defer t.Stop()
@@ -128,7 +130,14 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 		}
 		connected("")
 		if time.Since(start) >= cfg.RetryMax {
-			wait = cfg.RetryMin // it had been working: reconnect at once
+			// It had been working: reconnect soon, within RetryMin, and
+			// not at the same instant as every other child of a parent
+			// that restarted.
+			wait = cfg.RetryMin
+			if !backoff() {
+				return
+			}
+			wait = cfg.RetryMin
 			continue
 		}
 		if !Ended(err) {
@@ -144,6 +153,16 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 			return
 		}
 	}
+}
+
+// fullJitter draws a wait from zero to limit, uniformly: children that
+// failed together spread their next tries over the whole interval, where a
+// wait of limit/2 plus jitter would still bunch them in its second half.
+func fullJitter(limit time.Duration) time.Duration {
+	if limit <= 0 {
+		return 0
+	}
+	return rand.N(limit + 1)
 }
 
 // anyExpired reports whether some shunned parent may be tried again.

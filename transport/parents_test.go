@@ -120,3 +120,23 @@ func TestRunParentsSkipsRefusingParent(t *testing.T) {
 		t.Fatalf("dialled the refusing parent %d times (%v), want once", toA, f.dials)
 	}
 }
+
+// TestFullJitter: the waits of children that failed together cover the
+// whole interval up to the backoff, not only its second half.
+func TestFullJitter(t *testing.T) {
+	const limit = time.Second
+	lowest, highest := limit, time.Duration(0)
+	for range 1000 {
+		d := fullJitter(limit)
+		if d < 0 || d > limit {
+			t.Fatalf("fullJitter(%v) = %v, outside [0, %v]", limit, d, limit)
+		}
+		lowest, highest = min(lowest, d), max(highest, d)
+	}
+	if lowest > limit/10 || highest < limit*9/10 {
+		t.Errorf("1000 waits spread over [%v, %v] only, want [0, %v]", lowest, highest, limit)
+	}
+	if d := fullJitter(0); d != 0 {
+		t.Errorf("fullJitter(0) = %v", d)
+	}
+}

@@ -10,9 +10,17 @@ import (
 // NewPipe returns two sessions connected in memory, a dialled by b's peer
 // and b by a's: each stream is a buffered in-memory pipe. It is the test double of the QUIC
 // adapter, kept in a non-test file so every package's tests can use it.
+//
+// The sessions speak the newest protocol, ALPN; NewPipeSpeaking another.
 func NewPipe(a, b Identity) (Session, Session) {
-	sa := &pipeSession{self: a, peer: b, accept: make(chan Stream)}
-	sb := &pipeSession{self: b, peer: a, accept: make(chan Stream)}
+	return NewPipeSpeaking(a, b, ALPN)
+}
+
+// NewPipeSpeaking is NewPipe with sessions that speak protocol, as if
+// the handshake had agreed on it: a test's node of an older version.
+func NewPipeSpeaking(a, b Identity, protocol string) (Session, Session) {
+	sa := &pipeSession{self: a, peer: b, protocol: protocol, accept: make(chan Stream)}
+	sb := &pipeSession{self: b, peer: a, protocol: protocol, accept: make(chan Stream)}
 	sa.other, sb.other = sb, sa
 	ctx, cancel := context.WithCancelCause(context.Background())
 	sa.ctx, sb.ctx = ctx, ctx
@@ -24,6 +32,7 @@ func NewPipe(a, b Identity) (Session, Session) {
 
 type pipeSession struct {
 	self, peer Identity
+	protocol   string
 	other      *pipeSession
 	accept     chan Stream
 	ctx        context.Context
@@ -40,6 +49,7 @@ type pipeStreams struct {
 
 func (s *pipeSession) Peer() Identity     { return s.peer }
 func (s *pipeSession) RemoteAddr() string { return "pipe:" + s.peer.Name }
+func (s *pipeSession) Protocol() string   { return s.protocol }
 func (s *pipeSession) Context() context.Context {
 	return s.ctx
 }

@@ -164,6 +164,7 @@ func sampleMessages(t testing.TB) []Message {
 		&Want{IDs: []distribution.ChunkID{id, {1}, {2, 3}}},
 		&Chunk{ID: id, Data: distribution.EncodeChunk(plain)},
 		&Missing{ID: id, Error: &Error{Code: CodeNotFound, Message: "chunk missing"}},
+		&Revocations{CRL: []byte("a DER revocation list, checked by the receiver")},
 	}
 }
 

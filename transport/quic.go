@@ -210,6 +210,8 @@ func (s *quicSession) RemoteAddr() string { return s.conn.RemoteAddr().String() 
 
 func (s *quicSession) Context() context.Context { return s.conn.Context() }
 
+func (s *quicSession) Protocol() string { return s.conn.ConnectionState().TLS.NegotiatedProtocol }
+
 func (s *quicSession) OpenStream(ctx context.Context) (Stream, error) {
 	st, err := s.conn.OpenStreamSync(ctx)
 	if err != nil {

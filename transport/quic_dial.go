@@ -31,17 +31,29 @@ func dial(ctx context.Context, addr string, cred *Credentials, want pki.Role, cf
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	raddr, tr, release, err := dialSocket(ctx, addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	conn, id, err := dialOn(ctx, tr, raddr, addr, cred, want, cfg, alpn)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return newQUICSession(conn, id, release), nil
+}
+
+// dialSocket resolves addr and opens a UDP socket of its own, wrapped in a
+// quic.Transport, to dial it from; release closes both, once.
+func dialSocket(ctx context.Context, addr string, cfg QUICConfig) (*net.UDPAddr, *quic.Transport, func(), error) {
 	raddr, err := resolveUDP(ctx, addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, nil, nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	network, laddr := "udp4", &net.UDPAddr{IP: net.IPv4zero}
-	if raddr.IP.To4() == nil {
-		network, laddr = "udp6", &net.UDPAddr{IP: net.IPv6unspecified}
-	}
+	network, laddr := udpNetwork(raddr)
 	udp, err := listenUDP(network, laddr, cfg.Logger)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, nil, nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	tr := &quic.Transport{Conn: &sizedConn{UDPConn: udp}}
 	var once sync.Once
@@ -52,33 +64,46 @@ func dial(ctx context.Context, addr string, cred *Credentials, want pki.Role, cf
 			_ = udp.Close()
 		})
 	}
+	return raddr, tr, release, nil
+}
 
+// udpNetwork is the socket family that reaches raddr, and the unspecified
+// local address of that family.
+func udpNetwork(raddr *net.UDPAddr) (string, *net.UDPAddr) {
+	if raddr.IP.To4() == nil {
+		return "udp6", &net.UDPAddr{IP: net.IPv6unspecified}
+	}
+	return "udp4", &net.UDPAddr{IP: net.IPv4zero}
+}
+
+// dialOn runs the handshake with the node at raddr (addr as the caller
+// gave it, for errors) over tr and waits for its admission: what Dial and
+// Endpoint.Dial share. On failure the connection is closed; tr, whoever
+// owns it, is left as it was.
+func dialOn(ctx context.Context, tr *quic.Transport, raddr *net.UDPAddr, addr string, cred *Credentials, want pki.Role, cfg QUICConfig, alpn string) (*quic.Conn, Identity, error) {
 	var failed verifyFailure
 	conn, err := tr.Dial(ctx, raddr, cred.clientTLS(addr, want, alpn, &failed), cfg.quicConfig(true))
 	if err != nil {
-		release()
 		if verr := failed.get(); verr != nil {
-			return nil, fmt.Errorf("dial %s: %w", addr, verr)
+			return nil, Identity{}, fmt.Errorf("dial %s: %w", addr, verr)
 		}
 		// A refusal can overtake the end of our handshake: the listener
 		// closes as soon as it has our certificate.
 		if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote && ae.ErrorCode == codeRefused {
-			return nil, fmt.Errorf("dial %s (%s): refused: %s", addr, failed.peer(), ae.ErrorMessage)
+			return nil, Identity{}, fmt.Errorf("dial %s (%s): refused: %s", addr, failed.peer(), ae.ErrorMessage)
 		}
-		return nil, fmt.Errorf("dial %s: %w", addr, explainDialError(err, alpn))
+		return nil, Identity{}, fmt.Errorf("dial %s: %w", addr, explainDialError(err, alpn))
 	}
 	id, err := peerIdentity(conn)
 	if err != nil {
 		_ = conn.CloseWithError(codeProtocol, "cannot read your certificate")
-		release()
-		return nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, Identity{}, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	if err := awaitAdmission(ctx, conn, cfg, alpn); err != nil {
 		_ = conn.CloseWithError(codeProtocol, "not admitted")
-		release()
-		return nil, fmt.Errorf("dial %s (%s): %w", addr, id.Name, err)
+		return nil, Identity{}, fmt.Errorf("dial %s (%s): %w", addr, id.Name, err)
 	}
-	return newQUICSession(conn, id, release), nil
+	return conn, id, nil
 }
 
 // awaitAdmission waits for the listener's admission notice, see admitted.

@@ -27,9 +27,27 @@ type Listener struct {
 	closed   bool
 	sessions map[*quicSession]struct{}
 
+	// The acceptors (acceptLoop) take every finished handshake from
+	// quic-go at once and admit it; ready hands admitted sessions to
+	// Accept. quic-go queues only 32 finished handshakes and refuses the
+	// next (CONNECTION_REFUSED), so whoever calls Accept must never be
+	// what takes them.
+	ready    chan *quicSession
+	stopLoop context.CancelFunc
+	loopDone chan struct{}
+	loopErr  error // why the acceptors ended, once ready is closed
+
+	// enroll, if set (HandleEnroll), serves the connections that speak
+	// EnrollALPN rather than ALPN; they never become sessions.
+	enroll atomic.Pointer[enrollRoute]
+
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// maxAdmitted bounds the sessions admitted and not yet taken by Accept:
+// a bound on memory when nothing calls Accept, not a rate.
+const maxAdmitted = 256
 
 // Listen listens for QUIC on the UDP address addr ("host:port", port 0 for
 // any). accept is shown the identity of every peer whose certificate is
@@ -58,17 +76,22 @@ func Listen(addr string, cred *Credentials, accept func(Identity) error, cfg QUI
 		log:      cfg.Logger,
 		udp:      udp,
 		sessions: make(map[*quicSession]struct{}),
+		ready:    make(chan *quicSession, maxAdmitted),
+		loopDone: make(chan struct{}),
 	}
 	l.tr = &quic.Transport{
 		Conn:              &sizedConn{UDPConn: udp},
 		StatelessResetKey: resetKey,
 		ConnContext:       l.connContext,
 	}
-	l.ql, err = l.tr.Listen(cred.serverTLS(l.refused), cfg.quicConfig(false))
+	l.ql, err = l.tr.Listen(cred.serverTLS(l.refused, l.enrolls), cfg.quicConfig(false))
 	if err != nil {
 		err = errors.Join(err, l.tr.Close(), udp.Close())
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
+	ctx, stop := context.WithCancel(context.Background())
+	l.stopLoop = stop
+	go l.acceptLoop(ctx)
 	return l, nil
 }
 
@@ -163,20 +186,70 @@ func (l *Listener) Addr() net.Addr { return l.udp.LocalAddr() }
 // returns an error only when ctx ends or the listener is closed (then one
 // that wraps net.ErrClosed).
 func (l *Listener) Accept(ctx context.Context) (Session, error) {
+	select {
+	case sess, ok := <-l.ready:
+		if !ok {
+			return nil, fmt.Errorf("accept on %s: %w", l.Addr(), l.loopErr)
+		}
+		return sess, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("accept on %s: %w", l.Addr(), ctx.Err())
+	}
+}
+
+// acceptLoop runs the acceptors, which take finished handshakes from
+// quic-go as they come and admit them, and closes ready, which hands the
+// admitted to Accept, once the listener is closed and they have all ended.
+func (l *Listener) acceptLoop(ctx context.Context) {
+	var wg sync.WaitGroup
+	var errOnce sync.Once
+	for range acceptors {
+		wg.Go(func() {
+			err := l.acceptor(ctx, &wg)
+			errOnce.Do(func() { l.loopErr = err })
+		})
+	}
+	wg.Wait()
+	close(l.ready)
+	close(l.loopDone)
+}
+
+// acceptors is how many goroutines take finished handshakes from quic-go.
+// Admission is quick and never blocks, so one would do, if it ran as soon
+// as a handshake finished; but when thousands of handshakes share the
+// CPU, a goroutine waits its turn behind them, and quic-go refuses the
+// 33rd handshake that finishes before one runs. Several make that less
+// likely than one.
+const acceptors = 4
+
+// acceptor takes finished handshakes and admits them, until the listener
+// is closed; it returns why it ended.
+func (l *Listener) acceptor(ctx context.Context, wg *sync.WaitGroup) error {
 	for {
 		conn, err := l.ql.Accept(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("accept on %s: %w", l.Addr(), err)
+			if ctx.Err() != nil {
+				return net.ErrClosed
+			}
+			return err
 		}
 		if in, ok := conn.Context().Value(incomingKey{}).(*incoming); ok {
 			in.taken.Store(true)
+		}
+		if l.routeEnroll(ctx, conn, wg) {
+			continue
 		}
 		id, sess, err := l.admit(conn)
 		if err != nil {
 			l.log.Warn("refused peer", "peer", id.Name, "addr", conn.RemoteAddr().String(), "err", err)
 			continue
 		}
-		return sess, nil
+		select {
+		case l.ready <- sess:
+		case <-ctx.Done():
+			// Close ends the session: it is tracked.
+			return net.ErrClosed
+		}
 	}
 }
 
@@ -187,6 +260,11 @@ func (l *Listener) admit(conn *quic.Conn) (Identity, *quicSession, error) {
 	if err != nil {
 		// verifyPeer has passed, so this is a bug rather than a peer's fault.
 		_ = conn.CloseWithError(codeRefused, "internal error reading the certificate")
+		return id, nil, err
+	}
+	if err := l.cred.CheckRevoked(id); err != nil {
+		// The handshake let it through so that it hears why (serverTLS).
+		_ = conn.CloseWithError(codeRefused, truncate(err.Error(), maxReasonLen))
 		return id, nil, err
 	}
 	if l.accept != nil {
@@ -202,7 +280,7 @@ func (l *Listener) admit(conn *quic.Conn) (Identity, *quicSession, error) {
 	}
 	sess := newQUICSession(conn, id, nil)
 	if !l.track(sess) {
-		_ = conn.CloseWithError(codeShutdown, l.cred.self.Name+" is shutting down")
+		_ = conn.CloseWithError(codeShutdown, l.cred.Self().Name+" is shutting down")
 		return id, nil, errors.New("listener closed")
 	}
 	return id, sess, nil
@@ -261,13 +339,17 @@ func (l *Listener) Close() error {
 		}
 		l.mu.Unlock()
 
+		l.stopLoop()
 		errs := []error{l.ql.Close()}
+		// Admissions under way end first: those tracked before closed was
+		// set are in sessions, later ones track refuses.
+		<-l.loopDone
 		// CONNECTION_CLOSE lets peers fail over at once, not after their
 		// idle timeout; Transport.Close would drop sessions silently.
 		var wg sync.WaitGroup
 		for _, s := range sessions {
 			wg.Go(func() {
-				_ = s.conn.CloseWithError(codeShutdown, l.cred.self.Name+" is shutting down")
+				_ = s.conn.CloseWithError(codeShutdown, l.cred.Self().Name+" is shutting down")
 			})
 		}
 		wg.Wait()

@@ -5,14 +5,45 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"ted/pki"
 )
 
-// ALPN is the TLS application protocol and wire version spoken by this code.
-// A peer speaking another version is refused with an error naming both.
-const ALPN = "ted/1"
+// Application protocols (TLS ALPN): the wire versions this code speaks.
+// Both ends offer every version they speak and the listener picks the
+// newest they share, so a node of this version and one that only speaks
+// ted/1 still work together; a peer with no version in common is refused
+// with an error naming both sides' versions.
+const (
+	// ALPN is the newest version: ted/1 and the revocation lists a parent
+	// passes down (Revocations, Hello.CRLNumber).
+	ALPN = "ted/1.1"
+	// ALPN1 is the first version, spoken by nodes that predate revocation
+	// lists: such a peer is never sent what it cannot decode.
+	ALPN1 = "ted/1"
+)
+
+// protocols are the versions this code speaks, newest first: the
+// listener's order of preference.
+var protocols = []string{ALPN, ALPN1}
+
+// offers is what a dialer speaking alpn offers: alpn and every older
+// version of ours, or alpn alone if it is not ours (tests pretend to be
+// other versions, enrollment has a protocol of its own).
+func offers(alpn string) []string {
+	i := slices.Index(protocols, alpn)
+	if i < 0 {
+		return []string{alpn}
+	}
+	return protocols[i:]
+}
+
+// CarriesRevocations reports whether the protocol of s has revocation
+// lists (ted/1.1 and later): only then may a parent send Revocations or a
+// child tell its list's number in its Hello.
+func CarriesRevocations(s Session) bool { return s.Protocol() != ALPN1 }
 
 // Identity is who a peer is, read from its verified certificate.
 type Identity struct {
@@ -65,6 +96,9 @@ type Session interface {
 	OpenStream(ctx context.Context) (Stream, error)
 	// AcceptStream waits for the peer to open a stream.
 	AcceptStream(ctx context.Context) (Stream, error)
+	// Protocol is the version both ends agreed on at the handshake, one
+	// of ALPN and ALPN1.
+	Protocol() string
 	// Context is done when the session has ended, for whatever reason.
 	Context() context.Context
 	// Close ends the session; reason, if not nil, is told to the peer and

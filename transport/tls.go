@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/quic-go/quic-go"
 
@@ -21,8 +22,12 @@ import (
 // certificate and key, and the CA that signs every TED node.
 type Credentials struct {
 	pool *x509.CertPool
-	cert tls.Certificate
-	self Identity
+	// own is our certificate, its key and what it says, swapped whole when
+	// the node renews it (Replace): every handshake reads it afresh.
+	own atomic.Pointer[ownCert]
+	// revoked is the CA's revocation list in force (SetRevocations), or
+	// nil: read at every handshake, swapped whole when a newer list comes.
+	revoked atomic.Pointer[pki.Revocations]
 }
 
 // LoadCredentials loads the CA certificates of caFile, which every peer
@@ -70,14 +75,89 @@ func LoadCredentials(caFile, certFile, keyFile string, want pki.Role) (*Credenti
 	if err != nil {
 		return nil, fmt.Errorf("cert %s: %w", certFile, err)
 	}
-	return &Credentials{pool: pool, cert: cert, self: self}, nil
+	return newCredentials(pool, cert, self), nil
 }
 
-// Self is the identity that our certificate proves to peers.
-func (c *Credentials) Self() Identity { return c.self }
+// ownCert is a node's certificate with its key, and the identity it proves.
+type ownCert struct {
+	cert tls.Certificate
+	self Identity
+}
+
+func newCredentials(pool *x509.CertPool, cert tls.Certificate, self Identity) *Credentials {
+	c := &Credentials{pool: pool}
+	c.own.Store(&ownCert{cert: cert, self: self})
+	return c
+}
+
+// Self is the identity that our certificate proves to peers: the one in
+// force now, which a renewal replaces.
+func (c *Credentials) Self() Identity { return c.own.Load().self }
+
+// Certificate is our certificate and key in force now.
+func (c *Credentials) Certificate() tls.Certificate { return c.own.Load().cert }
+
+// Replace makes cert, a renewed certificate with its new key, the one that
+// every later handshake presents; sessions already up keep the old one
+// until they end, which is fine as long as it has not expired. It must
+// chain to our CA and carry the same name and role as the certificate it
+// replaces.
+func (c *Credentials) Replace(cert tls.Certificate) error {
+	old := c.Self()
+	next, err := NewCredentials(c.pool, cert, old.Role)
+	if err != nil {
+		return err
+	}
+	self := next.Self()
+	if self.Name != old.Name {
+		return fmt.Errorf("new certificate is issued to %q, not %q", self.Name, old.Name)
+	}
+	c.own.Store(next.own.Load())
+	return nil
+}
+
+// ReplaceFiles loads a renewed certificate and its key from files, as
+// LoadCredentials does, and puts them in force (Replace).
+func (c *Credentials) ReplaceFiles(certFile, keyFile string) error {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return fmt.Errorf("cert %s, key %s: %w", certFile, keyFile, err)
+	}
+	if err := c.Replace(cert); err != nil {
+		return fmt.Errorf("cert %s: %w", certFile, err)
+	}
+	return nil
+}
+
+// ErrRevoked marks a certificate that the CA's revocation list names.
+var ErrRevoked = errors.New("revoked")
+
+// SetRevocations makes r the revocation list that every later handshake,
+// on both sides, is checked against; nil checks none. Sessions already up
+// are the caller's to close (CheckRevoked says which).
+func (c *Credentials) SetRevocations(r *pki.Revocations) { c.revoked.Store(r) }
+
+// Revocations is the list in force, nil if none.
+func (c *Credentials) Revocations() *pki.Revocations { return c.revoked.Load() }
+
+// CheckRevoked refuses the identity of a verified certificate that the
+// list in force names, with the reason both ends log.
+func (c *Credentials) CheckRevoked(id Identity) error {
+	return RevokedError(c.revoked.Load(), id)
+}
+
+// RevokedError is the refusal of id if r revokes its certificate, nil
+// otherwise (and for a nil r).
+func RevokedError(r *pki.Revocations, id Identity) error {
+	if r == nil || !r.RevokedSerial(id.Serial) {
+		return nil
+	}
+	return fmt.Errorf("certificate %s (serial %s) is %w by the CA (revocation list %s)", id.Name, id.Serial, ErrRevoked, r.Number)
+}
 
 // verifyPeer checks the certificates a peer presented at addr: the first
-// must chain to our CA and carry a TED role. It says who the peer is.
+// must chain to our CA, carry a TED role and not be revoked. It says who
+// the peer is.
 //
 // Only the chain and the role are checked, never the host name: children
 // dial parents by IP:port, which a certificate need not list, and a node's
@@ -108,18 +188,36 @@ func (c *Credentials) verifyPeer(certs []*x509.Certificate, addr string) (Identi
 	if err != nil {
 		return Identity{}, fmt.Errorf("peer %s: %w", addr, err)
 	}
+	if err := c.CheckRevoked(id); err != nil {
+		// The identity goes with the error: a listener admits a revoked
+		// peer's handshake only to refuse it in words (Listener.admit),
+		// which a TLS alert cannot carry.
+		return id, fmt.Errorf("peer %s: %w", addr, err)
+	}
 	return id, nil
 }
 
 // baseTLS is what both sides share: TLS 1.3 (QUIC requires it), our
-// certificate, and one application protocol. Session tickets are off on the
+// certificate, and the application protocols offered (the server's in its
+// order of preference: crypto/tls picks the first the client offers too).
+// Session tickets are off on the
 // server and no session cache is set on the client, so every handshake
 // presents and verifies a full certificate chain.
-func (c *Credentials) baseTLS(alpn string) *tls.Config {
+//
+// Our certificate is read at each handshake rather than fixed in the
+// config, so that a renewed one (Replace) is presented from then on.
+func (c *Credentials) baseTLS(alpns []string) *tls.Config {
 	return &tls.Config{
-		MinVersion:             tls.VersionTLS13,
-		Certificates:           []tls.Certificate{c.cert},
-		NextProtos:             []string{alpn},
+		MinVersion: tls.VersionTLS13,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			cert := c.Certificate()
+			return &cert, nil
+		},
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			cert := c.Certificate()
+			return &cert, nil
+		},
+		NextProtos:             alpns,
 		SessionTicketsDisabled: true,
 	}
 }
@@ -129,8 +227,15 @@ func (c *Credentials) baseTLS(alpn string) *tls.Config {
 // for the error. quic-go never returns a failed handshake from Accept, so
 // each refusal is handed to refused, with the handshake's context, to be
 // logged.
-func (c *Credentials) serverTLS(refused func(ctx context.Context, err error, quiet bool)) *tls.Config {
-	base := c.baseTLS(ALPN)
+//
+// A client that offers EnrollALPN, when enrolls says the listener has an
+// enrollment handler, speaks that protocol instead: a new node has no
+// certificate yet, and one that presents its own (a renewing node, a
+// forwarding distributor) proves itself in the request, which the
+// handler checks. So its certificate is asked for but not required, and
+// not checked here.
+func (c *Credentials) serverTLS(refused func(ctx context.Context, err error, quiet bool), enrolls func() bool) *tls.Config {
+	base := c.baseTLS(protocols)
 	base.ClientAuth = tls.RequireAnyClientCert
 	conf := base.Clone()
 	conf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
@@ -139,7 +244,13 @@ func (c *Credentials) serverTLS(refused func(ctx context.Context, err error, qui
 		if hello.Conn != nil {
 			addr = hello.Conn.RemoteAddr().String()
 		}
-		if !slices.Contains(hello.SupportedProtos, ALPN) {
+		if enrolls() && slices.Contains(hello.SupportedProtos, EnrollALPN) {
+			perConn := base.Clone()
+			perConn.NextProtos = []string{EnrollALPN}
+			perConn.ClientAuth = tls.RequestClientCert
+			return perConn, nil
+		}
+		if !slices.ContainsFunc(hello.SupportedProtos, func(p string) bool { return slices.Contains(protocols, p) }) {
 			// Returning the config lets crypto/tls refuse with the
 			// no_application_protocol alert, which the dialer translates;
 			// an error here would send internal_error instead.
@@ -150,6 +261,9 @@ func (c *Credentials) serverTLS(refused func(ctx context.Context, err error, qui
 		perConn := base.Clone()
 		perConn.VerifyConnection = func(cs tls.ConnectionState) error {
 			if _, err := c.verifyPeer(cs.PeerCertificates, addr); err != nil {
+				if errors.Is(err, ErrRevoked) {
+					return nil // refused by Listener.admit, with the reason
+				}
 				refused(ctx, err, false)
 				return err
 			}
@@ -170,17 +284,18 @@ func alpnMismatch(addr string, offered []string) (err error, quiet bool) {
 			ted = append(ted, p)
 		}
 	}
+	ours := strings.Join(protocols, ", ")
 	if len(ted) > 0 {
-		return fmt.Errorf("peer %s speaks %s, this node speaks %s", addr, strings.Join(ted, ", "), ALPN), false
+		return fmt.Errorf("peer %s speaks %s, this node speaks %s", addr, strings.Join(ted, ", "), ours), false
 	}
-	return fmt.Errorf("peer %s does not speak %s (offered %q)", addr, ALPN, offered), true
+	return fmt.Errorf("peer %s does not speak %s (offered %q)", addr, ours, offered), true
 }
 
 // clientTLS verifies the server at addr ourselves, see verifyPeer, and
-// requires role want. The first failure is kept in *failed, so that Dial
+// requires role want; it offers alpn and the older versions (offers). The first failure is kept in *failed, so that Dial
 // returns it rather than quic-go's rendering of a TLS alert.
 func (c *Credentials) clientTLS(addr string, want pki.Role, alpn string, failed *verifyFailure) *tls.Config {
-	conf := c.baseTLS(alpn)
+	conf := c.baseTLS(offers(alpn))
 	// See verifyPeer for why the host name is not checked.
 	conf.InsecureSkipVerify = true
 	conf.VerifyConnection = func(cs tls.ConnectionState) error {
@@ -245,7 +360,8 @@ const (
 
 // explainDialError turns the way a handshake with a peer ended into what
 // an operator can act on: the TLS alert with which the peer refused us, or
-// its silence. It returns err unchanged for anything else.
+// its silence. It returns err unchanged for anything else. alpn is what we
+// spoke, with the older versions it offers (offers).
 func explainDialError(err error, alpn string) error {
 	if _, ok := errors.AsType[*quic.IdleTimeoutError](err); ok {
 		return fmt.Errorf("no answer (is the node up and its UDP port open?): %w", err)
@@ -259,7 +375,7 @@ func explainDialError(err error, alpn string) error {
 	}
 	switch te.ErrorCode - 0x100 {
 	case alertNoApplicationProtocol:
-		return fmt.Errorf("peer does not speak %s, it runs another TED version: %w", alpn, err)
+		return fmt.Errorf("peer does not speak %s, it runs another TED version: %w", strings.Join(offers(alpn), " or "), err)
 	case alertBadCertificate, alertUnsupportedCertificate, alertCertificateExpired,
 		alertCertificateUnknown, alertUnknownCA, alertCertificateRequired:
 		return fmt.Errorf("peer refused our certificate (is it issued by the peer's CA, with a TED role, and still valid?): %w", err)
@@ -282,7 +398,7 @@ func peerIdentity(conn *quic.Conn) (Identity, error) {
 // children's packets for a connection it no longer knows with a reset, and
 // they reconnect at once instead of after MaxIdleTimeout.
 func (c *Credentials) statelessResetKey() (*quic.StatelessResetKey, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(c.cert.PrivateKey)
+	der, err := x509.MarshalPKCS8PrivateKey(c.Certificate().PrivateKey)
 	if err != nil {
 		return nil, fmt.Errorf("derive stateless reset key: %w", err)
 	}

@@ -62,6 +62,10 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 	leases := cluster.NewLeaseClient(file.Parents[0], n.dial, transport.Hello{Name: file.Name, Agent: cfg.Agent,
 		Channels: file.Channels, Cluster: cl.Name, Node: cl.Node, Instance: cfg.Instance})
 	defer leases.Close()
+	if n.cred != nil {
+		// A parent revoked since the lease session began is not asked again.
+		leases.CheckPeer(n.cred.CheckRevoked)
+	}
 	ncfg := cluster.DefaultConfig(cl.Node)
 	ncfg.Priority, ncfg.Log, ncfg.Authority = cl.Priority, log, file.Parents[0]
 	// Test-only switches, to show what the fencing prevents: no lease

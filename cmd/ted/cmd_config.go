@@ -178,7 +178,11 @@ func checkFile(file, kind string) checkedFile {
 				sends[s] = "channels." + name + ".send"
 			}
 		}
-		c.Notes, extra = checkNamed(d, f.Schedules, sends, namedFiles(f.TLS, f.Trust, "trust"))
+		named := namedFiles(f.TLS, f.Trust, "trust")
+		if f.Enroll != nil && f.Enroll.CADir != "" {
+			named["enroll.ca_dir"] = filepath.Join(f.Enroll.CADir, "ca.key")
+		}
+		c.Notes, extra = checkNamed(d, f.Schedules, sends, named)
 		checkContents(d, f.Name, f.TLS, pki.RoleDistributor, f.Trust, "")
 		problems = d.Err()
 	case "subscriber":
@@ -225,6 +229,9 @@ func checkFile(file, kind string) checkedFile {
 // namedFiles maps the fields of a config that name files to the files.
 func namedFiles(tls tlsFiles, keys []string, keysField string) map[string]string {
 	named := map[string]string{"tls.ca": tls.CA, "tls.cert": tls.Cert, "tls.key": tls.Key}
+	if tls.CRL != "" {
+		named["tls.crl"] = tls.CRL
+	}
 	for i, k := range keys {
 		if keysField == "sign_key" {
 			named[keysField] = k
@@ -251,6 +258,14 @@ func checkContents(d *yamlfile.Doc, name string, tls tlsFiles, role pki.Role, tr
 				field, msg = "name", cut
 			}
 			d.Errorf(field, "%s", msg)
+		}
+	}
+	if there(tls.CA) && there(tls.CRL) {
+		// As the daemon loads it at start: signed by the CA.
+		if cas, err := pki.LoadCACertificates(tls.CA); err == nil {
+			if _, err := pki.LoadRevocations(tls.CRL, cas); err != nil {
+				d.Errorf("tls.crl", "%v", err)
+			}
 		}
 	}
 	for i, k := range trust {

@@ -20,6 +20,7 @@ import (
 
 	"ted/admin"
 	"ted/distribution"
+	"ted/enroll"
 	"ted/pki"
 	"ted/schedule"
 	"ted/store"
@@ -70,6 +71,12 @@ type node struct {
 	// up): SIGHUP reloads the schedule file and never stops the daemon, as
 	// its default action would.
 	hup chan os.Signal
+	// reloader, if set, reloads the daemon's config file and revocation
+	// list on SIGHUP (with the schedule file) and when they change.
+	reloader reloader
+	// signer, on a distributor with enroll.ca_dir, renews this node's own
+	// certificate here; otherwise it renews through its parents (renew.go).
+	signer *enroll.Handler
 }
 
 // scheduleWatchEvery is how often a daemon looks whether its schedule file
@@ -158,12 +165,27 @@ func (n *node) serve(ctx context.Context, kind string, a daemonAdmin, run func(c
 				return nil
 			case <-hup:
 				n.reloadSchedules()
+				if n.reloader != nil {
+					n.reloader.reload("SIGHUP")
+				}
 			}
 		}
 	})
 	if n.schedules != nil {
 		g.Go(func() error {
 			n.schedules.Watch(gctx, scheduleWatchEvery, schedule.SystemClock(), n.log)
+			return nil
+		})
+	}
+	if n.reloader != nil {
+		g.Go(func() error {
+			watchFiles(gctx, configWatchEvery, n.reloader)
+			return nil
+		})
+	}
+	if n.cred != nil {
+		g.Go(func() error {
+			n.renewLoop(gctx)
 			return nil
 		})
 	}
@@ -178,6 +200,9 @@ func (n *node) serve(ctx context.Context, kind string, a daemonAdmin, run func(c
 // loadCredentials loads a node's TLS files and checks that the
 // certificate's name is the configured name.
 func loadCredentials(configFile, name string, files tlsFiles, role pki.Role) (*transport.Credentials, error) {
+	if err := recoverRenewal(files, slog.Default()); err != nil {
+		return nil, fmt.Errorf("%s: tls: %w", configFile, err)
+	}
 	cred, err := transport.LoadCredentials(files.CA, files.Cert, files.Key, role)
 	if err != nil {
 		return nil, fmt.Errorf("%s: tls: %w", configFile, err)

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
+	"reflect"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"ted/admin"
+	"ted/distribution"
 	"ted/distributor"
 	"ted/pki"
 	"ted/transport"
@@ -65,15 +69,14 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	cfg.Parents, cfg.Trust = n.parents, n.trust
 	cfg.KeepRevisions = *file.KeepRevisions
 	cfg.DataDir, cfg.MinFreeDisk = file.DataDir, file.minFree
-	cfg.Channels = map[string]distributor.Channel{}
-	sends := map[string]string{}
-	for name, ch := range file.Channels {
-		cfg.Channels[name] = distributor.Channel{Publishers: ch.Publishers, Children: ch.Children, Send: ch.Send}
-		if ch.Send != "" {
-			sends[ch.Send] = "channels." + name + ".send"
-		}
-	}
+	var sends map[string]string
+	cfg.Channels, sends = file.channels()
 	cfg.Clusters = file.clusters()
+	keeper, cas, err := newRevocationKeeper(&file.nodeFile, n.cred, log)
+	if err != nil {
+		return err
+	}
+	cfg.Revocations, cfg.Self = keeper, n.cred.Self
 	if cfg.Schedules, err = loadSchedules(&file.nodeFile, sends); err != nil {
 		return err
 	}
@@ -85,11 +88,22 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	n.reloader = &configReloader{path: opts.config, log: log, keeper: keeper, crl: file.TLS.CRL,
+		load: func() (*liveReload, error) { return distributorReload(opts.config, file, d, cas) }}
+	enrollHandler, err := newEnrollHandler(file, n.cred, cas, log)
+	if err != nil {
+		return err
+	}
+	if enrollHandler.Signs() {
+		n.signer = enrollHandler
+	}
+	d.Registry().MustRegister(enrollHandler.Collector())
 	ln, err := transport.Listen(file.Listen, n.cred, d.Accept, n.quic)
 	if err != nil {
 		return bindError(opts.config, "listen", file.Listen, "udp", err)
 	}
 	defer ln.Close()
+	ln.HandleEnroll(enrollHandler.Serve)
 	log.Info("distributor running", "node", file.Name, "listen", ln.Addr().String(), "data_dir", file.DataDir, "parents", file.Parents, "status_listen", file.StatusListen)
 	return n.serve(ctx, "distributor", daemonAdmin{
 		status: func() any { return d.Status() }, health: d.Health, registry: d.Registry(),
@@ -123,12 +137,17 @@ func runDistributorStatus(ctx context.Context, config string, asJSON bool, w io.
 	if err := admin.Get(ctx, daemonSocket(file.DataDir), "/api/status", &st); err != nil {
 		return err
 	}
+	now := time.Now()
 	return printResult(w, asJSON, st, func(p *printer) {
 		parent := st.Parent
 		if parent == "" {
 			parent = "-"
 		}
-		p.linef("distributor %s  parent %s", st.Node, parent)
+		cert := ""
+		if st.Certificate != nil {
+			cert = "  certificate " + certDays(st.Certificate.Expires, now)
+		}
+		p.linef("distributor %s  parent %s%s", st.Node, parent, cert)
 		p.linef("")
 		p.linef("%-20s %8s %-10s %8s %10s", "DISTRIBUTION", "REVISION", "VERSION", "FILES", "BYTES")
 		for _, r := range st.Distributions {
@@ -138,7 +157,7 @@ func runDistributorStatus(ctx context.Context, config string, asJSON bool, w io.
 			p.linef("%-20s %8d %-10s %8d %10s  receiving from %s", r.Name, r.Revision, r.Version, r.Files, humanBytes(r.Bytes), r.From)
 		}
 		p.linef("")
-		p.linef("%-16s %-11s %-9s %-24s %s", "CHILD", "ROLE", "ONLINE", "ADDR", "REVISIONS")
+		p.linef("%-16s %-11s %-9s %-24s %-6s %s", "CHILD", "ROLE", "ONLINE", "ADDR", "CERT", "REVISIONS")
 		for _, c := range st.Children {
 			online := "no"
 			if c.Connected {
@@ -148,9 +167,18 @@ func runDistributorStatus(ctx context.Context, config string, asJSON bool, w io.
 			if c.ActiveNode != "" && c.ActiveNode != c.Name {
 				name += " (" + c.ActiveNode + ")" // a cluster and its active node
 			}
-			p.linef("%-16s %-11s %-9s %-24s %s", name, c.Role, online, c.Addr, revisionSummary(c.Revisions))
+			p.linef("%-16s %-11s %-9s %-24s %-6s %s", name, c.Role, online, c.Addr, certDays(c.CertificateExpires, now), revisionSummary(c.Revisions))
 		}
 	})
+}
+
+// certDays says how long a certificate that expires at expires has left,
+// in days ("712d", "-3d" once expired; "-" if unknown): a short column.
+func certDays(expires, now time.Time) string {
+	if expires.IsZero() {
+		return "-"
+	}
+	return fmt.Sprintf("%dd", transport.DaysLeft(expires, now))
 }
 
 // revisionSummary says in one line what a child holds.
@@ -169,4 +197,62 @@ func revisionSummary(revs []transport.RevisionState) string {
 		}
 	}
 	return s
+}
+
+// channels returns the channels section as the distributor takes it, and
+// the schedules their send names, each with the field that names it.
+func (c *distributorFile) channels() (map[string]distributor.Channel, map[string]string) {
+	channels := map[string]distributor.Channel{}
+	sends := map[string]string{}
+	for name, ch := range c.Channels {
+		channels[name] = distributor.Channel{Publishers: ch.Publishers, Children: ch.Children, Send: ch.Send}
+		if ch.Send != "" {
+			sends[ch.Send] = "channels." + name + ".send"
+		}
+	}
+	return channels, sends
+}
+
+// distributorReload reads a running distributor's config file again and
+// checks it as the daemon's start does: the file itself, its trusted keys,
+// the schedules its channels name and its revocation list. Its channels,
+// clusters and trusted keys change live (d.Reload); the keys that take a
+// restart are named.
+func distributorReload(config string, started *distributorFile, d *distributor.Distributor, cas []*x509.Certificate) (*liveReload, error) {
+	file, err := loadDistributorConfig(config)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := pki.LoadPublicKeys(file.Trust)
+	if err != nil {
+		return nil, configError(config, "trust", "%v", err)
+	}
+	channels, sends := file.channels()
+	// The running schedule file (a new path takes a restart) must define
+	// every schedule the channels name.
+	schedFile := file.nodeFile
+	schedFile.Schedules = started.Schedules
+	if _, err := loadSchedules(&schedFile, sends); err != nil {
+		return nil, err
+	}
+	revocations, err := loadRevocationList(config, file.TLS.CRL, cas)
+	if err != nil {
+		return nil, err
+	}
+	restart := restartKeys(&started.nodeFile, &file.nodeFile)
+	if file.Listen != started.Listen {
+		restart = append(restart, "listen")
+	}
+	if !reflect.DeepEqual(file.Enroll, started.Enroll) {
+		restart = append(restart, "enroll")
+	}
+	next := distributor.DefaultConfig()
+	next.Channels, next.Clusters, next.Trust = channels, file.clusters(), distribution.NewTrust(keys...)
+	return &liveReload{crl: file.TLS.CRL, revocations: revocations, restart: restart, apply: func() ([]string, error) {
+		changes, err := d.Reload(next)
+		if err != nil {
+			return nil, configErrors(config, err)
+		}
+		return changes, nil
+	}}, nil
 }

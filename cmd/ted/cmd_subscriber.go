@@ -9,12 +9,15 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"ted/admin"
+	"ted/distribution"
 	"ted/pki"
 	"ted/store"
 	"ted/subscriber"
@@ -68,6 +71,8 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	n.reloader = &configReloader{path: opts.config, log: log, keeper: cfg.Revocations, crl: file.TLS.CRL,
+		load: func() (*liveReload, error) { return subscriberReload(opts.config, file, s) }}
 	log.Info("subscriber running", "node", file.Name, "parents", file.Parents, "channels", file.Channels, "root", file.Root, "data_dir", file.DataDir)
 	onActive := func(ctx context.Context, fn func(context.Context, *subscriber.Subscriber) error) error {
 		return fn(ctx, s)
@@ -93,6 +98,10 @@ func subscriberConfig(config string, file *subscriberFile, n *node) (subscriber.
 	}
 	n.schedules = cfg.Schedules
 	cfg.Extract = file.Extract
+	if cfg.Revocations, _, err = newRevocationKeeper(&file.nodeFile, n.cred, n.log); err != nil {
+		return cfg, err
+	}
+	cfg.Self = n.cred.Self
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageError{fmt.Errorf("%s: %w", config, err)}
 	}
@@ -274,7 +283,11 @@ func printSubscriberStatus(p *printer, st subscriber.Status) {
 	if parent == "" {
 		parent = "(none reachable)"
 	}
-	p.linef("subscriber %s  role %s  active node %s  parent %s", st.Node, st.Role, st.ActiveNode, parent)
+	cert := ""
+	if st.Certificate != nil {
+		cert = "  certificate " + certDays(st.Certificate.Expires, time.Now())
+	}
+	p.linef("subscriber %s  role %s  active node %s  parent %s%s", st.Node, st.Role, st.ActiveNode, parent, cert)
 	if st.Problem != "" {
 		p.linef("problem: %s", st.Problem)
 	}
@@ -379,4 +392,42 @@ func subscriberSocket(config string) (string, error) {
 		return "", err
 	}
 	return daemonSocket(file.DataDir), nil
+}
+
+// subscriberReload reads a running subscriber's config file again and
+// checks it as the daemon's start does. Its channels and trusted keys
+// change live (s.Reload); the keys that take a restart are named.
+func subscriberReload(config string, started *subscriberFile, s *subscriber.Subscriber) (*liveReload, error) {
+	file, err := loadSubscriberConfig(config)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := pki.LoadPublicKeys(file.Trust)
+	if err != nil {
+		return nil, configError(config, "trust", "%v", err)
+	}
+	cas, err := pki.LoadCACertificates(started.TLS.CA)
+	if err != nil {
+		return nil, configError(config, "tls.ca", "%v", err)
+	}
+	revocations, err := loadRevocationList(config, file.TLS.CRL, cas)
+	if err != nil {
+		return nil, err
+	}
+	restart := restartKeys(&started.nodeFile, &file.nodeFile)
+	for _, f := range []struct {
+		key  string
+		a, b any
+	}{{"root", started.Root, file.Root}, {"extract", started.Extract, file.Extract}, {"cluster", started.Cluster, file.Cluster}} {
+		if !reflect.DeepEqual(f.a, f.b) {
+			restart = append(restart, f.key)
+		}
+	}
+	return &liveReload{crl: file.TLS.CRL, revocations: revocations, restart: restart, apply: func() ([]string, error) {
+		changes, err := s.Reload(file.Channels, distribution.NewTrust(keys...))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", config, err)
+		}
+		return changes, nil
+	}}, nil
 }

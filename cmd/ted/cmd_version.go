@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"ted/transport"
 
 	"github.com/spf13/cobra"
 )
@@ -20,7 +21,7 @@ type versionInfo struct {
 }
 
 func buildVersion() versionInfo {
-	v := versionInfo{Version: version, GoVersion: runtime.Version(), Protocol: "ted/1"}
+	v := versionInfo{Version: version, GoVersion: runtime.Version(), Protocol: transport.ALPN}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if v.Version == "" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 			v.Version = bi.Main.Version

@@ -75,7 +75,8 @@ type distributorFile struct {
 type enrollFile struct {
 	// CADir holds ca.crt and ca.key (ted pki init); the distributor
 	// records what it issues in CADir/issued.jsonl and the tokens used in
-	// its data_dir.
+	// CADir/tokens-used.jsonl, which `ted pki token` on the same directory
+	// shares.
 	CADir string `yaml:"ca_dir"`
 }
 
@@ -421,15 +422,13 @@ func (c *distributorFile) checkDistributor(d *yamlfile.Doc) {
 		if err := distribution.ValidName("channel", name); err != nil {
 			d.Errorf(field, "%v", err)
 		}
-		for i, n := range ch.Publishers {
-			if err := pki.ValidateName(n); err != nil {
-				d.Errorf(fmt.Sprintf("%s.publishers[%d]", field, i), "%v", err)
-			}
+		// Each entry a certificate name, group:NAME or a name pattern;
+		// no child entry may take in this node itself.
+		if err := distributor.ValidateMembers(field+".publishers", ch.Publishers, ""); err != nil {
+			addProblems(d, err)
 		}
-		for i, n := range ch.Children {
-			if err := pki.ValidateName(n); err != nil {
-				d.Errorf(fmt.Sprintf("%s.children[%d]", field, i), "%v", err)
-			}
+		if err := distributor.ValidateMembers(field+".children", ch.Children, c.Name); err != nil {
+			addProblems(d, err)
 		}
 		if len(c.Parents) == 0 && len(ch.Publishers) == 0 {
 			d.Errorf(field+".publishers", "none, and no parents: nothing could ever arrive")
@@ -437,6 +436,12 @@ func (c *distributorFile) checkDistributor(d *yamlfile.Doc) {
 	}
 	if err := distributor.ValidateClusters(c.clusters()); err != nil {
 		addProblems(d, err)
+	}
+	if c.Enroll != nil {
+		if c.Enroll.CADir == "" {
+			d.Errorf("enroll.ca_dir", "missing: the directory of ca.crt and ca.key (ted pki init); without an enroll block the distributor passes requests on to its parent")
+		}
+		c.Enroll.CADir = resolve(d.File, c.Enroll.CADir)
 	}
 }
 

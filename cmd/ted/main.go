@@ -7,12 +7,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -28,18 +31,73 @@ const (
 	exitInterrupted = 130
 )
 
-// defaultMemoryLimit is the Go runtime's soft memory limit unless GOMEMLIMIT
-// says otherwise. A transfer allocates a stream of short-lived buffers, and
-// with the default GC pacing alone the heap's headroom grows with what is
-// live — the manifest and per-chunk sets of the revision in flight — so
-// RSS would follow the distribution's size. Near this limit the collector
-// runs more often instead (the budget: ≤ 256 MiB of RSS with a 4 GiB
-// distribution; bench/README.md).
-const defaultMemoryLimit = 160 << 20
+// The Go runtime's soft memory limit, unless GOMEMLIMIT sets one: it
+// follows the work. A transfer allocates a stream of short-lived buffers,
+// and with the default GC pacing alone the heap's headroom grows with what
+// is live — the manifest and per-chunk sets of the revision in flight — so
+// RSS would follow the distribution's size (the budget: ≤ 256 MiB of RSS
+// with a 4 GiB distribution; bench/README.md). A fixed limit keeps that
+// headroom small, but a distributor's live heap grows with its sessions
+// (about 10,000 children need well over 160 MiB), and a live heap above a
+// fixed limit makes the collector run without pause. So the limit is
+// minMemoryLimit, or what is live plus half of it again, whichever is
+// more, re-read every memoryLimitEvery: small nodes keep the fixed
+// budget, a large distributor collects when its garbage reaches half its
+// live heap, as GOGC=50 would.
+const (
+	minMemoryLimit   = 160 << 20
+	memoryLimitEvery = time.Second
+)
+
+// memoryLimitFor is the soft limit for a process with live bytes of live
+// heap and other bytes of memory the runtime holds beside the heap
+// (goroutine stacks, its own metadata), which the limit also counts.
+func memoryLimitFor(live, other uint64) int64 {
+	return max(minMemoryLimit, int64(min(other+live+live/2, math.MaxInt64)))
+}
+
+// memorySamples are the runtime metrics memoryLimitFor needs.
+var memorySamples = []string{
+	"/gc/heap/live:bytes",
+	"/memory/classes/total:bytes",
+	"/memory/classes/heap/released:bytes",
+	"/memory/classes/heap/free:bytes",
+	"/memory/classes/heap/unused:bytes",
+	"/memory/classes/heap/objects:bytes",
+}
+
+// memoryNow reads the live heap, as of the last collection, and the
+// memory the runtime holds beside the heap.
+func memoryNow(samples []metrics.Sample) (live, other uint64) {
+	metrics.Read(samples)
+	var v [6]uint64
+	for i, s := range samples {
+		if s.Value.Kind() == metrics.KindUint64 {
+			v[i] = s.Value.Uint64()
+		}
+	}
+	live, total, released, free, unused, objects := v[0], v[1], v[2], v[3], v[4], v[5]
+	return live, total - min(total, released+free+unused+objects)
+}
+
+// followMemoryLimit sets the soft memory limit from the live heap now, and
+// again every memoryLimitEvery until the process ends.
+func followMemoryLimit() {
+	samples := make([]metrics.Sample, len(memorySamples))
+	for i, name := range memorySamples {
+		samples[i].Name = name
+	}
+	debug.SetMemoryLimit(memoryLimitFor(memoryNow(samples)))
+	go func() {
+		for range time.Tick(memoryLimitEvery) {
+			debug.SetMemoryLimit(memoryLimitFor(memoryNow(samples)))
+		}
+	}()
+}
 
 func main() {
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(defaultMemoryLimit)
+		followMemoryLimit()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := newRootCommand().ExecuteContext(ctx)
@@ -78,6 +136,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(
 		newVersionCommand(g),
 		newPKICommand(g),
+		newEnrollCommand(g),
 		newDistCommand(g),
 		newPublishCommand(g),
 		newPublisherCommand(g),

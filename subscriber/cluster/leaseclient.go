@@ -22,6 +22,9 @@ type LeaseClient struct {
 	mu   sync.Mutex
 	sess transport.Session
 	conn *transport.Conn
+	// check, if set, refuses a parent whose certificate must no longer be
+	// trusted (CheckPeer).
+	check func(transport.Identity) error
 }
 
 // leaseTimeout bounds one lease request, dial included.
@@ -61,6 +64,18 @@ func (c *LeaseClient) Release(ctx context.Context) error {
 	return err
 }
 
+// CheckPeer makes every request check the parent's identity first with
+// check (the credentials' CheckRevoked): a revocation list only stops new
+// handshakes, and the lease session is kept between requests, so a parent
+// revoked since it was dialled would be trusted with the lease otherwise.
+// A session that fails the check is closed with the reason, and the
+// request fails with it.
+func (c *LeaseClient) CheckPeer(check func(transport.Identity) error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.check = check
+}
+
 // Close ends the lease session.
 func (c *LeaseClient) Close() {
 	c.mu.Lock()
@@ -83,10 +98,25 @@ func (c *LeaseClient) request(ctx context.Context, req *transport.LeaseRequest) 
 	defer c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, leaseTimeout)
 	defer cancel()
+	if c.sess != nil && c.sess.Context().Err() != nil {
+		c.dropLocked(nil) // ended meanwhile: dial again
+	}
+	if c.sess != nil && c.check != nil {
+		if err := c.check(c.sess.Peer()); err != nil {
+			c.dropLocked(err)
+			return nil, fmt.Errorf("lease: %s: %w", c.addr, err)
+		}
+	}
 	if c.conn == nil {
 		sess, err := c.dial(ctx, c.addr)
 		if err != nil {
 			return nil, fmt.Errorf("lease: dial %s: %w", c.addr, err)
+		}
+		if c.check != nil {
+			if err := c.check(sess.Peer()); err != nil {
+				sess.Close(err)
+				return nil, fmt.Errorf("lease: %s: %w", c.addr, err)
+			}
 		}
 		hello := c.hello
 		conn, _, err := transport.ClientHello(ctx, sess, &hello)

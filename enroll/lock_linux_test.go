@@ -1,0 +1,77 @@
+package enroll
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"ted/pki"
+)
+
+// waitLockWaiter returns once a process or goroutine waits for the flock
+// on path (Linux lists waiters in /proc/locks with "->"): the test that
+// holds the lock then knows the other side has reached it.
+func waitLockWaiter(t *testing.T, path string) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ino := fmt.Sprintf(":%d ", fi.Sys().(*syscall.Stat_t).Ino)
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		data, err := os.ReadFile("/proc/locks")
+		if err != nil {
+			t.Skipf("cannot see waiters: %v", err)
+		}
+		for line := range strings.Lines(string(data)) {
+			if strings.Contains(line, "->") && strings.Contains(line, "FLOCK") && strings.Contains(line, ino) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing waits for the lock on %s", path)
+		}
+		time.Sleep(time.Millisecond) // polling /proc/locks
+	}
+}
+
+// The signer checks revocation under the CA directory's lock, which
+// ted pki revoke holds from its look-up to its write: a revocation made
+// while a renewal waits for the lock is seen by it.
+func TestRenewWaitsForTheCALock(t *testing.T) {
+	f := newFleet(t)
+	top := f.distributor("dist-1", true)
+	cred := f.cred(pki.Spec{Name: "web-1", Role: pki.RoleSubscriber})
+	other, err := pki.LoadCA(f.dir) // another process's handle
+	if err != nil {
+		t.Fatal(err)
+	}
+	renewed := make(chan error, 1)
+	err = other.Locked(func() error {
+		go func() {
+			key, _, err := NewKey()
+			if err == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+				defer cancel()
+				_, err = Renew(ctx, top.addr, cred, []*x509.Certificate{f.ca.Cert}, key, quiet())
+			}
+			renewed <- err
+		}()
+		waitLockWaiter(t, filepath.Join(f.dir, "ca.lock"))
+		_, err := other.Revoke([]string{cred.Self().Serial})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-renewed; !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "the certificate is revoked") {
+		t.Fatalf("renewal that waited for a revocation: %v", err)
+	}
+}

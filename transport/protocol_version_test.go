@@ -1,0 +1,92 @@
+package transport
+
+import (
+	"strings"
+	"testing"
+
+	"ted/pki"
+)
+
+// The listener picks the newest version both ends speak: ted/1.1 with a
+// node of this version, ted/1 with one that only speaks ted/1 (which is
+// admitted, not refused). Both ends see the same protocol.
+func TestQUICProtocolNegotiated(t *testing.T) {
+	p := newTestPKI(t)
+	l := testListen(t, p.issue(t, "dist-1", pki.RoleDistributor), nil, nil)
+	client := p.issue(t, "web-01", pki.RoleSubscriber)
+	for _, tc := range []struct {
+		speaks     string
+		want       string
+		revocation bool
+	}{
+		{ALPN, "ted/1.1", true},
+		{ALPN1, "ted/1", false},
+	} {
+		ctx := testContext(t)
+		acc := acceptAsync(ctx, l)
+		dialled, err := dial(ctx, l.Addr().String(), client, pki.RoleDistributor, QUICConfig{}, tc.speaks)
+		if err != nil {
+			t.Fatalf("a node speaking up to %s: %v", tc.speaks, err)
+		}
+		res := <-acc
+		if res.err != nil {
+			t.Fatal(res.err)
+		}
+		if got := dialled.Protocol(); got != tc.want {
+			t.Errorf("dialler speaking up to %s: protocol %q, want %q", tc.speaks, got, tc.want)
+		}
+		if got := res.sess.Protocol(); got != tc.want {
+			t.Errorf("listener, dialler speaking up to %s: protocol %q, want %q", tc.speaks, got, tc.want)
+		}
+		if CarriesRevocations(res.sess) != tc.revocation {
+			t.Errorf("%s: CarriesRevocations = %v", tc.want, !tc.revocation)
+		}
+		_ = dialled.Close(nil)
+		_ = res.sess.Close(nil)
+	}
+	// Pipes speak the newest unless told otherwise.
+	a, b := NewPipe(Identity{Name: "a"}, Identity{Name: "b"})
+	defer a.Close(nil)
+	if a.Protocol() != ALPN || b.Protocol() != ALPN {
+		t.Errorf("pipe speaks %q, %q; want %q", a.Protocol(), b.Protocol(), ALPN)
+	}
+	old, _ := NewPipeSpeaking(Identity{Name: "a"}, Identity{Name: "b"}, ALPN1)
+	defer old.Close(nil)
+	if CarriesRevocations(old) {
+		t.Error("a ted/1 pipe carries revocations")
+	}
+}
+
+// What a dialler offers: its version and every older one of ours; a
+// foreign or enrollment protocol alone. The refusal names them.
+func TestOffers(t *testing.T) {
+	for alpn, want := range map[string]string{
+		ALPN:       "ted/1.1 ted/1",
+		ALPN1:      "ted/1",
+		"ted/2":    "ted/2",
+		EnrollALPN: EnrollALPN,
+	} {
+		if got := strings.Join(offers(alpn), " "); got != want {
+			t.Errorf("offers(%q) = %q, want %q", alpn, got, want)
+		}
+	}
+	err, quiet := alpnMismatch("10.0.0.1:1", []string{"h3"})
+	if !quiet || !strings.Contains(err.Error(), "does not speak ted/1.1, ted/1") {
+		t.Errorf("a foreign protocol: %v (quiet %v)", err, quiet)
+	}
+}
+
+// A hello's list number is checked: decimal digits only.
+func TestHelloCRLNumber(t *testing.T) {
+	for _, tc := range []struct {
+		number string
+		ok     bool
+	}{
+		{"", true}, {"1796301060", true}, {"-1", false}, {"1e9", false}, {strings.Repeat("9", 50), false},
+	} {
+		h := &Hello{Name: "web-01", Agent: "ted", CRLNumber: tc.number}
+		if err := h.validate(); (err == nil) != tc.ok {
+			t.Errorf("CRLNumber %q: %v", tc.number, err)
+		}
+	}
+}
