@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// tedBinary is the ted built for the tests.
+var tedBinary string
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "fleet-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	noteSources()
+	tedBinary = filepath.Join(dir, "ted")
+	build := exec.Command("go", "build", "-o", tedBinary, "../../cmd/ted")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build ted:", err)
+		return 1
+	}
+	code := m.Run()
+	if code == 0 {
+		// Every session, socket and sampler of a run must have ended.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			return 1
+		}
+	}
+	return code
+}
+
+// noteSources stats every Go source and module file of the project, so
+// that `go test` caches this package's results only while none of them
+// changes: the ted binary it runs is built from them, not imported.
+func noteSources() {
+	_ = filepath.WalkDir("../..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && p != "../.." {
+			return filepath.SkipDir
+		}
+		if strings.HasSuffix(p, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum" {
+			_, _ = os.Stat(p)
+		}
+		return nil
+	})
+}
+
+// TestFleetShort runs the fleet at N=100 with short windows against the
+// real distributor: every simulated subscriber must be admitted, get the
+// offer and hold every chunk, the distributor's status must show them so,
+// and nothing may be refused, fail or drop. Timings are measured, not
+// asserted: the machine is shared.
+func TestFleetShort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	e, err := newEnv(ctx, tedBinary, dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := DefaultOptions()
+	opts.N = 100
+	// Two endpoints: sessions share sockets, and more than one is used.
+	opts.PerSocket = 60
+	opts.ConnectTimeout, opts.Settle, opts.Idle = 30*time.Second, 200*time.Millisecond, time.Second
+	opts.PublishTimeout, opts.FetchTimeout = 30*time.Second, 30*time.Second
+	res, err := e.run(ctx, filepath.Join(dir, "n100"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table strings.Builder
+	printTable(&table, []*Result{res})
+	t.Logf("fleet at N=100:\n%s", table.String())
+
+	if res.Sockets != 2 {
+		t.Errorf("%d sockets for 100 sessions at 60 a socket", res.Sockets)
+	}
+	if res.Admitted != 100 || res.Offered != 100 || res.Fetched != 100 {
+		t.Errorf("admitted %d, offered %d, holding every chunk %d; want all 100", res.Admitted, res.Offered, res.Fetched)
+	}
+	if res.Chunks < 2 {
+		t.Errorf("the revision has %d chunks: a 1 MiB revision has many", res.Chunks)
+	}
+	if res.ChunksHeld != int64(res.Chunks)*100 {
+		t.Errorf("the sims hold %d chunks, want %d × 100", res.ChunksHeld, res.Chunks)
+	}
+	if res.Refused != 0 || res.DialFailed != 0 || res.HelloFailed != 0 || res.Dropped != 0 || res.FetchFailed != 0 {
+		t.Errorf("refused %d, failed dials %d, failed hellos %d, dropped %d, failed fetches %d; want none: %v",
+			res.Refused, res.DialFailed, res.HelloFailed, res.Dropped, res.FetchFailed, res.Samples)
+	}
+	if res.PublishError != "" || res.StatusError != "" || res.StopError != "" {
+		t.Errorf("publish: %q, status: %q, distributor stop: %q", res.PublishError, res.StatusError, res.StopError)
+	}
+	if res.StatusConnected != 100 || res.StatusReceived != 100 {
+		t.Errorf("distributor status shows %d connected, %d holding the revision; want 100 and 100", res.StatusConnected, res.StatusReceived)
+	}
+	if res.IdleRSS <= 0 || res.IdleHeap <= 0 || res.PeakRSS < res.IdleRSS/2 {
+		t.Errorf("memory not measured: idle RSS %d, heap %d, peak %d", res.IdleRSS, res.IdleHeap, res.PeakRSS)
+	}
+	if !res.complete() {
+		t.Errorf("run not complete: %+v", res)
+	}
+}
