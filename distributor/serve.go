@@ -4,11 +4,13 @@ import (
 	"container/list"
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"sync"
 
 	"golang.org/x/sync/semaphore"
+	"golang.org/x/sync/singleflight"
 
 	"ted/distribution"
 	"ted/store"
@@ -79,6 +81,11 @@ type offerCache struct {
 	// same wake.
 	latest map[string]latestOffers
 	revs   map[revKey]*offerRev
+	// fill makes one caller read a list or prepare an offer while the
+	// others that missed the same entry wait for its result: a publish
+	// wakes every child's offer loop at once, and 10,000 of them must not
+	// each compress the same manifest.
+	fill singleflight.Group
 }
 
 type latestOffers struct {
@@ -111,6 +118,18 @@ func (d *Distributor) latestOffers(channels []string, wake chan struct{}) ([]*of
 	if ok && l.wake == wake {
 		return l.revs, nil
 	}
+	v, err, _ := oc.fill.Do(fmt.Sprintf("latest %p %s", wake, k), func() (any, error) {
+		return d.readLatestOffers(channels, k, wake)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.([]*offerRev), nil
+}
+
+// readLatestOffers is latestOffers for the one caller that reads the list.
+func (d *Distributor) readLatestOffers(channels []string, k string, wake chan struct{}) ([]*offerRev, error) {
+	oc := &d.serving.offers
 	infos, err := d.latestFor(channels)
 	if err != nil {
 		return nil, err
@@ -125,15 +144,19 @@ func (d *Distributor) latestOffers(channels []string, wake chan struct{}) ([]*of
 		revs = append(revs, or)
 	}
 	oc.mu.Lock()
-	// Lists read under another wake are of no more use (or soon): they
-	// go, so the map holds the channel sets asked for since the last
-	// change, not every set ever asked for.
+	// Lists read under a wake that has been replaced (closed) are of no
+	// more use: they go, so the map holds the channel sets asked for since
+	// the last change, not every set ever asked for. A list read under a
+	// replaced wake is not kept either; one read under the current wake by
+	// a child that is ahead is left alone.
 	for k, l := range oc.latest {
-		if l.wake != wake {
+		if closed(l.wake) {
 			delete(oc.latest, k)
 		}
 	}
-	oc.latest[k] = latestOffers{wake: wake, revs: revs}
+	if !closed(wake) {
+		oc.latest[k] = latestOffers{wake: wake, revs: revs}
+	}
 	oc.mu.Unlock()
 	return revs, nil
 }
@@ -148,6 +171,28 @@ func (d *Distributor) offerRevision(key revKey, s *distribution.Signed, m *distr
 	if ok {
 		return or, nil
 	}
+	v, err, _ := oc.fill.Do(fmt.Sprintf("offer %s@%d", key.name, key.rev), func() (any, error) {
+		return d.prepareOffer(key, s, m)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*offerRev), nil
+}
+
+// closed reports whether a wake channel has been closed (replaced).
+func closed(wake chan struct{}) bool {
+	select {
+	case <-wake:
+		return true
+	default:
+		return false
+	}
+}
+
+// prepareOffer is offerRevision for the one caller that prepares it.
+func (d *Distributor) prepareOffer(key revKey, s *distribution.Signed, m *distribution.Manifest) (*offerRev, error) {
+	oc := &d.serving.offers
 	if s == nil {
 		var err error
 		if s, err = d.store.Signed(key.name, key.rev); err != nil {
@@ -161,7 +206,7 @@ func (d *Distributor) offerRevision(key revKey, s *distribution.Signed, m *distr
 	if err != nil {
 		return nil, err
 	}
-	or = &offerRev{key: key, channels: m.Channels, offer: offer}
+	or := &offerRev{key: key, channels: m.Channels, offer: offer}
 	oc.mu.Lock()
 	if have, ok := oc.revs[key]; ok {
 		or = have // another child made it meanwhile
