@@ -588,6 +588,9 @@ func (d *Distributor) readChunk(ctx context.Context, id distribution.ChunkID) ([
 		if w == nil {
 			return nil, fmt.Errorf("%w: chunk %s is not held by %s", distribution.ErrChunkMissing, id.Short(), d.cfg.Name)
 		}
+		// A child's stream waiting for a chunk still on its way holds no
+		// send slot meanwhile.
+		transport.ReleaseSendSlot(ctx)
 		select {
 		case <-w:
 		case <-ctx.Done():

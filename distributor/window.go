@@ -91,6 +91,13 @@ func (d *Distributor) waitRate(ctx context.Context, channel string, n int) error
 	d.limits.mu.Unlock()
 	for n > 0 {
 		step := min(n, cl.lim.Burst())
+		if !cl.lim.AllowN(time.Now(), step) {
+			// A wait: no send slot is held through it.
+			transport.ReleaseSendSlot(ctx)
+		} else {
+			n -= step
+			continue
+		}
 		if err := cl.lim.WaitN(ctx, step); err != nil {
 			return err
 		}

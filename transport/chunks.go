@@ -32,9 +32,10 @@ func (f ChunkProviderFunc) ServeChunk(ctx context.Context, id distribution.Chunk
 // Gated is a ChunkProvider whose chunk sends share a bound: ServeChunks
 // takes one of its slots once the first chunk of a want is at hand, keeps
 // it while it sends that want's chunks, up to maxSlotBytes, and gives it
-// back after (sendSlot). Waiting for the first chunk (pull-through) takes
-// no slot; a later chunk of the same want still on its way keeps the slot
-// its stream holds, which the transfer it waits for does not need.
+// back after (sendSlot); a session holds at most sessionSlots at once.
+// Waiting for the first chunk (pull-through) takes no slot; a provider
+// that must wait for a later one, or for a rate, gives its stream's slot
+// back first (ReleaseSendSlot).
 type Gated interface {
 	ChunkProvider
 	SendSlots() *semaphore.Weighted
@@ -55,6 +56,14 @@ func ServeChunks(ctx context.Context, sess Session, p ChunkProvider, served func
 		log = slog.New(slog.DiscardHandler)
 	}
 	peer := sess.Peer().Name
+	// A session's streams hold at most sessionSlots send slots at once,
+	// whatever the number of streams it opens: a child that opens many
+	// streams and stops reading cannot take every slot, and one on a slow
+	// link holds no more than its share.
+	var mine *semaphore.Weighted
+	if _, ok := p.(Gated); ok {
+		mine = semaphore.NewWeighted(sessionSlots)
+	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	// The streams being served end with the session or when no more are
@@ -72,20 +81,23 @@ func ServeChunks(ctx context.Context, sess Session, p ChunkProvider, served func
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := serveStream(ctx, NewChunkConn(st, peer), p, served); err != nil {
+			if err := serveStream(ctx, newWantConn(st, peer), p, mine, served); err != nil {
 				log.Debug("chunk stream ended", "peer", peer, "err", err)
 			}
 		}()
 	}
 }
 
-func serveStream(ctx context.Context, c *Conn, p ChunkProvider, served func(int)) error {
+func serveStream(ctx context.Context, c *Conn, p ChunkProvider, mine *semaphore.Weighted, served func(int)) error {
 	defer c.Close()
 	slot := &sendSlot{}
 	if g, ok := p.(Gated); ok {
-		slot.slots = g.SendSlots()
+		slot.slots, slot.mine = g.SendSlots(), mine
 	}
 	defer slot.release()
+	// The provider is called on this goroutine, and may give the slot
+	// back before it waits (ReleaseSendSlot).
+	ctx = context.WithValue(ctx, slotKey{}, slot)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := closeOnDone(ctx, c)
@@ -140,15 +152,37 @@ const maxSlotBytes = 256 << 10
 // 1 MiB each (bench/fleet), 64 slots kept per want took 21 s and a peak
 // RSS of 472 MiB; 512 slots taken per chunk, 29–34 s and 853–1,064 MiB.
 type sendSlot struct {
-	slots *semaphore.Weighted
+	slots *semaphore.Weighted // shared by every session
+	mine  *semaphore.Weighted // this session's share (sessionSlots)
 	held  bool
 	sent  int
+}
+
+// sessionSlots is how many send slots one session's streams hold at once:
+// a fetch uses two streams (DefaultFetchOptions).
+const sessionSlots = 2
+
+type slotKey struct{}
+
+// ReleaseSendSlot gives back the send slot held by the chunk stream whose
+// ServeChunk call ctx is, if it holds one. A Gated provider calls it before
+// it waits — for a channel's rate, for a chunk still on its way — so that a
+// stream that waits does not keep others from sending; the stream takes a
+// slot again for its next chunk.
+func ReleaseSendSlot(ctx context.Context) {
+	if s, ok := ctx.Value(slotKey{}).(*sendSlot); ok {
+		s.release()
+	}
 }
 
 // send sends a chunk within the stream's slot, taking one if it has none.
 func (s *sendSlot) send(ctx context.Context, c *Conn, id distribution.ChunkID, data []byte) error {
 	if s.slots != nil && !s.held {
+		if err := s.mine.Acquire(ctx, 1); err != nil {
+			return err
+		}
 		if err := s.slots.Acquire(ctx, 1); err != nil {
+			s.mine.Release(1)
 			return err
 		}
 		s.held, s.sent = true, 0
@@ -164,6 +198,7 @@ func (s *sendSlot) send(ctx context.Context, c *Conn, id distribution.ChunkID, d
 func (s *sendSlot) release() {
 	if s.held {
 		s.slots.Release(1)
+		s.mine.Release(1)
 		s.held = false
 	}
 }

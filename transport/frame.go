@@ -39,6 +39,9 @@ type Conn struct {
 	stream Stream
 	peer   string
 	limit  int
+	// recvLimit, if not 0, bounds what Receive takes, below limit: the
+	// serving end of a chunk stream receives wants only.
+	recvLimit int
 
 	// hdr receives a frame's length; a field, not a local, so that
 	// handing it to the stream's Read does not allocate per frame.
@@ -64,6 +67,20 @@ func NewChunkConn(s Stream, peer string) *Conn {
 	c.reuse = true
 	return c
 }
+
+// newWantConn frames the serving end of a chunk stream: it sends chunks
+// and receives wants, so a peer cannot make it take a frame larger than
+// the largest want.
+func newWantConn(s Stream, peer string) *Conn {
+	c := NewChunkConn(s, peer)
+	c.recvLimit = maxWantFrame
+	return c
+}
+
+// maxWantFrame bounds a want's frame: its type byte and the CBOR of
+// MaxWantIDs ids of 32 bytes (2 bytes of header each), with room for the
+// array's and the message's own headers.
+const maxWantFrame = 1 + MaxWantIDs*(2+len(distribution.ChunkID{})) + 64
 
 func newConn(s Stream, peer string, limit int) *Conn {
 	return &Conn{stream: s, peer: peer, limit: limit}
@@ -191,8 +208,12 @@ func (c *Conn) Receive() (Message, error) {
 		return nil, fmt.Errorf("receive from %s: %w", c.peer, err)
 	}
 	n := binary.BigEndian.Uint32(hdr)
-	if n == 0 || uint64(n) > uint64(c.limit) {
-		return nil, fmt.Errorf("%w: receive from %s: frame of %d bytes (limit %d)", ErrProtocol, c.peer, n, c.limit)
+	limit := c.limit
+	if c.recvLimit > 0 {
+		limit = c.recvLimit
+	}
+	if n == 0 || uint64(n) > uint64(limit) {
+		return nil, fmt.Errorf("%w: receive from %s: frame of %d bytes (limit %d)", ErrProtocol, c.peer, n, limit)
 	}
 	frame, err := c.readFrame(int(n))
 	if err != nil {

@@ -164,7 +164,7 @@ func BenchmarkConnChunks(b *testing.B) {
 		}
 		served <- serveStream(ctx, NewChunkConn(st, "child"), ChunkProviderFunc(func(context.Context, distribution.ChunkID) ([]byte, error) {
 			return data, nil
-		}), nil)
+		}), nil, nil)
 	}()
 	st, err := a.OpenStream(ctx)
 	if err != nil {
