@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"crypto/tls"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -218,10 +219,24 @@ func TestEnrollPerSourceLimit(t *testing.T) {
 		}
 		conns = append(conns, c)
 	}
+	// A dial returns once its handshake is done, before the listener has
+	// routed the connection: wait until all four are being served, or the
+	// next one could take a slot ahead of one of them.
+	for deadline := time.Now().Add(20 * time.Second); served.Load() < maxEnrollingPerSource; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d enrollment connections served", served.Load(), maxEnrollingPerSource)
+		}
+		runtime.Gosched()
+	}
 	// The refusal comes as the connection's close, right after the
 	// handshake.
 	c, err := DialEnroll(ctx, l.Addr().String(), nil, QUICConfig{})
 	if err == nil {
+		// Were it served instead, nothing would ever answer: bound the wait.
+		bounded, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		stop := context.AfterFunc(bounded, func() { _ = c.Close(nil) })
+		defer stop()
 		st, serr := c.OpenStream(ctx)
 		if serr == nil {
 			_, serr = st.Read(make([]byte, 1))
