@@ -4,43 +4,14 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"ted/pki"
+	"ted/pki/pkitest"
 )
-
-// waitLockWaiter returns once a process or goroutine waits for the flock
-// on path (Linux lists waiters in /proc/locks with "->"): the test that
-// holds the lock then knows the other side has reached it.
-func waitLockWaiter(t *testing.T, path string) {
-	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ino := fmt.Sprintf(":%d ", fi.Sys().(*syscall.Stat_t).Ino)
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		data, err := os.ReadFile("/proc/locks")
-		if err != nil {
-			t.Skipf("cannot see waiters: %v", err)
-		}
-		for line := range strings.Lines(string(data)) {
-			if strings.Contains(line, "->") && strings.Contains(line, "FLOCK") && strings.Contains(line, ino) {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing waits for the lock on %s", path)
-		}
-		time.Sleep(time.Millisecond) // polling /proc/locks
-	}
-}
 
 // The signer checks revocation under the CA directory's lock, which
 // ted pki revoke holds from its look-up to its write: a revocation made
@@ -64,7 +35,7 @@ func TestRenewWaitsForTheCALock(t *testing.T) {
 			}
 			renewed <- err
 		}()
-		waitLockWaiter(t, filepath.Join(f.dir, "ca.lock"))
+		pkitest.WaitLockWaiter(t, filepath.Join(f.dir, "ca.lock"))
 		_, err := other.Revoke([]string{cred.Self().Serial})
 		return err
 	})

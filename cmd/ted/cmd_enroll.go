@@ -66,7 +66,7 @@ host name.
 With --renew --config FILE, renew the certificate of the node that FILE
 configures now, through its parents, as the daemon does by itself before
 the certificate expires (tls.renew_before); no token is needed.`,
-		Example: `  ted enroll --token tedjoin1.xxxx --ca-fingerprint sha256:5f1e... --to dist-1.example.net:7400 --out /etc/ted
+		Example: `  ted enroll --token-file /root/join.token --ca-fingerprint "$(cat /root/ca.fingerprint)" --to dist-1.example.net:7400 --out /etc/ted
   ted enroll --renew --config /etc/ted/subscriber.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

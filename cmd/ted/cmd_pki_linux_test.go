@@ -6,42 +6,12 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"ted/pki"
+	"ted/pki/pkitest"
 )
-
-// waitLockWaiter returns once a process or goroutine waits for the flock
-// on path (Linux lists waiters in /proc/locks with "->").
-func waitLockWaiter(t *testing.T, path string) {
-	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ino := fmt.Sprintf(":%d ", fi.Sys().(*syscall.Stat_t).Ino)
-	for deadline := time.Now().Add(20 * time.Second); ; {
-		data, err := os.ReadFile("/proc/locks")
-		if err != nil {
-			t.Skipf("cannot see waiters: %v", err)
-		}
-		for line := range strings.Lines(string(data)) {
-			if strings.Contains(line, "->") && strings.Contains(line, "FLOCK") && strings.Contains(line, ino) {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nothing waits for the lock on %s", path)
-		}
-		time.Sleep(time.Millisecond) // polling /proc/locks
-	}
-}
 
 // ted pki revoke NAME resolves the name and writes the list under the CA
 // directory's lock, which a signing distributor holds from its checks to
@@ -63,7 +33,7 @@ func TestPKIRevokeWaitsForTheCALock(t *testing.T) {
 		go func() {
 			done <- runPKIRevoke(context.Background(), &globalOptions{json: true}, pkiRevokeOptions{dir: dir}, []string{"web-1"}, &out)
 		}()
-		waitLockWaiter(t, filepath.Join(dir, "ca.lock"))
+		pkitest.WaitLockWaiter(t, filepath.Join(dir, "ca.lock"))
 		// What the signer does for a renewal, while the revocation waits.
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
