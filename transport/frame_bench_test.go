@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
@@ -84,21 +83,8 @@ func BenchmarkIdleSessionPipe(b *testing.B) {
 // quic-go's own state and each dialler's socket.
 func BenchmarkIdleSessionQUIC(b *testing.B) {
 	const n = 300
-	dir := b.TempDir()
-	if _, err := pki.InitCA(dir, false); err != nil {
-		b.Fatal(err)
-	}
-	load := func(name string, role pki.Role) *Credentials {
-		files, err := pki.Issue(dir, name, role, nil, false)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cred, err := LoadCredentials(filepath.Join(dir, "ca.crt"), files.Cert, files.Key, role)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return cred
-	}
+	p := newTestPKI(b)
+	load := func(name string, role pki.Role) *Credentials { return p.issue(b, name, role) }
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	l, err := Listen("127.0.0.1:0", load("dist-1", pki.RoleDistributor), nil, QUICConfig{})
@@ -209,21 +195,8 @@ func (s *countSink) PutChunk(_ distribution.ChunkID, data []byte) error {
 // loopback, served from memory: the framing's cost in CPU and allocations
 // per chunk on both ends, with quic-go's beside it.
 func BenchmarkFetchQUIC(b *testing.B) {
-	dir := b.TempDir()
-	if _, err := pki.InitCA(dir, false); err != nil {
-		b.Fatal(err)
-	}
-	load := func(name string, role pki.Role) *Credentials {
-		files, err := pki.Issue(dir, name, role, nil, false)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cred, err := LoadCredentials(filepath.Join(dir, "ca.crt"), files.Cert, files.Key, role)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return cred
-	}
+	p := newTestPKI(b)
+	load := func(name string, role pki.Role) *Credentials { return p.issue(b, name, role) }
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	l, err := Listen("127.0.0.1:0", load("dist-1", pki.RoleDistributor), nil, QUICConfig{})

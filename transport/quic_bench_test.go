@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"io"
 	"math/big"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -116,21 +115,8 @@ func rawTLSConfigs(tb testing.TB) (server, client *tls.Config) {
 // adapter: TED certificates, DefaultQUICConfig and sizedConn sockets. It
 // shows what the adapter itself costs, apart from the protocol above it.
 func BenchmarkQUICSessionStream(b *testing.B) {
-	dir := b.TempDir()
-	if _, err := pki.InitCA(dir, false); err != nil {
-		b.Fatal(err)
-	}
-	load := func(name string, role pki.Role) *Credentials {
-		files, err := pki.Issue(dir, name, role, nil, false)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cred, err := LoadCredentials(filepath.Join(dir, "ca.crt"), files.Cert, files.Key, role)
-		if err != nil {
-			b.Fatal(err)
-		}
-		return cred
-	}
+	p := newTestPKI(b)
+	load := func(name string, role pki.Role) *Credentials { return p.issue(b, name, role) }
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	l, err := Listen("127.0.0.1:0", load("dist-1", pki.RoleDistributor), nil, QUICConfig{})

@@ -25,7 +25,7 @@ import (
 // testPKI is a CA in a temporary directory that issues credentials.
 type testPKI struct{ dir string }
 
-func newTestPKI(t *testing.T) *testPKI {
+func newTestPKI(t testing.TB) *testPKI {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "pki")
 	if _, err := pki.InitCA(dir, false); err != nil {
@@ -36,7 +36,7 @@ func newTestPKI(t *testing.T) *testPKI {
 
 // issue issues a certificate for name and role and loads it as
 // credentials trusting this CA.
-func (p *testPKI) issue(t *testing.T, name string, role pki.Role) *Credentials {
+func (p *testPKI) issue(t testing.TB, name string, role pki.Role) *Credentials {
 	t.Helper()
 	files, err := pki.Issue(p.dir, name, role, []string{"127.0.0.1"}, false)
 	if err != nil {
