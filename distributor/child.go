@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"ted/distribution"
-	"ted/schedule"
 	"ted/transport"
 )
 
@@ -30,6 +29,37 @@ type child struct {
 	offered map[revKey]struct{}
 	// open caches, per offered revision, a send window known open.
 	open map[revKey]openWindow
+
+	// The sender (send) runs only while there is something to send: an
+	// idle session keeps no goroutine for it, and at 10,000 children
+	// every goroutine a session keeps costs its stack 10,000 times. kick
+	// starts it, or has a running one look again (kicked); ended, once
+	// the session is over, starts no more. All under mu.
+	sending bool
+	ended   bool
+	kicked  chan struct{} // buffered 1
+	senders sync.WaitGroup
+	sendErr error // why a sender ended the session
+
+	// The sender's own state, touched by one sender at a time.
+	control *transport.Conn
+	log     *slog.Logger
+	// sent is what was offered per distribution, told the window
+	// opening last told per distribution (told once, not at every look).
+	sent map[string]offered
+	told map[string]time.Time
+	// crl is whether the session carries revocation lists, and crlHeld
+	// the number of the list the child holds ("" for none).
+	crl     bool
+	crlHeld string
+}
+
+// offered is what a child was offered of one distribution: the revision,
+// and whether it was stored by then (else it is offered again once stored,
+// so a child whose pull-through failed mid-way tries again).
+type offered struct {
+	rev    uint64
+	stored bool
 }
 
 // revKey names one revision.
@@ -87,7 +117,11 @@ type ChildStatus struct {
 func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, control *transport.Conn, hello *transport.Hello, log *slog.Logger) {
 	peer := sess.Peer()
 	key := childKey(peer, hello)
-	c := &child{name: key, sess: sess, channels: hello.Channels, offered: map[revKey]struct{}{}, open: map[revKey]openWindow{}}
+	c := &child{name: key, sess: sess, channels: hello.Channels, offered: map[revKey]struct{}{}, open: map[revKey]openWindow{},
+		kicked: make(chan struct{}, 1), control: control, sent: map[string]offered{}, told: map[string]time.Time{},
+		// A child of the first protocol version would fail on a message
+		// type it does not know.
+		crl: d.cfg.Revocations != nil && transport.CarriesRevocations(sess), crlHeld: hello.CRLNumber}
 	d.mu.Lock()
 	old := d.children[key]
 	d.children[key] = c
@@ -112,6 +146,7 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 	if hello.Cluster != "" {
 		log = log.With("cluster", hello.Cluster, "cluster_node", hello.Node, "epoch", hello.Epoch)
 	}
+	c.log = log
 	log.Info("child connected", "channels", hello.Channels, "agent", hello.Agent)
 	defer func() {
 		d.mu.Lock()
@@ -123,10 +158,12 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 		log.Info("child disconnected")
 	}()
 
-	// The control stream is read by this goroutine, not one of its own:
-	// at 10,000 children every goroutine a session keeps costs its stack
-	// (a few KiB) 10,000 times. Whichever ends first, the reading here or
-	// one of the group, ends the rest: the reading closes the session,
+	// The control stream is read by this goroutine, not one of its own,
+	// and offers and revocation lists are sent by a sender that runs only
+	// while there is something to send (kick): at 10,000 children every
+	// goroutine a session keeps costs its stack (a few KiB) 10,000 times.
+	// Whichever ends first, the reading here, the sender or one of the
+	// group, ends the rest: the reading and the sender close the session,
 	// cancel ends what waits on ctx, and the group's end closes control.
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
@@ -140,15 +177,7 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 			d.metrics.bytesOut.Add(float64(n))
 		}, log)
 	})
-	g.Go(func() error {
-		defer sess.Close(nil)
-		return d.offerLoop(ctx, c, control, log)
-	})
-	// A child of the first protocol version would fail on a message
-	// type it does not know.
-	if d.cfg.Revocations != nil && transport.CarriesRevocations(sess) {
-		g.Go(func() error { return d.sendRevocations(ctx, control, hello.CRLNumber) })
-	}
+	d.kick(c)
 	if hello.Cluster != "" {
 		// Fencing: the session ends the moment its node's lease does.
 		g.Go(func() error {
@@ -163,6 +192,10 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 	err := d.readChild(control, st, log)
 	sess.Close(nil)
 	cancel()
+	if serr := c.end(); serr != nil {
+		// The sender's error came first: it closed the session.
+		err = serr
+	}
 	if gerr := g.Wait(); gerr != nil {
 		// The group's error came first: it closed control.
 		err = gerr
@@ -199,25 +232,116 @@ func (d *Distributor) readChild(control *transport.Conn, st *ChildStatus, log *s
 	}
 }
 
-// offerLoop offers the child every revision of its channels it has not been
+// kick has c's sender look at what there is to send: it starts one
+// unless one runs, and a running one looks again.
+func (d *Distributor) kick(c *child) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ended {
+		return
+	}
+	select {
+	case c.kicked <- struct{}{}:
+	default:
+	}
+	if c.sending {
+		return
+	}
+	c.sending = true
+	c.senders.Go(func() { d.send(c) })
+}
+
+// kickAll kicks the sender of every connected child: there may be
+// something new to send them.
+func (d *Distributor) kickAll() {
+	d.mu.Lock()
+	children := make([]*child, 0, len(d.children))
+	for _, c := range d.children {
+		children = append(children, c)
+	}
+	d.mu.Unlock()
+	for _, c := range children {
+		d.kick(c)
+	}
+}
+
+// end starts no more senders for c, waits for a running one and returns
+// why a sender ended the session, if one did.
+func (c *child) end() error {
+	c.mu.Lock()
+	c.ended = true
+	c.mu.Unlock()
+	c.senders.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sendErr
+}
+
+// send is c's sender: it sends what there is to send (offerPass) until
+// nothing is left, then ends. While a send window it waits for is closed,
+// it waits for the window to open instead, or for the next kick. An error
+// sending ends the session.
+func (d *Distributor) send(c *child) {
+	done := c.sess.Context().Done()
+	for {
+		select {
+		case <-c.kicked: // this pass answers it
+		default:
+		}
+		next, err := d.offerPass(c)
+		if err != nil {
+			c.mu.Lock()
+			c.sending, c.sendErr = false, err
+			c.mu.Unlock()
+			c.sess.Close(nil)
+			return
+		}
+		if next.IsZero() {
+			c.mu.Lock()
+			if len(c.kicked) == 0 {
+				c.sending = false
+				c.mu.Unlock()
+				return
+			}
+			c.mu.Unlock()
+			continue
+		}
+		timer := d.cfg.Clock.NewTimer(next.Sub(d.cfg.Clock.Now()))
+		select {
+		case <-done:
+		case <-c.kicked:
+		case <-timer.C():
+		}
+		timer.Stop()
+		if c.sess.Context().Err() != nil {
+			c.mu.Lock()
+			c.sending = false
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+// offerPass sends the child the revocation list in force if it does not
+// hold it, then offers it every revision of its channels it has not been
 // offered yet: the latest stored one of each distribution, and any being
 // received (so it can pull through). A revision first offered while
 // incoming is offered again once stored, so a child whose pull failed
-// mid-way tries again.
-func (d *Distributor) offerLoop(ctx context.Context, c *child, control *transport.Conn, log *slog.Logger) error {
-	type offered struct {
-		rev    uint64
-		stored bool
+// mid-way tries again. next is the earliest opening of a send window that
+// kept an offer back, zero if none did.
+func (d *Distributor) offerPass(c *child) (next time.Time, err error) {
+	if c.crl {
+		if m, number := d.cfg.Revocations.MessageFor(c.crlHeld); m != nil {
+			if err := c.control.Send(m); err != nil {
+				return time.Time{}, err
+			}
+			c.crlHeld = number
+		}
 	}
-	sent := map[string]offered{}
-	// told remembers the window opening last told to the child per
-	// distribution, so it is told once, not at every wake.
-	told := map[string]time.Time{}
 	// A cluster's jitter is the cluster's, whichever node is active.
 	name := c.name
 	// offer sends s unless its send window is closed for this child; then
 	// the child is told when it opens, and next keeps the earliest opening.
-	var next time.Time
 	offer := func(or *offerRev) (bool, error) {
 		channels := d.childChannels(or.channels, c)
 		open, at := d.sendState(channels, name)
@@ -225,86 +349,64 @@ func (d *Distributor) offerLoop(ctx context.Context, c *child, control *transpor
 			if !at.IsZero() {
 				next = earliest(next, at)
 			}
-			if prev, ok := told[or.key.name]; !ok || !prev.Equal(at) {
-				told[or.key.name] = at
-				if err := control.Send(transport.ErrorOf(fmt.Errorf("%s@%d: %w", or.key.name, or.key.rev, closedUntil(channels, at)))); err != nil {
+			if prev, ok := c.told[or.key.name]; !ok || !prev.Equal(at) {
+				c.told[or.key.name] = at
+				if err := c.control.Send(transport.ErrorOf(fmt.Errorf("%s@%d: %w", or.key.name, or.key.rev, closedUntil(channels, at)))); err != nil {
 					return false, err
 				}
 			}
 			return false, nil
 		}
 		c.offer(or.key)
-		return true, control.Send(or.offer)
+		return true, c.control.Send(or.offer)
 	}
-	for {
-		next = time.Time{}
-		d.mu.Lock()
-		wake := d.wake
-		var pending []*incoming
-		for _, in := range d.incoming {
-			if sharesChannel(in.m.Channels, c.channels) {
-				pending = append(pending, in)
-			}
+	d.mu.Lock()
+	wake := d.wake
+	var pending []*incoming
+	for _, in := range d.incoming {
+		if sharesChannel(in.m.Channels, c.channels) {
+			pending = append(pending, in)
 		}
-		d.mu.Unlock()
-		changed := d.cfg.Schedules.Changed()
-		// What to offer, and the offers themselves, are made once for
-		// all the children asking for the same channels (serve.go): at
-		// 10,000 children, reading the store and compressing an offer per
-		// child per revision is most of a publish's cost.
-		latest, err := d.latestOffers(c.channels, wake)
+	}
+	d.mu.Unlock()
+	// What to offer, and the offers themselves, are made once for all the
+	// children asking for the same channels (serve.go): at 10,000
+	// children, reading the store and compressing an offer per child per
+	// revision is most of a publish's cost.
+	latest, err := d.latestOffers(c.channels, wake)
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, or := range latest {
+		if o, ok := c.sent[or.key.name]; ok && (o.rev > or.key.rev || o.rev == or.key.rev && o.stored) {
+			continue
+		}
+		ok, err := offer(or)
 		if err != nil {
-			return err
+			return time.Time{}, err
 		}
-		for _, or := range latest {
-			if o, ok := sent[or.key.name]; ok && (o.rev > or.key.rev || o.rev == or.key.rev && o.stored) {
-				continue
-			}
-			ok, err := offer(or)
-			if err != nil {
-				return err
-			}
-			if ok {
-				sent[or.key.name] = offered{rev: or.key.rev, stored: true}
-			}
-		}
-		for _, in := range pending {
-			if o, ok := sent[in.m.Name]; ok && o.rev >= in.m.Revision {
-				continue
-			}
-			or, err := d.offerRevision(revKey{in.m.Name, in.m.Revision}, in.signed, in.m)
-			if err != nil {
-				log.Warn("offer", "dist", in.m.Name, "rev", in.m.Revision, "err", err)
-				continue
-			}
-			ok, err := offer(or)
-			if err != nil {
-				return err
-			}
-			if ok {
-				sent[in.m.Name] = offered{rev: in.m.Revision}
-			}
-		}
-		var opens <-chan time.Time
-		var timer schedule.Timer
-		if !next.IsZero() {
-			timer = d.cfg.Clock.NewTimer(next.Sub(d.cfg.Clock.Now()))
-			opens = timer.C()
-		}
-		select {
-		case <-ctx.Done():
-		case <-c.sess.Context().Done():
-		case <-wake:
-		case <-changed:
-		case <-opens:
-		}
-		if timer != nil {
-			timer.Stop()
-		}
-		if ctx.Err() != nil || c.sess.Context().Err() != nil {
-			return nil
+		if ok {
+			c.sent[or.key.name] = offered{rev: or.key.rev, stored: true}
 		}
 	}
+	for _, in := range pending {
+		if o, ok := c.sent[in.m.Name]; ok && o.rev >= in.m.Revision {
+			continue
+		}
+		or, err := d.offerRevision(revKey{in.m.Name, in.m.Revision}, in.signed, in.m)
+		if err != nil {
+			c.log.Warn("offer", "dist", in.m.Name, "rev", in.m.Revision, "err", err)
+			continue
+		}
+		ok, err := offer(or)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if ok {
+			c.sent[in.m.Name] = offered{rev: in.m.Revision}
+		}
+	}
+	return next, nil
 }
 
 func sharesChannel(a, b []string) bool {

@@ -192,6 +192,10 @@ func (d *Distributor) refuse(reason string, err error) error {
 // has ended.
 func (d *Distributor) Run(ctx context.Context, ln Listener, dial transport.DialFunc) error {
 	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		d.watchSchedules(ctx)
+		return nil
+	})
 	if d.cfg.Revocations != nil {
 		g.Go(func() error {
 			d.watchRevocations(ctx)
@@ -342,6 +346,22 @@ func (d *Distributor) notify() {
 	close(d.wake)
 	d.wake = make(chan struct{})
 	d.mu.Unlock()
+	d.kickAll()
+}
+
+// watchSchedules kicks every child's sender when the schedules change: a
+// send window may have opened. It returns when ctx ends.
+func (d *Distributor) watchSchedules(ctx context.Context) {
+	changed := d.cfg.Schedules.Changed()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+		changed = d.cfg.Schedules.Changed()
+		d.kickAll()
+	}
 }
 
 // receive takes an offered revision from a publisher or a parent (from):

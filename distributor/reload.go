@@ -225,6 +225,8 @@ func (d *Distributor) watchRevocations(ctx context.Context) {
 	for {
 		changed := k.Changed()
 		d.closeRevoked(k.Current())
+		// The children left are sent the list (offerPass).
+		d.kickAll()
 		select {
 		case <-ctx.Done():
 			return
@@ -285,25 +287,4 @@ func (d *Distributor) heldRevocations(sess transport.Session) string {
 		return ""
 	}
 	return d.cfg.Revocations.HeldNumber()
-}
-
-// sendRevocations sends the revocation list in force to a child, at once
-// unless the child holds it already (held: the number its hello told),
-// and whenever it changes, until ctx ends.
-func (d *Distributor) sendRevocations(ctx context.Context, control *transport.Conn, held string) error {
-	k := d.cfg.Revocations
-	for {
-		changed := k.Changed()
-		if m := k.MessageFor(held); m != nil {
-			if err := control.Send(m); err != nil {
-				return err
-			}
-		}
-		held = "" // a change is a newer list: always sent
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-changed:
-		}
-	}
 }

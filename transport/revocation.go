@@ -159,21 +159,22 @@ func (k *RevocationKeeper) Changed() <-chan struct{} {
 
 // Message is the list in force as a child is sent it, nil if none.
 func (k *RevocationKeeper) Message() *Revocations {
-	return k.MessageFor("")
+	m, _ := k.MessageFor("")
+	return m
 }
 
 // MessageFor is the list in force as a child that holds the list numbered
-// held (Hello.CRLNumber, "" for none) is sent it: nil if there is none or
-// the child's is as new.
-func (k *RevocationKeeper) MessageFor(held string) *Revocations {
+// held (Hello.CRLNumber, "" for none) is sent it, and its number: nil if
+// there is none or the child's is as new.
+func (k *RevocationKeeper) MessageFor(held string) (*Revocations, string) {
 	r := k.Current()
 	if r == nil {
-		return nil
+		return nil, ""
 	}
 	if n, ok := new(big.Int).SetString(held, 10); ok && r.Number.Cmp(n) <= 0 {
-		return nil
+		return nil, ""
 	}
-	return &Revocations{CRL: r.Raw}
+	return &Revocations{CRL: r.Raw}, r.Number.String()
 }
 
 // HeldNumber is the number of the list in force, as a child tells it in
