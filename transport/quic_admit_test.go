@@ -2,7 +2,9 @@ package transport
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"ted/pki"
 )
@@ -53,5 +55,95 @@ func TestQUICAdmitsBurstWithoutAccept(t *testing.T) {
 		if sess.Peer().Name != "web-01" {
 			t.Errorf("Accept returned %v", sess.Peer())
 		}
+	}
+}
+
+// TestQUICHandshakesWaitForStarvedAcceptors: while the acceptors cannot
+// run (here: every one is held in the accept callback, as the CPU holds
+// them behind thousands of handshakes), handshakes that finish wait for
+// room in quic-go's accept queue instead of overflowing it and being
+// refused with CONNECTION_REFUSED; once the acceptors run again, every
+// dial is admitted.
+func TestQUICHandshakesWaitForStarvedAcceptors(t *testing.T) {
+	const n = acceptors + queueTickets + 20
+	p := newTestPKI(t)
+	release := make(chan struct{})
+	var held atomic.Int32
+	accept := func(Identity) error {
+		held.Add(1)
+		<-release
+		return nil
+	}
+	// A handshake waits for a ticket for its handshake timeout: long enough
+	// for the test on a loaded machine.
+	cfg := QUICConfig{HandshakeIdleTimeout: 60 * time.Second}
+	l, err := Listen("127.0.0.1:0", p.issue(t, "dist-1", pki.RoleDistributor), accept, cfg)
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(release)
+		}
+		if err := l.Close(); err != nil {
+			t.Errorf("Listener.Close: %v", err)
+		}
+	})
+	client := p.issue(t, "web-01", pki.RoleSubscriber)
+	ctx := testContext(t)
+
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	errs := make(chan error, n)
+	sessions := make(chan Session, n)
+	for range n {
+		wg.Go(func() {
+			s, err := Dial(ctx, l.Addr().String(), client, pki.RoleDistributor, cfg)
+			if err != nil {
+				failed.Add(1)
+				errs <- err
+				return
+			}
+			sessions <- s
+		})
+	}
+	// Every acceptor is held and the queue is full; the other handshakes
+	// wait rather than fail.
+	deadline := time.Now().Add(30 * time.Second)
+	for held.Load() < acceptors || len(l.tickets) < queueTickets {
+		if time.Now().After(deadline) {
+			t.Fatalf("acceptors held %d of %d, tickets %d of %d", held.Load(), acceptors, len(l.tickets), queueTickets)
+		}
+		if failed.Load() > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if f := failed.Load(); f > 0 {
+		t.Errorf("%d dials failed while the acceptors were held; first: %v", f, <-errs)
+	}
+	close(release)
+	released = true
+	wg.Wait()
+	close(errs)
+	close(sessions)
+	for err := range errs {
+		t.Errorf("Dial: %v", err)
+	}
+	got := 0
+	for s := range sessions {
+		got++
+		defer s.Close(nil)
+	}
+	for i := range got {
+		sess, err := l.Accept(ctx)
+		if err != nil {
+			t.Fatalf("Accept %d of %d: %v", i+1, got, err)
+		}
+		defer sess.Close(nil)
+	}
+	if got != n {
+		t.Errorf("%d of %d dials admitted", got, n)
 	}
 }

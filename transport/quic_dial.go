@@ -107,10 +107,11 @@ func dialOn(ctx context.Context, tr *quic.Transport, raddr *net.UDPAddr, addr st
 }
 
 // awaitAdmission waits for the listener's admission notice, see admitted.
-// The listener sends it as soon as it has the handshake, so it is given
-// the handshake's idle timeout.
+// The listener sends it as soon as it has the handshake, but a busy one
+// first holds the end of the handshake for up to its handshake timeout
+// (Listener.holdTicket): twice the handshake timeout covers both.
 func awaitAdmission(ctx context.Context, conn *quic.Conn, cfg QUICConfig, alpn string) error {
-	ctx, cancel := context.WithTimeout(ctx, cfg.HandshakeIdleTimeout)
+	ctx, cancel := context.WithTimeout(ctx, 2*cfg.HandshakeIdleTimeout)
 	defer cancel()
 	st, err := conn.AcceptUniStream(ctx)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 )
@@ -37,6 +38,17 @@ type Listener struct {
 	loopDone chan struct{}
 	loopErr  error // why the acceptors ended, once ready is closed
 
+	// tickets bounds the connections whose handshakes have passed the
+	// certificate check and that the acceptors have not taken yet by
+	// quic-go's accept queue (queueTickets): a handshake about to finish
+	// waits for a ticket (holdTicket) rather than overflow the queue and
+	// be refused. stopping is closed when the listener closes.
+	tickets  chan struct{}
+	stopping <-chan struct{}
+	// ticketWait bounds that wait: the handshake timeout; the dialer
+	// waits for admission twice as long (awaitAdmission).
+	ticketWait time.Duration
+
 	// enroll, if set (HandleEnroll), serves the connections that speak
 	// EnrollALPN rather than ALPN; they never become sessions.
 	enroll atomic.Pointer[enrollRoute]
@@ -44,6 +56,11 @@ type Listener struct {
 	closeOnce sync.Once
 	closeErr  error
 }
+
+// queueTickets is quic-go's accept queue's size (protocol.MaxAcceptQueueSize,
+// internal to quic-go): it refuses a handshake that finishes while that
+// many wait to be taken.
+const queueTickets = 32
 
 // maxAdmitted bounds the sessions admitted and not yet taken by Accept:
 // a bound on memory when nothing calls Accept, not a rate.
@@ -71,26 +88,29 @@ func Listen(addr string, cred *Credentials, accept func(Identity) error, cfg QUI
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
 	l := &Listener{
-		cred:     cred,
-		accept:   accept,
-		log:      cfg.Logger,
-		udp:      udp,
-		sessions: make(map[*quicSession]struct{}),
-		ready:    make(chan *quicSession, maxAdmitted),
-		loopDone: make(chan struct{}),
+		cred:       cred,
+		accept:     accept,
+		log:        cfg.Logger,
+		udp:        udp,
+		sessions:   make(map[*quicSession]struct{}),
+		ready:      make(chan *quicSession, maxAdmitted),
+		loopDone:   make(chan struct{}),
+		tickets:    make(chan struct{}, queueTickets),
+		ticketWait: cfg.HandshakeIdleTimeout,
 	}
+	ctx, stop := context.WithCancel(context.Background())
+	l.stopLoop, l.stopping = stop, ctx.Done()
 	l.tr = &quic.Transport{
 		Conn:              &sizedConn{UDPConn: udp},
 		StatelessResetKey: resetKey,
 		ConnContext:       l.connContext,
 	}
-	l.ql, err = l.tr.Listen(cred.serverTLS(l.refused, l.enrolls), cfg.quicConfig(false))
+	l.ql, err = l.tr.Listen(cred.serverTLS(l.refused, l.enrolls, l.holdTicket), cfg.quicConfig(false))
 	if err != nil {
+		stop()
 		err = errors.Join(err, l.tr.Close(), udp.Close())
 		return nil, fmt.Errorf("listen %s: %w", addr, err)
 	}
-	ctx, stop := context.WithCancel(context.Background())
-	l.stopLoop = stop
 	go l.acceptLoop(ctx)
 	return l, nil
 }
@@ -100,8 +120,12 @@ func Listen(addr string, cred *Credentials, accept func(Identity) error, cfg QUI
 // handshake fails without a word, so this is how such a failure gets
 // logged, once, with the best reason known.
 type incoming struct {
-	addr  string
-	taken atomic.Bool // Accept has it: failures are Accept's to log
+	addr   string
+	taken  atomic.Bool // Accept has it: failures are Accept's to log
+	ticket atomic.Bool // it holds one of the listener's tickets
+	// stop unregisters handshakeEnded once Accept has the connection: a
+	// registration kept for the session's life costs memory per session.
+	stop func() bool
 
 	mu      sync.Mutex
 	refusal error // why our TLS callbacks refused the peer
@@ -116,8 +140,50 @@ type incomingKey struct{}
 func (l *Listener) connContext(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
 	in := &incoming{addr: info.RemoteAddr.String()}
 	ctx = context.WithValue(ctx, incomingKey{}, in)
-	context.AfterFunc(ctx, func() { l.handshakeEnded(in, context.Cause(ctx)) })
+	in.stop = context.AfterFunc(ctx, func() { l.handshakeEnded(in, context.Cause(ctx)) })
 	return ctx, nil
+}
+
+// holdTicket is called by the TLS handshake of the connection of ctx once
+// its peer's certificate is checked, just before the handshake finishes:
+// it waits for one of the listener's tickets, which the connection holds
+// until an acceptor takes it from quic-go or it ends. quic-go queues 32
+// finished handshakes and refuses the next with CONNECTION_REFUSED; when
+// thousands of peers dial at once and the acceptors wait their turn for
+// the CPU behind them, that wastes whole handshakes on both ends. Waiting
+// here instead holds the handshake (and, with it, quic-go's loop for
+// that connection, nothing else) until the queue has room: admission at
+// the rate the acceptors take sessions. After ticketWait it goes on
+// without a ticket (quic-go may then refuse it, as before), so the dialer
+// is admitted or refused before it gives up waiting (awaitAdmission).
+func (l *Listener) holdTicket(ctx context.Context) {
+	in, ok := ctx.Value(incomingKey{}).(*incoming)
+	if !ok {
+		return
+	}
+	select {
+	case l.tickets <- struct{}{}:
+		in.ticket.Store(true)
+		return
+	default:
+	}
+	t := time.NewTimer(l.ticketWait)
+	defer t.Stop()
+	select {
+	case l.tickets <- struct{}{}:
+		in.ticket.Store(true)
+	case <-t.C:
+		l.log.Debug("handshake goes on without waiting longer for the accept queue", "addr", in.addr, "waited", l.ticketWait)
+	case <-ctx.Done():
+	case <-l.stopping:
+	}
+}
+
+// releaseTicket gives back the ticket in holds, if it holds one.
+func (l *Listener) releaseTicket(in *incoming) {
+	if in.ticket.CompareAndSwap(true, false) {
+		<-l.tickets
+	}
 }
 
 // refused notes why the TLS callbacks refused a peer, for handshakeEnded.
@@ -139,6 +205,7 @@ func (l *Listener) refused(ctx context.Context, err error, quiet bool) {
 // handshakeEnded logs why a connection ended before Accept took it: our
 // refusal, or what the peer or the network did.
 func (l *Listener) handshakeEnded(in *incoming, cause error) {
+	l.releaseTicket(in)
 	if in.taken.Load() || l.isClosed() {
 		return
 	}
@@ -235,6 +302,8 @@ func (l *Listener) acceptor(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 		if in, ok := conn.Context().Value(incomingKey{}).(*incoming); ok {
 			in.taken.Store(true)
+			in.stop()
+			l.releaseTicket(in)
 		}
 		if l.routeEnroll(ctx, conn, wg) {
 			continue

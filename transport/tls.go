@@ -234,7 +234,13 @@ func (c *Credentials) baseTLS(alpns []string) *tls.Config {
 // forwarding distributor) proves itself in the request, which the
 // handler checks. So its certificate is asked for but not required, and
 // not checked here.
-func (c *Credentials) serverTLS(refused func(ctx context.Context, err error, quiet bool), enrolls func() bool) *tls.Config {
+//
+// hold, if not nil, is called with the handshake's context once the
+// peer's certificate is checked, and may wait (Listener.holdTicket).
+func (c *Credentials) serverTLS(refused func(ctx context.Context, err error, quiet bool), enrolls func() bool, hold func(context.Context)) *tls.Config {
+	if hold == nil {
+		hold = func(context.Context) {}
+	}
 	base := c.baseTLS(protocols)
 	base.ClientAuth = tls.RequireAnyClientCert
 	conf := base.Clone()
@@ -248,6 +254,10 @@ func (c *Credentials) serverTLS(refused func(ctx context.Context, err error, qui
 			perConn := base.Clone()
 			perConn.NextProtos = []string{EnrollALPN}
 			perConn.ClientAuth = tls.RequestClientCert
+			perConn.VerifyConnection = func(tls.ConnectionState) error {
+				hold(ctx)
+				return nil
+			}
 			return perConn, nil
 		}
 		if !slices.ContainsFunc(hello.SupportedProtos, func(p string) bool { return slices.Contains(protocols, p) }) {
@@ -262,11 +272,13 @@ func (c *Credentials) serverTLS(refused func(ctx context.Context, err error, qui
 		perConn.VerifyConnection = func(cs tls.ConnectionState) error {
 			if _, err := c.verifyPeer(cs.PeerCertificates, addr); err != nil {
 				if errors.Is(err, ErrRevoked) {
+					hold(ctx)
 					return nil // refused by Listener.admit, with the reason
 				}
 				refused(ctx, err, false)
 				return err
 			}
+			hold(ctx)
 			return nil
 		}
 		return perConn, nil
