@@ -83,6 +83,14 @@ func DefaultQUICConfig() QUICConfig {
 	}
 }
 
+// DefaultKeepAlive is the keepalive period of a session whose idle
+// timeout is idle and whose keepalive is not set: DefaultQUICConfig's, or
+// half the idle timeout if that is shorter (quic-go never pings less often
+// than that), so that any idle timeout works without a keepalive set.
+func DefaultKeepAlive(idle time.Duration) time.Duration {
+	return min(DefaultQUICConfig().KeepAlivePeriod, idle/2)
+}
+
 // Validate reports a configuration that cannot work.
 func (c QUICConfig) Validate() error {
 	switch {
@@ -111,7 +119,7 @@ func (c QUICConfig) withDefaults() QUICConfig {
 		c.MaxIdleTimeout = d.MaxIdleTimeout
 	}
 	if c.KeepAlivePeriod == 0 {
-		c.KeepAlivePeriod = d.KeepAlivePeriod
+		c.KeepAlivePeriod = DefaultKeepAlive(c.MaxIdleTimeout)
 	}
 	if c.MaxIncomingStreams == 0 {
 		c.MaxIncomingStreams = d.MaxIncomingStreams

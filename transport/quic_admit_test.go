@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -81,6 +82,8 @@ func TestQUICHandshakesWaitForStarvedAcceptors(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Listen: %v", err)
 	}
+	// The queued hold their tickets until the acceptors run again.
+	l.ticketHold.Store(int64(time.Hour))
 	released := false
 	t.Cleanup(func() {
 		if !released {
@@ -120,6 +123,13 @@ func TestQUICHandshakesWaitForStarvedAcceptors(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The rest are waiting for a ticket, not failing or going on.
+	for l.waiting.Load() < n-acceptors-queueTickets && failed.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d handshakes wait for a ticket, want %d", l.waiting.Load(), n-acceptors-queueTickets)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if f := failed.Load(); f > 0 {
 		t.Errorf("%d dials failed while the acceptors were held; first: %v", f, <-errs)
 	}
@@ -145,5 +155,56 @@ func TestQUICHandshakesWaitForStarvedAcceptors(t *testing.T) {
 	}
 	if got != n {
 		t.Errorf("%d of %d dials admitted", got, n)
+	}
+}
+
+// TestQUICTicketsGivenBackWhenNotTaken: a connection that got a ticket
+// but is never taken by an acceptor (here every acceptor is held) gives
+// it back after the listener's ticket hold, so that no ticket is kept for
+// good: every handshake gets past the wait, and the tickets all come back.
+func TestQUICTicketsGivenBackWhenNotTaken(t *testing.T) {
+	const n = acceptors + queueTickets + 8
+	p := newTestPKI(t)
+	release := make(chan struct{})
+	accept := func(Identity) error {
+		<-release
+		return nil
+	}
+	cfg := QUICConfig{HandshakeIdleTimeout: 60 * time.Second}
+	l, err := Listen("127.0.0.1:0", p.issue(t, "dist-1", pki.RoleDistributor), accept, cfg)
+	if err != nil {
+		t.Fatalf("Listen: %v", err)
+	}
+	l.ticketHold.Store(int64(50 * time.Millisecond))
+	t.Cleanup(func() {
+		close(release)
+		if err := l.Close(); err != nil {
+			t.Errorf("Listener.Close: %v", err)
+		}
+	})
+	client := p.issue(t, "web-01", pki.RoleSubscriber)
+	ctx := testContext(t)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var ended atomic.Int32
+	for range n {
+		wg.Go(func() {
+			if s, err := Dial(dctx, l.Addr().String(), client, pki.RoleDistributor, cfg); err == nil {
+				s.Close(nil)
+			}
+			ended.Add(1)
+		})
+	}
+	// The last handshakes get tickets only as the first ones give theirs
+	// back; once none waits and all are given back, the dials that quic-go
+	// refused from its full queue end.
+	deadline := time.Now().Add(30 * time.Second)
+	for ended.Load() < n-acceptors-queueTickets || l.waiting.Load() > 0 || len(l.tickets) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s: %d dials ended, %d handshakes wait, %d tickets held", ended.Load(), l.waiting.Load(), len(l.tickets))
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

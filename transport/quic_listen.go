@@ -43,8 +43,11 @@ type Listener struct {
 	// quic-go's accept queue (queueTickets): a handshake about to finish
 	// waits for a ticket (holdTicket) rather than overflow the queue and
 	// be refused. stopping is closed when the listener closes.
-	tickets  chan struct{}
-	stopping <-chan struct{}
+	tickets chan struct{}
+	waiting atomic.Int32 // handshakes waiting for a ticket
+	// ticketHold is the constant ticketHold, as a time.Duration.
+	ticketHold atomic.Int64
+	stopping   <-chan struct{}
 	// ticketWait bounds that wait: the handshake timeout; the dialer
 	// waits for admission twice as long (awaitAdmission).
 	ticketWait time.Duration
@@ -98,6 +101,7 @@ func Listen(addr string, cred *Credentials, accept func(Identity) error, cfg QUI
 		tickets:    make(chan struct{}, queueTickets),
 		ticketWait: cfg.HandshakeIdleTimeout,
 	}
+	l.ticketHold.Store(int64(ticketHold))
 	ctx, stop := context.WithCancel(context.Background())
 	l.stopLoop, l.stopping = stop, ctx.Done()
 	l.tr = &quic.Transport{
@@ -145,17 +149,25 @@ func (l *Listener) connContext(ctx context.Context, info *quic.ClientInfo) (cont
 }
 
 // holdTicket is called by the TLS handshake of the connection of ctx once
-// its peer's certificate is checked, just before the handshake finishes:
-// it waits for one of the listener's tickets, which the connection holds
-// until an acceptor takes it from quic-go or it ends. quic-go queues 32
-// finished handshakes and refuses the next with CONNECTION_REFUSED; when
-// thousands of peers dial at once and the acceptors wait their turn for
-// the CPU behind them, that wastes whole handshakes on both ends. Waiting
-// here instead holds the handshake (and, with it, quic-go's loop for
-// that connection, nothing else) until the queue has room: admission at
-// the rate the acceptors take sessions. After ticketWait it goes on
-// without a ticket (quic-go may then refuse it, as before), so the dialer
-// is admitted or refused before it gives up waiting (awaitAdmission).
+// its peer's certificate chain is checked (crypto/tls's VerifyConnection,
+// which comes before the peer's CertificateVerify and Finished are read,
+// usually from the same packet): it waits for one of the listener's
+// tickets, which the connection holds until an acceptor takes it from
+// quic-go, it ends, or ticketHold passes. quic-go queues 32 finished
+// handshakes and refuses the next with CONNECTION_REFUSED; when thousands
+// of peers dial at once and the acceptors wait their turn for the CPU
+// behind them, that wastes whole handshakes on both ends. Waiting here
+// instead holds the handshake (and, with it, quic-go's loop for that
+// connection, nothing else; the connection's context cannot end while it
+// waits) until the queue has room: admission at the rate the acceptors
+// take sessions. After ticketWait it goes on without a ticket (quic-go may
+// then refuse it, as before), so the dialer is admitted or refused before
+// it gives up waiting (awaitAdmission).
+//
+// A peer that presents a copy of a valid chain and goes silent holds its
+// ticket for ticketHold at most, not until its handshake times out: the
+// tickets cannot be kept by a few such peers, at the cost of the bound
+// when the acceptors are starved for longer than that.
 func (l *Listener) holdTicket(ctx context.Context) {
 	in, ok := ctx.Value(incomingKey{}).(*incoming)
 	if !ok {
@@ -163,20 +175,35 @@ func (l *Listener) holdTicket(ctx context.Context) {
 	}
 	select {
 	case l.tickets <- struct{}{}:
-		in.ticket.Store(true)
+		l.holding(in)
 		return
 	default:
 	}
+	l.waiting.Add(1)
+	defer l.waiting.Add(-1)
 	t := time.NewTimer(l.ticketWait)
 	defer t.Stop()
 	select {
 	case l.tickets <- struct{}{}:
-		in.ticket.Store(true)
+		l.holding(in)
 	case <-t.C:
 		l.log.Debug("handshake goes on without waiting longer for the accept queue", "addr", in.addr, "waited", l.ticketWait)
 	case <-ctx.Done():
 	case <-l.stopping:
 	}
+}
+
+// ticketHold bounds how long a connection holds a ticket before an
+// acceptor takes it (Listener.ticketHold, which tests change): a handshake
+// holding one finishes at once unless its peer stalls, and the acceptors
+// take finished ones within milliseconds unless the CPU is swamped.
+const ticketHold = 2 * time.Second
+
+// holding records that in holds a ticket, and gives it back after
+// ticketHold if nothing has.
+func (l *Listener) holding(in *incoming) {
+	in.ticket.Store(true)
+	time.AfterFunc(time.Duration(l.ticketHold.Load()), func() { l.releaseTicket(in) })
 }
 
 // releaseTicket gives back the ticket in holds, if it holds one.

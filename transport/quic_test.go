@@ -761,6 +761,17 @@ func TestQUICConfigValidate(t *testing.T) {
 	if err := (QUICConfig{}).Validate(); err != nil {
 		t.Errorf("zero config: %v", err)
 	}
+	// An idle timeout at or under twice the default keepalive, with no
+	// keepalive set, takes half of it as its keepalive.
+	for _, idle := range []time.Duration{12 * time.Second, 15 * time.Second, 30 * time.Second, 2 * time.Second} {
+		c := QUICConfig{MaxIdleTimeout: idle}
+		if err := c.Validate(); err != nil {
+			t.Errorf("idle timeout %v alone: %v", idle, err)
+		}
+		if got, want := c.withDefaults().KeepAlivePeriod, min(DefaultQUICConfig().KeepAlivePeriod, idle/2); got != want {
+			t.Errorf("idle timeout %v alone: keepalive %v, want %v", idle, got, want)
+		}
+	}
 	bad := []QUICConfig{
 		{KeepAlivePeriod: time.Minute},
 		{MaxIdleTimeout: -1},

@@ -254,10 +254,9 @@ func (c *Credentials) serverTLS(refused func(ctx context.Context, err error, qui
 			perConn := base.Clone()
 			perConn.NextProtos = []string{EnrollALPN}
 			perConn.ClientAuth = tls.RequestClientCert
-			perConn.VerifyConnection = func(tls.ConnectionState) error {
-				hold(ctx)
-				return nil
-			}
+			// Not held for a ticket (Listener.holdTicket): a peer with no
+			// certificate must not hold the queue, and enrollments are few
+			// (and bounded by the enrollment handler).
 			return perConn, nil
 		}
 		if !slices.ContainsFunc(hello.SupportedProtos, func(p string) bool { return slices.Contains(protocols, p) }) {

@@ -150,7 +150,7 @@ func (l *linkFile) check(d *yamlfile.Doc) {
 		idle = def.MaxIdleTimeout
 	}
 	if keep == 0 {
-		keep = def.KeepAlivePeriod
+		keep = transport.DefaultKeepAlive(idle)
 	}
 	if keep >= idle && keep > 0 && idle > 0 {
 		d.Errorf("link.keepalive", "%v must be shorter than the idle timeout %v", keep, idle)
