@@ -117,8 +117,12 @@ type ChildStatus struct {
 func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, control *transport.Conn, hello *transport.Hello, log *slog.Logger) {
 	peer := sess.Peer()
 	key := childKey(peer, hello)
+	if hello.Cluster != "" {
+		log = log.With("cluster", hello.Cluster, "cluster_node", hello.Node, "epoch", hello.Epoch)
+	}
+	// Complete before it is in children: a notify kicks every child there.
 	c := &child{name: key, sess: sess, channels: hello.Channels, offered: map[revKey]struct{}{}, open: map[revKey]openWindow{},
-		kicked: make(chan struct{}, 1), control: control, sent: map[string]offered{}, told: map[string]time.Time{},
+		kicked: make(chan struct{}, 1), control: control, log: log, sent: map[string]offered{}, told: map[string]time.Time{},
 		// A child of the first protocol version would fail on a message
 		// type it does not know.
 		crl: d.cfg.Revocations != nil && transport.CarriesRevocations(sess), crlHeld: hello.CRLNumber}
@@ -143,10 +147,6 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 		}
 		old.sess.Close(reason)
 	}
-	if hello.Cluster != "" {
-		log = log.With("cluster", hello.Cluster, "cluster_node", hello.Node, "epoch", hello.Epoch)
-	}
-	c.log = log
 	log.Info("child connected", "channels", hello.Channels, "agent", hello.Agent)
 	defer func() {
 		d.mu.Lock()
@@ -192,11 +192,12 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 	err := d.readChild(control, st, log)
 	sess.Close(nil)
 	cancel()
-	if serr := c.end(); serr != nil {
+	serr := c.end()
+	if serr != nil {
 		// The sender's error came first: it closed the session.
 		err = serr
 	}
-	if gerr := g.Wait(); gerr != nil {
+	if gerr := g.Wait(); gerr != nil && serr == nil {
 		// The group's error came first: it closed control.
 		err = gerr
 	}
@@ -290,8 +291,9 @@ func (d *Distributor) send(c *child) {
 		}
 		next, err := d.offerPass(c)
 		if err != nil {
+			// No other sender: the session is over.
 			c.mu.Lock()
-			c.sending, c.sendErr = false, err
+			c.sending, c.ended, c.sendErr = false, true, err
 			c.mu.Unlock()
 			c.sess.Close(nil)
 			return

@@ -149,6 +149,9 @@ func (d *Distributor) Reload(next Config) ([]string, error) {
 		wg.Go(func() { upstream.Close(nil) })
 	}
 	wg.Wait()
+	// A send window or a channel's children may have changed: the senders
+	// look again.
+	d.kickAll()
 	return changes, nil
 }
 
