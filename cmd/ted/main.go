@@ -81,18 +81,73 @@ func memoryNow(samples []metrics.Sample) (live, other uint64) {
 }
 
 // followMemoryLimit sets the soft memory limit from the live heap now, and
-// again every memoryLimitEvery until the process ends.
+// again every memoryLimitEvery until the process ends; it also hands
+// memory back to the system once the process is quiet (idleRelease).
 func followMemoryLimit() {
 	samples := make([]metrics.Sample, len(memorySamples))
 	for i, name := range memorySamples {
 		samples[i].Name = name
 	}
 	debug.SetMemoryLimit(memoryLimitFor(memoryNow(samples)))
+	idle := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/memory/classes/heap/free:bytes"}}
+	var r idleRelease
 	go func() {
-		for range time.Tick(memoryLimitEvery) {
+		for now := range time.Tick(memoryLimitEvery) {
 			debug.SetMemoryLimit(memoryLimitFor(memoryNow(samples)))
+			metrics.Read(idle)
+			if r.due(now, idle[0].Value.Uint64(), idle[1].Value.Uint64()) {
+				debug.FreeOSMemory()
+			}
 		}
 	}()
+}
+
+// After a burst — thousands of children connecting, a publish fetched by
+// all of them — the runtime keeps what the burst needed: free heap up to
+// the memory limit's headroom, quic-go's packet buffers in sync.Pools
+// (dropped only by the second collection after their last use) and
+// goroutine stacks grown by the burst (shrunk only by a collection). An
+// idle process allocates little and so collects rarely, and an idle
+// distributor kept the memory of its busiest moment: at 3,000 children,
+// 38 MiB of pooled 20 KiB send buffers alone. So once no collection has
+// run for quietFor, and more than releaseAbove of the heap is free but
+// still held, the memory is handed back (debug.FreeOSMemory: a
+// collection, then everything free returned to the system), and once more
+// a quietFor later, for what the pools held through the first. A busy
+// process collects often and is never quiet; a quiet one pays at most two
+// collections per burst.
+const (
+	quietFor     = 30 * time.Second
+	releaseAbove = 16 << 20
+)
+
+// idleRelease decides when a quiet process hands memory back.
+type idleRelease struct {
+	cycles uint64    // collections seen so far
+	since  time.Time // when cycles last changed
+	again  bool      // one more release is due after the last
+}
+
+// due reports whether memory should be handed back now, given the
+// collections so far and the free heap still held; it expects to be told
+// of the collection a release runs.
+func (r *idleRelease) due(now time.Time, cycles, free uint64) bool {
+	if r.since.IsZero() || cycles != r.cycles {
+		r.cycles, r.since = cycles, now
+		return false
+	}
+	if now.Sub(r.since) < quietFor {
+		return false
+	}
+	if free <= releaseAbove && !r.again {
+		return false
+	}
+	r.again = !r.again
+	// The release's own collection would count as activity; quiet time
+	// starts again from it.
+	r.cycles++
+	r.since = now
+	return true
 }
 
 func main() {

@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"testing"
+	"time"
 )
 
 // TestMemoryLimitFollowsLiveHeap: a small process keeps the fixed budget;
@@ -52,4 +53,37 @@ func TestMemoryNowReadsTheRuntime(t *testing.T) {
 		t.Error("no memory beside the heap: stacks at least are missing")
 	}
 	runtime.KeepAlive(hold)
+}
+
+// TestIdleReleaseAfterQuiet: memory is handed back only after quietFor
+// without a collection and with more than releaseAbove free, then once
+// more a quietFor later whatever is free; a process that keeps collecting
+// never releases, and a quiet one with little free stops after that.
+func TestIdleReleaseAfterQuiet(t *testing.T) {
+	var r idleRelease
+	t0 := time.Unix(1_000_000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	const lots, little = releaseAbove + 1, releaseAbove
+	steps := []struct {
+		at     time.Duration
+		cycles uint64
+		free   uint64
+		want   bool
+	}{
+		{0, 5, lots, false},                           // first look
+		{quietFor - time.Second, 5, lots, false},      // not quiet long enough
+		{quietFor + time.Second, 6, lots, false},      // a collection: busy
+		{2*quietFor + time.Second, 6, lots, true},     // quiet, lots free: release
+		{2*quietFor + 2*time.Second, 7, 0, false},     // the release's own collection
+		{3 * quietFor, 7, little, false},              // not a quietFor since the release
+		{3*quietFor + 2*time.Second, 7, little, true}, // the second release, whatever is free
+		{4*quietFor + 3*time.Second, 8, little, false},
+		{5*quietFor + 3*time.Second, 8, little, false}, // quiet, little free: nothing more
+		{6*quietFor + 3*time.Second, 8, lots, true},    // memory freed again: release
+	}
+	for i, s := range steps {
+		if got := r.due(at(s.at), s.cycles, s.free); got != s.want {
+			t.Fatalf("step %d (at %v, %d collections, %d MiB free): due = %v, want %v", i, s.at, s.cycles, s.free>>20, got, s.want)
+		}
+	}
 }
