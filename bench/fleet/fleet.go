@@ -105,7 +105,11 @@ type Result struct {
 	GeneratorCPU   time.Duration `json:"generator_cpu_ns"`
 	// StopError is how the distributor ended, if not cleanly.
 	StopError string `json:"stop_error,omitempty"`
-	Dir       string `json:"dir"`
+	// Reference is the same N against plain quic-go (reference.go): its
+	// Fetched and FetchTime count sims that read the payload, its
+	// DistributorCPU is the reference server's.
+	Reference *Result `json:"reference,omitempty"`
+	Dir       string  `json:"dir"`
 }
 
 // complete reports whether every sim was admitted, offered the revision
@@ -145,66 +149,9 @@ func (e *env) run(ctx context.Context, dir string, opts Options) (*Result, error
 	opts.progress("n=%d: distributor %s (pid %d, children %s), log %s", opts.N, d.addr, d.pid(), d.children, d.logPath)
 
 	f := &fleet{addr: d.addr, channel: channel}
-	var eps []*transport.Endpoint
-	closeEndpoints := sync.OnceFunc(func() {
-		f.stopping.Store(true)
-		var wg sync.WaitGroup
-		for _, ep := range eps {
-			wg.Go(func() { _ = ep.Close() })
-		}
-		wg.Wait()
-	})
-	defer closeEndpoints()
-	perSocket := max(opts.PerSocket, 1)
-	for i := range opts.N {
-		if i%perSocket == 0 {
-			ep, err := transport.NewEndpoint(transport.QUICConfig{})
-			if err != nil {
-				return nil, err
-			}
-			eps = append(eps, ep)
-		}
-		f.sims = append(f.sims, &sim{name: simName(i), cred: creds[i], ep: eps[len(eps)-1]})
-	}
-	res.Sockets = len(eps)
-
-	simCtx, stopSims := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() {
-		f.stopping.Store(true)
-		stopSims()
-		closeEndpoints()
-		wg.Wait()
-	}()
-	start := time.Now()
-	for _, s := range f.sims {
-		wg.Go(func() { f.run(simCtx, s) })
-	}
-	if waitCount(ctx, &f.admitted, opts.N, opts.ConnectTimeout) {
-		res.ConnectTime = lastTime(f.sims, func(s *sim) int64 { return s.admitted.Load() }).Sub(start)
-	}
-	res.Admitted = int(f.admitted.Load())
-	opts.progress("n=%d: %d admitted in %v (refused dials %d, failed %d)", opts.N, res.Admitted, time.Since(start).Round(time.Millisecond), f.refused.Load(), f.dialFailed.Load())
-
-	// Idle: every admitted sim keeps its session, nothing is published.
-	if err := sleep(ctx, opts.Settle); err != nil {
-		return nil, err
-	}
-	cpu0, err := cpuTime(d.pid())
+	stopSims, err := f.connectIdle(ctx, d.pid(), creds, opts, res)
+	defer stopSims()
 	if err != nil {
-		return nil, err
-	}
-	t0 := time.Now()
-	if err := sleep(ctx, opts.Idle); err != nil {
-		return nil, err
-	}
-	cpu1, err := cpuTime(d.pid())
-	if err != nil {
-		return nil, err
-	}
-	res.IdleWindow = time.Since(t0)
-	res.IdleCPUPerMinute = (cpu1 - cpu0).Seconds() / res.IdleWindow.Minutes()
-	if res.IdleRSS, _, err = memStatus(d.pid()); err != nil {
 		return nil, err
 	}
 	if heap, err := scrapeMetric(ctx, "http://"+d.statusAddr+"/metrics", "go_memstats_heap_inuse_bytes"); err == nil {
@@ -261,6 +208,124 @@ func (e *env) run(ctx context.Context, dir string, opts Options) (*Result, error
 	f.stopping.Store(true)
 	res.Refused, res.DialFailed, res.HelloFailed = f.refused.Load(), f.dialFailed.Load(), f.helloFailed.Load()
 	res.Dropped, res.FetchFailed = f.dropped.Load(), f.fetchFailed.Load()
+	res.Samples = f.samples.all()
+	return res, nil
+}
+
+// connectIdle starts the fleet's sims, one per credential, against f.addr,
+// waits until all are admitted, then measures the server (process pid)
+// idle: its CPU over opts.Idle after opts.Settle, and its RSS at the end,
+// into res. stop ends the sims; it must be called, error or not.
+func (f *fleet) connectIdle(ctx context.Context, pid int, creds []*transport.Credentials, opts Options, res *Result) (stop func(), err error) {
+	var eps []*transport.Endpoint
+	closeEndpoints := sync.OnceFunc(func() {
+		f.stopping.Store(true)
+		var wg sync.WaitGroup
+		for _, ep := range eps {
+			wg.Go(func() { _ = ep.Close() })
+		}
+		wg.Wait()
+	})
+	simCtx, stopSims := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	stop = func() {
+		f.stopping.Store(true)
+		stopSims()
+		closeEndpoints()
+		wg.Wait()
+	}
+	perSocket := max(opts.PerSocket, 1)
+	for i := range opts.N {
+		if i%perSocket == 0 {
+			ep, err := transport.NewEndpoint(transport.QUICConfig{})
+			if err != nil {
+				return stop, err
+			}
+			eps = append(eps, ep)
+		}
+		f.sims = append(f.sims, &sim{name: simName(i), cred: creds[i], ep: eps[len(eps)-1]})
+	}
+	res.Sockets = len(eps)
+
+	start := time.Now()
+	for _, s := range f.sims {
+		wg.Go(func() { f.run(simCtx, s) })
+	}
+	if waitCount(ctx, &f.admitted, opts.N, opts.ConnectTimeout) {
+		res.ConnectTime = lastTime(f.sims, func(s *sim) int64 { return s.admitted.Load() }).Sub(start)
+	}
+	res.Admitted = int(f.admitted.Load())
+	opts.progress("n=%d: %d admitted in %v (refused dials %d, failed %d)", opts.N, res.Admitted, time.Since(start).Round(time.Millisecond), f.refused.Load(), f.dialFailed.Load())
+
+	// Idle: every admitted sim keeps its session, nothing is published.
+	if err := sleep(ctx, opts.Settle); err != nil {
+		return stop, err
+	}
+	cpu0, err := cpuTime(pid)
+	if err != nil {
+		return stop, err
+	}
+	t0 := time.Now()
+	if err := sleep(ctx, opts.Idle); err != nil {
+		return stop, err
+	}
+	cpu1, err := cpuTime(pid)
+	if err != nil {
+		return stop, err
+	}
+	res.IdleWindow = time.Since(t0)
+	res.IdleCPUPerMinute = (cpu1 - cpu0).Seconds() / res.IdleWindow.Minutes()
+	if res.IdleRSS, _, err = memStatus(pid); err != nil {
+		return stop, err
+	}
+	return stop, nil
+}
+
+// runReference measures the same fleet against the reference server
+// (reference.go): admitted, idle CPU and RSS, and from the "publish" the
+// time until every sim has read payload bytes, and the server's peak RSS
+// meanwhile.
+func (e *env) runReference(ctx context.Context, opts Options, payload int) (*Result, error) {
+	res := &Result{N: opts.N, Children: "reference"}
+	creds, err := e.credentials(opts.N)
+	if err != nil {
+		return nil, err
+	}
+	r, err := e.startReference(payload)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := r.stop(); err != nil {
+			res.StopError = err.Error()
+		}
+	}()
+	serverCPU0, genCPU0 := cpuOr0(r.pid()), selfCPU()
+	opts.progress("n=%d: reference: plain quic-go at %s (pid %d)", opts.N, r.addr, r.pid())
+	f := &fleet{addr: r.addr, publish: make(chan struct{}), payload: payload}
+	stopSims, err := f.connectIdle(ctx, r.pid(), creds, opts, res)
+	defer stopSims()
+	if err != nil {
+		return nil, err
+	}
+	opts.progress("n=%d: reference: idle %v: %.2f CPU-s/min, RSS %s", opts.N, res.IdleWindow.Round(time.Millisecond), res.IdleCPUPerMinute, mib(res.IdleRSS))
+	res.PeakFromHWM = resetPeak(r.pid())
+	sampler := sampleRSS(r.pid(), opts.SampleEvery)
+	start := time.Now()
+	close(f.publish)
+	if waitCount(ctx, &f.fetched, opts.N, opts.FetchTimeout) {
+		res.FetchTime = lastTime(f.sims, func(s *sim) int64 { return s.fetched.Load() }).Sub(start)
+	}
+	res.Fetched = int(f.fetched.Load())
+	res.PeakRSS = sampler.finish()
+	if _, hwm, err := memStatus(r.pid()); err == nil && res.PeakFromHWM {
+		res.PeakRSS = max(res.PeakRSS, hwm)
+	}
+	opts.progress("n=%d: reference: %d read %s in %v, peak RSS %s", opts.N, res.Fetched, humanBytes(int64(payload)), res.FetchTime.Round(time.Millisecond), mib(res.PeakRSS))
+	res.DistributorCPU = cpuOr0(r.pid()) - serverCPU0
+	res.GeneratorCPU = selfCPU() - genCPU0
+	f.stopping.Store(true)
+	res.Refused, res.DialFailed, res.Dropped, res.FetchFailed = f.refused.Load(), f.dialFailed.Load(), f.dropped.Load(), f.fetchFailed.Load()
 	res.Samples = f.samples.all()
 	return res, nil
 }

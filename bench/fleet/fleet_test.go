@@ -22,6 +22,14 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
+	// runReference starts this binary again as its server.
+	if len(os.Args) > 1 && os.Args[1] == "reference-server" {
+		if err := runReferenceServer(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "reference-server:", err)
+			return 1
+		}
+		return 0
+	}
 	dir, err := os.MkdirTemp("", "fleet-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -119,5 +127,41 @@ func TestFleetShort(t *testing.T) {
 	}
 	if !res.complete() {
 		t.Errorf("run not complete: %+v", res)
+	}
+}
+
+// TestFleetReferenceShort runs the reference (plain quic-go, reference.go)
+// at N=50: every sim is admitted (plain quic-go may refuse a dial from a
+// full accept queue; the sims dial again) and reads the whole payload,
+// the server's memory and CPU are measured, and it stops cleanly.
+func TestFleetReferenceShort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	e, err := newEnv(ctx, tedBinary, dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := DefaultOptions()
+	opts.N = 50
+	opts.ConnectTimeout, opts.Settle, opts.Idle = 30*time.Second, 200*time.Millisecond, time.Second
+	opts.FetchTimeout = 30 * time.Second
+	res, err := e.runReference(ctx, opts, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Admitted != 50 || res.Fetched != 50 {
+		t.Errorf("admitted %d, read the payload %d; want all 50 (%v)", res.Admitted, res.Fetched, res.Samples)
+	}
+	if res.FetchTime <= 0 || res.IdleRSS <= 0 || res.PeakRSS <= 0 {
+		t.Errorf("not measured: fetch %v, idle RSS %d, peak %d", res.FetchTime, res.IdleRSS, res.PeakRSS)
+	}
+	if res.Dropped != 0 || res.FetchFailed != 0 || res.StopError != "" {
+		t.Errorf("dropped %d, failed fetches %d, server stop %q", res.Dropped, res.FetchFailed, res.StopError)
+	}
+	var table strings.Builder
+	printTable(&table, []*Result{{N: 50, Reference: res}})
+	if !strings.Contains(table.String(), "plain quic-go: RSS idle") {
+		t.Errorf("the table has no reference rows:\n%s", table.String())
 	}
 }

@@ -36,6 +36,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +45,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "reference-server" {
+		if err := runReferenceServer(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "fleet reference-server:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := mainErr(); err != nil {
 		fmt.Fprintln(os.Stderr, "fleet:", err)
 		os.Exit(1)
@@ -59,6 +67,7 @@ func mainErr() error {
 		keep    = flag.Bool("keep", false, "keep the work directory (configs, the distributor's logs)")
 		payload = flag.Int("payload", 1<<20, "bytes of the revision published")
 		jsonOut = flag.String("json", "", "also write the results as JSON to this file")
+		ref     = flag.Bool("reference", true, "also run each N against plain quic-go (the reference: same sims, same TLS and QUIC settings, no TED) and report TED's figures as ratios to it")
 	)
 	flag.IntVar(&opts.PerSocket, "per-socket", opts.PerSocket, "sessions per UDP socket")
 	flag.DurationVar(&opts.ConnectTimeout, "connect-timeout", opts.ConnectTimeout, "wait at most this long for all N to be admitted")
@@ -105,6 +114,11 @@ func mainErr() error {
 		res, err := e.run(ctx, filepath.Join(dir, fmt.Sprintf("n%d", n)), o)
 		if err != nil {
 			return fmt.Errorf("n=%d: %w", n, err)
+		}
+		if *ref {
+			if res.Reference, err = e.runReference(ctx, o, *payload); err != nil {
+				return fmt.Errorf("n=%d: reference: %w", n, err)
+			}
 		}
 		results = append(results, res)
 	}
@@ -226,6 +240,40 @@ func printTable(w io.Writer, results []*Result) {
 	row("CPU-s distributor / generator", func(r *Result) string {
 		return fmt.Sprintf("%.1f / %.1f", r.DistributorCPU.Seconds(), r.GeneratorCPU.Seconds())
 	})
+	if slices.ContainsFunc(results, func(r *Result) bool { return r.Reference != nil }) {
+		ref := func(cell func(r, q *Result) string) func(r *Result) string {
+			return func(r *Result) string {
+				if r.Reference == nil {
+					return "-"
+				}
+				return cell(r, r.Reference)
+			}
+		}
+		ratio := func(a, b float64) string {
+			if b <= 0 || a <= 0 {
+				return "-"
+			}
+			return fmt.Sprintf("%.2f", a/b)
+		}
+		row("plain quic-go: all admitted", ref(func(_, q *Result) string { return within(q.ConnectTime, q.Admitted, q.N) }))
+		row("plain quic-go: RSS idle", ref(func(_, q *Result) string { return mib(q.IdleRSS) }))
+		row("plain quic-go: idle CPU-s/min", ref(func(_, q *Result) string { return fmt.Sprintf("%.2f", q.IdleCPUPerMinute) }))
+		row("plain quic-go: all read payload", ref(func(_, q *Result) string { return within(q.FetchTime, q.Fetched, q.N) }))
+		row("plain quic-go: peak RSS", ref(func(_, q *Result) string { return mib(q.PeakRSS) }))
+		row("plain quic-go: failed dials", ref(func(_, q *Result) string { return strconv.FormatInt(q.Refused+q.DialFailed, 10) }))
+		row("TED / quic-go: RSS idle", ref(func(r, q *Result) string { return ratio(float64(r.IdleRSS), float64(q.IdleRSS)) }))
+		row("  TED beyond quic-go, per session", ref(func(r, q *Result) string {
+			return fmt.Sprintf("%.1f KiB", float64(r.IdleRSS-q.IdleRSS)/float64(r.N)/1024)
+		}))
+		row("TED / quic-go: idle CPU", ref(func(r, q *Result) string { return ratio(r.IdleCPUPerMinute, q.IdleCPUPerMinute) }))
+		row("TED / quic-go: all held", ref(func(r, q *Result) string {
+			if r.Fetched < r.N || q.Fetched < q.N {
+				return "-"
+			}
+			return ratio(r.FetchTime.Seconds(), q.FetchTime.Seconds())
+		}))
+		row("TED / quic-go: peak RSS", ref(func(r, q *Result) string { return ratio(float64(r.PeakRSS), float64(q.PeakRSS)) }))
+	}
 	_ = tw.Flush()
 	for _, r := range results {
 		for kind, msgs := range r.Samples {
@@ -241,6 +289,16 @@ func printTable(w io.Writer, results []*Result) {
 		}
 		if r.StopError != "" {
 			fmt.Fprintf(w, "n=%d distributor: %s\n", r.N, r.StopError)
+		}
+		if q := r.Reference; q != nil {
+			for kind, msgs := range q.Samples {
+				for _, m := range msgs {
+					fmt.Fprintf(w, "n=%d reference %s: %s\n", r.N, kind, m)
+				}
+			}
+			if q.StopError != "" {
+				fmt.Fprintf(w, "n=%d reference server: %s\n", r.N, q.StopError)
+			}
 		}
 	}
 }

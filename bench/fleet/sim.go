@@ -55,6 +55,12 @@ type fleet struct {
 	// stopping is set before the run ends its sessions on purpose, which
 	// are then not counted as dropped.
 	stopping atomic.Bool
+
+	// publish, for a run against the reference server (reference.go), is
+	// closed at the "publish", when each sim reads payload bytes from it;
+	// nil for a run against a distributor.
+	publish chan struct{}
+	payload int
 }
 
 type revKey struct {
@@ -114,7 +120,11 @@ func (f *fleet) run(ctx context.Context, s *sim) {
 		}
 		return sess, err
 	}, func(ctx context.Context, sess transport.Session) error {
-		welcomed, err := f.session(ctx, s, sess)
+		session := f.session
+		if f.publish != nil {
+			session = f.refSession
+		}
+		welcomed, err := session(ctx, s, sess)
 		// A session whose hello failed was never admitted: counted as a
 		// failed hello, not as dropped.
 		if welcomed && ctx.Err() == nil && !f.stopping.Load() {
