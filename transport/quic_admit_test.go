@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -204,6 +205,69 @@ func TestQUICTicketsGivenBackWhenNotTaken(t *testing.T) {
 	for ended.Load() < n-acceptors-queueTickets || l.waiting.Load() > 0 || len(l.tickets) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("after 30 s: %d dials ended, %d handshakes wait, %d tickets held", ended.Load(), l.waiting.Load(), len(l.tickets))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestQUICHandshakesTakeTurns: with room for one handshake at a time (a
+// CPU's worth of handshakes, lowered here), a burst of dials waits its
+// turn rather than failing, every one is admitted, and every handshake's
+// turn is given back (none is kept by a session, a refused peer or a
+// failed handshake).
+func TestQUICHandshakesTakeTurns(t *testing.T) {
+	const n = 30
+	was := handshakesPerCPU
+	handshakesPerCPU = 1
+	t.Cleanup(func() { handshakesPerCPU = was })
+	p := newTestPKI(t)
+	l := testListen(t, p.issue(t, "dist-1", pki.RoleDistributor), func(id Identity) error {
+		if id.Name == "web-bad" {
+			return errors.New("not a child")
+		}
+		return nil
+	}, nil)
+	client := p.issue(t, "web-01", pki.RoleSubscriber)
+	refused := p.issue(t, "web-bad", pki.RoleSubscriber)
+	ctx := testContext(t)
+	go func() {
+		for {
+			s, err := l.Accept(ctx)
+			if err != nil {
+				return
+			}
+			defer s.Close(nil)
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			cred := client
+			if i%10 == 9 {
+				cred = refused
+			}
+			s, err := Dial(ctx, l.Addr().String(), cred, pki.RoleDistributor, QUICConfig{})
+			switch {
+			case cred == refused && err == nil:
+				s.Close(nil)
+				errs <- errors.New("web-bad admitted")
+			case cred == client && err != nil:
+				errs <- err
+			case err == nil:
+				s.Close(nil)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("Dial: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(l.handshakes) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d handshake turns still held after every dial ended", len(l.handshakes))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,10 @@ type Listener struct {
 	// be refused. stopping is closed when the listener closes.
 	tickets chan struct{}
 	waiting atomic.Int32 // handshakes waiting for a ticket
+	// handshakes bounds the handshakes under way, from a peer's first
+	// packet to its certificate check (connContext, holdTicket); more wait
+	// in quic-go's queue of new connections.
+	handshakes chan struct{}
 	// ticketHold is the constant ticketHold, as a time.Duration.
 	ticketHold atomic.Int64
 	stopping   <-chan struct{}
@@ -99,6 +104,7 @@ func Listen(addr string, cred *Credentials, accept func(Identity) error, cfg QUI
 		ready:      make(chan *quicSession, maxAdmitted),
 		loopDone:   make(chan struct{}),
 		tickets:    make(chan struct{}, queueTickets),
+		handshakes: make(chan struct{}, maxHandshakes()),
 		ticketWait: cfg.HandshakeIdleTimeout,
 	}
 	l.ticketHold.Store(int64(ticketHold))
@@ -108,6 +114,10 @@ func Listen(addr string, cred *Credentials, accept func(Identity) error, cfg QUI
 		Conn:              &sizedConn{UDPConn: udp},
 		StatelessResetKey: resetKey,
 		ConnContext:       l.connContext,
+		// While half the handshakes a listener runs at once are under
+		// way, a new peer first proves its address with a Retry (one
+		// round trip): spoofed first packets cannot hold them.
+		VerifySourceAddress: func(net.Addr) bool { return 2*len(l.handshakes) >= cap(l.handshakes) },
 	}
 	l.ql, err = l.tr.Listen(cred.serverTLS(l.refused, l.enrolls, l.holdTicket), cfg.quicConfig(false))
 	if err != nil {
@@ -124,9 +134,10 @@ func Listen(addr string, cred *Credentials, accept func(Identity) error, cfg QUI
 // handshake fails without a word, so this is how such a failure gets
 // logged, once, with the best reason known.
 type incoming struct {
-	addr   string
-	taken  atomic.Bool // Accept has it: failures are Accept's to log
-	ticket atomic.Bool // it holds one of the listener's tickets
+	addr    string
+	taken   atomic.Bool // Accept has it: failures are Accept's to log
+	ticket  atomic.Bool // it holds one of the listener's tickets
+	shaking atomic.Bool // it holds one of the listener's handshakes
 	// stop unregisters handshakeEnded once Accept has the connection: a
 	// registration kept for the session's life costs memory per session.
 	stop func() bool
@@ -143,6 +154,7 @@ type incomingKey struct{}
 // callbacks, and it ends, with the cause, when the connection does.
 func (l *Listener) connContext(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
 	in := &incoming{addr: info.RemoteAddr.String()}
+	l.startHandshake(in)
 	ctx = context.WithValue(ctx, incomingKey{}, in)
 	in.stop = context.AfterFunc(ctx, func() { l.handshakeEnded(in, context.Cause(ctx)) })
 	return ctx, nil
@@ -173,6 +185,8 @@ func (l *Listener) holdTicket(ctx context.Context) {
 	if !ok {
 		return
 	}
+	// Its cryptography is done: another handshake may start.
+	l.endHandshake(in)
 	select {
 	case l.tickets <- struct{}{}:
 		l.holding(in)
@@ -190,6 +204,47 @@ func (l *Listener) holdTicket(ctx context.Context) {
 		l.log.Debug("handshake goes on without waiting longer for the accept queue", "addr", in.addr, "waited", l.ticketWait)
 	case <-ctx.Done():
 	case <-l.stopping:
+	}
+}
+
+// maxHandshakes is how many handshakes a listener runs at once, 64 per
+// CPU: enough to keep the CPUs busy over long round trips, few enough
+// that each finishes within a fraction of a second when thousands of
+// peers dial at once, rather than all of them slowly, past their timeouts.
+func maxHandshakes() int { return handshakesPerCPU * runtime.GOMAXPROCS(0) }
+
+// handshakesPerCPU is maxHandshakes' factor; tests lower it.
+var handshakesPerCPU = 64
+
+// startHandshake is called by quic-go, in its one goroutine that takes new
+// connections, with a new connection's first packet: when maxHandshakes
+// are under way it waits for one to end (its certificate checked, or its
+// connection ended) before the handshake starts, for ticketWait at most.
+// Meanwhile new peers' packets wait in quic-go's queue (and, when that is
+// full, are dropped and sent again by their peers after a backoff), and
+// packets of connections already made go on as usual.
+func (l *Listener) startHandshake(in *incoming) {
+	select {
+	case l.handshakes <- struct{}{}:
+		in.shaking.Store(true)
+		return
+	default:
+	}
+	t := time.NewTimer(l.ticketWait)
+	defer t.Stop()
+	select {
+	case l.handshakes <- struct{}{}:
+		in.shaking.Store(true)
+	case <-t.C:
+		l.log.Debug("handshake starts without waiting longer for others to finish", "addr", in.addr, "waited", l.ticketWait)
+	case <-l.stopping:
+	}
+}
+
+// endHandshake gives back the handshake in holds, if it holds one.
+func (l *Listener) endHandshake(in *incoming) {
+	if in.shaking.CompareAndSwap(true, false) {
+		<-l.handshakes
 	}
 }
 
@@ -232,6 +287,7 @@ func (l *Listener) refused(ctx context.Context, err error, quiet bool) {
 // handshakeEnded logs why a connection ended before Accept took it: our
 // refusal, or what the peer or the network did.
 func (l *Listener) handshakeEnded(in *incoming, cause error) {
+	l.endHandshake(in)
 	l.releaseTicket(in)
 	if in.taken.Load() || l.isClosed() {
 		return
@@ -330,6 +386,7 @@ func (l *Listener) acceptor(ctx context.Context, wg *sync.WaitGroup) error {
 		if in, ok := conn.Context().Value(incomingKey{}).(*incoming); ok {
 			in.taken.Store(true)
 			in.stop()
+			l.endHandshake(in) // an enrollment's: it holds no ticket
 			l.releaseTicket(in)
 		}
 		if l.routeEnroll(ctx, conn, wg) {

@@ -149,7 +149,7 @@ func (e *env) run(ctx context.Context, dir string, opts Options) (*Result, error
 	opts.progress("n=%d: distributor %s (pid %d, children %s), log %s", opts.N, d.addr, d.pid(), d.children, d.logPath)
 
 	f := &fleet{addr: d.addr, channel: channel}
-	stopSims, err := f.connectIdle(ctx, d.pid(), creds, opts, res)
+	stopSims, err := f.connectIdle(ctx, d.pid(), creds, opts, res, nil)
 	defer stopSims()
 	if err != nil {
 		return nil, err
@@ -215,8 +215,9 @@ func (e *env) run(ctx context.Context, dir string, opts Options) (*Result, error
 // connectIdle starts the fleet's sims, one per credential, against f.addr,
 // waits until all are admitted, then measures the server (process pid)
 // idle: its CPU over opts.Idle after opts.Settle, and its RSS at the end,
-// into res. stop ends the sims; it must be called, error or not.
-func (f *fleet) connectIdle(ctx context.Context, pid int, creds []*transport.Credentials, opts Options, res *Result) (stop func(), err error) {
+// into res. admitted, if not nil, is called once all are admitted, before
+// the settling. stop ends the sims; it must be called, error or not.
+func (f *fleet) connectIdle(ctx context.Context, pid int, creds []*transport.Credentials, opts Options, res *Result, admitted func()) (stop func(), err error) {
 	var eps []*transport.Endpoint
 	closeEndpoints := sync.OnceFunc(func() {
 		f.stopping.Store(true)
@@ -256,6 +257,9 @@ func (f *fleet) connectIdle(ctx context.Context, pid int, creds []*transport.Cre
 	}
 	res.Admitted = int(f.admitted.Load())
 	opts.progress("n=%d: %d admitted in %v (refused dials %d, failed %d)", opts.N, res.Admitted, time.Since(start).Round(time.Millisecond), f.refused.Load(), f.dialFailed.Load())
+	if admitted != nil {
+		admitted()
+	}
 
 	// Idle: every admitted sim keeps its session, nothing is published.
 	if err := sleep(ctx, opts.Settle); err != nil {
@@ -303,7 +307,7 @@ func (e *env) runReference(ctx context.Context, opts Options, payload int) (*Res
 	serverCPU0, genCPU0 := cpuOr0(r.pid()), selfCPU()
 	opts.progress("n=%d: reference: plain quic-go at %s (pid %d)", opts.N, r.addr, r.pid())
 	f := &fleet{addr: r.addr, publish: make(chan struct{}), payload: payload}
-	stopSims, err := f.connectIdle(ctx, r.pid(), creds, opts, res)
+	stopSims, err := f.connectIdle(ctx, r.pid(), creds, opts, res, func() { _ = r.cmd.Process.Signal(syscall.SIGUSR1) })
 	defer stopSims()
 	if err != nil {
 		return nil, err

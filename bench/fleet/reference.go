@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,7 +39,9 @@ import (
 // least a server that answers requests needs. On each stream it reads one
 // byte and writes the payload. A sim dials, holds its session idle, and
 // at the "publish" opens one stream and reads the payload to its end. No
-// store, no hashing, no offers, no status.
+// store, no hashing, no offers, no status. Once all are admitted the
+// server is told to collect and hand back its free memory (SIGUSR1), as an
+// idle ted does by itself.
 
 // runReferenceServer is `fleet reference-server`: it serves until SIGTERM
 // and prints its address on stdout once it listens.
@@ -84,6 +87,19 @@ func runReferenceServer(args []string) error {
 		return err
 	}
 	fmt.Println(ln.Addr().String())
+	// SIGUSR1, sent once all are admitted: collect and hand back what is
+	// free (twice: quic-go's pooled buffers go at the second), so that the
+	// idle RSS is what quic-go holds, not the garbage of the handshakes
+	// (ted hands it back itself once quiet: cmd/ted, idleRelease).
+	release := make(chan os.Signal, 1)
+	signal.Notify(release, syscall.SIGUSR1)
+	defer signal.Stop(release)
+	go func() {
+		for range release {
+			debug.FreeOSMemory()
+			debug.FreeOSMemory()
+		}
+	}()
 	data := make([]byte, *payload)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
