@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -184,10 +185,10 @@ func TestQUICTicketsGivenBackWhenNotTaken(t *testing.T) {
 		}
 	})
 	client := p.issue(t, "web-01", pki.RoleSubscriber)
-	ctx := testContext(t)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	dctx, cancel := context.WithCancel(ctx)
+	// Not testContext's: its end would give every ticket back.
+	dctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var ended atomic.Int32
 	for range n {
@@ -201,20 +202,20 @@ func TestQUICTicketsGivenBackWhenNotTaken(t *testing.T) {
 	// The last handshakes get tickets only as the first ones give theirs
 	// back; once none waits and all are given back, the dials that quic-go
 	// refused from its full queue end.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for ended.Load() < n-acceptors-queueTickets || l.waiting.Load() > 0 || len(l.tickets) > 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("after 30 s: %d dials ended, %d handshakes wait, %d tickets held", ended.Load(), l.waiting.Load(), len(l.tickets))
+			t.Fatalf("after 10 s: %d dials ended, %d handshakes wait, %d tickets held", ended.Load(), l.waiting.Load(), len(l.tickets))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-// TestQUICHandshakesTakeTurns: with room for one handshake at a time (a
-// CPU's worth of handshakes, lowered here), a burst of dials waits its
-// turn rather than failing, every one is admitted, and every handshake's
-// turn is given back (none is kept by a session, a refused peer or a
-// failed handshake).
+// TestQUICHandshakesTakeTurns: with room for one handshake per CPU
+// (lowered here), a burst of dials waits its turn rather than failing,
+// every valid one is admitted, and every handshake's turn is given back:
+// none is kept by a session, a peer refused after its handshake, or a
+// handshake that failed (a certificate of another CA).
 func TestQUICHandshakesTakeTurns(t *testing.T) {
 	const n = 30
 	was := handshakesPerCPU
@@ -229,6 +230,7 @@ func TestQUICHandshakesTakeTurns(t *testing.T) {
 	}, nil)
 	client := p.issue(t, "web-01", pki.RoleSubscriber)
 	refused := p.issue(t, "web-bad", pki.RoleSubscriber)
+	stranger := newTestPKI(t).issue(t, "web-02", pki.RoleSubscriber)
 	ctx := testContext(t)
 	go func() {
 		for {
@@ -244,14 +246,17 @@ func TestQUICHandshakesTakeTurns(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			cred := client
-			if i%10 == 9 {
+			switch i % 10 {
+			case 8:
+				cred = stranger
+			case 9:
 				cred = refused
 			}
 			s, err := Dial(ctx, l.Addr().String(), cred, pki.RoleDistributor, QUICConfig{})
 			switch {
-			case cred == refused && err == nil:
+			case cred != client && err == nil:
 				s.Close(nil)
-				errs <- errors.New("web-bad admitted")
+				errs <- fmt.Errorf("%s admitted", s.Peer().Name)
 			case cred == client && err != nil:
 				errs <- err
 			case err == nil:
@@ -263,6 +268,9 @@ func TestQUICHandshakesTakeTurns(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Errorf("Dial: %v", err)
+	}
+	if l.turnWaits.Load() == 0 {
+		t.Errorf("no handshake of %d at once waited for its turn, with %d turns", n, cap(l.handshakes))
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for len(l.handshakes) > 0 {

@@ -46,10 +46,11 @@ type Listener struct {
 	// be refused. stopping is closed when the listener closes.
 	tickets chan struct{}
 	waiting atomic.Int32 // handshakes waiting for a ticket
-	// handshakes bounds the handshakes under way, from a peer's first
-	// packet to its certificate check (connContext, holdTicket); more wait
-	// in quic-go's queue of new connections.
+	// handshakes bounds the handshakes under way, from the peer's
+	// ClientHello to its certificate check (startHandshake, holdTicket);
+	// turnWaits counts those that had to wait for their turn.
 	handshakes chan struct{}
+	turnWaits  atomic.Int64
 	// ticketHold is the constant ticketHold, as a time.Duration.
 	ticketHold atomic.Int64
 	stopping   <-chan struct{}
@@ -119,7 +120,7 @@ func Listen(addr string, cred *Credentials, accept func(Identity) error, cfg QUI
 		// round trip): spoofed first packets cannot hold them.
 		VerifySourceAddress: func(net.Addr) bool { return 2*len(l.handshakes) >= cap(l.handshakes) },
 	}
-	l.ql, err = l.tr.Listen(cred.serverTLS(l.refused, l.enrolls, l.holdTicket), cfg.quicConfig(false))
+	l.ql, err = l.tr.Listen(cred.serverTLS(serverHooks{refused: l.refused, enrolls: l.enrolls, start: l.startHandshake, hold: l.holdTicket}), cfg.quicConfig(false))
 	if err != nil {
 		stop()
 		err = errors.Join(err, l.tr.Close(), udp.Close())
@@ -154,7 +155,6 @@ type incomingKey struct{}
 // callbacks, and it ends, with the cause, when the connection does.
 func (l *Listener) connContext(ctx context.Context, info *quic.ClientInfo) (context.Context, error) {
 	in := &incoming{addr: info.RemoteAddr.String()}
-	l.startHandshake(in)
 	ctx = context.WithValue(ctx, incomingKey{}, in)
 	in.stop = context.AfterFunc(ctx, func() { l.handshakeEnded(in, context.Cause(ctx)) })
 	return ctx, nil
@@ -211,32 +211,43 @@ func (l *Listener) holdTicket(ctx context.Context) {
 // CPU: enough to keep the CPUs busy over long round trips, few enough
 // that each finishes within a fraction of a second when thousands of
 // peers dial at once, rather than all of them slowly, past their timeouts.
+// While half of them are under way, new peers first prove their address
+// with a Retry (Listen): forged first packets cannot start handshakes.
 func maxHandshakes() int { return handshakesPerCPU * runtime.GOMAXPROCS(0) }
 
 // handshakesPerCPU is maxHandshakes' factor; tests lower it.
 var handshakesPerCPU = 64
 
-// startHandshake is called by quic-go, in its one goroutine that takes new
-// connections, with a new connection's first packet: when maxHandshakes
-// are under way it waits for one to end (its certificate checked, or its
-// connection ended) before the handshake starts, for ticketWait at most.
-// Meanwhile new peers' packets wait in quic-go's queue (and, when that is
-// full, are dropped and sent again by their peers after a backoff), and
-// packets of connections already made go on as usual.
-func (l *Listener) startHandshake(in *incoming) {
+// startHandshake is called by the TLS handshake of the connection of ctx
+// once it has the peer's ClientHello (crypto/tls's GetConfigForClient),
+// before the costly part, the server's signature and its certificate's
+// check: when maxHandshakes are under way it waits for one to end (its
+// peer's certificate checked, or its connection ended), for half the
+// handshake timeout at most, so that a peer on the same timeout still
+// waits for the answer; then it goes on anyway. Only this connection
+// waits (its quic-go loop with it): a first packet that cannot be
+// decrypted takes no turn, and a peer that stalls after its ClientHello
+// holds one until its handshake times out.
+func (l *Listener) startHandshake(ctx context.Context) {
+	in, ok := ctx.Value(incomingKey{}).(*incoming)
+	if !ok {
+		return
+	}
 	select {
 	case l.handshakes <- struct{}{}:
 		in.shaking.Store(true)
 		return
 	default:
 	}
-	t := time.NewTimer(l.ticketWait)
+	l.turnWaits.Add(1)
+	t := time.NewTimer(l.ticketWait / 2)
 	defer t.Stop()
 	select {
 	case l.handshakes <- struct{}{}:
 		in.shaking.Store(true)
 	case <-t.C:
-		l.log.Debug("handshake starts without waiting longer for others to finish", "addr", in.addr, "waited", l.ticketWait)
+		l.log.Debug("handshake goes on without waiting longer for others to finish", "addr", in.addr, "waited", l.ticketWait/2)
+	case <-ctx.Done():
 	case <-l.stopping:
 	}
 }

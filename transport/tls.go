@@ -222,6 +222,17 @@ func (c *Credentials) baseTLS(alpns []string) *tls.Config {
 	}
 }
 
+// serverHooks are the listener's parts in a server handshake, each called
+// with the handshake's context: refused is told why the handshake refuses
+// a peer; enrolls says whether enrollments are served; start is called
+// with the peer's ClientHello and hold once its certificate is checked,
+// and both may wait (Listener.startHandshake, Listener.holdTicket).
+type serverHooks struct {
+	refused     func(ctx context.Context, err error, quiet bool)
+	enrolls     func() bool
+	start, hold func(context.Context)
+}
+
 // serverTLS requires a client certificate and verifies it ourselves. The
 // per-connection config from GetConfigForClient knows the peer's address
 // for the error. quic-go never returns a failed handshake from Accept, so
@@ -234,18 +245,15 @@ func (c *Credentials) baseTLS(alpns []string) *tls.Config {
 // forwarding distributor) proves itself in the request, which the
 // handler checks. So its certificate is asked for but not required, and
 // not checked here.
-//
-// hold, if not nil, is called with the handshake's context once the
-// peer's certificate is checked, and may wait (Listener.holdTicket).
-func (c *Credentials) serverTLS(refused func(ctx context.Context, err error, quiet bool), enrolls func() bool, hold func(context.Context)) *tls.Config {
-	if hold == nil {
-		hold = func(context.Context) {}
-	}
+func (c *Credentials) serverTLS(h serverHooks) *tls.Config {
+	refused, enrolls, hold := h.refused, h.enrolls, h.hold
+	start := h.start
 	base := c.baseTLS(protocols)
 	base.ClientAuth = tls.RequireAnyClientCert
 	conf := base.Clone()
 	conf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		ctx := hello.Context()
+		start(ctx)
 		addr := "unknown address"
 		if hello.Conn != nil {
 			addr = hello.Conn.RemoteAddr().String()

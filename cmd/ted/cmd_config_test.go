@@ -329,3 +329,24 @@ func TestSubscriberRootIsAbsolute(t *testing.T) {
 		t.Errorf("root %q, want %q", f.Root, want)
 	}
 }
+
+// TestConfigCheckShortIdleTimeout: an idle timeout with no keepalive set
+// takes half of it as its keepalive when that is shorter than the
+// default, rather than being refused for a keepalive nobody wrote.
+func TestConfigCheckShortIdleTimeout(t *testing.T) {
+	example, err := docs.Example("subscriber")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, idle := range []string{"12s", "4s"} {
+		file := filepath.Join(t.TempDir(), "s.yaml")
+		if err := os.WriteFile(file, append(example, []byte("link:\n  idle_timeout: "+idle+"\n")...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		_ = runConfigCheck(configCheckOptions{}, []string{file}, false, &out, &bytes.Buffer{})
+		if strings.Contains(out.String(), "link.") {
+			t.Errorf("idle_timeout %s alone: config check said:\n%s", idle, &out)
+		}
+	}
+}

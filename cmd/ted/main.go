@@ -133,6 +133,9 @@ type idleRelease struct {
 // of the collection a release runs.
 func (r *idleRelease) due(now time.Time, cycles, free uint64) bool {
 	if r.since.IsZero() || cycles != r.cycles {
+		// A collection of the process's own (or more than the release's
+		// one): busy, and what the pools held is gone with it.
+		r.again = false
 		r.cycles, r.since = cycles, now
 		return false
 	}

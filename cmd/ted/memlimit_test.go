@@ -78,8 +78,11 @@ func TestIdleReleaseAfterQuiet(t *testing.T) {
 		{3 * quietFor, 7, little, false},              // not a quietFor since the release
 		{3*quietFor + 2*time.Second, 7, little, true}, // the second release, whatever is free
 		{4*quietFor + 3*time.Second, 8, little, false},
-		{5*quietFor + 3*time.Second, 8, little, false}, // quiet, little free: nothing more
-		{6*quietFor + 3*time.Second, 8, lots, true},    // memory freed again: release
+		{5*quietFor + 3*time.Second, 8, little, false},  // quiet, little free: nothing more
+		{6*quietFor + 3*time.Second, 8, lots, true},     // memory freed again: release
+		{6*quietFor + 4*time.Second, 9, 0, false},       // the release's collection
+		{6*quietFor + 5*time.Second, 10, little, false}, // one of its own: the second is not due
+		{7*quietFor + 6*time.Second, 10, little, false},
 	}
 	for i, s := range steps {
 		if got := r.due(at(s.at), s.cycles, s.free); got != s.want {
