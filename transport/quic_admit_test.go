@@ -146,7 +146,7 @@ func TestQUICHandshakesWaitForStarvedAcceptors(t *testing.T) {
 	got := 0
 	for s := range sessions {
 		got++
-		defer s.Close(nil)
+		t.Cleanup(func() { s.Close(nil) })
 	}
 	for i := range got {
 		sess, err := l.Accept(ctx)
