@@ -2,8 +2,6 @@ package transport
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -206,76 +204,6 @@ func TestQUICTicketsGivenBackWhenNotTaken(t *testing.T) {
 	for ended.Load() < n-acceptors-queueTickets || l.waiting.Load() > 0 || len(l.tickets) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("after 10 s: %d dials ended, %d handshakes wait, %d tickets held", ended.Load(), l.waiting.Load(), len(l.tickets))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// TestQUICHandshakesTakeTurns: with room for one handshake per CPU
-// (lowered here), a burst of dials waits its turn rather than failing,
-// every valid one is admitted, and every handshake's turn is given back:
-// none is kept by a session, a peer refused after its handshake, or a
-// handshake that failed (a certificate of another CA).
-func TestQUICHandshakesTakeTurns(t *testing.T) {
-	const n = 30
-	was := handshakesPerCPU
-	handshakesPerCPU = 1
-	t.Cleanup(func() { handshakesPerCPU = was })
-	p := newTestPKI(t)
-	l := testListen(t, p.issue(t, "dist-1", pki.RoleDistributor), func(id Identity) error {
-		if id.Name == "web-bad" {
-			return errors.New("not a child")
-		}
-		return nil
-	}, nil)
-	client := p.issue(t, "web-01", pki.RoleSubscriber)
-	refused := p.issue(t, "web-bad", pki.RoleSubscriber)
-	stranger := newTestPKI(t).issue(t, "web-02", pki.RoleSubscriber)
-	ctx := testContext(t)
-	go func() {
-		for {
-			s, err := l.Accept(ctx)
-			if err != nil {
-				return
-			}
-			defer s.Close(nil)
-		}
-	}()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for i := range n {
-		wg.Go(func() {
-			cred := client
-			switch i % 10 {
-			case 8:
-				cred = stranger
-			case 9:
-				cred = refused
-			}
-			s, err := Dial(ctx, l.Addr().String(), cred, pki.RoleDistributor, QUICConfig{})
-			switch {
-			case cred != client && err == nil:
-				s.Close(nil)
-				errs <- fmt.Errorf("%s admitted", s.Peer().Name)
-			case cred == client && err != nil:
-				errs <- err
-			case err == nil:
-				s.Close(nil)
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Errorf("Dial: %v", err)
-	}
-	if l.turnWaits.Load() == 0 {
-		t.Errorf("no handshake of %d at once waited for its turn, with %d turns", n, cap(l.handshakes))
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(l.handshakes) > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d handshake turns still held after every dial ended", len(l.handshakes))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

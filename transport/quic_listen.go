@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,11 +45,6 @@ type Listener struct {
 	// be refused. stopping is closed when the listener closes.
 	tickets chan struct{}
 	waiting atomic.Int32 // handshakes waiting for a ticket
-	// handshakes bounds the handshakes under way, from the peer's
-	// ClientHello to its certificate check (startHandshake, holdTicket);
-	// turnWaits counts those that had to wait for their turn.
-	handshakes chan struct{}
-	turnWaits  atomic.Int64
 	// ticketHold is the constant ticketHold, as a time.Duration.
 	ticketHold atomic.Int64
 	stopping   <-chan struct{}
@@ -105,7 +99,6 @@ func Listen(addr string, cred *Credentials, accept func(Identity) error, cfg QUI
 		ready:      make(chan *quicSession, maxAdmitted),
 		loopDone:   make(chan struct{}),
 		tickets:    make(chan struct{}, queueTickets),
-		handshakes: make(chan struct{}, maxHandshakes()),
 		ticketWait: cfg.HandshakeIdleTimeout,
 	}
 	l.ticketHold.Store(int64(ticketHold))
@@ -115,12 +108,8 @@ func Listen(addr string, cred *Credentials, accept func(Identity) error, cfg QUI
 		Conn:              &sizedConn{UDPConn: udp},
 		StatelessResetKey: resetKey,
 		ConnContext:       l.connContext,
-		// While half the handshakes a listener runs at once are under
-		// way, a new peer first proves its address with a Retry (one
-		// round trip): spoofed first packets cannot hold them.
-		VerifySourceAddress: func(net.Addr) bool { return 2*len(l.handshakes) >= cap(l.handshakes) },
 	}
-	l.ql, err = l.tr.Listen(cred.serverTLS(serverHooks{refused: l.refused, enrolls: l.enrolls, start: l.startHandshake, hold: l.holdTicket}), cfg.quicConfig(false))
+	l.ql, err = l.tr.Listen(cred.serverTLS(serverHooks{refused: l.refused, enrolls: l.enrolls, hold: l.holdTicket}), cfg.quicConfig(false))
 	if err != nil {
 		stop()
 		err = errors.Join(err, l.tr.Close(), udp.Close())
@@ -135,10 +124,9 @@ func Listen(addr string, cred *Credentials, accept func(Identity) error, cfg QUI
 // handshake fails without a word, so this is how such a failure gets
 // logged, once, with the best reason known.
 type incoming struct {
-	addr    string
-	taken   atomic.Bool // Accept has it: failures are Accept's to log
-	ticket  atomic.Bool // it holds one of the listener's tickets
-	shaking atomic.Bool // it holds one of the listener's handshakes
+	addr   string
+	taken  atomic.Bool // Accept has it: failures are Accept's to log
+	ticket atomic.Bool // it holds one of the listener's tickets
 	// stop unregisters handshakeEnded once Accept has the connection: a
 	// registration kept for the session's life costs memory per session.
 	stop func() bool
@@ -185,8 +173,6 @@ func (l *Listener) holdTicket(ctx context.Context) {
 	if !ok {
 		return
 	}
-	// Its cryptography is done: another handshake may start.
-	l.endHandshake(in)
 	select {
 	case l.tickets <- struct{}{}:
 		l.holding(in)
@@ -204,58 +190,6 @@ func (l *Listener) holdTicket(ctx context.Context) {
 		l.log.Debug("handshake goes on without waiting longer for the accept queue", "addr", in.addr, "waited", l.ticketWait)
 	case <-ctx.Done():
 	case <-l.stopping:
-	}
-}
-
-// maxHandshakes is how many handshakes a listener runs at once, 64 per
-// CPU: enough to keep the CPUs busy over long round trips, few enough
-// that each finishes within a fraction of a second when thousands of
-// peers dial at once, rather than all of them slowly, past their timeouts.
-// While half of them are under way, new peers first prove their address
-// with a Retry (Listen): forged first packets cannot start handshakes.
-func maxHandshakes() int { return handshakesPerCPU * runtime.GOMAXPROCS(0) }
-
-// handshakesPerCPU is maxHandshakes' factor; tests lower it.
-var handshakesPerCPU = 64
-
-// startHandshake is called by the TLS handshake of the connection of ctx
-// once it has the peer's ClientHello (crypto/tls's GetConfigForClient),
-// before the costly part, the server's signature and its certificate's
-// check: when maxHandshakes are under way it waits for one to end (its
-// peer's certificate checked, or its connection ended), for half the
-// handshake timeout at most, so that a peer on the same timeout still
-// waits for the answer; then it goes on anyway. Only this connection
-// waits (its quic-go loop with it): a first packet that cannot be
-// decrypted takes no turn, and a peer that stalls after its ClientHello
-// holds one until its handshake times out.
-func (l *Listener) startHandshake(ctx context.Context) {
-	in, ok := ctx.Value(incomingKey{}).(*incoming)
-	if !ok {
-		return
-	}
-	select {
-	case l.handshakes <- struct{}{}:
-		in.shaking.Store(true)
-		return
-	default:
-	}
-	l.turnWaits.Add(1)
-	t := time.NewTimer(l.ticketWait / 2)
-	defer t.Stop()
-	select {
-	case l.handshakes <- struct{}{}:
-		in.shaking.Store(true)
-	case <-t.C:
-		l.log.Debug("handshake goes on without waiting longer for others to finish", "addr", in.addr, "waited", l.ticketWait/2)
-	case <-ctx.Done():
-	case <-l.stopping:
-	}
-}
-
-// endHandshake gives back the handshake in holds, if it holds one.
-func (l *Listener) endHandshake(in *incoming) {
-	if in.shaking.CompareAndSwap(true, false) {
-		<-l.handshakes
 	}
 }
 
@@ -298,7 +232,6 @@ func (l *Listener) refused(ctx context.Context, err error, quiet bool) {
 // handshakeEnded logs why a connection ended before Accept took it: our
 // refusal, or what the peer or the network did.
 func (l *Listener) handshakeEnded(in *incoming, cause error) {
-	l.endHandshake(in)
 	l.releaseTicket(in)
 	if in.taken.Load() || l.isClosed() {
 		return
@@ -397,7 +330,6 @@ func (l *Listener) acceptor(ctx context.Context, wg *sync.WaitGroup) error {
 		if in, ok := conn.Context().Value(incomingKey{}).(*incoming); ok {
 			in.taken.Store(true)
 			in.stop()
-			l.endHandshake(in) // an enrollment's: it holds no ticket
 			l.releaseTicket(in)
 		}
 		if l.routeEnroll(ctx, conn, wg) {

@@ -222,15 +222,14 @@ func (c *Credentials) baseTLS(alpns []string) *tls.Config {
 	}
 }
 
-// serverHooks are the listener's parts in a server handshake, each called
-// with the handshake's context: refused is told why the handshake refuses
-// a peer; enrolls says whether enrollments are served; start is called
-// with the peer's ClientHello and hold once its certificate is checked,
-// and both may wait (Listener.startHandshake, Listener.holdTicket).
+// serverHooks are the listener's parts in a server handshake: refused is
+// told why the handshake refuses a peer; enrolls says whether enrollments
+// are served; hold is called once the peer's certificate is checked, and
+// may wait (Listener.holdTicket).
 type serverHooks struct {
-	refused     func(ctx context.Context, err error, quiet bool)
-	enrolls     func() bool
-	start, hold func(context.Context)
+	refused func(ctx context.Context, err error, quiet bool)
+	enrolls func() bool
+	hold    func(context.Context)
 }
 
 // serverTLS requires a client certificate and verifies it ourselves. The
@@ -247,13 +246,11 @@ type serverHooks struct {
 // not checked here.
 func (c *Credentials) serverTLS(h serverHooks) *tls.Config {
 	refused, enrolls, hold := h.refused, h.enrolls, h.hold
-	start := h.start
 	base := c.baseTLS(protocols)
 	base.ClientAuth = tls.RequireAnyClientCert
 	conf := base.Clone()
 	conf.GetConfigForClient = func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		ctx := hello.Context()
-		start(ctx)
 		addr := "unknown address"
 		if hello.Conn != nil {
 			addr = hello.Conn.RemoteAddr().String()
