@@ -89,13 +89,23 @@ func followMemoryLimit() {
 		samples[i].Name = name
 	}
 	debug.SetMemoryLimit(memoryLimitFor(memoryNow(samples)))
-	idle := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/memory/classes/heap/free:bytes"}}
+	idle := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/gc/heap/live:bytes"}}
 	var r idleRelease
 	go func() {
 		for now := range time.Tick(memoryLimitEvery) {
 			debug.SetMemoryLimit(memoryLimitFor(memoryNow(samples)))
 			metrics.Read(idle)
-			if r.due(now, idle[0].Value.Uint64(), idle[1].Value.Uint64()) {
+			var v [4]uint64
+			for i, s := range idle {
+				if s.Value.Kind() == metrics.KindUint64 {
+					v[i] = s.Value.Uint64()
+				}
+			}
+			// What a collection would give back: the heap free now, and
+			// the objects beyond those live at the last collection.
+			cycles, free, objects, live := v[0], v[1], v[2], v[3]
+			if r.due(now, cycles, free+objects-min(objects, live)) {
 				debug.FreeOSMemory()
 			}
 		}
@@ -110,10 +120,12 @@ func followMemoryLimit() {
 // idle process allocates little and so collects rarely, and an idle
 // distributor kept the memory of its busiest moment: at 3,000 children,
 // 38 MiB of pooled 20 KiB send buffers alone. So once no collection has
-// run for quietFor, and more than releaseAbove of the heap is free but
-// still held, the memory is handed back (debug.FreeOSMemory: a
-// collection, then everything free returned to the system), and once more
-// a quietFor later, for what the pools held through the first. A busy
+// run for quietFor, and a collection would give back more than
+// releaseAbove (the heap free now, and the objects that were not live at
+// the last collection: garbage until a collection finds it), the memory
+// is handed back (debug.FreeOSMemory: a collection, then everything free
+// returned to the system), and once more a quietFor later, for what the
+// pools held through the first. A busy
 // process collects often and is never quiet; a quiet one pays at most two
 // collections per burst.
 const (
@@ -129,8 +141,8 @@ type idleRelease struct {
 }
 
 // due reports whether memory should be handed back now, given the
-// collections so far and the free heap still held; it expects to be told
-// of the collection a release runs.
+// collections so far and the heap a collection would give back (free);
+// it expects to be told of the collection a release runs.
 func (r *idleRelease) due(now time.Time, cycles, free uint64) bool {
 	if r.since.IsZero() || cycles != r.cycles {
 		// A collection of the process's own (or more than the release's
