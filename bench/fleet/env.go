@@ -9,7 +9,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -313,15 +312,24 @@ func (d *distributor) stop() error {
 	if d.cmd == nil || d.done == nil {
 		return nil
 	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.done:
-	case <-time.After(60 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-d.done
-		return errors.New("distributor did not exit within 60 s of SIGTERM; killed")
+	if err := terminate(d.cmd.Process, d.done, "distributor"); err != nil {
+		return err
 	}
 	return d.waitErr
+}
+
+// terminate ends p with SIGTERM, and SIGKILL if done is not closed within
+// 60 s, which it then says.
+func terminate(p *os.Process, done <-chan struct{}, what string) error {
+	_ = p.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+		return nil
+	case <-time.After(60 * time.Second):
+		_ = p.Kill()
+		<-done
+		return fmt.Errorf("%s did not exit within 60 s of SIGTERM; killed", what)
+	}
 }
 
 // freePort returns a 127.0.0.1 port that was free a moment ago.

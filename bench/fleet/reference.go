@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -192,13 +191,8 @@ func (e *env) startReference(payload int) (*refServer, error) {
 func (r *refServer) pid() int { return r.cmd.Process.Pid }
 
 func (r *refServer) stop() error {
-	_ = r.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-r.done:
-	case <-time.After(60 * time.Second):
-		_ = r.cmd.Process.Kill()
-		<-r.done
-		return errors.New("reference server did not exit within 60 s of SIGTERM; killed")
+	if err := terminate(r.cmd.Process, r.done, "reference server"); err != nil {
+		return err
 	}
 	return r.waitErr
 }
