@@ -444,12 +444,7 @@ func (n *node) childSpeaking(id transport.Identity, protocol string, held string
 // session; a ted/1.1 child is sent it.
 func TestRevocationsOnlyToChildrenThatSpeakThem(t *testing.T) {
 	ca := testCA(t)
-	keeper := transport.NewRevocationKeeper([]*x509.Certificate{ca.Cert}, "", nil)
-	r, err := ca.Revoke([]string{"ff"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keeper.Update(r)
+	keeper, r := revokedKeeper(t, ca, "ff")
 	cfg := membershipConfig()
 	cfg.Revocations = keeper
 	n := startDistributor(t, cfg, nil)
@@ -486,12 +481,7 @@ func TestRevocationsOnlyToChildrenThatSpeakThem(t *testing.T) {
 // sent that list again when it reconnects; a newer one it is.
 func TestRevocationsNotSentAgainToChildThatHoldsThem(t *testing.T) {
 	ca := testCA(t)
-	keeper := transport.NewRevocationKeeper([]*x509.Certificate{ca.Cert}, "", nil)
-	r, err := ca.Revoke([]string{"ff"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	keeper.Update(r)
+	keeper, r := revokedKeeper(t, ca, "ff")
 	cfg := membershipConfig()
 	cfg.Revocations = keeper
 	n := startDistributor(t, cfg, nil)
@@ -512,4 +502,17 @@ func TestRevocationsNotSentAgainToChildThatHoldsThem(t *testing.T) {
 	if string(m.CRL) != string(r2.Raw) {
 		t.Error("the child was sent the list it holds before the newer one")
 	}
+}
+
+// revokedKeeper is a revocation keeper of ca holding a list that revokes
+// serials, and that list.
+func revokedKeeper(t *testing.T, ca *pki.CA, serials ...string) (*transport.RevocationKeeper, *pki.Revocations) {
+	t.Helper()
+	keeper := transport.NewRevocationKeeper([]*x509.Certificate{ca.Cert}, "", nil)
+	r, err := ca.Revoke(serials)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keeper.Update(r)
+	return keeper, r
 }

@@ -137,10 +137,11 @@ func waitLog(t *testing.T, b *logBuffer, parts ...string) {
 	}
 }
 
-// TestConfigReloader: a bad file changes nothing; a good one is applied
-// and logged with its changes and the keys that take a restart; a change
-// of the file or of the revocation list is seen by the watcher.
-func TestConfigReloader(t *testing.T) {
+// reloadFixture makes a CA with a first, empty revocation list, a config
+// file holding text, and a revocation keeper of the CA, for the reloader
+// tests.
+func reloadFixture(t *testing.T, text string) (ca *pki.CA, first *pki.Revocations, config string, keeper *transport.RevocationKeeper) {
+	t.Helper()
 	dir := t.TempDir()
 	caDir := filepath.Join(dir, "pki")
 	if _, err := pki.InitCA(caDir, false); err != nil {
@@ -150,15 +151,21 @@ func TestConfigReloader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, err := ca.Revoke(nil)
-	if err != nil {
+	if first, err = ca.Revoke(nil); err != nil {
 		t.Fatal(err)
 	}
-	config := filepath.Join(dir, "d.yaml")
-	if err := os.WriteFile(config, []byte("one"), 0o644); err != nil {
+	config = filepath.Join(dir, "d.yaml")
+	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	keeper := transport.NewRevocationKeeper([]*x509.Certificate{ca.Cert}, "", nil)
+	return ca, first, config, transport.NewRevocationKeeper([]*x509.Certificate{ca.Cert}, "", nil)
+}
+
+// TestConfigReloader: a bad file changes nothing; a good one is applied
+// and logged with its changes and the keys that take a restart; a change
+// of the file or of the revocation list is seen by the watcher.
+func TestConfigReloader(t *testing.T) {
+	ca, first, config, keeper := reloadFixture(t, "one")
 	var logs logBuffer
 	var mu sync.Mutex
 	var applied []string
@@ -240,24 +247,7 @@ func TestConfigReloader(t *testing.T) {
 // revocation list seen in the same look: the reload fails, and the list
 // is loaded all the same.
 func TestCRLWithBadConfigEditInOneTick(t *testing.T) {
-	dir := t.TempDir()
-	caDir := filepath.Join(dir, "pki")
-	if _, err := pki.InitCA(caDir, false); err != nil {
-		t.Fatal(err)
-	}
-	ca, err := pki.LoadCA(caDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := ca.Revoke(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	config := filepath.Join(dir, "d.yaml")
-	if err := os.WriteFile(config, []byte("good"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	keeper := transport.NewRevocationKeeper([]*x509.Certificate{ca.Cert}, "", nil)
+	ca, first, config, keeper := reloadFixture(t, "good")
 	keeper.Update(first)
 	var logs logBuffer
 	r := &configReloader{path: config, log: slog.New(slog.NewTextHandler(&logs, nil)), keeper: keeper, crl: ca.CRLPath(),
