@@ -6,7 +6,11 @@
 //
 //   - the optional status address (config key status_listen), TCP and
 //     read-only: GET /healthz, GET /metrics (Prometheus), GET /api/status and
-//     GET /api/<view> for the read-only views the daemon registers;
+//     GET /api/<view> for the read-only views the daemon registers, and the
+//     web console (Endpoints.Pages) on every other GET path. It is plain
+//     HTTP on a loopback address only (IsLoopback); anywhere else it must be
+//     HTTPS (StatusTLS), where every request needs a client certificate of
+//     role operator from the TED CA, except GET /metrics if MetricsOpen;
 //   - the admin socket DATA_DIR/admin.sock (SocketPath), a unix socket with
 //     mode 0600: the same GET endpoints plus POST /api/<action> for the
 //     operator actions the daemon registers ("extract", "rollback").

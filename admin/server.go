@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,13 +57,24 @@ type Endpoints struct {
 	// Actions change things: POST /api/<name>, served on the admin socket
 	// only ("extract", "rollback").
 	Actions map[string]Action
+	// Pages is the web console: served for GET (and HEAD) requests to
+	// every path not otherwise handled (/, /nodes/..., /events,
+	// /static/...), on both listeners; nil serves 404 for them. Paths
+	// under /api/ are never its: an unknown one is a JSON 404. On a
+	// status address with StatusTLS it is behind the same access control
+	// as every other path.
+	Pages http.Handler
 }
 
 // Config says where a Server listens and how it stops.
 type Config struct {
 	// StatusListen is the TCP address of the read-only endpoints (the
-	// daemon's status_listen). Empty: no TCP listener.
+	// daemon's status_listen). Empty: no TCP listener. Without StatusTLS
+	// it must be a loopback address (IsLoopback).
 	StatusListen string
+	// StatusTLS, if set, serves StatusListen over HTTPS to clients with an
+	// operator certificate (access.go).
+	StatusTLS *StatusTLS
 	// SocketPath is the admin socket, normally SocketPath(data_dir).
 	// Empty: no socket (tests and tools only; every daemon has one).
 	SocketPath string
@@ -94,6 +106,14 @@ func (c Config) Validate() error {
 	}
 	if c.ReadHeaderTimeout <= 0 {
 		return fmt.Errorf("admin: ReadHeaderTimeout %v: must be positive", c.ReadHeaderTimeout)
+	}
+	if c.StatusListen != "" && c.StatusTLS == nil && !IsLoopback(c.StatusListen) {
+		return fmt.Errorf("admin: status_listen %s: %w: plain HTTP is served on loopback only, elsewhere StatusTLS is required", c.StatusListen, ErrNotLoopback)
+	}
+	if c.StatusTLS != nil {
+		if err := c.StatusTLS.check(); err != nil {
+			return err
+		}
 	}
 	if c.SocketPath != "" {
 		return checkSocketPath(c.SocketPath)
@@ -195,8 +215,13 @@ func (s *Server) Listen() error {
 			}
 			return fmt.Errorf("status_listen %s: %w", s.cfg.StatusListen, err)
 		}
+		scheme := "http"
+		if s.cfg.StatusTLS != nil {
+			ln = tls.NewListener(ln, s.cfg.StatusTLS.serverConfig())
+			scheme = "https"
+		}
 		s.tcp = ln
-		s.log.Info("status endpoints listening", "addr", ln.Addr().String())
+		s.log.Info("status endpoints listening", "addr", ln.Addr().String(), "scheme", scheme)
 	}
 	s.state = stateListening
 	return nil
@@ -334,11 +359,20 @@ func (s *Server) readOnlyMux() *http.ServeMux {
 		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}))
 	mux.HandleFunc("GET /api/{name}", s.serveView)
+	mux.HandleFunc("GET /api/", s.serveUnknownAPI)
+	// The catch-all: any GET or HEAD the patterns above, more specific,
+	// do not take.
+	pages := s.endpoints.Pages
+	if pages == nil {
+		pages = http.NotFoundHandler()
+	}
+	mux.Handle("GET /", pages)
 	return mux
 }
 
 // statusHandler is the TCP listener's: read-only. It never reaches
-// s.endpoints.Actions.
+// s.endpoints.Actions. With StatusTLS every request passes the operator
+// check first (requireOperator).
 func (s *Server) statusHandler() http.Handler {
 	mux := s.readOnlyMux()
 	mux.HandleFunc("POST /api/{name}", func(w http.ResponseWriter, r *http.Request) {
@@ -346,6 +380,9 @@ func (s *Server) statusHandler() http.Handler {
 			Error: fmt.Sprintf("action %q: actions are served only on the admin socket", r.PathValue("name")),
 		})
 	})
+	if t := s.cfg.StatusTLS; t != nil {
+		return s.requireOperator(t, mux)
+	}
 	return mux
 }
 
@@ -387,6 +424,14 @@ func (s *Server) serveView(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, result)
+}
+
+// serveUnknownAPI answers a GET under /api/ that is no view: the console's
+// catch-all must not answer for the API.
+func (s *Server) serveUnknownAPI(w http.ResponseWriter, r *http.Request) {
+	names := append(slices.Sorted(maps.Keys(s.endpoints.Views)), statusView)
+	writeError(w, fmt.Errorf("unknown API path %q (views: /api/%s): %w",
+		r.URL.Path, strings.Join(names, ", /api/"), ErrNotFound))
 }
 
 func (s *Server) statusView(ctx context.Context, _ url.Values) (any, error) {

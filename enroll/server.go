@@ -406,6 +406,11 @@ func (h *Handler) renew(req *request, csr *x509.CertificateRequest, addr string)
 	if err != nil {
 		return refused("%v", err)
 	}
+	if !role.IsNode() {
+		// An operator certificate is a person's or a tool's: it has no
+		// parent to renew through, and a node must not mint one.
+		return refused("role %s is not a node's: issue a new certificate with ted pki issue --role %s", role, role)
+	}
 	groups, err := pki.GroupsOf(old)
 	if err != nil {
 		return refused("%v", err)

@@ -13,15 +13,28 @@ import (
 // certificate, so a certificate of one role cannot act as another.
 type Role string
 
-// The roles of TED nodes.
+// The roles of TED nodes, and the operator role.
 const (
 	RolePublisher   Role = "publisher"
 	RoleDistributor Role = "distributor"
 	RoleSubscriber  Role = "subscriber"
+	// RoleOperator is for the people and tools that read a daemon's
+	// status endpoints over HTTPS (status_tls). It is no node role: no
+	// session accepts it (a distributor admits publishers and children
+	// only, a child dials distributors only), no join token enrolls it and
+	// no node renews it (IsNode).
+	RoleOperator Role = "operator"
 )
 
 // roles lists the valid roles in the order error messages name them.
-var roles = []Role{RolePublisher, RoleDistributor, RoleSubscriber}
+var roles = []Role{RolePublisher, RoleDistributor, RoleSubscriber, RoleOperator}
+
+// IsNode reports whether r is the role of a node (publisher, distributor,
+// subscriber): one that opens TED sessions, may be enrolled with a join
+// token and renews its certificate through the tree. RoleOperator is not.
+func (r Role) IsNode() bool {
+	return r == RolePublisher || r == RoleDistributor || r == RoleSubscriber
+}
 
 // ErrWrongRole is returned by VerifyRole when a trusted certificate carries a
 // role other than the one wanted.

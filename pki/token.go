@@ -162,7 +162,7 @@ func tokenDigest(payload []byte) []byte {
 // in DIR/tokens.jsonl. It returns the token, to hand to the new server, and
 // what it says.
 func (ca *CA) NewToken(spec TokenSpec) (string, Token, error) {
-	if _, err := ParseRole(string(spec.Role)); err != nil {
+	if err := tokenRole(string(spec.Role)); err != nil {
 		return "", Token{}, err
 	}
 	if err := ValidateGroups(spec.Groups); err != nil {
@@ -290,7 +290,7 @@ func (p tokenPayload) check() error {
 	if len(p.ID) != tokenIDLen {
 		return fmt.Errorf("id is %d bytes, want %d", len(p.ID), tokenIDLen)
 	}
-	if _, err := ParseRole(p.Role); err != nil {
+	if err := tokenRole(p.Role); err != nil {
 		return err
 	}
 	if err := ValidateGroups(p.Groups); err != nil {
@@ -382,4 +382,24 @@ func (ca *CA) ConsumeToken(t Token) error {
 		return fmt.Errorf("record join token use in %s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// ErrNotNodeRole refuses a join token for a role that is not a node's
+// (RoleOperator).
+var ErrNotNodeRole = errors.New("not a node role")
+
+// tokenRole checks the role of a join token: a node's. An operator
+// certificate is for a person or a tool, which has no parent to enroll
+// with and renew through: it is issued with ted pki issue, on the CA
+// host, and its key handed over like any other.
+func tokenRole(s string) error {
+	role, err := ParseRole(s)
+	if err != nil {
+		return err
+	}
+	if !role.IsNode() {
+		return fmt.Errorf("role %s: a join token enrolls a node (publisher, distributor or subscriber), and an %s certificate is for a person or a tool: issue it with ted pki issue --role %s: %w",
+			role, role, role, ErrNotNodeRole)
+	}
+	return nil
 }
