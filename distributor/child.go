@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"ted/distribution"
+	"ted/pki"
 	"ted/transport"
 )
 
@@ -109,8 +110,10 @@ type ChildStatus struct {
 	Serial             string    `json:"serial,omitempty"`
 	Groups             []string  `json:"groups,omitempty"`
 	CertificateExpires time.Time `json:"certificate_expires,omitzero"`
-	// Revisions is the child's last report.
+	// Revisions is the child's last report, and Problem why it says it
+	// cannot do its job ("" if it can, or if it does not say).
 	Revisions []transport.RevisionState `json:"revisions"`
+	Problem   string                    `json:"problem,omitempty"`
 }
 
 // serveChild runs a child session: offers down, status up, chunks served.
@@ -136,6 +139,10 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 		st.ActiveNode, st.Certificate = hello.Node, peer.Name
 	}
 	st.Since = time.Now()
+	st.Problem = ""
+	// The table is told under d.mu, in the order the sessions change:
+	// the end of the session this one replaces must not be told last.
+	d.fleet.Child(d.childNode(st, true))
 	d.mu.Unlock()
 	if old != nil {
 		// A child that connects again, or a cluster's new active node,
@@ -153,6 +160,7 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 		if d.children[key] == c {
 			delete(d.children, key)
 			st.Since = time.Now()
+			d.fleet.Child(d.childNode(st, false))
 		}
 		d.mu.Unlock()
 		log.Info("child disconnected")
@@ -189,7 +197,7 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 			return err
 		})
 	}
-	err := d.readChild(control, st, log)
+	err := d.readChild(control, c, st, log)
 	sess.Close(nil)
 	cancel()
 	serr := c.end()
@@ -206,9 +214,10 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 	}
 }
 
-// readChild reads a child's control stream, its status reports and
-// errors, into st until the stream fails or ends.
-func (d *Distributor) readChild(control *transport.Conn, st *ChildStatus, log *slog.Logger) error {
+// readChild reads a child's control stream, its status reports, subtree
+// reports and errors, into st and the table of the subtree until the
+// stream fails or ends.
+func (d *Distributor) readChild(control *transport.Conn, c *child, st *ChildStatus, log *slog.Logger) error {
 	for {
 		msg, err := control.Receive()
 		if err != nil {
@@ -219,11 +228,31 @@ func (d *Distributor) readChild(control *transport.Conn, st *ChildStatus, log *s
 			d.mu.Lock()
 			st.Revisions = msg.Revisions
 			st.ActiveNode = msg.ActiveNode
+			st.Problem = msg.Problem
+			if d.children[c.name] == c {
+				// A session replaced by a newer one no longer speaks
+				// for the child.
+				d.fleet.Child(d.childNode(st, true))
+			}
 			d.mu.Unlock()
 			for _, r := range msg.Revisions {
 				if r.State == "failed" {
 					log.Warn("child reports a failure", "dist", r.Name, "rev", r.Revision, "err", r.Error)
 				}
+			}
+		case *transport.Subtree:
+			if st.Role != string(pki.RoleDistributor) {
+				return fmt.Errorf("%w: %s %s sent a subtree report", transport.ErrProtocol, st.Role, c.name)
+			}
+			d.mu.Lock()
+			current := d.children[c.name] == c
+			d.mu.Unlock()
+			if !current {
+				continue // replaced: the new session reports whole
+			}
+			if err := d.fleet.Apply(c.name, msg); err != nil {
+				log.Warn("subtree report does not match its summary: starting the session again for a whole report", "err", err)
+				return err
 			}
 		case *transport.Error:
 			log.Warn("child reports an error", "err", msg.Message)
@@ -477,7 +506,7 @@ func (d *Distributor) runParent(ctx context.Context, sess transport.Session) err
 				}
 				log.Warn("offer from parent not taken; will try again", "retry_in", wait, "err", err)
 			}
-			if err := control.Send(d.parentStatus()); err != nil {
+			if err := control.Send(d.statusFor(sess)); err != nil {
 				return err
 			}
 		}
@@ -485,12 +514,28 @@ func (d *Distributor) runParent(ctx context.Context, sess transport.Session) err
 	})
 	g.Go(func() error {
 		defer sess.Close(nil)
-		if err := control.Send(d.parentStatus()); err != nil {
+		if err := control.Send(d.statusFor(sess)); err != nil {
 			return err
 		}
 		return transport.ReadParent(control, queue, log, d.parentRevocations(sess.Peer().Name))
 	})
+	if transport.CarriesSubtree(sess) {
+		g.Go(func() error {
+			defer sess.Close(nil)
+			return d.reportSubtree(ctx, sess, control)
+		})
+	}
 	return g.Wait()
+}
+
+// statusFor is parentStatus for the session with the parent: with this
+// node's problem, if any, where the protocol carries it.
+func (d *Distributor) statusFor(sess transport.Session) *transport.Status {
+	st := d.parentStatus()
+	if transport.CarriesSubtree(sess) {
+		st.Problem = d.problem()
+	}
+	return st
 }
 
 // parentStatus is this distributor's report to its parent: every stored

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"ted/distribution"
+	"ted/fleet"
 	"ted/pki"
 	"ted/schedule"
 	"ted/transport"
@@ -63,6 +64,25 @@ type Config struct {
 	// Self tells this node's own certificate as it is now (a renewal
 	// replaces it), for status and metrics; nil: not shown.
 	Self func() transport.Identity
+	// Fleet tunes the view of the subtree and its reports upward.
+	Fleet FleetConfig
+}
+
+// FleetConfig tunes what a distributor knows of its subtree (package
+// fleet) and how it reports it to its parent.
+type FleetConfig struct {
+	// StaleAfter: a node out of touch this long is stale; ForgetAfter:
+	// it is dropped from the view (its events stay in the history).
+	StaleAfter  time.Duration
+	ForgetAfter time.Duration
+	// ReportEvery bounds how often changes are reported to the parent:
+	// the changes of that long travel in one message.
+	ReportEvery time.Duration
+	// SummaryEvery is how often a quiet subtree sends its summary.
+	SummaryEvery time.Duration
+	// History, if set, keeps the events of the subtree; the distributor
+	// flushes it every second. Its owner closes it.
+	History *fleet.History
 }
 
 // Channel says who may publish into a channel and who may receive it.
@@ -104,6 +124,15 @@ func DefaultConfig() Config {
 		// node's lease is free within six, so a standby takes over well
 		// inside the 15 s failover budget.
 		LeaseTTL: 6 * time.Second,
+		Fleet: FleetConfig{
+			StaleAfter:  fleet.DefaultStaleAfter,
+			ForgetAfter: fleet.DefaultForgetAfter,
+			// One second: a rollout's progress reaches the top within a
+			// second or two per tier, and a burst of changes travels in
+			// one message.
+			ReportEvery:  time.Second,
+			SummaryEvery: time.Minute,
+		},
 	}
 }
 
@@ -118,6 +147,12 @@ func (c *Config) Validate() error {
 	}
 	if c.LeaseTTL <= 0 {
 		errs = append(errs, fmt.Errorf("lease TTL %v: must be positive", c.LeaseTTL))
+	}
+	if c.Fleet.StaleAfter <= 0 || c.Fleet.ForgetAfter < c.Fleet.StaleAfter {
+		errs = append(errs, fmt.Errorf("fleet: stale_after %v, forget_after %v: want 0 < stale_after <= forget_after", c.Fleet.StaleAfter, c.Fleet.ForgetAfter))
+	}
+	if c.Fleet.ReportEvery <= 0 || c.Fleet.SummaryEvery < c.Fleet.ReportEvery {
+		errs = append(errs, fmt.Errorf("fleet: report every %v, summary every %v: want 0 < report <= summary", c.Fleet.ReportEvery, c.Fleet.SummaryEvery))
 	}
 	if c.KeepRevisions < 1 {
 		errs = append(errs, fmt.Errorf("keep_revisions: %d, want at least 1", c.KeepRevisions))

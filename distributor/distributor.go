@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"ted/distribution"
+	"ted/fleet"
 	"ted/pki"
 	"ted/store"
 	"ted/transport"
@@ -79,6 +80,9 @@ type Distributor struct {
 	// leases fence the nodes of cluster children: one lease per cluster,
 	// kept in DataDir so a restart does not take it from its holder.
 	leases *transport.Leases
+	// fleet is what this node knows of its subtree (fleet.go).
+	fleet        *fleet.Table
+	fleetMetrics fleetMetrics
 }
 
 // incoming is a revision being received.
@@ -137,6 +141,8 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Distributor, error) {
 		defer d.mu.Unlock()
 		return float64(len(d.children))
 	}, cfg.Self)
+	d.fleet = d.newFleet()
+	d.registerFleetMetrics(d.metrics.registry)
 	return d, nil
 }
 
@@ -168,8 +174,10 @@ func (d *Distributor) Accept(id transport.Identity) error {
 			}
 		}
 		d.log.Warn("child listed by no channel", "peer", describe(id), "role", id.Role, "children", mb.listing(mb.children))
-		return d.refuse("child", fmt.Errorf("%w: %s %s is not a child of any channel of %s",
+		err := d.refuse("child", fmt.Errorf("%w: %s %s is not a child of any channel of %s",
 			transport.ErrUnauthorized, id.Role, describe(id), d.cfg.Name))
+		d.refusedChild(id.Name, string(id.Role), err)
+		return err
 	}
 	return d.refuse("role", fmt.Errorf("%w: role %q", transport.ErrUnauthorized, id.Role))
 }
@@ -194,6 +202,10 @@ func (d *Distributor) Run(ctx context.Context, ln Listener, dial transport.DialF
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		d.watchSchedules(ctx)
+		return nil
+	})
+	g.Go(func() error {
+		d.fleetLoop(ctx)
 		return nil
 	})
 	if d.cfg.Revocations != nil {
@@ -279,6 +291,9 @@ func (d *Distributor) handle(ctx context.Context, sess transport.Session) {
 			}
 			log.Warn("peer refused", "err", err)
 			closeReason = err
+			if peer.Role != pki.RolePublisher && errors.Is(err, transport.ErrUnauthorized) && cluster == "" {
+				d.refusedChild(peer.Name, string(peer.Role), err)
+			}
 		}
 		return
 	}
@@ -414,6 +429,11 @@ func (d *Distributor) receive(ctx context.Context, from transport.Session, s *di
 		info, err = d.store.AddRevision(s, m)
 		if err == nil {
 			d.metrics.revisionsIn.Inc()
+			kind, detail := fleet.KindReceived, "from parent "+from.Peer().Name
+			if publisher != "" {
+				kind, detail = fleet.KindPublished, "by "+publisher
+			}
+			d.recordEvent(fleet.Event{Kind: kind, Node: d.cfg.Name, Dist: m.Name, Revision: m.Revision, Version: m.Version, Detail: detail})
 			log.Info("revision stored", "files", info.Files, "bytes", info.Bytes, "fetched_chunks", res.FetchedChunks, "fetched_bytes", res.FetchedBytes)
 			d.prune(m.Name, log)
 		}

@@ -1,9 +1,12 @@
 package distributor
 
 import (
+	"math"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"ted/store"
 	"ted/transport"
 )
 
@@ -54,4 +57,31 @@ func certificateExpiry(self func() transport.Identity) prometheus.GaugeFunc {
 		Name: "ted_certificate_expiry_timestamp_seconds",
 		Help: "When this node's certificate expires (Unix time); alert well before it, if renewal fails.",
 	}, func() float64 { return float64(self().NotAfter.Unix()) })
+}
+
+// DiskGauges are the free space on the file system of data_dir and the
+// floor kept there (min_free_disk), read at each scrape: the same series
+// as a subscriber's. The daemon registers them in Registry; a distributor
+// without a data directory has none.
+func (d *Distributor) DiskGauges() []prometheus.Collector {
+	if d.cfg.DataDir == "" {
+		return nil
+	}
+	dir, floor := d.cfg.DataDir, d.cfg.MinFreeDisk
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ted_disk_free_bytes",
+			Help: "Free space on the file system of data_dir, for this process.",
+		}, func() float64 {
+			free, err := store.FreeBytes(dir)
+			if err != nil {
+				return math.NaN()
+			}
+			return float64(free)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ted_disk_floor_bytes",
+			Help: "min_free_disk: the free space below which nothing more is received (0: no floor).",
+		}, func() float64 { return float64(floor) }),
+	}
 }

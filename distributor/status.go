@@ -1,12 +1,15 @@
 package distributor
 
 import (
+	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"ted/store"
 	"ted/transport"
 )
 
@@ -23,6 +26,9 @@ type Status struct {
 	Incoming          []HeldRevision `json:"incoming"`
 	Children          []ChildStatus  `json:"children"`
 	Error             string         `json:"error,omitempty"`
+	// ParentError says, while no parent is connected, why: each parent's
+	// last failure since the last connection.
+	ParentError string `json:"parent_error,omitempty"`
 	// Certificate is this node's own certificate, if known.
 	Certificate *transport.CertificateStatus `json:"certificate,omitempty"`
 }
@@ -61,6 +67,9 @@ func (d *Distributor) Status() Status {
 	}
 	d.mu.Lock()
 	st.Parent = d.parent
+	if st.Parent == "" {
+		st.ParentError = d.cfg.Parents.Watch.State().Problem
+	}
 	for _, in := range d.incoming {
 		files, bytes, _ := in.m.Totals()
 		st.Incoming = append(st.Incoming, HeldRevision{Name: in.m.Name, Revision: in.m.Revision, Version: in.m.Version, Channels: in.m.Channels, Files: files, Bytes: bytes, From: in.from})
@@ -84,8 +93,32 @@ func (d *Distributor) Status() Status {
 // Registry is the distributor's Prometheus registry, for /metrics.
 func (d *Distributor) Registry() *prometheus.Registry { return d.metrics.registry }
 
-// Health is nil while the store answers.
+// Health is nil while the distributor can do its job; otherwise the
+// reason, in one line: its store does not answer; a lower tier has no
+// parent that takes it (every parent tried since the start, or since the
+// last session ended, refused it or did not answer: Parents.Watch); the
+// free space of data_dir is below min_free_disk. A first tier is healthy
+// while its store answers and it has disk.
 func (d *Distributor) Health() error {
-	_, err := d.store.Distributions()
-	return err
+	if _, err := d.store.Distributions(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if len(d.cfg.Parents.Addrs) > 0 {
+		d.mu.Lock()
+		connected := d.parent != ""
+		d.mu.Unlock()
+		if st := d.cfg.Parents.Watch.State(); !connected && st.Settled {
+			return errors.New(st.Problem)
+		}
+	}
+	if floor := d.cfg.MinFreeDisk; floor > 0 && d.cfg.DataDir != "" {
+		free, err := store.FreeBytes(d.cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		if free < floor {
+			return fmt.Errorf("short of disk: %d bytes free in %s, below min_free_disk %d; nothing more is received", free, d.cfg.DataDir, floor)
+		}
+	}
+	return nil
 }

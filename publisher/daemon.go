@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"ted/distribution"
@@ -68,6 +69,9 @@ type Config struct {
 	RetryMin time.Duration
 	// RetryMax caps the wait between retries.
 	RetryMax time.Duration
+	// Self tells this node's own certificate as it is now, for metrics;
+	// nil: not shown.
+	Self func() transport.Identity
 }
 
 // DefaultConfig returns a Config without names, distributions or schedules.
@@ -154,6 +158,8 @@ type Daemon struct {
 	key   ed25519.PrivateKey
 	dial  DialFunc
 	log   *slog.Logger
+	// metrics are the daemon's series, for /metrics (Registry).
+	metrics *metrics
 
 	mu      sync.Mutex
 	started time.Time
@@ -166,7 +172,7 @@ func New(cfg Config, st store.Store, key ed25519.PrivateKey, dial DialFunc, log 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := &Daemon{cfg: cfg, store: st, key: key, dial: dial, log: log, states: map[string]*DistributionStatus{}}
+	d := &Daemon{cfg: cfg, store: st, key: key, dial: dial, log: log, states: map[string]*DistributionStatus{}, metrics: newMetrics(cfg.Self)}
 	for _, dist := range cfg.Distributions {
 		d.states[dist.Name] = &DistributionStatus{Name: dist.Name, Build: dist.Build}
 	}
@@ -272,13 +278,17 @@ func (d *Daemon) cycle(ctx context.Context, dist Distribution, pushed *uint64) e
 	})
 	if err != nil {
 		if ctx.Err() == nil {
+			d.metrics.builds.WithLabelValues("failed").Inc()
 			log.Error("build failed", "err", err)
 		}
 		return err
 	}
+	d.metrics.lastBuild.Set(float64(d.cfg.Clock.Now().Unix()))
 	if res.Unchanged {
+		d.metrics.builds.WithLabelValues("unchanged").Inc()
 		log.Info("rebuilt: unchanged", "rev", res.Revision)
 	} else {
+		d.metrics.builds.WithLabelValues("new").Inc()
 		log.Info("built", "rev", res.Revision, "version", res.Version, "files", res.Stats.Files,
 			"bytes", res.Stats.Bytes, "new_chunks", res.Stats.NewChunks, "pruned", res.Pruned)
 	}
@@ -286,6 +296,9 @@ func (d *Daemon) cycle(ctx context.Context, dist Distribution, pushed *uint64) e
 		return nil
 	}
 	pres, err := d.push(ctx, res.Signed)
+	// The series first, then the status: what waits for the status sees
+	// them too.
+	d.countPush(ctx, res.Signed, pres, err)
 	d.update(dist.Name, func(s *DistributionStatus) {
 		s.LastPush = d.cfg.Clock.Now()
 		s.PushError = ""
@@ -308,9 +321,33 @@ func (d *Daemon) cycle(ctx context.Context, dist Distribution, pushed *uint64) e
 	return nil
 }
 
+// countPush counts a push that ended with pres or err in the metrics.
+func (d *Daemon) countPush(ctx context.Context, signed *distribution.Signed, pres PushResult, err error) {
+	if err != nil {
+		if ctx.Err() == nil {
+			d.metrics.pushes.WithLabelValues("failed").Inc()
+		}
+		return
+	}
+	d.metrics.pushes.WithLabelValues("succeeded").Inc()
+	d.metrics.lastPush.Set(float64(d.cfg.Clock.Now().Unix()))
+	if m, err := signed.Manifest(); err == nil {
+		_, bytes, _ := m.Totals()
+		d.metrics.offered.Add(float64(bytes))
+	}
+	d.metrics.sent.Add(float64(pres.SentBytes))
+	d.metrics.sentChunks.Add(float64(pres.SentChunks))
+	if !pres.AlreadyStored {
+		d.metrics.published.Inc()
+	}
+}
+
 // push dials the distributor, pushes signed and hangs up.
 func (d *Daemon) push(ctx context.Context, signed *distribution.Signed) (PushResult, error) {
 	sess, err := d.dial(ctx, d.cfg.Distributor)
+	if ctx.Err() == nil {
+		d.metrics.reach.set(err == nil)
+	}
 	if err != nil {
 		if strings.Contains(err.Error(), d.cfg.Distributor) {
 			return PushResult{}, err // transport's errors name the address
@@ -393,3 +430,6 @@ func (d *Daemon) Status() Status {
 	slices.SortFunc(st.Distributions, func(a, b DistributionStatus) int { return cmp.Compare(a.Name, b.Name) })
 	return st
 }
+
+// Registry is the daemon's Prometheus registry, for /metrics.
+func (d *Daemon) Registry() *prometheus.Registry { return d.metrics.registry }

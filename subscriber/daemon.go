@@ -96,7 +96,11 @@ func New(cfg Config, st store.Store, inst *Installer, log *slog.Logger) (*Subscr
 		changed: make(chan struct{}, 1),
 		started: time.Now(),
 	}
+	if s.cfg.Parents.Watch == nil {
+		s.cfg.Parents.Watch = transport.NewParentWatch()
+	}
 	s.metrics = newMetrics(cfg.Self)
+	s.registerGauges()
 	s.live.Store(&liveConfig{channels: cfg.Channels, trust: cfg.Trust})
 	return s, nil
 }
@@ -375,7 +379,7 @@ func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) erro
 	})
 	g.Go(func() error {
 		defer sess.Close(nil)
-		return s.reportLoop(ctx, control)
+		return s.reportLoop(ctx, control, transport.CarriesSubtree(sess))
 	})
 	g.Go(func() error {
 		defer sess.Close(nil)
@@ -396,12 +400,17 @@ func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) erro
 var errRefused = errors.New("refused")
 
 // reportLoop sends this node's status to the parent at once, then on every
-// change, at most every StatusEvery.
-func (s *Subscriber) reportLoop(ctx context.Context, control *transport.Conn) error {
+// change, at most every StatusEvery. With problems (a ted/1.2 parent), the
+// status also says why this node cannot do its job, looked at again every
+// problemEvery: a disk that fills changes no revision's state.
+func (s *Subscriber) reportLoop(ctx context.Context, control *transport.Conn, problems bool) error {
+	var sent string
 	for {
-		if err := control.Send(s.report()); err != nil {
+		r := s.report(problems)
+		if err := control.Send(r); err != nil {
 			return err
 		}
+		sent = r.Problem
 		t := time.NewTimer(s.cfg.StatusEvery)
 		select {
 		case <-ctx.Done():
@@ -409,22 +418,48 @@ func (s *Subscriber) reportLoop(ctx context.Context, control *transport.Conn) er
 			return nil
 		case <-t.C:
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-s.changed:
+	wait:
+		for {
+			look := time.NewTimer(problemEvery)
+			select {
+			case <-ctx.Done():
+				look.Stop()
+				return nil
+			case <-s.changed:
+				look.Stop()
+				break wait
+			case <-look.C:
+				if problems && s.problem() != sent {
+					break wait
+				}
+			}
 		}
 	}
 }
 
-// report is the status message for the parent.
-func (s *Subscriber) report() *transport.Status {
+// problemEvery is how often a node looks whether its problem changed.
+const problemEvery = 30 * time.Second
+
+// report is the status message for the parent; with problems, it says
+// what the node's health check says.
+func (s *Subscriber) report(problems bool) *transport.Status {
 	st := s.Status()
 	out := &transport.Status{Role: st.Role, ActiveNode: st.ActiveNode}
 	for _, d := range st.Distributions {
 		out.Revisions = append(out.Revisions, d.Revisions...)
 	}
+	if problems {
+		out.Problem = s.problem()
+	}
 	return out
+}
+
+// problem is what the health check says, "" when healthy.
+func (s *Subscriber) problem() string {
+	if err := s.Health(); err != nil {
+		return clip(err.Error())
+	}
+	return ""
 }
 
 // receive handles one offer: verify, check, fetch what is missing, store,

@@ -1,9 +1,12 @@
 package subscriber
 
 import (
+	"math"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"ted/store"
 	"ted/transport"
 )
 
@@ -44,4 +47,76 @@ func newMetrics(self func() transport.Identity) *metrics {
 		}, func() float64 { return float64(self().NotAfter.Unix()) }))
 	}
 	return m
+}
+
+// revisionStates are the states ted_subscriber_revisions counts, each
+// always exported (0 when none), so that an alert on one finds a series.
+var revisionStates = []string{StateReceiving, StateReceived, StateExtracted, StateBlocked, StateFailed, StateRolledBack, StateSuperseded}
+
+// revisionsDesc is ted_subscriber_revisions.
+var revisionsDesc = prometheus.NewDesc("ted_subscriber_revisions",
+	"Revisions known here, by state (as ted subscriber status shows them).", []string{"state"}, nil)
+
+// stateCollector counts the revisions by state at each scrape.
+type stateCollector struct{ s *Subscriber }
+
+func (c stateCollector) Describe(ch chan<- *prometheus.Desc) { ch <- revisionsDesc }
+
+func (c stateCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := c.s.stateCounts()
+	for _, state := range revisionStates {
+		ch <- prometheus.MustNewConstMetric(revisionsDesc, prometheus.GaugeValue, float64(counts[state]), state)
+	}
+}
+
+// stateCounts counts the revisions known here by state.
+func (s *Subscriber) stateCounts() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	counts := map[string]int{}
+	for _, revs := range s.states {
+		for _, st := range revs {
+			counts[st.State]++
+		}
+	}
+	return counts
+}
+
+// registerGauges adds the series computed at each scrape from the
+// subscriber's state: revisions by state, the parent link, the disk.
+func (s *Subscriber) registerGauges() {
+	r := s.metrics.registry
+	r.MustRegister(stateCollector{s},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ted_subscriber_parent_connected",
+			Help: "1 while a session with a parent is up, 0 while none is.",
+		}, func() float64 {
+			if s.parentAddr() != "" {
+				return 1
+			}
+			return 0
+		}))
+	if s.cfg.DataDir != "" {
+		registerDisk(r, s.cfg.DataDir, s.cfg.MinFreeDisk)
+	}
+}
+
+// registerDisk adds the free space of dir's file system and the floor
+// (min_free_disk) kept there: the same series as a distributor's.
+func registerDisk(r *prometheus.Registry, dir string, floor int64) {
+	r.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ted_disk_free_bytes",
+			Help: "Free space on the file system of data_dir, for this process.",
+		}, func() float64 {
+			free, err := store.FreeBytes(dir)
+			if err != nil {
+				return math.NaN()
+			}
+			return float64(free)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ted_disk_floor_bytes",
+			Help: "min_free_disk: the free space below which nothing more is received (0: no floor).",
+		}, func() float64 { return float64(floor) }))
 }

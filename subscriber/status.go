@@ -2,11 +2,14 @@ package subscriber
 
 import (
 	"cmp"
+	"errors"
+	"fmt"
 	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"ted/store"
 	"ted/transport"
 )
 
@@ -19,7 +22,11 @@ type Status struct {
 	// Problem says why a cluster node cannot be active now, if it cannot.
 	Problem string `json:"problem,omitempty"`
 	// Parent is the address of the parent connected now, "" while none is.
-	Parent        string               `json:"parent"`
+	Parent string `json:"parent"`
+	// ParentError says, while no parent is connected, why: each parent's
+	// last failure since the last connection (its refusal, in its words,
+	// or why it did not answer).
+	ParentError   string               `json:"parent_error,omitempty"`
 	Started       time.Time            `json:"started"`
 	Distributions []DistributionStatus `json:"distributions"`
 	// Certificate is this node's own certificate, if known.
@@ -38,6 +45,9 @@ func (s *Subscriber) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{Node: s.cfg.Name, Role: "single", ActiveNode: s.cfg.Name, Parent: s.parent, Started: s.started, Distributions: []DistributionStatus{}}
+	if st.Parent == "" {
+		st.ParentError = s.cfg.Parents.Watch.State().Problem
+	}
 	if s.cfg.Node != "" {
 		st.Node, st.Role, st.ActiveNode = s.cfg.Node, "active", s.cfg.Node
 	}
@@ -60,8 +70,45 @@ func (s *Subscriber) Status() Status {
 // Registry is the subscriber's Prometheus registry, for /metrics.
 func (s *Subscriber) Registry() *prometheus.Registry { return s.metrics.registry }
 
-// Health is nil while the store answers.
+// Health is nil while the subscriber can do its job; otherwise the reason,
+// in one line:
+//
+//   - its store does not answer;
+//   - no parent takes it: every parent was tried since the start (or since
+//     the last session ended) and each refused it or did not answer (during
+//     the first round of dials, and while it reconnects, it is healthy);
+//   - the free space of data_dir is below min_free_disk.
 func (s *Subscriber) Health() error {
-	_, err := s.store.Distributions()
-	return err
+	if _, err := s.store.Distributions(); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if s.parentAddr() == "" {
+		if st := s.cfg.Parents.Watch.State(); st.Settled {
+			return errors.New(st.Problem)
+		}
+	}
+	return belowFloor(s.cfg.DataDir, s.cfg.MinFreeDisk)
+}
+
+// parentAddr is the address of the parent connected now.
+func (s *Subscriber) parentAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.parent
+}
+
+// belowFloor is an error while the free space of dir's file system is
+// below floor (0: no floor).
+func belowFloor(dir string, floor int64) error {
+	if floor <= 0 || dir == "" {
+		return nil
+	}
+	free, err := store.FreeBytes(dir)
+	if err != nil {
+		return err
+	}
+	if free < floor {
+		return fmt.Errorf("short of disk: %d bytes free in %s, below min_free_disk %d; nothing more is received", free, dir, floor)
+	}
+	return nil
 }

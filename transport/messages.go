@@ -2,8 +2,11 @@ package transport
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"slices"
 	"strings"
 	"sync"
 
@@ -35,6 +38,7 @@ const (
 	typeLeaseRequest msgType = 10
 	typeLease        msgType = 11
 	typeRevocations  msgType = 12
+	typeSubtree      msgType = 13
 )
 
 func (t msgType) String() string {
@@ -63,6 +67,8 @@ func (t msgType) String() string {
 		return "lease"
 	case typeRevocations:
 		return "revocations"
+	case typeSubtree:
+		return "subtree"
 	}
 	return fmt.Sprintf("message type %d", byte(t))
 }
@@ -81,6 +87,11 @@ const (
 	// maxCRLNumber bounds the digits of a CRL number: RFC 5280 allows 20
 	// octets, at most 49 decimal digits.
 	maxCRLNumber = 49
+	// MaxSubtreeNodes bounds the nodes of one Subtree message; a larger
+	// subtree travels in several.
+	MaxSubtreeNodes = 2000
+	// maxNodeRevisions bounds the revisions one node reports.
+	maxNodeRevisions = 1000
 )
 
 // Hello is the first message of a session, sent by the side that dialled on
@@ -174,6 +185,50 @@ type Status struct {
 	Role       string          `cbor:"1,keyasint"`
 	ActiveNode string          `cbor:"2,keyasint,omitempty"`
 	Revisions  []RevisionState `cbor:"3,keyasint,omitempty"`
+	// Problem is why the child cannot do its job now ("" when it can):
+	// what its /healthz says. Sent on ted/1.2 sessions only.
+	Problem string `cbor:"4,keyasint,omitempty"`
+}
+
+// NodeState is what a distributor knows of one node of its subtree: a
+// child of its own or a node further down, as its child reported it.
+type NodeState struct {
+	Name string `cbor:"1,keyasint"`
+	// Parent is the name of the distributor the node is connected to (or
+	// was, last).
+	Parent     string   `cbor:"2,keyasint"`
+	Role       string   `cbor:"3,keyasint"`
+	ActiveNode string   `cbor:"4,keyasint,omitempty"`
+	Agent      string   `cbor:"5,keyasint,omitempty"`
+	Channels   []string `cbor:"6,keyasint,omitempty"`
+	// Connected: its session with its parent is up, as far as the sender
+	// knows. Otherwise LastSeen (Unix milliseconds) is when it went away.
+	Connected bool            `cbor:"7,keyasint,omitempty"`
+	LastSeen  int64           `cbor:"8,keyasint,omitempty"`
+	Problem   string          `cbor:"9,keyasint,omitempty"`
+	Revisions []RevisionState `cbor:"10,keyasint,omitempty"`
+}
+
+// Subtree reports the sender's subtree to its parent (ted/1.2), on the
+// control stream beside Status: the whole of it after the hello, then
+// only the nodes that changed. Full starts a whole report: the parent
+// forgets what this child reported before, and the nodes follow in this
+// message and the next ones (at most MaxSubtreeNodes each, More on all
+// but the last). Gone names
+// nodes no longer in the subtree. Count and Digest describe the whole
+// subtree once this message is applied (Digest: see NodeDigest); a
+// message with no nodes is the periodic summary of a quiet subtree, and
+// a parent whose copy does not match ends the session, so the next one
+// starts with a whole report. The body travels zstd-compressed.
+type Subtree struct {
+	Full   bool        `cbor:"1,keyasint,omitempty"`
+	Nodes  []NodeState `cbor:"2,keyasint,omitempty"`
+	Gone   []string    `cbor:"3,keyasint,omitempty"`
+	Count  int         `cbor:"4,keyasint"`
+	Digest uint64      `cbor:"5,keyasint"`
+	// More: the whole report goes on in the next message; Count and
+	// Digest are checked only on the last.
+	More bool `cbor:"6,keyasint,omitempty"`
 }
 
 // Result answers an offer from a publisher: the revision is stored, or why
@@ -220,6 +275,7 @@ func (*Missing) msgType() msgType      { return typeMissing }
 func (*LeaseRequest) msgType() msgType { return typeLeaseRequest }
 func (*Lease) msgType() msgType        { return typeLease }
 func (*Revocations) msgType() msgType  { return typeRevocations }
+func (*Subtree) msgType() msgType      { return typeSubtree }
 
 var (
 	encMode = mustEncMode()
@@ -268,6 +324,72 @@ func (m *Missing) appendBody(dst []byte) ([]byte, error)      { return appendCBO
 func (m *LeaseRequest) appendBody(dst []byte) ([]byte, error) { return appendCBOR(dst, m) }
 func (m *Lease) appendBody(dst []byte) ([]byte, error)        { return appendCBOR(dst, m) }
 func (m *Revocations) appendBody(dst []byte) ([]byte, error)  { return appendCBOR(dst, m) }
+
+func (m *Subtree) appendBody(dst []byte) ([]byte, error) {
+	b, err := encMode.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	enc, _ := offerCodecs()
+	return enc.EncodeAll(b, dst), nil
+}
+
+// ClipNodeState makes n fit what a Subtree may carry, whatever its source
+// said: text cut to its limits, at most the newest maxNodeRevisions
+// revisions. A parent relays what its children report, and one child's
+// oversized report must not make its parent's report to its own parent
+// invalid.
+func ClipNodeState(n *NodeState) {
+	cut := func(s *string, max int) {
+		if len(*s) > max {
+			*s = strings.ToValidUTF8((*s)[:max], "")
+		}
+	}
+	cut(&n.Name, distribution.MaxNameLen)
+	cut(&n.Parent, distribution.MaxNameLen)
+	cut(&n.Role, distribution.MaxNameLen)
+	cut(&n.ActiveNode, distribution.MaxNameLen)
+	cut(&n.Agent, 128)
+	cut(&n.Problem, maxText)
+	if len(n.Channels) > distribution.MaxChannels {
+		n.Channels = n.Channels[:distribution.MaxChannels]
+	}
+	if len(n.Revisions) > maxNodeRevisions {
+		revs := slices.Clone(n.Revisions)
+		slices.SortFunc(revs, func(a, b RevisionState) int { return cmp.Compare(b.Revision, a.Revision) })
+		n.Revisions = revs[:maxNodeRevisions]
+	}
+}
+
+// NodeSize is about how many bytes n takes in a Subtree before
+// compression, to keep each message well inside the frame limit.
+func NodeSize(n *NodeState) int {
+	size := 64 + len(n.Name) + len(n.Parent) + len(n.Role) + len(n.ActiveNode) + len(n.Agent) + len(n.Problem)
+	for _, c := range n.Channels {
+		size += len(c) + 2
+	}
+	for _, r := range n.Revisions {
+		size += 40 + len(r.Name) + len(r.Version) + len(r.State) + len(r.Reason) + len(r.Error)
+	}
+	return size
+}
+
+// MaxSubtreeBytes bounds the size of one Subtree message's nodes (as
+// NodeSize counts them), far inside the frame limit.
+const MaxSubtreeBytes = 4 << 20
+
+// NodeDigest is a node's share of a Subtree's Digest, which is the sum
+// (modulo 2^64) of the shares of its nodes: FNV-1a of the node's
+// canonical CBOR.
+func NodeDigest(n *NodeState) uint64 {
+	b, err := encMode.Marshal(n)
+	if err != nil {
+		return 0 // only for values CBOR cannot hold; none here
+	}
+	h := fnv.New64a()
+	h.Write(b)
+	return h.Sum64()
+}
 
 func (m *Chunk) appendBody(dst []byte) ([]byte, error) {
 	return append(append(dst, m.ID[:]...), m.Data...), nil
@@ -337,6 +459,23 @@ func decodeMessage(t msgType, body []byte) (Message, error) {
 		copy(c.ID[:], body)
 		c.Data = body[len(c.ID):]
 		return &c, nil
+	case typeSubtree:
+		_, dec := offerCodecs()
+		plain, err := dec.DecodeAll(body, nil)
+		if err != nil {
+			return nil, fmt.Errorf("subtree: %v", err)
+		}
+		var st Subtree
+		if err := decMode.Unmarshal(plain, &st); err != nil {
+			return nil, fmt.Errorf("subtree: %v", err)
+		}
+		if again, err := encMode.Marshal(&st); err != nil || !bytes.Equal(again, plain) {
+			return nil, errors.New("subtree: not canonical CBOR")
+		}
+		if err := st.validate(); err != nil {
+			return nil, fmt.Errorf("subtree: %v", err)
+		}
+		return &st, nil
 	case typeOffer:
 		_, dec := offerCodecs()
 		plain, err := dec.DecodeAll(body, nil)
@@ -417,7 +556,20 @@ func (m *Status) validate() error {
 	if len(m.Revisions) > maxStatusRevisions {
 		return fmt.Errorf("%d revisions (limit %d)", len(m.Revisions), maxStatusRevisions)
 	}
-	for _, r := range m.Revisions {
+	if err := validText("problem", m.Problem, maxText); err != nil {
+		return err
+	}
+	if err := validText("role", m.Role, distribution.MaxNameLen); err != nil {
+		return err
+	}
+	if err := validText("active node", m.ActiveNode, distribution.MaxNameLen); err != nil {
+		return err
+	}
+	return validRevisionStates(m.Revisions)
+}
+
+func validRevisionStates(revs []RevisionState) error {
+	for _, r := range revs {
 		if err := distribution.ValidName("distribution", r.Name); err != nil {
 			return err
 		}
@@ -431,6 +583,55 @@ func (m *Status) validate() error {
 }
 
 func (m *Result) validate() error { return distribution.ValidName("distribution", m.Name) }
+
+func (m *Subtree) validate() error {
+	if len(m.Nodes) > MaxSubtreeNodes {
+		return fmt.Errorf("%d nodes (limit %d)", len(m.Nodes), MaxSubtreeNodes)
+	}
+	if len(m.Gone) > MaxSubtreeNodes {
+		return fmt.Errorf("%d nodes gone (limit %d)", len(m.Gone), MaxSubtreeNodes)
+	}
+	if m.Count < 0 {
+		return fmt.Errorf("count %d", m.Count)
+	}
+	for _, name := range m.Gone {
+		if err := validText("node name", name, distribution.MaxNameLen); err != nil {
+			return err
+		}
+	}
+	for i := range m.Nodes {
+		if err := m.Nodes[i].validate(); err != nil {
+			return fmt.Errorf("node %q: %v", truncate(m.Nodes[i].Name, 64), err)
+		}
+	}
+	return nil
+}
+
+func (n *NodeState) validate() error {
+	for _, f := range []struct {
+		field, s string
+	}{{"name", n.Name}, {"parent", n.Parent}, {"role", n.Role}, {"active node", n.ActiveNode}} {
+		if err := validText(f.field, f.s, distribution.MaxNameLen); err != nil {
+			return err
+		}
+	}
+	if n.Name == "" {
+		return errors.New("no name")
+	}
+	if err := validText("agent", n.Agent, 128); err != nil {
+		return err
+	}
+	if err := validText("problem", n.Problem, maxText); err != nil {
+		return err
+	}
+	if len(n.Channels) > distribution.MaxChannels {
+		return fmt.Errorf("%d channels (limit %d)", len(n.Channels), distribution.MaxChannels)
+	}
+	if len(n.Revisions) > maxNodeRevisions {
+		return fmt.Errorf("%d revisions (limit %d)", len(n.Revisions), maxNodeRevisions)
+	}
+	return validRevisionStates(n.Revisions)
+}
 
 func (m *Want) validate() error {
 	if len(m.IDs) == 0 || len(m.IDs) > MaxWantIDs {

@@ -25,6 +25,9 @@ type ParentsConfig struct {
 	// tries the ones it prefers, to go back when they return.
 	PreferEvery time.Duration
 	Logger      *slog.Logger
+	// Watch, if set, is told every connection and failure, for the
+	// node's health check, status and metrics.
+	Watch *ParentWatch
 }
 
 // DefaultParentsConfig returns the defaults: retries from 1 s to 30 s, and a
@@ -68,14 +71,17 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 	// soon after it began, with an error) until when they are skipped, so a
 	// misconfigured first parent does not keep a child from the others.
 	shunned := map[string]time.Time{}
+	cfg.Watch.start(cfg.Addrs)
+	defer cfg.Watch.disconnected("", "", nil)
 	for ctx.Err() == nil {
 		sess, index := next, nextIndex
 		next = nil
 		if sess == nil {
-			sess, index = dialFirst(ctx, cfg, dial, len(cfg.Addrs), shunned)
+			sess, index = dialFirst(ctx, cfg, dial, len(cfg.Addrs), shunned, cfg.Watch.failed)
 		}
 		if sess == nil {
 			connected("")
+			cfg.Watch.settle()
 			cfg.Logger.Warn("no parent reachable; retrying with backoff", "parents", cfg.Addrs, "next_wait_max", wait)
 			if !backoff() {
 				return
@@ -85,6 +91,7 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 		addr := cfg.Addrs[index]
 		start := time.Now()
 		connected(addr)
+		cfg.Watch.connected(addr, sess.Peer().Name)
 		cfg.Logger.Info("connected to parent", "peer", sess.Peer().Name, "addr", addr)
 		sctx, cancel := context.WithCancelCause(ctx)
 		probed := make(chan struct{})
@@ -101,7 +108,7 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 					return
 				case <-t.C:
 				}
-				if s, i := dialFirst(sctx, cfg, dial, index, shunned); s != nil {
+				if s, i := dialFirst(sctx, cfg, dial, index, shunned, nil); s != nil {
 					next, nextIndex = s, i
 					cancel(errPreferred)
 					return
@@ -118,6 +125,11 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 			}
 			return
 		}
+		var failure error
+		if next == nil && !Ended(err) {
+			failure = err
+		}
+		cfg.Watch.disconnected(addr, sess.Peer().Name, failure)
 		if next != nil {
 			cfg.Logger.Info("moving back to a preferred parent", "from", addr, "to", cfg.Addrs[nextIndex])
 			wait = cfg.RetryMin
@@ -149,6 +161,7 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 		// A session that ended soon after it began (refused at the hello, a
 		// parent that keeps failing) is retried with the same backoff as an
 		// unreachable one, so a refused child does not hammer its parent.
+		cfg.Watch.settle()
 		if !backoff() {
 			return
 		}
@@ -179,7 +192,7 @@ func anyExpired(shunned map[string]time.Time) bool {
 // until later, and returns the first session that succeeds with its index.
 // When every parent is shunned (n is all of them), all are tried: the
 // caller has backed off already.
-func dialFirst(ctx context.Context, cfg ParentsConfig, dial DialFunc, n int, shunned map[string]time.Time) (Session, int) {
+func dialFirst(ctx context.Context, cfg ParentsConfig, dial DialFunc, n int, shunned map[string]time.Time, failed func(addr string, err error)) (Session, int) {
 	skip := func(addr string) bool {
 		until, ok := shunned[addr]
 		return ok && time.Now().Before(until)
@@ -200,6 +213,9 @@ func dialFirst(ctx context.Context, cfg ParentsConfig, dial DialFunc, n int, shu
 			return nil, 0
 		}
 		cfg.Logger.Warn("parent unreachable", "addr", addr, "err", err)
+		if failed != nil {
+			failed(addr, err)
+		}
 	}
 	return nil, 0
 }

@@ -165,6 +165,13 @@ func sampleMessages(t testing.TB) []Message {
 		&Chunk{ID: id, Data: distribution.EncodeChunk(plain)},
 		&Missing{ID: id, Error: &Error{Code: CodeNotFound, Message: "chunk missing"}},
 		&Revocations{CRL: []byte("a DER revocation list, checked by the receiver")},
+		&Status{Role: "subscriber", Problem: "below the disk floor"},
+		&Subtree{Full: true, Count: 2, Digest: 12345, Nodes: []NodeState{
+			{Name: "web-01", Parent: "dist-2", Role: "subscriber", Agent: "0.9.0", Channels: []string{"stable"}, Connected: true,
+				Revisions: []RevisionState{{Name: "app", Revision: 3, Version: "1.2.0", State: "extracted"}}},
+			{Name: "web-02", Parent: "dist-2", Role: "subscriber", LastSeen: 1700000000000, Problem: "no parent reachable"},
+		}},
+		&Subtree{Count: 1, Digest: 7, Gone: []string{"web-03"}},
 	}
 }
 
@@ -1250,5 +1257,31 @@ func TestServeChunksRefusesOtherMessages(t *testing.T) {
 	}
 	if m, err := c.Receive(); err != io.EOF {
 		t.Errorf("after the error: %v, %v; want the stream closed", m, err)
+	}
+}
+
+// What a child may say in a Status, clipped, always fits a Subtree: a
+// parent relays it, and one oversized report must not make its own report
+// invalid upstream.
+func TestClipNodeState(t *testing.T) {
+	big := strings.Repeat("x", 10_000)
+	st := &Status{Role: "subscriber", ActiveNode: "node-a", Problem: strings.Repeat("p", maxText)}
+	for i := range 3000 {
+		st.Revisions = append(st.Revisions, RevisionState{Name: "app", Revision: uint64(i + 1), Version: "1", State: "superseded", Reason: strings.Repeat("r", maxText)})
+	}
+	if err := st.validate(); err != nil {
+		t.Fatalf("the status itself: %v", err)
+	}
+	n := NodeState{Name: "web-01", Role: st.Role, ActiveNode: st.ActiveNode, Agent: big, Problem: st.Problem + big, Revisions: st.Revisions}
+	ClipNodeState(&n)
+	m := &Subtree{Nodes: []NodeState{n}, Count: 1}
+	if err := m.validate(); err != nil {
+		t.Fatalf("clipped: %v", err)
+	}
+	if n.Revisions[0].Revision != 3000 || len(n.Revisions) != maxNodeRevisions {
+		t.Errorf("kept %d revisions from %d; want the newest %d", len(n.Revisions), n.Revisions[0].Revision, maxNodeRevisions)
+	}
+	if (&Status{ActiveNode: big}).validate() == nil {
+		t.Error("a status with an active node of 10,000 bytes is valid")
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"ted/pki"
 )
 
-// The listener picks the newest version both ends speak: ted/1.1 with a
+// The listener picks the newest version both ends speak: ted/1.2 with a
 // node of this version, ted/1 with one that only speaks ted/1 (which is
 // admitted, not refused). Both ends see the same protocol.
 func TestQUICProtocolNegotiated(t *testing.T) {
@@ -18,9 +18,11 @@ func TestQUICProtocolNegotiated(t *testing.T) {
 		speaks     string
 		want       string
 		revocation bool
+		subtree    bool
 	}{
-		{ALPN, "ted/1.1", true},
-		{ALPN1, "ted/1", false},
+		{ALPN, "ted/1.2", true, true},
+		{ALPN11, "ted/1.1", true, false},
+		{ALPN1, "ted/1", false, false},
 	} {
 		ctx := testContext(t)
 		acc := acceptAsync(ctx, l)
@@ -41,6 +43,9 @@ func TestQUICProtocolNegotiated(t *testing.T) {
 		if CarriesRevocations(res.sess) != tc.revocation {
 			t.Errorf("%s: CarriesRevocations = %v", tc.want, !tc.revocation)
 		}
+		if CarriesSubtree(res.sess) != tc.subtree {
+			t.Errorf("%s: CarriesSubtree = %v", tc.want, !tc.subtree)
+		}
 		_ = dialled.Close(nil)
 		_ = res.sess.Close(nil)
 	}
@@ -52,8 +57,8 @@ func TestQUICProtocolNegotiated(t *testing.T) {
 	}
 	old, _ := NewPipeSpeaking(Identity{Name: "a"}, Identity{Name: "b"}, ALPN1)
 	defer old.Close(nil)
-	if CarriesRevocations(old) {
-		t.Error("a ted/1 pipe carries revocations")
+	if CarriesRevocations(old) || CarriesSubtree(old) {
+		t.Error("a ted/1 pipe carries revocations or subtrees")
 	}
 }
 
@@ -61,7 +66,8 @@ func TestQUICProtocolNegotiated(t *testing.T) {
 // foreign or enrollment protocol alone. The refusal names them.
 func TestOffers(t *testing.T) {
 	for alpn, want := range map[string]string{
-		ALPN:       "ted/1.1 ted/1",
+		ALPN:       "ted/1.2 ted/1.1 ted/1",
+		ALPN11:     "ted/1.1 ted/1",
 		ALPN1:      "ted/1",
 		"ted/2":    "ted/2",
 		EnrollALPN: EnrollALPN,
@@ -71,7 +77,7 @@ func TestOffers(t *testing.T) {
 		}
 	}
 	err, quiet := alpnMismatch("10.0.0.1:1", []string{"h3"})
-	if !quiet || !strings.Contains(err.Error(), "does not speak ted/1.1, ted/1") {
+	if !quiet || !strings.Contains(err.Error(), "does not speak ted/1.2, ted/1.1, ted/1") {
 		t.Errorf("a foreign protocol: %v (quiet %v)", err, quiet)
 	}
 }

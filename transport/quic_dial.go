@@ -90,7 +90,7 @@ func dialOn(ctx context.Context, tr *quic.Transport, raddr *net.UDPAddr, addr st
 		// A refusal can overtake the end of our handshake: the listener
 		// closes as soon as it has our certificate.
 		if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote && ae.ErrorCode == codeRefused {
-			return nil, Identity{}, fmt.Errorf("dial %s (%s): refused: %s", addr, failed.peer(), ae.ErrorMessage)
+			return nil, Identity{}, fmt.Errorf("dial %s (%s): %w", addr, failed.peer(), &RefusedError{Message: ae.ErrorMessage})
 		}
 		return nil, Identity{}, fmt.Errorf("dial %s: %w", addr, explainDialError(err, alpn))
 	}
@@ -116,7 +116,7 @@ func awaitAdmission(ctx context.Context, conn *quic.Conn, cfg QUICConfig, alpn s
 	st, err := conn.AcceptUniStream(ctx)
 	if err != nil {
 		if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote && ae.ErrorCode == codeRefused {
-			return fmt.Errorf("refused: %s", ae.ErrorMessage)
+			return &RefusedError{Message: ae.ErrorMessage}
 		}
 		if explained := explainDialError(err, alpn); explained != err {
 			return explained

@@ -17,9 +17,12 @@ import (
 // ted/1 still work together; a peer with no version in common is refused
 // with an error naming both sides' versions.
 const (
-	// ALPN is the newest version: ted/1 and the revocation lists a parent
-	// passes down (Revocations, Hello.CRLNumber).
-	ALPN = "ted/1.1"
+	// ALPN is the newest version: ted/1.1 and the state of the subtree a
+	// child reports up (Subtree, Status.Problem).
+	ALPN = "ted/1.2"
+	// ALPN11 is ted/1 and the revocation lists a parent passes down
+	// (Revocations, Hello.CRLNumber).
+	ALPN11 = "ted/1.1"
 	// ALPN1 is the first version, spoken by nodes that predate revocation
 	// lists: such a peer is never sent what it cannot decode.
 	ALPN1 = "ted/1"
@@ -27,7 +30,7 @@ const (
 
 // protocols are the versions this code speaks, newest first: the
 // listener's order of preference.
-var protocols = []string{ALPN, ALPN1}
+var protocols = []string{ALPN, ALPN11, ALPN1}
 
 // offers is what a dialer speaking alpn offers: alpn and every older
 // version of ours, or alpn alone if it is not ours (tests pretend to be
@@ -44,6 +47,14 @@ func offers(alpn string) []string {
 // lists (ted/1.1 and later): only then may a parent send Revocations or a
 // child tell its list's number in its Hello.
 func CarriesRevocations(s Session) bool { return s.Protocol() != ALPN1 }
+
+// CarriesSubtree reports whether the protocol of s has subtree reports
+// (ted/1.2 and later): only then may a child send Subtree or a Status with
+// a Problem.
+func CarriesSubtree(s Session) bool {
+	p := s.Protocol()
+	return p != ALPN1 && p != ALPN11
+}
 
 // Identity is who a peer is, read from its verified certificate.
 type Identity struct {
@@ -97,7 +108,7 @@ type Session interface {
 	// AcceptStream waits for the peer to open a stream.
 	AcceptStream(ctx context.Context) (Stream, error)
 	// Protocol is the version both ends agreed on at the handshake, one
-	// of ALPN and ALPN1.
+	// of ALPN, ALPN11 and ALPN1.
 	Protocol() string
 	// Context is done when the session has ended, for whatever reason.
 	Context() context.Context
