@@ -178,6 +178,8 @@ type distributorSpec struct {
 	// clusters, if set, is the clusters section: each cluster's member
 	// certificates.
 	clusters map[string][]string
+	// extra are more top-level keys of the config (fleet, link).
+	extra map[string]any
 }
 
 // subscriberSpec is what differs between subscribers.
@@ -269,6 +271,9 @@ func (nw *network) distributor(name string, spec distributorSpec) *node {
 			clusters[cl] = map[string]any{"members": members}
 		}
 		values["clusters"] = clusters
+	}
+	for k, v := range spec.extra {
+		values[k] = v
 	}
 	n := nw.newNode(name, "distributor", values)
 	n.startFresh()

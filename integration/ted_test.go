@@ -51,7 +51,8 @@ func noteSources() {
 		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && p != ".." {
 			return filepath.SkipDir
 		}
-		if strings.HasSuffix(p, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum" || strings.Contains(p, "demodata") {
+		if strings.HasSuffix(p, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum" || strings.Contains(p, "demodata") ||
+			strings.Contains(p, filepath.Join("console", "static")) || strings.Contains(p, filepath.Join("console", "templates")) {
 			_, _ = os.Stat(p)
 		}
 		return nil

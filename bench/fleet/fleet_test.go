@@ -165,3 +165,32 @@ func TestFleetReferenceShort(t *testing.T) {
 		t.Errorf("the table has no reference rows:\n%s", table.String())
 	}
 }
+
+// TestRollupShort runs the roll-up at 300 nodes with short windows: the
+// top must show all of them, then the rollout done; a quiet subtree must
+// send next to nothing upstream, and the top must answer `ted status`.
+// Figures are logged, not asserted, apart from the idle bytes, which are
+// counted, not timed.
+func TestRollupShort(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	e, err := newEnv(ctx, tedBinary, dir, 16<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.rollup(ctx, filepath.Join(dir, "top"), 300, 3*time.Second, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	res.print(&out)
+	t.Log("\n" + out.String())
+	if res.RolloutChanges != 900 || res.StatusJSONBytes == 0 {
+		t.Errorf("rollout changes %d, status %d bytes", res.RolloutChanges, res.StatusJSONBytes)
+	}
+	// Idle: keepalives and at most one summary; a whole report (or
+	// reports of changes that did not happen) would be far more.
+	if res.IdleBytesPerSec*3 > float64(res.FullReportBytes) {
+		t.Errorf("idle upstream %.0f B/s over 3 s, a whole report is %d B", res.IdleBytesPerSec, res.FullReportBytes)
+	}
+}

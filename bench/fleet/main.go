@@ -45,6 +45,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "rollup" {
+		if err := runRollup(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "fleet rollup:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "reference-server" {
 		if err := runReferenceServer(os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "fleet reference-server:", err)

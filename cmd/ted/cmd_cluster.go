@@ -15,6 +15,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/spf13/cobra"
 
 	"ted/admin"
@@ -99,6 +102,10 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		// calls are the operator's commands running on cur: act waits
 		// for them before it closes the store.
 		calls sync.WaitGroup
+		// actErr is why act last failed, if it did; stuck says since when
+		// this node holds the lease without acting (health).
+		actErr error
+		stuck  time.Time
 	)
 	active := func() (*subscriber.Subscriber, error) {
 		mu.Lock()
@@ -198,6 +205,9 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		}()
 		node.SetReady(epoch, true, "")
 		log.Info("cluster node active: receiving and extracting", "epoch", epoch, "shared_dir", cl.SharedDir)
+		mu.Lock()
+		actErr = nil
+		mu.Unlock()
 		err = s.Run(ctx, n.dial)
 		log.Info("cluster node no longer active", "epoch", epoch)
 		return err
@@ -227,19 +237,83 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 	}
 	log.Info("subscriber running", "node", file.Name, "cluster", cl.Name, "cluster_node", cl.Node, "priority", cl.Priority,
 		"parent", file.Parents[0], "shared_dir", cl.SharedDir, "root", file.Root, "data_dir", file.DataDir)
+	// While standby, /metrics has the process's series and the
+	// certificate's; while active, the subscriber's (which has those too).
+	standby := prometheus.NewRegistry()
+	standby.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		certificateExpiry(n.cred.Self))
 	return n.serve(ctx, "subscriber", daemonAdmin{
 		status: status,
 		health: func() error {
-			if s, err := active(); err == nil {
-				return s.Health()
-			}
-			return nil // a standby is healthy
+			return clusterHealth(cl.Node, node, active, func(acting bool, now time.Time) (time.Time, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case !acting:
+					stuck = time.Time{}
+				case stuck.IsZero():
+					stuck = now
+				}
+				return stuck, actErr
+			})
 		},
+		metrics: prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+			mu.Lock()
+			s := cur
+			mu.Unlock()
+			if s != nil {
+				return s.Registry().Gather()
+			}
+			return standby.Gather()
+		}),
 		views: subscriberViews(on), actions: actions,
 	}, func(ctx context.Context) error {
 		daemonCtx = ctx
-		return node.Run(ctx, act)
+		return node.Run(ctx, func(ctx context.Context, epoch uint64) error {
+			err := act(ctx, epoch)
+			if err != nil && ctx.Err() == nil {
+				mu.Lock()
+				actErr = err
+				mu.Unlock()
+			}
+			return err
+		})
 	})
+}
+
+// clusterActGrace is how long a cluster node may hold the lease without
+// acting (opening the shared store, waiting for the lock the node active
+// before holds) before its health check fails.
+const clusterActGrace = time.Minute
+
+// clusterHealth is a cluster node's health: a standby is healthy; the
+// active node is healthy while its subscriber is (Subscriber.Health) and
+// the election reports no problem with it (its shared_dir, the gossip); a
+// node that holds the lease but has not been able to act for
+// clusterActGrace is not. stuck records whether it holds the lease without
+// acting, and returns since when, and why it last failed to act.
+func clusterHealth(name string, node *cluster.Node, active func() (*subscriber.Subscriber, error),
+	stuck func(acting bool, now time.Time) (time.Time, error)) error {
+	role, _, problem := node.Status()
+	if s, err := active(); err == nil {
+		stuck(false, time.Now())
+		if err := s.Health(); err != nil {
+			return err
+		}
+		if role == cluster.RoleActive && problem != "" {
+			return fmt.Errorf("active cluster node %s cannot go on: %s", name, problem)
+		}
+		return nil
+	}
+	acting, _ := node.Acting()
+	since, actErr := stuck(acting, time.Now())
+	if !acting || time.Since(since) < clusterActGrace {
+		return nil // a standby, or a node still starting to act
+	}
+	if actErr != nil {
+		problem = fmt.Sprintf("%s; last failure: %v", problem, actErr)
+	}
+	return fmt.Errorf("cluster node %s %s (for %s)", name, problem, time.Since(since).Round(time.Second))
 }
 
 // openShared opens the cluster's store, waiting while the node that was

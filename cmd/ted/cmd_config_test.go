@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"ted/transport"
 	"testing"
+	"time"
 
 	"ted/docs"
 	"ted/pki"
@@ -347,6 +349,14 @@ func TestConfigCheckShortIdleTimeout(t *testing.T) {
 		_ = runConfigCheck(configCheckOptions{}, []string{file}, false, &out, &bytes.Buffer{})
 		if strings.Contains(out.String(), "link.") {
 			t.Errorf("idle_timeout %s alone: config check said:\n%s", idle, &out)
+		}
+		// And the daemon takes it as the check did: what it runs with
+		// validates.
+		d, _ := time.ParseDuration(idle)
+		q, parents := transport.DefaultQUICConfig(), transport.DefaultParentsConfig()
+		(&linkFile{IdleTimeout: d}).apply(&q, &parents)
+		if err := q.Validate(); err != nil {
+			t.Errorf("idle_timeout %s alone: the daemon's QUIC config: %v", idle, err)
 		}
 	}
 }

@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -77,6 +80,9 @@ type node struct {
 	// signer, on a distributor with enroll.ca_dir, renews this node's own
 	// certificate here; otherwise it renews through its parents (renew.go).
 	signer *enroll.Handler
+	// statusCred, if cred is nil, are the credentials status_tls serves
+	// with (the publisher's, which it does not renew itself).
+	statusCred *transport.Credentials
 }
 
 // scheduleWatchEvery is how often a daemon looks whether its schedule file
@@ -106,6 +112,7 @@ func setUpNodeStore(file *nodeFile, role pki.Role, log *slog.Logger, openStore b
 	signal.Notify(n.hup, syscall.SIGHUP)
 	n.quic.Logger = log
 	n.parents.Addrs = file.Parents
+	n.parents.Watch = transport.NewParentWatch() // for health, status and metrics
 	file.Link.apply(&n.quic, &n.parents)
 	if err := os.MkdirAll(file.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("%s: data_dir: %w", file.path, err)
@@ -150,6 +157,13 @@ func (n *node) serve(ctx context.Context, kind string, a daemonAdmin, run func(c
 	}
 	hup := n.hup
 	defer signal.Stop(hup)
+	if a.statusTLS == nil {
+		st, err := n.statusTLS()
+		if err != nil {
+			return err
+		}
+		a.statusTLS = st
+	}
 	srv, err := startAdmin(n.file.DataDir, n.file.StatusListen, a, n.log)
 	if err != nil {
 		return bindError(n.file.path, "status_listen", n.file.StatusListen, "tcp", err)
@@ -221,6 +235,46 @@ type daemonAdmin struct {
 	registry *prometheus.Registry
 	views    map[string]admin.Action
 	actions  map[string]admin.Action
+	// metrics, if set, is gathered instead of registry (metrics.go).
+	metrics prometheus.Gatherer
+	// pages is the web console (admin.Endpoints.Pages); nil serves 404.
+	pages http.Handler
+	// statusTLS, if set, serves the status address over HTTPS to
+	// operators; node.serve sets it from status_tls.
+	statusTLS *admin.StatusTLS
+}
+
+// statusTLS is how status_tls serves the status address: with the node's
+// certificate in force (a renewed one from the next handshake on), to
+// clients whose certificate chains to tls.ca, has role operator and is
+// not revoked by the list in force. Nil without status_tls.
+func (n *node) statusTLS() (*admin.StatusTLS, error) {
+	f := n.file
+	if !f.StatusTLS || f.StatusListen == "" {
+		return nil, nil
+	}
+	cred := n.cred
+	if cred == nil {
+		cred = n.statusCred
+	}
+	if cred == nil {
+		return nil, fmt.Errorf("%s: status_tls: the node has no certificate to serve with", f.path)
+	}
+	pool, err := pki.LoadCertPool(f.TLS.CA)
+	if err != nil {
+		return nil, fmt.Errorf("%s: tls.ca: %w", f.path, err)
+	}
+	return &admin.StatusTLS{
+		Certificate: func() (*tls.Certificate, error) {
+			c := cred.Certificate()
+			return &c, nil
+		},
+		CAs: pool,
+		Revoked: func(c *x509.Certificate) error {
+			return transport.RevokedError(cred.Revocations(), transport.Identity{Name: c.Subject.CommonName, Serial: pki.SerialHex(c)})
+		},
+		MetricsOpen: f.StatusMetricsOpen,
+	}, nil
 }
 
 // startAdmin binds the admin socket and the status address, so a second
@@ -229,12 +283,14 @@ func startAdmin(dataDir, statusListen string, a daemonAdmin, log *slog.Logger) (
 	cfg := admin.DefaultConfig()
 	cfg.SocketPath = admin.SocketPath(dataDir)
 	cfg.StatusListen = statusListen
+	cfg.StatusTLS = a.statusTLS
 	srv, err := admin.New(cfg, admin.Endpoints{
 		Status:  func(context.Context) (any, error) { return a.status(), nil },
 		Health:  func(context.Context) error { return a.health() },
 		Views:   a.views,
-		Metrics: a.registry,
+		Metrics: a.gatherer(),
 		Actions: a.actions,
+		Pages:   a.pages,
 	}, log)
 	if err != nil {
 		return nil, err

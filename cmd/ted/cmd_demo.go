@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/url"
@@ -22,7 +23,7 @@ import (
 
 	"ted/admin"
 	"ted/distribution"
-	"ted/distributor"
+	"ted/fleet"
 	"ted/pki"
 	"ted/publisher"
 	"ted/subscriber"
@@ -145,6 +146,7 @@ func runDemo(ctx context.Context, opts demoOptions, out, stderr io.Writer) (res 
 		}
 		fmt.Fprintf(out, "     ted publish --store %s webstack --to %s --ca %s --cert %s --key %s\n",
 			d.pubStore, d.dist1Addr, d.path("pki", "ca.crt"), d.path("pki", "pub-1.crt"), d.path("pki", "pub-1.key"))
+		d.say("console", "while dist-1 runs, its web console is at http://%s/ and `ted status --config %s` shows the tree", d.console, d.nodes[0].config)
 	}
 	return res, nil
 }
@@ -159,7 +161,9 @@ type demo struct {
 	pubStore    string
 	signKey     string
 	dist1Addr   string
-	nodes       []demoNode
+	// console is dist-1's status address, where its web console is.
+	console string
+	nodes   []demoNode
 }
 
 // demoNode is a daemon of the demo network, run in this process with its
@@ -209,6 +213,12 @@ func (d *demo) setUp(ctx context.Context) error {
 		return err
 	}
 	d.dist1Addr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	d.console = ln.Addr().String()
+	ln.Close()
 	dist2Addr := fmt.Sprintf("127.0.0.1:%d", ports[1])
 	tls := func(name string) string {
 		return fmt.Sprintf("tls: {ca: pki/ca.crt, cert: pki/%s.crt, key: pki/%s.key}\n", name, name)
@@ -217,7 +227,7 @@ func (d *demo) setUp(ctx context.Context) error {
 		node demoNode
 		text string
 	}{
-		{demoNode{name: "dist-1", role: "distributor"}, "name: dist-1\nlisten: " + d.dist1Addr + "\ndata_dir: var/dist-1\n" + tls("dist-1") +
+		{demoNode{name: "dist-1", role: "distributor"}, "name: dist-1\nlisten: " + d.dist1Addr + "\nstatus_listen: " + d.console + "\ndata_dir: var/dist-1\n" + tls("dist-1") +
 			"trust: [pki/publisher.key.pub]\nchannels:\n  web:\n    publishers: [pub-1]\n    children: [dist-2, web-03]\n"},
 		{demoNode{name: "dist-2", role: "distributor", parent: "dist-1"}, "name: dist-2\nlisten: " + dist2Addr + "\ndata_dir: var/dist-2\n" + tls("dist-2") +
 			"parents: [" + d.dist1Addr + "]\ntrust: [pki/publisher.key.pub]\nchannels:\n  web:\n    children: [web-01, web-02, web-03]\n"},
@@ -441,34 +451,71 @@ func revisionState(st subscriber.Status, name string, rev uint64) string {
 // printStatus prints the final table: every node, its parent and what it
 // holds.
 func (d *demo) printStatus(ctx context.Context) error {
-	fmt.Fprintf(d.out, "\n%-8s %-12s %-8s %-20s %s\n", "NODE", "ROLE", "PARENT", "REVISION", "STATE")
-	for _, n := range d.nodes {
-		parent := n.parent
-		if parent == "" {
-			parent = "-"
-		}
-		if n.role == "distributor" {
-			var st distributor.Status
-			if err := admin.Get(ctx, daemonSocket(n.dataDir), "/api/status", &st); err != nil {
-				return err
-			}
-			for _, r := range st.Distributions {
-				fmt.Fprintf(d.out, "%-8s %-12s %-8s %-20s %s\n", n.name, n.role, parent, fmt.Sprintf("%s@%d (%s)", r.Name, r.Revision, r.Version), "stored")
-			}
-			continue
-		}
-		st, err := d.subscriberStatus(ctx, n)
-		if err != nil {
+	// Every tier reports its subtree up within a second or so: wait until
+	// the top's view holds every subscriber's last state (web-03's
+	// rollback included), then show it as `ted status` does.
+	top := d.nodes[0]
+	var v fleet.View
+	deadline := time.Now().Add(demoDeadline)
+	for {
+		// A new value each time: JSON decoded into the last one would
+		// merge its maps (a rollout's counts) with the new ones.
+		v = fleet.View{}
+		if err := admin.Get(ctx, daemonSocket(top.dataDir), "/api/fleet", &v); err != nil {
 			return err
 		}
-		for _, dist := range st.Distributions {
-			for _, r := range dist.Revisions {
-				fmt.Fprintf(d.out, "%-8s %-12s %-8s %-20s %s\n", n.name, n.role, parent, fmt.Sprintf("%s@%d (%s)", dist.Name, r.Revision, r.Version), r.State)
-			}
+		if d.viewComplete(&v) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the view at %s did not show every subscriber's last state within %v", top.name, demoDeadline)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	fmt.Fprintln(d.out)
-	return nil
+	d.say("status", "what `ted status --config %s` shows at the top: every tier reports its subtree up", top.config)
+	p := &printer{w: d.out}
+	printRollouts(p, &v)
+	p.linef("")
+	printTree(p, &v)
+	p.linef("")
+	return p.err
+}
+
+// viewComplete reports whether v shows every subscriber of the demo with
+// the state its own status says.
+func (d *demo) viewComplete(v *fleet.View) bool {
+	byName := map[string]*fleet.Node{}
+	for i := range v.Nodes {
+		byName[v.Nodes[i].Name] = &v.Nodes[i]
+	}
+	for _, n := range d.nodes {
+		if n.role != "subscriber" {
+			continue
+		}
+		got := byName[n.name]
+		st, err := d.subscriberStatus(context.Background(), n)
+		if got == nil || err != nil {
+			return false
+		}
+		want := map[string]string{}
+		for _, dist := range st.Distributions {
+			for _, r := range dist.Revisions {
+				want[fmt.Sprintf("%s@%d", dist.Name, r.Revision)] = r.State
+			}
+		}
+		have := map[string]string{}
+		for _, r := range got.Distributions {
+			have[fmt.Sprintf("%s@%d", r.Name, r.Revision)] = r.State
+		}
+		if !maps.Equal(want, have) {
+			return false
+		}
+	}
+	return true
 }
 
 // writeDemoSite writes the embedded sample site to dir, with a generated

@@ -5,14 +5,17 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"path/filepath"
 	"reflect"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"ted/admin"
+	"ted/console"
 	"ted/distribution"
 	"ted/distributor"
+	"ted/fleet"
 	"ted/pki"
 	"ted/transport"
 )
@@ -72,6 +75,15 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	var sends map[string]string
 	cfg.Channels, sends = file.channels()
 	cfg.Clusters = file.clusters()
+	cfg.Fleet.StaleAfter, cfg.Fleet.ForgetAfter = file.Fleet.StaleAfter, file.Fleet.ForgetAfter
+	if !file.Fleet.History.Off {
+		h, err := fleet.OpenHistory(fleet.HistoryConfig{Dir: filepath.Join(file.DataDir, "history"), MaxAge: file.Fleet.History.MaxAge, MaxBytes: file.Fleet.maxBytes, Log: log})
+		if err != nil {
+			return fmt.Errorf("%s: fleet.history: %w", opts.config, err)
+		}
+		defer h.Close()
+		cfg.Fleet.History = h
+	}
 	keeper, cas, err := newRevocationKeeper(&file.nodeFile, n.cred, log)
 	if err != nil {
 		return err
@@ -98,6 +110,7 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 		n.signer = enrollHandler
 	}
 	d.Registry().MustRegister(enrollHandler.Collector())
+	d.Registry().MustRegister(d.DiskGauges()...)
 	ln, err := transport.Listen(file.Listen, n.cred, d.Accept, n.quic)
 	if err != nil {
 		return bindError(opts.config, "listen", file.Listen, "udp", err)
@@ -107,6 +120,8 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	log.Info("distributor running", "node", file.Name, "listen", ln.Addr().String(), "data_dir", file.DataDir, "parents", file.Parents, "status_listen", file.StatusListen)
 	return n.serve(ctx, "distributor", daemonAdmin{
 		status: func() any { return d.Status() }, health: d.Health, registry: d.Registry(),
+		views: distributorFleetViews(d),
+		pages: console.New(d, log),
 	}, func(ctx context.Context) error { return d.Run(ctx, ln, n.dial) })
 }
 
@@ -148,6 +163,9 @@ func runDistributorStatus(ctx context.Context, config string, asJSON bool, w io.
 			cert = "  certificate " + certDays(st.Certificate.Expires, now)
 		}
 		p.linef("distributor %s  parent %s%s", st.Node, parent, cert)
+		if st.ParentError != "" {
+			p.linef("parent error: %s", st.ParentError)
+		}
 		p.linef("")
 		p.linef("%-20s %8s %-10s %8s %10s", "DISTRIBUTION", "REVISION", "VERSION", "FILES", "BYTES")
 		for _, r := range st.Distributions {

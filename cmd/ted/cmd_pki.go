@@ -106,8 +106,8 @@ type pkiIssueOptions struct {
 
 func (o *pkiIssueOptions) AddFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.dir, "dir", "", "CA directory (from pki init); NAME.crt and NAME.key are written there")
-	f.StringVar(&o.name, "name", "", "node name: the certificate's common name")
-	f.StringVar(&o.role, "role", "", "node role: publisher, distributor or subscriber")
+	f.StringVar(&o.name, "name", "", "node name (or, for an operator, a person's or tool's name): the certificate's common name")
+	f.StringVar(&o.role, "role", "", "role: publisher, distributor or subscriber for a node; operator for a person or tool that reads status endpoints over HTTPS")
 	f.StringArrayVar(&o.hosts, "host", nil, "DNS name or IP address the node is reached at (repeatable; default NAME)")
 	f.StringArrayVar(&o.groups, "group", nil, "group bound into the certificate, matched by group:NAME in channel configs (repeatable)")
 	o.valid = defaultCertValidity
@@ -135,7 +135,18 @@ func newPKIIssueCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "issue --dir DIR --name NAME --role ROLE [--group G]... [--host H]... [--valid D]",
 		Short: "Issue a node certificate that binds its name, role and groups: DIR/NAME.crt and DIR/NAME.key",
-		Args:  cobra.NoArgs,
+		Long: `Issue a certificate signed by the CA of DIR that binds its name, role and
+groups, and write it with its new key to DIR/NAME.crt and DIR/NAME.key.
+
+The roles publisher, distributor and subscriber are for nodes: the daemon's
+tls.cert. The role operator is for a person or a tool (a Prometheus
+scraper, the web console's users) that reads a daemon's status endpoints
+over HTTPS (status_tls: true): it opens no TED session, cannot be enrolled
+with a join token and is not renewed by a node; issue a new one before it
+expires.`,
+		Example: `  ted pki issue --dir pki --name web-17 --role subscriber --group web
+  ted pki issue --dir pki --name alice --role operator --valid 90d`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runPKIIssue(cmd.Context(), g, opts, cmd.OutOrStdout())
 		},
@@ -152,7 +163,7 @@ func runPKIIssue(_ context.Context, g *globalOptions, opts pkiIssueOptions, out 
 	case opts.name == "":
 		return usageError{errors.New("--name is required")}
 	case opts.role == "":
-		return usageError{errors.New("--role is required (publisher, distributor or subscriber)")}
+		return usageError{errors.New("--role is required (publisher, distributor, subscriber or operator)")}
 	}
 	if err := pki.ValidateName(opts.name); err != nil {
 		return usageError{fmt.Errorf("--name: %w", err)}
@@ -334,6 +345,9 @@ func runPKIToken(_ context.Context, g *globalOptions, opts pkiTokenOptions, out,
 	role, err := pki.ParseRole(opts.role)
 	if err != nil {
 		return usageError{fmt.Errorf("--role: %w", err)}
+	}
+	if !role.IsNode() {
+		return usageError{fmt.Errorf("--role %s: a join token enrolls a node (publisher, distributor or subscriber); an %s certificate is for a person or a tool: issue it with ted pki issue --role %s", role, role, role)}
 	}
 	if err := pki.ValidateGroups(opts.groups); err != nil {
 		return usageError{fmt.Errorf("--group: %w", err)}

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"syscall"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"ted/admin"
@@ -29,15 +28,17 @@ type publisherFile struct {
 	// Store is the publisher's store, as dist build --store.
 	Store string `yaml:"store"`
 	// DataDir holds the admin socket; default: the store's directory.
-	DataDir       string                           `yaml:"data_dir"`
-	SignKey       string                           `yaml:"sign_key"`
-	TLS           tlsFiles                         `yaml:"tls"`
-	Distributor   string                           `yaml:"distributor"`
-	Schedules     string                           `yaml:"schedules"`
-	KeepRevisions *int                             `yaml:"keep_revisions"`
-	StatusListen  string                           `yaml:"status_listen"`
-	Link          linkFile                         `yaml:"link"`
-	Distributions map[string]*publisherDistribFile `yaml:"distributions"`
+	DataDir           string                           `yaml:"data_dir"`
+	SignKey           string                           `yaml:"sign_key"`
+	TLS               tlsFiles                         `yaml:"tls"`
+	Distributor       string                           `yaml:"distributor"`
+	Schedules         string                           `yaml:"schedules"`
+	KeepRevisions     *int                             `yaml:"keep_revisions"`
+	StatusListen      string                           `yaml:"status_listen"`
+	StatusTLS         bool                             `yaml:"status_tls"`
+	StatusMetricsOpen bool                             `yaml:"status_metrics_open"`
+	Link              linkFile                         `yaml:"link"`
+	Distributions     map[string]*publisherDistribFile `yaml:"distributions"`
 
 	path string
 }
@@ -91,7 +92,7 @@ func (c *publisherFile) checkPublisher(d *yamlfile.Doc) {
 	}
 	c.TLS.check(d)
 	checkAddr(d, "distributor", c.Distributor, true, addrDial)
-	checkAddr(d, "status_listen", c.StatusListen, false, addrListen)
+	checkStatus(d, c.StatusListen, c.StatusTLS, c.StatusMetricsOpen)
 	checkKeep(d, &c.KeepRevisions)
 	c.Link.check(d)
 	c.Schedules = resolve(file, c.Schedules)
@@ -207,7 +208,8 @@ func runPublisher(ctx context.Context, opts daemonOptions, stderr io.Writer) err
 		}
 	}
 	// loadSchedules needs only the file's path and its schedule file.
-	n := &node{file: &nodeFile{Name: file.Name, DataDir: file.DataDir, StatusListen: file.StatusListen, Schedules: file.Schedules, path: file.path}, log: log,
+	n := &node{file: &nodeFile{Name: file.Name, DataDir: file.DataDir, TLS: file.TLS, StatusListen: file.StatusListen,
+		StatusTLS: file.StatusTLS, StatusMetricsOpen: file.StatusMetricsOpen, Schedules: file.Schedules, path: file.path}, log: log,
 		hup: make(chan os.Signal, 1)}
 	signal.Notify(n.hup, syscall.SIGHUP) // from here on SIGHUP reloads, never stops
 	if n.schedules, err = loadSchedules(n.file, required); err != nil {
@@ -221,6 +223,9 @@ func runPublisher(ctx context.Context, opts daemonOptions, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	// Not n.cred: the publisher does not renew its certificate itself;
+	// status_tls serves with it.
+	n.statusCred = cred
 	qcfg := transport.DefaultQUICConfig()
 	qcfg.Logger = log
 	parents := transport.DefaultParentsConfig() // the link's parent setting does not apply
@@ -229,6 +234,7 @@ func runPublisher(ctx context.Context, opts daemonOptions, stderr io.Writer) err
 	cfg := publisher.DefaultConfig()
 	cfg.Name, cfg.Agent, cfg.Distributor = file.Name, buildVersion().Version, file.Distributor
 	cfg.Schedules, cfg.KeepRevisions = n.schedules, *file.KeepRevisions
+	cfg.Self = cred.Self
 	for _, name := range file.names() {
 		d := file.Distributions[name]
 		cfg.Distributions = append(cfg.Distributions, publisher.Distribution{Name: name, From: d.From, Version: d.Version,
@@ -259,7 +265,7 @@ func runPublisher(ctx context.Context, opts daemonOptions, stderr io.Writer) err
 			_, err := st.Usage()
 			return err
 		},
-		registry: prometheus.NewRegistry(),
+		registry: d.Registry(),
 		actions:  map[string]admin.Action{},
 	}, d.Run)
 }

@@ -288,6 +288,9 @@ func printSubscriberStatus(p *printer, st subscriber.Status) {
 		cert = "  certificate " + certDays(st.Certificate.Expires, time.Now())
 	}
 	p.linef("subscriber %s  role %s  active node %s  parent %s%s", st.Node, st.Role, st.ActiveNode, parent, cert)
+	if st.ParentError != "" {
+		p.linef("parent error: %s", st.ParentError)
+	}
 	if st.Problem != "" {
 		p.linef("problem: %s", st.Problem)
 	}

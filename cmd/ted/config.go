@@ -15,8 +15,10 @@ import (
 
 	"github.com/dustin/go-humanize"
 
+	"ted/admin"
 	"ted/distribution"
 	"ted/distributor"
+	"ted/fleet"
 	"ted/pki"
 	"ted/schedule"
 	"ted/transport"
@@ -53,7 +55,14 @@ type nodeFile struct {
 	KeepRevisions *int     `yaml:"keep_revisions"`
 	MinFreeDisk   string   `yaml:"min_free_disk"`
 	StatusListen  string   `yaml:"status_listen"`
-	Link          linkFile `yaml:"link"`
+	// StatusTLS serves status_listen over HTTPS with the node's own
+	// certificate, to clients with an operator certificate; required on
+	// any address but loopback (checkStatus).
+	StatusTLS bool `yaml:"status_tls"`
+	// StatusMetricsOpen serves GET /metrics over status_tls without a
+	// client certificate.
+	StatusMetricsOpen bool     `yaml:"status_metrics_open"`
+	Link              linkFile `yaml:"link"`
 
 	path string
 	// minFree is MinFreeDisk in bytes.
@@ -66,6 +75,57 @@ type distributorFile struct {
 	Channels map[string]channelFile        `yaml:"channels"`
 	Clusters map[string]clusterMembersFile `yaml:"clusters"`
 	Enroll   *enrollFile                   `yaml:"enroll"`
+	Fleet    fleetFile                     `yaml:"fleet"`
+}
+
+// fleetFile is a distributor's fleet block: what it knows of its subtree
+// (ted status, ted report, the console) and the history it keeps. Every
+// field is optional (docs/fleet.md).
+type fleetFile struct {
+	// StaleAfter: a node out of touch this long is shown stale (default
+	// 3m); ForgetAfter: dropped from the view (default 168h).
+	StaleAfter  time.Duration `yaml:"stale_after"`
+	ForgetAfter time.Duration `yaml:"forget_after"`
+	// History bounds the event history in data_dir/history.
+	History struct {
+		MaxAge   time.Duration `yaml:"max_age"`
+		MaxBytes string        `yaml:"max_bytes"`
+		// Off keeps no history.
+		Off bool `yaml:"off"`
+	} `yaml:"history"`
+
+	maxBytes int64
+}
+
+// check validates the fleet block, filling in the defaults.
+func (f *fleetFile) check(d *yamlfile.Doc) {
+	if f.StaleAfter < 0 {
+		d.Errorf("fleet.stale_after", "%v: must be positive", f.StaleAfter)
+	}
+	if f.StaleAfter == 0 {
+		f.StaleAfter = fleet.DefaultStaleAfter
+	}
+	if f.ForgetAfter == 0 {
+		f.ForgetAfter = max(fleet.DefaultForgetAfter, f.StaleAfter)
+	}
+	if f.ForgetAfter < f.StaleAfter {
+		d.Errorf("fleet.forget_after", "%v is shorter than stale_after (%v): a node would be forgotten before it shows stale", f.ForgetAfter, f.StaleAfter)
+	}
+	if f.History.MaxAge < 0 {
+		d.Errorf("fleet.history.max_age", "%v: must be positive", f.History.MaxAge)
+	}
+	if f.History.MaxAge == 0 {
+		f.History.MaxAge = fleet.DefaultHistoryMaxAge
+	}
+	f.maxBytes = fleet.DefaultHistoryMaxBytes
+	if v := f.History.MaxBytes; v != "" {
+		n, err := humanize.ParseBytes(v)
+		if err != nil || !strings.ContainsAny(v, "BbKkMmGgTt") || n < 1<<20 {
+			d.Errorf("fleet.history.max_bytes", "%q is not a size with a unit of at least 1MiB (e.g. 256MiB)", v)
+		} else {
+			f.maxBytes = int64(n)
+		}
+	}
 }
 
 // enrollFile is a distributor's enroll block: where it signs the
@@ -104,7 +164,7 @@ func (c *nodeFile) check(d *yamlfile.Doc, noSchedules string) {
 	if err := pki.ValidateName(c.Name); err != nil {
 		d.Errorf("name", "%v", err)
 	}
-	checkAddr(d, "status_listen", c.StatusListen, false, addrListen)
+	checkStatus(d, c.StatusListen, c.StatusTLS, c.StatusMetricsOpen)
 	for i, p := range c.Parents {
 		checkAddr(d, fmt.Sprintf("parents[%d]", i), p, true, addrDial)
 	}
@@ -164,6 +224,9 @@ func (l *linkFile) apply(q *transport.QUICConfig, parents *transport.ParentsConf
 	}
 	if l.IdleTimeout > 0 {
 		q.MaxIdleTimeout = l.IdleTimeout
+		// The default keepalive follows a shorter idle timeout, as
+		// check assumed.
+		q.KeepAlivePeriod = transport.DefaultKeepAlive(l.IdleTimeout)
 	}
 	if l.Keepalive > 0 {
 		q.KeepAlivePeriod = l.Keepalive
@@ -336,6 +399,36 @@ func checkAddr(d *yamlfile.Doc, field, addr string, required bool, use addrUse) 
 	}
 }
 
+// checkStatus checks status_listen and how it is served: plain HTTP on a
+// loopback address only, HTTPS with operator certificates (status_tls)
+// anywhere else (docs/operations.md#who-may-look-at-the-status-endpoints).
+func checkStatus(d *yamlfile.Doc, listen string, useTLS, metricsOpen bool) {
+	checkAddr(d, "status_listen", listen, false, addrListen)
+	if listen == "" {
+		if useTLS {
+			d.Errorf("status_tls", "true, but there is no status_listen to serve over HTTPS")
+		}
+		if metricsOpen {
+			d.Errorf("status_metrics_open", "true, but there is no status_listen")
+		}
+		return
+	}
+	if !useTLS && !admin.IsLoopback(listen) {
+		d.Errorf("status_listen", "%s", plainStatusRefusal(listen))
+	}
+	if metricsOpen && !useTLS {
+		d.Errorf("status_metrics_open", "true without status_tls: true: without TLS there is no client certificate to check, and every path would be open")
+	}
+}
+
+// plainStatusRefusal says why status_listen on addr, not a loopback
+// address, is refused without status_tls, and what to add.
+func plainStatusRefusal(addr string) string {
+	return fmt.Sprintf("%q is not a loopback address, and the status endpoints are not served there as plain HTTP: "+
+		"add status_tls: true (HTTPS with this node's tls certificate; each client needs a certificate from ted pki issue --role operator, "+
+		"and status_metrics_open: true lets a scraper read /metrics without one), or listen on 127.0.0.1", addr)
+}
+
 func checkKeep(d *yamlfile.Doc, keep **int) {
 	if *keep == nil {
 		three := 3
@@ -437,6 +530,7 @@ func (c *distributorFile) checkDistributor(d *yamlfile.Doc) {
 	if err := distributor.ValidateClusters(c.clusters()); err != nil {
 		addProblems(d, err)
 	}
+	c.Fleet.check(d)
 	if c.Enroll != nil {
 		if c.Enroll.CADir == "" {
 			d.Errorf("enroll.ca_dir", "missing: the directory of ca.crt and ca.key (ted pki init); without an enroll block the distributor passes requests on to its parent")

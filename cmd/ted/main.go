@@ -212,6 +212,8 @@ func newRootCommand() *cobra.Command {
 		newPublisherCommand(g),
 		newDistributorCommand(g),
 		newSubscriberCommand(g),
+		newStatusCommand(g),
+		newReportCommand(),
 		newScheduleCommand(g),
 		newPackageCommand(g),
 		newDemoCommand(g),

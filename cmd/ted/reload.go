@@ -251,6 +251,8 @@ func restartKeys(started, now *nodeFile) []string {
 		{"keep_revisions", *started.KeepRevisions, *now.KeepRevisions},
 		{"min_free_disk", started.minFree, now.minFree},
 		{"status_listen", started.StatusListen, now.StatusListen},
+		{"status_tls", started.StatusTLS, now.StatusTLS},
+		{"status_metrics_open", started.StatusMetricsOpen, now.StatusMetricsOpen},
 		{"link", started.Link, now.Link},
 	} {
 		if !reflect.DeepEqual(f.a, f.b) {
