@@ -215,6 +215,16 @@ func (s *Server) Listen() error {
 			}
 			return fmt.Errorf("status_listen %s: %w", s.cfg.StatusListen, err)
 		}
+		if s.cfg.StatusTLS == nil && !IsLoopback(ln.Addr().String()) {
+			// "localhost" that a hosts file maps elsewhere: plain HTTP
+			// only where the bound address is loopback.
+			ln.Close()
+			if s.sock != nil {
+				s.sock.close(s.log)
+				s.sock = nil
+			}
+			return fmt.Errorf("status_listen %s: bound to %s, %w", s.cfg.StatusListen, ln.Addr(), ErrNotLoopback)
+		}
 		scheme := "http"
 		if s.cfg.StatusTLS != nil {
 			ln = tls.NewListener(ln, s.cfg.StatusTLS.serverConfig())

@@ -452,6 +452,7 @@ func (d *Distributor) runParent(ctx context.Context, sess transport.Session) err
 	if err != nil {
 		return err
 	}
+	d.cfg.Parents.Watch.Welcomed()
 	defer control.Close()
 	d.mu.Lock()
 	d.upstream = sess

@@ -104,10 +104,9 @@ func (d *Distributor) Health() error {
 		return fmt.Errorf("store: %w", err)
 	}
 	if len(d.cfg.Parents.Addrs) > 0 {
-		d.mu.Lock()
-		connected := d.parent != ""
-		d.mu.Unlock()
-		if st := d.cfg.Parents.Watch.State(); !connected && st.Settled {
+		// Connected once a parent accepted the hello (the watch's Addr),
+		// not when the dial succeeded.
+		if st := d.cfg.Parents.Watch.State(); st.Addr == "" && st.Settled {
 			return errors.New(st.Problem)
 		}
 	}

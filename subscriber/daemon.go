@@ -347,6 +347,7 @@ func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) erro
 	if err != nil {
 		return err
 	}
+	s.cfg.Parents.Watch.Welcomed()
 	defer control.Close()
 	stop := context.AfterFunc(ctx, func() { control.Close() })
 	defer stop()

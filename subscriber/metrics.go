@@ -91,7 +91,7 @@ func (s *Subscriber) registerGauges() {
 			Name: "ted_subscriber_parent_connected",
 			Help: "1 while a session with a parent is up, 0 while none is.",
 		}, func() float64 {
-			if s.parentAddr() != "" {
+			if s.cfg.Parents.Watch.State().Addr != "" {
 				return 1
 			}
 			return 0

@@ -82,10 +82,11 @@ func (s *Subscriber) Health() error {
 	if _, err := s.store.Distributions(); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	if s.parentAddr() == "" {
-		if st := s.cfg.Parents.Watch.State(); st.Settled {
-			return errors.New(st.Problem)
-		}
+	// Connected once a parent accepted the hello (the watch's Addr), not
+	// when the dial succeeded: a parent that refuses at the hello must not
+	// look like a working one meanwhile.
+	if st := s.cfg.Parents.Watch.State(); st.Addr == "" && st.Settled {
+		return errors.New(st.Problem)
 	}
 	return belowFloor(s.cfg.DataDir, s.cfg.MinFreeDisk)
 }

@@ -161,7 +161,10 @@ func RunParents(ctx context.Context, cfg ParentsConfig, dial DialFunc, run func(
 		// A session that ended soon after it began (refused at the hello, a
 		// parent that keeps failing) is retried with the same backoff as an
 		// unreachable one, so a refused child does not hammer its parent.
-		cfg.Watch.settle()
+		// It settles the watch only if it failed: a clean end is no fault.
+		if failure != nil {
+			cfg.Watch.settle()
+		}
 		if !backoff() {
 			return
 		}

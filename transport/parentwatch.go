@@ -23,8 +23,12 @@ func (e *RefusedError) Error() string { return "refused: " + e.Message }
 type ParentWatch struct {
 	mu    sync.Mutex
 	addrs []string
-	addr  string // the parent connected now
+	addr  string // the parent connected now, its hello accepted
 	peer  string
+	// dialled is the parent dialled whose hello is not accepted yet: not
+	// connected as far as health goes (a parent that refuses at the hello
+	// must not look like a working one meanwhile).
+	dialled, dialledPeer string
 	// failures are each parent's last failure since this node was last
 	// connected (or since the start).
 	failures map[string]parentFailure
@@ -76,27 +80,47 @@ func (w *ParentWatch) start(addrs []string) {
 	w.failures = map[string]parentFailure{}
 }
 
-// connected records the parent connected now: every failure is forgotten.
+// connected records the parent dialled now; Welcomed, once its hello is
+// accepted, makes it the parent connected.
 func (w *ParentWatch) connected(addr, peer string) {
 	if w == nil {
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.addr, w.peer, w.settled = addr, peer, false
+	w.dialled, w.dialledPeer = addr, peer
+}
+
+// Welcomed records that the parent dialled last accepted this node's
+// hello: it is connected, and every failure is forgotten. The session's
+// runner (RunParents' run) calls it.
+func (w *ParentWatch) Welcomed() {
+	if w == nil {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.dialled == "" {
+		return
+	}
+	w.addr, w.peer, w.settled = w.dialled, w.dialledPeer, false
 	clear(w.failures)
 }
 
 // disconnected records that the session with the parent ended (err nil:
 // ended cleanly or by this node); a failure of it is recorded as one of
-// that parent's.
+// that parent's. The end of a session that had been welcomed starts a new
+// grace (not settled); one refused at its hello keeps the state before it.
 func (w *ParentWatch) disconnected(addr, peer string, err error) {
 	if w == nil {
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.addr, w.peer, w.settled = "", "", false
+	if w.addr != "" {
+		w.settled = false
+	}
+	w.addr, w.peer, w.dialled, w.dialledPeer = "", "", "", ""
 	if err != nil {
 		w.failures[addr] = newParentFailure(peer, err)
 	}
@@ -128,7 +152,9 @@ func newParentFailure(peer string, err error) parentFailure {
 	f := parentFailure{peer: peer, err: err}
 	if refused, ok := errors.AsType[*RefusedError](err); ok {
 		f.refusal = refused.Message
-	} else if wire, ok := errors.AsType[*Error](err); ok {
+	} else if wire, ok := errors.AsType[*Error](err); ok && wire.Code == CodeUnauthorized {
+		// A refusal; other errors of the parent's are failures, not
+		// "refuses this node".
 		f.refusal = wire.Message
 	}
 	if f.peer == "" {

@@ -20,6 +20,7 @@ import (
 type watchedParents struct {
 	mu   sync.Mutex
 	mode map[string]string // "", "down", "admission", "hello"
+	w    *ParentWatch
 }
 
 func (p *watchedParents) set(addr, mode string) {
@@ -50,6 +51,7 @@ func (p *watchedParents) run(ctx context.Context, sess Session) error {
 	if p.get(addr) == "hello" {
 		return remote(sess.Peer().Name, &Error{Code: CodeUnauthorized, Message: "channel db is not carried by " + sess.Peer().Name})
 	}
+	p.w.Welcomed() // the hello accepted, as a daemon's run says
 	<-ctx.Done()
 	return nil
 }
@@ -57,6 +59,7 @@ func (p *watchedParents) run(ctx context.Context, sess Session) error {
 func (p *watchedParents) start(t *testing.T, addrs ...string) *ParentWatch {
 	t.Helper()
 	w := NewParentWatch()
+	p.w = w
 	cfg := ParentsConfig{Addrs: addrs, RetryMin: time.Millisecond, RetryMax: 20 * time.Millisecond, PreferEvery: 10 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Watch: w}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -146,5 +149,22 @@ func TestParentWatchNotSettledBeforeARound(t *testing.T) {
 	nilWatch.failed("a", errors.New("x"))
 	if st := nilWatch.State(); st != (ParentState{}) {
 		t.Fatalf("nil watch state %+v", st)
+	}
+}
+
+// A parent that refuses at the hello beside one that is down: once
+// settled, the watch stays unhealthy through every later round (the
+// refusing parent's dial succeeds each time, but its hello never does),
+// and names both parents throughout.
+func TestParentWatchNoFlapOnHelloRefusal(t *testing.T) {
+	p := &watchedParents{mode: map[string]string{"a": "down", "b": "hello"}}
+	w := p.start(t, "a", "b")
+	waitState(t, w, "settled", func(st ParentState) bool { return st.Settled })
+	for i := range 3000 {
+		st := w.State()
+		if !st.Settled || st.Addr != "" || !strings.Contains(st.Problem, "(a)") && !strings.Contains(st.Problem, " a:") && !strings.Contains(st.Problem, "dial a") || !strings.Contains(st.Problem, "dist-b (b) refuses") {
+			t.Fatalf("sample %d: state %+v; want settled, naming a and b", i, st)
+		}
+		time.Sleep(100 * time.Microsecond) // sampling, not synchronising
 	}
 }

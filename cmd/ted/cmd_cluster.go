@@ -105,6 +105,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		// actErr is why act last failed, if it did; stuck says since when
 		// this node holds the lease without acting (health).
 		actErr error
+		actAt  time.Time
 		stuck  time.Time
 	)
 	active := func() (*subscriber.Subscriber, error) {
@@ -245,7 +246,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 	return n.serve(ctx, "subscriber", daemonAdmin{
 		status: status,
 		health: func() error {
-			return clusterHealth(cl.Node, node, active, func(acting bool, now time.Time) (time.Time, error) {
+			return clusterHealth(cl.Node, node, active, func(acting bool, now time.Time) (time.Time, time.Time, error) {
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
@@ -254,7 +255,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 				case stuck.IsZero():
 					stuck = now
 				}
-				return stuck, actErr
+				return stuck, actAt, actErr
 			})
 		},
 		metrics: prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
@@ -273,7 +274,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 			err := act(ctx, epoch)
 			if err != nil && ctx.Err() == nil {
 				mu.Lock()
-				actErr = err
+				actErr, actAt = err, time.Now()
 				mu.Unlock()
 			}
 			return err
@@ -286,14 +287,22 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 // before holds) before its health check fails.
 const clusterActGrace = time.Minute
 
-// clusterHealth is a cluster node's health: a standby is healthy; the
-// active node is healthy while its subscriber is (Subscriber.Health) and
-// the election reports no problem with it (its shared_dir, the gossip); a
-// node that holds the lease but has not been able to act for
-// clusterActGrace is not. stuck records whether it holds the lease without
-// acting, and returns since when, and why it last failed to act.
+// clusterActFailureShown is how long a standby whose last attempt to act
+// failed reports it: if every node fails to act (the shared store does not
+// open anywhere), the nodes take turns failing and each is standby most of
+// the time, and a standby that said it was healthy would hide it.
+const clusterActFailureShown = 10 * time.Minute
+
+// clusterHealth is a cluster node's health: a standby is healthy unless
+// it failed to act when it last held the lease, within
+// clusterActFailureShown; the active node is healthy while its subscriber
+// is (Subscriber.Health) and the election reports no problem with it (its
+// shared_dir, the gossip); a node that holds the lease but has not been
+// able to act for clusterActGrace is not. stuck records whether it holds
+// the lease without acting, and returns since when, why it last failed to
+// act and when.
 func clusterHealth(name string, node *cluster.Node, active func() (*subscriber.Subscriber, error),
-	stuck func(acting bool, now time.Time) (time.Time, error)) error {
+	stuck func(acting bool, now time.Time) (time.Time, time.Time, error)) error {
 	role, _, problem := node.Status()
 	if s, err := active(); err == nil {
 		stuck(false, time.Now())
@@ -306,7 +315,10 @@ func clusterHealth(name string, node *cluster.Node, active func() (*subscriber.S
 		return nil
 	}
 	acting, _ := node.Acting()
-	since, actErr := stuck(acting, time.Now())
+	since, actAt, actErr := stuck(acting, time.Now())
+	if !acting && actErr != nil && time.Since(actAt) < clusterActFailureShown {
+		return fmt.Errorf("cluster node %s could not act when it last held the lease (%s ago): %v", name, time.Since(actAt).Round(time.Second), actErr)
+	}
 	if !acting || time.Since(since) < clusterActGrace {
 		return nil // a standby, or a node still starting to act
 	}
