@@ -216,89 +216,18 @@ type collapsed struct {
 	States []count
 }
 
-// treeRows lays the view out as a tree: the answering node first, each
-// node under its parent. A node with more than limit subscriber children
-// (limit >= 0) shows them as one row of counts. A node whose parent is
-// not in the view (filtered out, or a loop) starts a tree of its own.
+// treeRows lays the view out as a tree (fleet.Tree): a node with more
+// than limit subscriber children (limit >= 0) shows them as one row of
+// counts.
 func treeRows(v *fleet.View, limit int) []row {
-	byName := make(map[string]*fleet.Node, len(v.Nodes))
-	for i := range v.Nodes {
-		byName[v.Nodes[i].Name] = &v.Nodes[i]
-	}
-	kids := make(map[string][]*fleet.Node)
-	var roots []*fleet.Node
-	for i := range v.Nodes {
-		n := &v.Nodes[i]
-		if _, ok := byName[n.Parent]; ok && n.Name != v.Node && n.Parent != n.Name {
-			kids[n.Parent] = append(kids[n.Parent], n)
-		} else if n.Name == v.Node {
-			roots = append([]*fleet.Node{n}, roots...)
-		} else {
-			roots = append(roots, n)
+	tree := fleet.Tree(v, limit)
+	rows := make([]row, 0, len(tree))
+	for _, r := range tree {
+		if r.Collapsed != nil {
+			rows = append(rows, row{Prefix: r.Prefix, Collapsed: collapse(r.Parent, r.Collapsed)})
+			continue
 		}
-	}
-	rows := make([]row, 0, len(v.Nodes)+1)
-	done := make(map[string]bool, len(v.Nodes))
-	var walk func(n *fleet.Node, prefix, branch string)
-	walk = func(n *fleet.Node, prefix, branch string) {
-		done[n.Name] = true
-		rows = append(rows, nodeRow(v, n, prefix+branch))
-		next := prefix
-		switch branch {
-		case "├─ ":
-			next += "│  "
-		case "└─ ":
-			next += "   "
-		}
-		children := kids[n.Name]
-		var subs []*fleet.Node
-		if limit >= 0 {
-			count := 0
-			for _, k := range children {
-				if k.Role == "subscriber" {
-					count++
-				}
-			}
-			if count > limit {
-				shown := make([]*fleet.Node, 0, len(children)-count)
-				subs = make([]*fleet.Node, 0, count)
-				for _, k := range children {
-					if k.Role == "subscriber" {
-						subs = append(subs, k)
-					} else {
-						shown = append(shown, k)
-					}
-				}
-				children = shown
-			}
-		}
-		for i, k := range children {
-			if done[k.Name] {
-				continue // a loop of parents: shown once
-			}
-			b := "├─ "
-			if i == len(children)-1 && len(subs) == 0 {
-				b = "└─ "
-			}
-			walk(k, next, b)
-		}
-		if len(subs) > 0 {
-			for _, s := range subs {
-				done[s.Name] = true
-			}
-			rows = append(rows, row{Prefix: next + "└─ ", Collapsed: collapse(n.Name, subs)})
-		}
-	}
-	for _, n := range roots {
-		if !done[n.Name] {
-			walk(n, "", "")
-		}
-	}
-	// Nodes in a loop of parents reach no root: each starts a tree.
-	for i := range v.Nodes {
-		if n := &v.Nodes[i]; !done[n.Name] {
-			walk(n, "", "")
-		}
+		rows = append(rows, nodeRow(v, r.Node, r.Prefix))
 	}
 	return rows
 }

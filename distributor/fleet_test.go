@@ -10,6 +10,7 @@ import (
 	"ted/distributor"
 	tedfleet "ted/fleet"
 	"ted/pki"
+	"ted/series"
 	"ted/transport"
 )
 
@@ -146,25 +147,8 @@ func TestFleetMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a failed subscriber in the metrics", func() bool {
-		mfs, err := n.d.Registry().Gather()
-		if err != nil {
-			return false
-		}
-		for _, mf := range mfs {
-			if mf.GetName() != "ted_fleet_subscribers" {
-				continue
-			}
-			for _, m := range mf.GetMetric() {
-				labels := map[string]string{}
-				for _, l := range m.GetLabel() {
-					labels[l.GetName()] = l.GetValue()
-				}
-				if labels["dist"] == "app" && labels["state"] == "failed" && m.GetGauge().GetValue() == 1 {
-					return true
-				}
-			}
-		}
-		return false
+		got, err := series.Values(n.d.Registry())
+		return err == nil && got["ted_fleet_subscribers{dist=app,state=failed}"] == 1 && got["ted_fleet_nodes{role=subscriber,stale=false}"] == 1
 	})
 	v := n.d.FleetView(tedfleet.Filter{Dist: "app@1"})
 	if len(v.Rollouts) != 1 || v.Rollouts[0].Failed["disk full"] != 1 {

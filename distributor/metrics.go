@@ -1,12 +1,12 @@
 package distributor
 
 import (
-	"math"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"ted/store"
+	"ted/series"
 	"ted/transport"
 )
 
@@ -44,19 +44,9 @@ func newMetrics(children func() float64, self func() transport.Identity) *metric
 	m.registry.MustRegister(m.chunksIn, m.bytesIn, m.chunksOut, m.bytesOut, m.revisionsIn, m.refused, m.corrupt, m.childrenOnline, m.revokedClosed,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if self != nil {
-		m.registry.MustRegister(certificateExpiry(self))
+		m.registry.MustRegister(series.CertificateExpiry(func() time.Time { return self().NotAfter }))
 	}
 	return m
-}
-
-// certificateExpiry is the gauge of when this node's certificate expires,
-// as Unix seconds, read from self at every scrape so that a renewed
-// certificate shows at once.
-func certificateExpiry(self func() transport.Identity) prometheus.GaugeFunc {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "ted_certificate_expiry_timestamp_seconds",
-		Help: "When this node's certificate expires (Unix time); alert well before it, if renewal fails.",
-	}, func() float64 { return float64(self().NotAfter.Unix()) })
 }
 
 // DiskGauges are the free space on the file system of data_dir and the
@@ -67,21 +57,5 @@ func (d *Distributor) DiskGauges() []prometheus.Collector {
 	if d.cfg.DataDir == "" {
 		return nil
 	}
-	dir, floor := d.cfg.DataDir, d.cfg.MinFreeDisk
-	return []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "ted_disk_free_bytes",
-			Help: "Free space on the file system of data_dir, for this process.",
-		}, func() float64 {
-			free, err := store.FreeBytes(dir)
-			if err != nil {
-				return math.NaN()
-			}
-			return float64(free)
-		}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "ted_disk_floor_bytes",
-			Help: "min_free_disk: the free space below which nothing more is received (0: no floor).",
-		}, func() float64 { return float64(floor) }),
-	}
+	return series.Disk(d.cfg.DataDir, d.cfg.MinFreeDisk)
 }

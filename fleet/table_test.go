@@ -402,3 +402,29 @@ func TestHistoryTornLine(t *testing.T) {
 		t.Fatalf("events %+v, %v", evs, err)
 	}
 }
+
+// The tree: the answering node first, children under their parents,
+// many subscribers collapsed, and a loop of parents shown once each.
+func TestTree(t *testing.T) {
+	v := &View{Node: "top", Nodes: []Node{
+		{Name: "a", Parent: "top", Role: "distributor"},
+		{Name: "s1", Parent: "a", Role: "subscriber"},
+		{Name: "s2", Parent: "a", Role: "subscriber"},
+		{Name: "top", Role: "distributor"},
+		{Name: "x", Parent: "y", Role: "distributor"},
+		{Name: "y", Parent: "x", Role: "distributor"},
+	}}
+	var got []string
+	for _, r := range Tree(v, -1) {
+		got = append(got, r.Prefix+r.Node.Name)
+	}
+	want := []string{"top", "└─ a", "   ├─ s1", "   └─ s2", "x", "└─ y"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("tree %q, want %q", got, want)
+	}
+	rows := Tree(v, 1)
+	last := rows[2]
+	if len(rows) != 5 || last.Parent != "a" || len(last.Collapsed) != 2 || last.Prefix != "   └─ " {
+		t.Fatalf("collapsed: %d rows, %+v", len(rows), last)
+	}
+}

@@ -2,10 +2,12 @@ package publisher
 
 import (
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	tedseries "ted/series"
 	"ted/transport"
 )
 
@@ -66,10 +68,7 @@ func newMetrics(self func() transport.Identity) *metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if self != nil {
 		// The same series as the distributor's and the subscriber's.
-		m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "ted_certificate_expiry_timestamp_seconds",
-			Help: "When this node's certificate expires (Unix time); alert well before it, if renewal fails.",
-		}, func() float64 { return float64(self().NotAfter.Unix()) }))
+		m.registry.MustRegister(tedseries.CertificateExpiry(func() time.Time { return self().NotAfter }))
 	}
 	return m
 }

@@ -1,12 +1,12 @@
 package subscriber
 
 import (
-	"math"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"ted/store"
+	tedseries "ted/series"
 	"ted/transport"
 )
 
@@ -41,10 +41,7 @@ func newMetrics(self func() transport.Identity) *metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if self != nil {
 		// The same series as a distributor's: one alert rule for both.
-		m.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "ted_certificate_expiry_timestamp_seconds",
-			Help: "When this node's certificate expires (Unix time); alert well before it, if renewal fails.",
-		}, func() float64 { return float64(self().NotAfter.Unix()) }))
+		m.registry.MustRegister(tedseries.CertificateExpiry(func() time.Time { return self().NotAfter }))
 	}
 	return m
 }
@@ -97,26 +94,6 @@ func (s *Subscriber) registerGauges() {
 			return 0
 		}))
 	if s.cfg.DataDir != "" {
-		registerDisk(r, s.cfg.DataDir, s.cfg.MinFreeDisk)
+		r.MustRegister(tedseries.Disk(s.cfg.DataDir, s.cfg.MinFreeDisk)...)
 	}
-}
-
-// registerDisk adds the free space of dir's file system and the floor
-// (min_free_disk) kept there: the same series as a distributor's.
-func registerDisk(r *prometheus.Registry, dir string, floor int64) {
-	r.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "ted_disk_free_bytes",
-			Help: "Free space on the file system of data_dir, for this process.",
-		}, func() float64 {
-			free, err := store.FreeBytes(dir)
-			if err != nil {
-				return math.NaN()
-			}
-			return float64(free)
-		}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "ted_disk_floor_bytes",
-			Help: "min_free_disk: the free space below which nothing more is received (0: no floor).",
-		}, func() float64 { return float64(floor) }))
 }

@@ -91,13 +91,6 @@ func (s *Subscriber) Health() error {
 	return belowFloor(s.cfg.DataDir, s.cfg.MinFreeDisk)
 }
 
-// parentAddr is the address of the parent connected now.
-func (s *Subscriber) parentAddr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.parent
-}
-
 // belowFloor is an error while the free space of dir's file system is
 // below floor (0: no floor).
 func belowFloor(dir string, floor int64) error {

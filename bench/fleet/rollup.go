@@ -23,6 +23,7 @@ import (
 	tedd "ted/distributor"
 	tedfleet "ted/fleet"
 	"ted/pki"
+	"ted/series"
 	"ted/store"
 	"ted/transport"
 )
@@ -214,8 +215,8 @@ func (e *env) rollup(ctx context.Context, dir string, n int, idle, rollout time.
 		return nil, err
 	}
 	frames := func() float64 {
-		v, _ := gatherCounter(mid, "ted_fleet_report_bytes_total")
-		return v
+		v, _ := series.Values(mid.Registry())
+		return v["ted_fleet_report_bytes_total"]
 	}
 	b0, f0, t0 := proxy.up.Load(), frames(), time.Now()
 	if err := sleep(ctx, idle); err != nil {
@@ -321,20 +322,6 @@ func waitView(ctx context.Context, socket string, timeout time.Duration, ok func
 			return err
 		}
 	}
-}
-
-// gatherCounter reads a counter of d's registry.
-func gatherCounter(d *tedd.Distributor, name string) (float64, error) {
-	mfs, err := d.Registry().Gather()
-	if err != nil {
-		return 0, err
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
-			return mf.GetMetric()[0].GetCounter().GetValue(), nil
-		}
-	}
-	return 0, fmt.Errorf("no %s", name)
 }
 
 // countingProxy relays UDP between one client and target, counting the

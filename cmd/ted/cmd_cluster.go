@@ -22,6 +22,7 @@ import (
 
 	"ted/admin"
 	"ted/pki"
+	"ted/series"
 	"ted/store"
 	"ted/subscriber"
 	"ted/subscriber/cluster"
@@ -242,7 +243,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 	// certificate's; while active, the subscriber's (which has those too).
 	standby := prometheus.NewRegistry()
 	standby.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		certificateExpiry(n.cred.Self))
+		series.CertificateExpiry(func() time.Time { return n.cred.Self().NotAfter }))
 	return n.serve(ctx, "subscriber", daemonAdmin{
 		status: status,
 		health: func() error {

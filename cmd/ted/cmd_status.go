@@ -343,29 +343,10 @@ func printHeader(p *printer, v *fleet.View) {
 func printTree(p *printer, v *fleet.View) {
 	printHeader(p, v)
 	p.linef("")
-	byParent := map[string][]*fleet.Node{}
-	byName := map[string]*fleet.Node{}
-	for i := range v.Nodes {
-		byName[v.Nodes[i].Name] = &v.Nodes[i]
-	}
-	var roots []*fleet.Node
-	for i := range v.Nodes {
-		n := &v.Nodes[i]
-		if _, ok := byName[n.Parent]; ok && n.Name != v.Node && n.Parent != n.Name {
-			byParent[n.Parent] = append(byParent[n.Parent], n)
-		} else {
-			roots = append(roots, n)
-		}
-	}
 	p.linef("%-36s %-11s %-14s %-16s %s", "NODE", "ROLE", "AGENT", "LAST SEEN", "REVISIONS / PROBLEM")
-	printed := map[string]bool{}
-	var walk func(n *fleet.Node, prefix, branch string, depth int)
-	walk = func(n *fleet.Node, prefix, branch string, depth int) {
-		if printed[n.Name] {
-			return // a loop of parents: each node once
-		}
-		printed[n.Name] = true
-		name := prefix + branch + n.Name
+	for _, r := range fleet.Tree(v, -1) {
+		n := r.Node
+		name := r.Prefix + n.Name
 		if n.ActiveNode != "" && n.ActiveNode != n.Name {
 			name += " (" + n.ActiveNode + ")"
 		}
@@ -385,31 +366,6 @@ func printTree(p *printer, v *fleet.View) {
 			what += "  ! " + n.Problem
 		}
 		p.linef("%-36s %-11s %-14s %-16s %s", name, n.Role, agent, seen, what)
-		kids := byParent[n.Name]
-		next := prefix
-		switch branch {
-		case "├─ ":
-			next += "│  "
-		case "└─ ":
-			next += "   "
-		}
-		for i, k := range kids {
-			b := "├─ "
-			if i == len(kids)-1 {
-				b = "└─ "
-			}
-			walk(k, next, b, depth+1)
-		}
-	}
-	for _, r := range roots {
-		walk(r, "", "", 0)
-	}
-	// Nodes whose parents name each other in a loop have no root: shown
-	// from the first of them.
-	for i := range v.Nodes {
-		if !printed[v.Nodes[i].Name] {
-			walk(&v.Nodes[i], "", "", 0)
-		}
 	}
 }
 

@@ -1,10 +1,6 @@
 package main
 
-import (
-	"github.com/prometheus/client_golang/prometheus"
-
-	"ted/transport"
-)
+import "github.com/prometheus/client_golang/prometheus"
 
 // gatherer is what a daemon's /metrics gathers: its own series (metrics,
 // else registry) and ted_build_info.
@@ -33,14 +29,4 @@ func buildInfoRegistry() *prometheus.Registry {
 		ConstLabels: prometheus.Labels{"version": v.Version, "goversion": v.GoVersion},
 	}, func() float64 { return 1 }))
 	return r
-}
-
-// certificateExpiry is ted_certificate_expiry_timestamp_seconds for a
-// daemon whose registry does not carry it (a standby cluster node): the
-// same series as the subscriber's and the distributor's.
-func certificateExpiry(self func() transport.Identity) prometheus.Collector {
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "ted_certificate_expiry_timestamp_seconds",
-		Help: "When this node's certificate expires (Unix time); alert well before it, if renewal fails.",
-	}, func() float64 { return float64(self().NotAfter.Unix()) })
 }
