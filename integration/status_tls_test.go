@@ -89,8 +89,9 @@ func TestStatusListenOffLoopback(t *testing.T) {
 		}
 		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: conf, DisableKeepAlives: true}}
 	}
-	get := func(name string) (int, string, error) {
-		resp, err := client(name).Get(url)
+	base := strings.TrimSuffix(url, "/healthz")
+	getPath := func(name, path string) (int, string, error) {
+		resp, err := client(name).Get(base + path)
 		if err != nil {
 			return 0, "", err
 		}
@@ -98,6 +99,7 @@ func TestStatusListenOffLoopback(t *testing.T) {
 		body, err := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(body), err
 	}
+	get := func(name string) (int, string, error) { return getPath(name, "/healthz") }
 	code, body, err := get("alice")
 	if err != nil || code != 200 || strings.TrimSpace(body) != "ok" {
 		t.Errorf("operator alice: %d %q %v, want 200 ok", code, body, err)
@@ -108,6 +110,20 @@ func TestStatusListenOffLoopback(t *testing.T) {
 	}
 	if code, body, err := get(""); err == nil {
 		t.Errorf("no client certificate: %d %q, want the handshake refused", code, body)
+	}
+	// The web console and the fleet view go the same way: to operators.
+	code, body, err = getPath("alice", "/tree")
+	if err != nil || code != 200 || !strings.Contains(body, `data-node="dist-1"`) {
+		t.Errorf("operator alice, the console's tree: %d %v\n%.300s", code, err, body)
+	}
+	code, body, err = getPath("alice", "/api/fleet")
+	if err != nil || code != 200 || !strings.Contains(body, `"node": "dist-1"`) {
+		t.Errorf("operator alice, /api/fleet: %d %v\n%.300s", code, err, body)
+	}
+	for _, path := range []string{"/", "/api/fleet", "/events"} {
+		if code, _, err := getPath("web-01", path); err != nil || code != http.StatusForbidden {
+			t.Errorf("subscriber web-01, %s: %d %v, want 403", path, code, err)
+		}
 	}
 	// Plain HTTP gets no answer from the HTTPS listener.
 	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+m[1], 5*time.Second)
