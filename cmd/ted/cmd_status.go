@@ -81,6 +81,12 @@ func runStatus(ctx context.Context, o statusOptions, asJSON bool, w io.Writer) e
 	if err != nil {
 		return err
 	}
+	return showStatus(ctx, fetch, o, asJSON, w)
+}
+
+// showStatus prints the view fetch gives, once, or with o.watch every
+// o.every until ctx ends.
+func showStatus(ctx context.Context, fetch func(context.Context, fleet.Filter) (fleet.View, error), o statusOptions, asJSON bool, w io.Writer) error {
 	show := func() error {
 		v, err := fetch(ctx, o.filter)
 		if err != nil {
