@@ -58,9 +58,9 @@ type Config struct {
 	Cluster, Node, Instance string
 	Epoch                   uint64
 	// Fence, if set, is asked before every change to the store and under
-	// the root (a cluster node: its lease still holds); see
-	// InstallerOptions.Fence. The store passed to New is fenced by the
-	// caller (store.Fenced).
+	// the root (a cluster node: its lease still holds). The store and the
+	// installer passed to New are fenced by the caller (store.Fenced,
+	// install.Options.Fence).
 	Fence func() error
 	// Revocations keeps the CA's revocation list: the parent sends its
 	// list, which is kept if newer, and a parent it revokes is left.

@@ -17,6 +17,7 @@ import (
 
 	"ted/dependency"
 	"ted/distribution"
+	"ted/install"
 	"ted/schedule"
 	"ted/store"
 	"ted/transport"
@@ -39,7 +40,7 @@ const (
 type Subscriber struct {
 	cfg     Config
 	store   store.Store
-	inst    *Installer
+	inst    *install.Installer
 	log     *slog.Logger
 	metrics *metrics
 
@@ -86,7 +87,7 @@ const (
 )
 
 // New creates a subscriber over an open store and installer.
-func New(cfg Config, st store.Store, inst *Installer, log *slog.Logger) (*Subscriber, error) {
+func New(cfg Config, st store.Store, inst *install.Installer, log *slog.Logger) (*Subscriber, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("subscriber config: %w", err)
 	}
@@ -178,7 +179,7 @@ func (s *Subscriber) fence() error {
 		return nil
 	}
 	if err := s.cfg.Fence(); err != nil {
-		return fmt.Errorf("%w: %w", ErrFenced, err)
+		return fmt.Errorf("%w: %w", install.ErrFenced, err)
 	}
 	return nil
 }
@@ -188,12 +189,12 @@ func (s *Subscriber) fence() error {
 // next run, here or on another node, goes on from the journal). Such work
 // is not marked failed.
 func stopped(ctx context.Context, err error) bool {
-	return ctx.Err() != nil || errors.Is(err, ErrFenced) || errors.Is(err, store.ErrFenced)
+	return ctx.Err() != nil || errors.Is(err, install.ErrFenced) || errors.Is(err, store.ErrFenced)
 }
 
 // resumeInstallation gives recovery the installation of name@rev again, so
 // that an interrupted extraction goes on from its checkpoint.
-func (s *Subscriber) resumeInstallation(name string, rev uint64) (*Installation, error) {
+func (s *Subscriber) resumeInstallation(name string, rev uint64) (*install.Installation, error) {
 	m, err := s.manifest(name, rev)
 	if err != nil {
 		return nil, err
@@ -207,9 +208,9 @@ func (s *Subscriber) resumeInstallation(name string, rev uint64) (*Installation,
 // filesInstallation is the installation of a distribution of files: one
 // part, which can be carried on after an interruption unless a pre-action
 // ran before it (on this node, or on the node that was active then).
-func filesInstallation(m *distribution.Manifest) *Installation {
-	return &Installation{Name: m.Name, Revision: m.Revision, Version: m.Version, Kind: distribution.KindFiles,
-		Requires: m.Requires, Parts: []Part{{M: m}}, Resumable: len(m.Pre) == 0}
+func filesInstallation(m *distribution.Manifest) *install.Installation {
+	return &install.Installation{Name: m.Name, Revision: m.Revision, Version: m.Version, Kind: distribution.KindFiles,
+		Requires: m.Requires, Parts: []install.Part{{M: m}}, Resumable: len(m.Pre) == 0}
 }
 
 // after is what follows the commit of an installation: the tree is checked
@@ -217,7 +218,7 @@ func filesInstallation(m *distribution.Manifest) *Installation {
 // rolls the revision back.
 func (s *Subscriber) after(ctx context.Context, m *distribution.Manifest) error {
 	target := filepath.Join(s.cfg.Root, filepath.FromSlash(m.Target))
-	if err := VerifyTree(ctx, m, target); err != nil {
+	if err := install.VerifyTree(ctx, m, target); err != nil {
 		return err
 	}
 	if len(m.Post) == 0 {
@@ -779,7 +780,7 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 			dir = s.cfg.Root
 		}
 		if err := runActions(ctx, "pre", m.Pre, m, dir, target, s.cfg.ActionTimeout, s.log, s.fence); err != nil {
-			if ctx.Err() == nil && !errors.Is(err, ErrFenced) {
+			if ctx.Err() == nil && !errors.Is(err, install.ErrFenced) {
 				s.metrics.failed.Inc()
 				s.update(m, func(st *transport.RevisionState) { st.State, st.Error = StateFailed, err.Error() })
 			}
@@ -787,9 +788,9 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 		}
 	}
 	var err error
-	var skipped []SkippedPart
+	var skipped []install.SkippedPart
 	if m.Kind == distribution.KindPackage {
-		var inst *Installation
+		var inst *install.Installation
 		var blocked string
 		inst, blocked, err = s.packageInstallation(ctx, m)
 		if blocked != "" {
@@ -801,9 +802,9 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 		if err == nil {
 			skipped = inst.Skipped
 			err = s.inst.InstallParts(ctx, inst, func(ctx context.Context, _ string, _ uint64) error {
-				var parts []InstalledPart
+				var parts []install.InstalledPart
 				for _, p := range inst.Parts {
-					parts = append(parts, InstalledPart{Component: p.Component, Target: p.M.Target})
+					parts = append(parts, install.InstalledPart{Component: p.Component, Target: p.M.Target})
 				}
 				return s.verifyParts(ctx, m, parts)
 			})
@@ -857,10 +858,10 @@ const heldReason = "rolled back by an operator; held until a newer revision arri
 // without a name; `ted subscriber rollback`). The revisions of it held here
 // up to the newest are then rolled_back and not extracted again until a
 // newer one arrives. Revisions that wait on others are planned again.
-func (s *Subscriber) Rollback(ctx context.Context, name string, force bool) (RolledBack, error) {
+func (s *Subscriber) Rollback(ctx context.Context, name string, force bool) (install.RolledBack, error) {
 	s.extractMu.Lock()
 	defer s.extractMu.Unlock()
-	opts := RollbackOptions{Name: name, Force: force}
+	opts := install.RollbackOptions{Name: name, Force: force}
 	if name != "" {
 		opts.Hold = s.newest(name)
 	} else if hist, err := s.inst.History(); err == nil && len(hist) > 0 {

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"ted/distribution"
+	"ted/install"
 	"ted/pki"
 	"ted/store"
 	"ted/transport"
@@ -288,7 +290,7 @@ func newDaemon(t *testing.T) *daemon {
 // running is a started Subscriber; stop ends its Run and returns its error.
 type running struct {
 	*Subscriber
-	inst *Installer
+	inst *install.Installer
 	stop func() error
 }
 
@@ -297,7 +299,7 @@ type running struct {
 func (d *daemon) start(dial transport.DialFunc) *running {
 	d.t.Helper()
 	log := daemonLog(d.t)
-	inst, err := NewInstaller(d.cfg.Root, d.state, d.store, InstallerOptions{Log: log, Keep: d.cfg.KeepRevisions})
+	inst, err := install.New(d.cfg.Root, d.state, d.store, install.Options{Log: log, Keep: d.cfg.KeepRevisions})
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -360,7 +362,16 @@ func waitState(t *testing.T, s *Subscriber, name string, rev uint64, state strin
 func writeTree(t *testing.T, files map[string][]byte) string {
 	dir := t.TempDir()
 	for name, data := range files {
-		writeFile(t, filepath.Join(dir, filepath.FromSlash(name)), data, 0o644)
+		path := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, 0o644); err != nil { // past the umask
+			t.Fatal(err)
+		}
 	}
 	return dir
 }
@@ -394,7 +405,7 @@ func readTree(t *testing.T, dir string) map[string][]byte {
 // assertTree checks that dir holds m and exactly files.
 func assertTree(t *testing.T, m *distribution.Manifest, dir string, files map[string][]byte) {
 	t.Helper()
-	if err := VerifyTree(context.Background(), m, dir); err != nil {
+	if err := install.VerifyTree(context.Background(), m, dir); err != nil {
 		t.Error(err)
 	}
 	got := readTree(t, dir)
@@ -406,8 +417,10 @@ func assertTree(t *testing.T, m *distribution.Manifest, dir string, files map[st
 // appRev1 and appRev2 are two revisions of a tree; rev 2 changes one
 // byte of a file of many chunks and a small file.
 func appRev1() map[string][]byte {
+	app := make([]byte, 256<<10) // random bytes, the same every time: several chunks
+	_, _ = rand.NewChaCha8([32]byte{1}).Read(app)
 	return map[string][]byte{
-		"bin/app":      binary(1, 256<<10),
+		"bin/app":      app,
 		"etc/app.conf": []byte("listen = 8080\n"),
 		"README":       []byte("read me\n"),
 	}

@@ -9,42 +9,9 @@ import (
 	"strings"
 
 	"ted/distribution"
+	"ted/install"
 	"ted/swpkg"
 )
-
-// subManifest returns the part of package revision m under the folder
-// prefix of its tree, re-rooted there, to land at target: the entries of a
-// component, or the package's scripts. It shares m's chunks, so it reads
-// from the same store. It is nil when m has no such folder.
-func subManifest(m *distribution.Manifest, prefix, target string) (*distribution.Manifest, error) {
-	sub := *m
-	sub.Target = target
-	sub.Entries = nil
-	sub.Pre, sub.Post = nil, nil
-	found := false
-	for _, e := range m.Entries {
-		if e.Path == prefix {
-			if e.Type != distribution.TypeDir {
-				return nil, fmt.Errorf("%s@%d: %s is a %s, not a folder", m.Name, m.Revision, prefix, e.Type)
-			}
-			found = true
-			continue
-		}
-		rest, ok := strings.CutPrefix(e.Path, prefix+"/")
-		if !ok {
-			continue
-		}
-		e.Path = rest
-		sub.Entries = append(sub.Entries, e)
-	}
-	if !found {
-		return nil, nil
-	}
-	if err := sub.Validate(); err != nil {
-		return nil, fmt.Errorf("%s of %s@%d: %w", prefix, m.Name, m.Revision, err)
-	}
-	return &sub, nil
-}
 
 // maxDescriptor bounds a package descriptor read from the store.
 const maxDescriptor = swpkg.MaxDescriptorBytes
@@ -76,7 +43,7 @@ func (s *Subscriber) descriptor(m *distribution.Manifest) (*swpkg.Package, error
 // server: every component whose prerequisites hold, in order, with the
 // others skipped and why. blocked says why nothing installs now: a
 // package-level prerequisite fails, or every component is skipped.
-func (s *Subscriber) packageInstallation(ctx context.Context, m *distribution.Manifest) (inst *Installation, blocked string, err error) {
+func (s *Subscriber) packageInstallation(ctx context.Context, m *distribution.Manifest) (inst *install.Installation, blocked string, err error) {
 	p, err := s.descriptor(m)
 	if err != nil {
 		return nil, "", err
@@ -89,36 +56,36 @@ func (s *Subscriber) packageInstallation(ctx context.Context, m *distribution.Ma
 	if !ok {
 		return nil, "prerequisite " + reason, nil
 	}
-	inst = &Installation{Name: m.Name, Revision: m.Revision, Version: m.Version, Kind: distribution.KindPackage, Requires: m.Requires}
+	inst = &install.Installation{Name: m.Name, Revision: m.Revision, Version: m.Version, Kind: distribution.KindPackage, Requires: m.Requires}
 	for _, c := range p.Components {
 		ok, reason, err := swpkg.CheckAll(ctx, env, c.Prerequisites)
 		if err != nil {
 			return nil, "", err
 		}
 		if !ok {
-			inst.Skipped = append(inst.Skipped, SkippedPart{Component: c.Name, Reason: reason})
+			inst.Skipped = append(inst.Skipped, install.SkippedPart{Component: c.Name, Reason: reason})
 			continue
 		}
-		sub, err := subManifest(m, swpkg.ComponentsDir+"/"+c.Name, c.To)
+		sub, err := install.SubManifest(m, swpkg.ComponentsDir+"/"+c.Name, c.To)
 		if err != nil {
 			return nil, "", err
 		}
 		if sub == nil {
 			return nil, "", fmt.Errorf("%s@%d: component %s has no folder %s/%s", m.Name, m.Revision, c.Name, swpkg.ComponentsDir, c.Name)
 		}
-		inst.Parts = append(inst.Parts, Part{Component: c.Name, M: sub, Pre: c.Pre, Post: c.Post, Undo: c.Undo})
+		inst.Parts = append(inst.Parts, install.Part{Component: c.Name, M: sub, Pre: c.Pre, Post: c.Post, Undo: c.Undo})
 	}
 	if len(inst.Parts) == 0 {
 		return nil, "no component can install: " + skippedText(inst.Skipped), nil
 	}
-	if inst.Scripts, err = subManifest(m, swpkg.ScriptsDir, swpkg.ScriptsDir); err != nil {
+	if inst.Scripts, err = install.SubManifest(m, swpkg.ScriptsDir, swpkg.ScriptsDir); err != nil {
 		return nil, "", err
 	}
 	return inst, "", nil
 }
 
 // skippedText says which components were skipped and why.
-func skippedText(skipped []SkippedPart) string {
+func skippedText(skipped []install.SkippedPart) string {
 	parts := make([]string, len(skipped))
 	for i, sk := range skipped {
 		parts[i] = sk.Component + ": " + sk.Reason
@@ -128,7 +95,7 @@ func skippedText(skipped []SkippedPart) string {
 
 // partialReason is the reason an extracted package that skipped
 // components shows.
-func partialReason(skipped []SkippedPart) string {
+func partialReason(skipped []install.SkippedPart) string {
 	if len(skipped) == 0 {
 		return ""
 	}
@@ -137,16 +104,16 @@ func partialReason(skipped []SkippedPart) string {
 
 // verifyParts checks the installed parts of package revision m file by
 // file.
-func (s *Subscriber) verifyParts(ctx context.Context, m *distribution.Manifest, parts []InstalledPart) error {
+func (s *Subscriber) verifyParts(ctx context.Context, m *distribution.Manifest, parts []install.InstalledPart) error {
 	for _, p := range parts {
-		sub, err := subManifest(m, swpkg.ComponentsDir+"/"+p.Component, p.Target)
+		sub, err := install.SubManifest(m, swpkg.ComponentsDir+"/"+p.Component, p.Target)
 		if err != nil {
 			return err
 		}
 		if sub == nil {
 			return fmt.Errorf("component %s: not in %s@%d", p.Component, m.Name, m.Revision)
 		}
-		if err := VerifyTree(ctx, sub, filepath.Join(s.cfg.Root, filepath.FromSlash(p.Target))); err != nil {
+		if err := install.VerifyTree(ctx, sub, filepath.Join(s.cfg.Root, filepath.FromSlash(p.Target))); err != nil {
 			return fmt.Errorf("component %s: %w", p.Component, err)
 		}
 	}
@@ -190,7 +157,7 @@ func (s *Subscriber) Packages() (Packages, error) {
 	if err != nil {
 		return Packages{}, err
 	}
-	slices.SortFunc(all, func(a, b Installed) int { return cmp.Compare(a.Order, b.Order) })
+	slices.SortFunc(all, func(a, b install.Installed) int { return cmp.Compare(a.Order, b.Order) })
 	out := Packages{Packages: []PackageStatus{}}
 	for _, in := range all {
 		if in.Kind != distribution.KindPackage {

@@ -18,6 +18,7 @@ import (
 
 	"ted/admin"
 	"ted/distribution"
+	"ted/install"
 	"ted/pki"
 	"ted/store"
 	"ted/subscriber"
@@ -111,8 +112,8 @@ func subscriberConfig(config string, file *subscriberFile, n *node) (subscriber.
 // newSubscriber makes the installer (state in stateDir) and the daemon
 // over an open store.
 func newSubscriber(cfg subscriber.Config, file *subscriberFile, st store.Store, stateDir string, log *slog.Logger) (*subscriber.Subscriber, error) {
-	inst, err := subscriber.NewInstaller(file.Root, stateDir, st,
-		subscriber.InstallerOptions{Log: log, Keep: cfg.KeepRevisions, ActionTimeout: cfg.ActionTimeout,
+	inst, err := install.New(file.Root, stateDir, st,
+		install.Options{Log: log, Keep: cfg.KeepRevisions, ActionTimeout: cfg.ActionTimeout,
 			Fence: cfg.Fence, Node: cfg.Node, Epoch: cfg.Epoch})
 	if err != nil {
 		return nil, err
@@ -158,7 +159,7 @@ func subscriberActions(on onActive) map[string]admin.Action {
 			var out rollbackResult
 			err := on(ctx, func(ctx context.Context, s *subscriber.Subscriber) error {
 				res, err := s.Rollback(ctx, params.Get("name"), params.Get("force") == "true")
-				if errors.Is(err, subscriber.ErrNothingToRollBack) {
+				if errors.Is(err, install.ErrNothingToRollBack) {
 					return notFound{err}
 				}
 				out = rollbackResult{RolledBack: res, Status: s.Status()}
@@ -199,8 +200,8 @@ func (e notFound) Unwrap() []error { return []error{e.error, admin.ErrNotFound} 
 
 // rollbackResult is what the rollback action answers.
 type rollbackResult struct {
-	RolledBack subscriber.RolledBack `json:"rolled_back"`
-	Status     subscriber.Status     `json:"status"`
+	RolledBack install.RolledBack `json:"rolled_back"`
+	Status     subscriber.Status  `json:"status"`
 }
 
 func newSubscriberRollbackCommand(g *globalOptions) *cobra.Command {

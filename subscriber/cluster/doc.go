@@ -44,7 +44,7 @@
 // the role back (each move would stop an extraction); a handover does. A
 // node stopped because its lease ended (after a pause) is not marked
 // unhealthy. An extraction interrupted by a move goes on from its last
-// checkpoint on the next active node (subscriber.Installer.Recover).
+// checkpoint on the next active node (install.Installer.Recover).
 //
 // Why the parent and not a quorum: the parent is already the one place
 // every node of the cluster must reach to receive anything, so a node cut

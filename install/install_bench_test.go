@@ -1,4 +1,4 @@
-package subscriber
+package install
 
 import (
 	"context"
@@ -31,7 +31,7 @@ func BenchmarkUpgrade(b *testing.B) {
 			Post: []string{fmt.Sprintf("true %d", rev)}})
 		manifests = append(manifests, m)
 	}
-	in, err := NewInstaller(f.root, f.state, f.store, InstallerOptions{})
+	in, err := New(f.root, f.state, f.store, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -83,11 +83,11 @@ func BenchmarkUpgradeFenced(b *testing.B) {
 			manifests = append(manifests, f.publishWith(src, distribution.BuildOptions{Name: "web", Revision: rev,
 				Version: fmt.Sprintf("1.%d", rev), Target: "web", Post: []string{fmt.Sprintf("true %d", rev)}}))
 		}
-		opts := InstallerOptions{}
+		opts := Options{}
 		if withFence {
 			opts.Fence = fence.Check
 		}
-		in, err := NewInstaller(f.root, f.state, f.store, opts)
+		in, err := New(f.root, f.state, f.store, opts)
 		if err != nil {
 			b.Fatal(err)
 		}

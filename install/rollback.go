@@ -1,4 +1,4 @@
-package subscriber
+package install
 
 import (
 	"cmp"
@@ -403,7 +403,7 @@ func (in *Installer) runRollback(ctx context.Context, rb *journalRecord) ([]stri
 			}
 			if p := u.Parts[k]; k < rb.Begun && len(p.Undo) > 0 {
 				run := in.undoActions(&u, k)
-				if err := run.run(ctx, "undo", p.Undo); err != nil {
+				if err := run.Run(ctx, "undo", p.Undo); err != nil {
 					if ctx.Err() != nil {
 						return warnings, err
 					}
@@ -457,9 +457,9 @@ func (in *Installer) postAgain(ctx context.Context, u *undoRecord, begun int) []
 		if _, err := os.Stat(dir); err != nil {
 			dir = target
 		}
-		run := actionRun{Fence: in.check, Name: u.Name, Revision: u.Prev.Revision, Version: u.Prev.Version, Component: p.Component,
+		run := Actions{Fence: in.check, Name: u.Name, Revision: u.Prev.Revision, Version: u.Prev.Version, Component: p.Component,
 			Dir: dir, Target: target, Timeout: in.actionTimeout, Log: in.log}
-		if err := run.run(ctx, "post", p.Post); err != nil {
+		if err := run.Run(ctx, "post", p.Post); err != nil {
 			errs = append(errs, err)
 			if ctx.Err() != nil {
 				return errs
@@ -470,14 +470,14 @@ func (in *Installer) postAgain(ctx context.Context, u *undoRecord, begun int) []
 }
 
 // undoActions returns where the undo commands of part k of u run.
-func (in *Installer) undoActions(u *undoRecord, k int) actionRun {
+func (in *Installer) undoActions(u *undoRecord, k int) Actions {
 	p := u.Parts[k]
 	target := filepath.Join(in.root, filepath.FromSlash(p.Target))
 	dir := filepath.Join(in.state.undoPath(u.Name, u.Seq), scriptsDir)
 	if _, err := os.Stat(dir); err != nil {
 		dir = in.root
 	}
-	return actionRun{Fence: in.check, Name: u.Name, Revision: u.Revision, Version: u.Version, Component: p.Component,
+	return Actions{Fence: in.check, Name: u.Name, Revision: u.Revision, Version: u.Version, Component: p.Component,
 		Dir: dir, Target: target, Timeout: in.actionTimeout, Log: in.log}
 }
 

@@ -1,37 +1,4 @@
-// Package subscriber is the subscriber side of TED: it installs the
-// revisions of the distributions a node subscribes to under a root
-// directory, and rolls them back.
-//
-// The Installer extracts a revision crash-safely. Each
-// revision of a distribution lands in root/TARGET with overlay semantics:
-// files land under the target, entries that the previously installed
-// revision installed and this one dropped are removed (a dropped directory
-// only once it is empty), and files TED never installed are never touched.
-// Every step (begin, backup, write, remove, commit, post) is recorded
-// durably in a journal before it happens, and the installer keeps its own
-// record of what each distribution has installed, so it never depends on
-// the store still holding an old manifest.
-//
-// Before an installation changes anything, what is at every path it will
-// touch is recorded in an undo directory, and every file there is kept by
-// a hard link (a copy when the state directory is on another file system):
-// files are always replaced by renaming a new file over them, never
-// changed in place, so the link keeps the old content exactly. From that
-// record a rollback puts every path back as it was: content, modes,
-// removed files back, added files gone. Rollbacks are journalled too.
-//
-// After a crash, Recover makes every target exactly the old or the new
-// revision: an installation interrupted before its commit is rolled back
-// (the daemon then extracts it again from the start, pre-action
-// included); one interrupted after it is completed, and its after-step
-// (verification and post-action, which must therefore be safe to run
-// again) runs again; an interrupted rollback is finished.
-//
-// The installer must never write or remove anything outside the root (all
-// work goes through os.Root), never remove what it did not install, never
-// install a revision that is not newer than the installed one (anti-rollback),
-// and never report a revision installed before every file of it is durable.
-package subscriber
+package install
 
 import (
 	"context"
@@ -61,8 +28,8 @@ var ErrNotNewer = errors.New("refused by anti-rollback")
 // rolled back. After a crash in it, Recover runs it again.
 type AfterFunc func(ctx context.Context, name string, revision uint64) error
 
-// InstallerOptions tune an Installer.
-type InstallerOptions struct {
+// Options tune an Installer.
+type Options struct {
 	// Log receives what the installer does; nil discards it.
 	Log *slog.Logger
 	// Keep is how many installations of each distribution can be rolled
@@ -152,14 +119,14 @@ type Installer struct {
 	checkpointEvery time.Duration
 }
 
-// NewInstaller returns an installer that extracts under root, reading
-// chunks from src, and keeps its records in stateDir (see stateStore).
+// New returns an installer that extracts under root, reading
+// chunks from src, and keeps its records in stateDir (see the package doc).
 // Backups cost nothing when stateDir is on the file system of root; on
 // another one every file an installation replaces is copied.
 //
 // It creates the directories if needed. It does not recover interrupted
 // work: call Recover at start-up, before any Install or Rollback.
-func NewInstaller(root, stateDir string, src distribution.ChunkSource, opts InstallerOptions) (*Installer, error) {
+func New(root, stateDir string, src distribution.ChunkSource, opts Options) (*Installer, error) {
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -736,7 +703,7 @@ func (in *Installer) write(ctx context.Context, root *os.Root, j *journalRecord,
 			}
 		}
 		run := in.partActions(j, i)
-		if err := run.run(ctx, "pre", p.Pre); err != nil {
+		if err := run.Run(ctx, "pre", p.Pre); err != nil {
 			return err
 		}
 		if err := in.writePart(ctx, root, j, p, inst.Parts[i].M); err != nil {
@@ -745,7 +712,7 @@ func (in *Installer) write(ctx context.Context, root *os.Root, j *journalRecord,
 			}
 			return err
 		}
-		if err := run.run(ctx, "post", p.Post); err != nil {
+		if err := run.Run(ctx, "post", p.Post); err != nil {
 			return err
 		}
 	}
@@ -754,7 +721,7 @@ func (in *Installer) write(ctx context.Context, root *os.Root, j *journalRecord,
 
 // partActions returns where the commands of part i run: the package's
 // scripts directory if it has one, else the part's target.
-func (in *Installer) partActions(j *journalRecord, i int) actionRun {
+func (in *Installer) partActions(j *journalRecord, i int) Actions {
 	p := j.Parts[i]
 	target := filepath.Join(in.root, filepath.FromSlash(p.Target))
 	dir := target
@@ -763,7 +730,7 @@ func (in *Installer) partActions(j *journalRecord, i int) actionRun {
 	} else if _, err := os.Stat(target); err != nil {
 		dir = in.root // a first installation: the target is not there yet
 	}
-	return actionRun{Fence: in.check, Name: j.Name, Revision: j.To, Version: j.Version, Component: p.Component,
+	return Actions{Fence: in.check, Name: j.Name, Revision: j.To, Version: j.Version, Component: p.Component,
 		Dir: dir, Target: target, Timeout: in.actionTimeout, Log: in.log}
 }
 

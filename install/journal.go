@@ -1,4 +1,4 @@
-package subscriber
+package install
 
 import (
 	"encoding/json"
@@ -396,7 +396,7 @@ type stateStore struct {
 }
 
 // ErrFenced is wrapped by the error of work the fence stopped
-// (InstallerOptions.Fence): it ends there, as a crash would, with nothing
+// (Options.Fence): it ends there, as a crash would, with nothing
 // undone, as undoing would write too.
 var ErrFenced = errors.New("stopped by the fence")
 

@@ -1,4 +1,4 @@
-package subscriber
+package install
 
 import (
 	"bufio"
@@ -39,12 +39,21 @@ func (f *fixture) fencedInstaller(node string, epoch uint64, allow int) (*Instal
 		return nil
 	}
 	log := slog.New(slog.NewTextHandler(f.t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
-	in, err := NewInstaller(f.root, f.state, f.store, InstallerOptions{Log: log, Fence: fence, Node: node, Epoch: epoch,
+	in, err := New(f.root, f.state, f.store, Options{Log: log, Fence: fence, Node: node, Epoch: epoch,
 		CheckpointEvery: time.Nanosecond})
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	return in, &calls
+}
+
+// filesInstallation is the installation of a distribution of files as the
+// subscriber daemon hands over one without a pre-action (as all of these
+// tests' revisions are): one part, which can be carried on after an
+// interruption.
+func filesInstallation(m *distribution.Manifest) *Installation {
+	return &Installation{Name: m.Name, Revision: m.Revision, Version: m.Version, Kind: distribution.KindFiles,
+		Requires: m.Requires, Parts: []Part{{M: m}}, Resumable: true}
 }
 
 func inode(t *testing.T, path string) uint64 {
@@ -183,7 +192,7 @@ func TestResumeOnlyWhatIsResumable(t *testing.T) {
 	f.install(f.installer(f.store, ""), m1)
 	before := listing(t, f.root)
 
-	a, calls := f.fencedInstaller("a", 5, 1) // NewInstaller asks once
+	a, calls := f.fencedInstaller("a", 5, 1) // New asks once
 
 	inst := filesInstallation(m2)
 	if err := a.InstallParts(context.Background(), inst, nil); !errors.Is(err, ErrFenced) {

@@ -1,4 +1,4 @@
-package subscriber
+package install
 
 import (
 	"context"
@@ -75,7 +75,7 @@ func (f *fixture) publishWith(src string, opts distribution.BuildOptions) *distr
 func (f *fixture) installer(src distribution.ChunkSource, stopAt Step) *Installer {
 	f.t.Helper()
 	log := slog.New(slog.NewTextHandler(f.t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	in, err := NewInstaller(f.root, f.state, src, InstallerOptions{Log: log, Keep: f.keep})
+	in, err := New(f.root, f.state, src, Options{Log: log, Keep: f.keep})
 	if err != nil {
 		f.t.Fatal(err)
 	}

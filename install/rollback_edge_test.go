@@ -1,7 +1,7 @@
 // Edge cases of rollback found by a second reading of the installer, each
 // a test that failed before its fix.
 
-package subscriber
+package install
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package subscriber
+package install
 
 import (
 	"context"
@@ -32,7 +32,7 @@ func packageInstallation(t *testing.T, m *distribution.Manifest, prefix, failPos
 	t.Helper()
 	inst := &Installation{Name: m.Name, Revision: m.Revision, Version: m.Version, Kind: distribution.KindPackage}
 	for _, c := range []string{"app", "docs"} {
-		sub, err := subManifest(m, "components/"+c, prefix+"/"+c)
+		sub, err := SubManifest(m, "components/"+c, prefix+"/"+c)
 		if err != nil || sub == nil {
 			t.Fatalf("component %s: %v", c, err)
 		}
@@ -42,7 +42,7 @@ func packageInstallation(t *testing.T, m *distribution.Manifest, prefix, failPos
 		}
 		inst.Parts = append(inst.Parts, p)
 	}
-	scripts, err := subManifest(m, "scripts", "scripts")
+	scripts, err := SubManifest(m, "scripts", "scripts")
 	if err != nil || scripts == nil {
 		t.Fatalf("scripts: %v", err)
 	}

@@ -1,7 +1,7 @@
 // Edge cases of software packages found by a second reading, each a
 // test that failed before its fix.
 
-package subscriber
+package install
 
 import (
 	"context"
@@ -42,13 +42,13 @@ func rvInstallation(t *testing.T, m *distribution.Manifest, parts []rvPart) *Ins
 	t.Helper()
 	inst := &Installation{Name: m.Name, Revision: m.Revision, Version: m.Version, Kind: distribution.KindPackage}
 	for _, p := range parts {
-		sub, err := subManifest(m, "components/"+p.name, p.to)
+		sub, err := SubManifest(m, "components/"+p.name, p.to)
 		if err != nil || sub == nil {
 			t.Fatalf("component %s: %v", p.name, err)
 		}
 		inst.Parts = append(inst.Parts, Part{Component: p.name, M: sub, Pre: p.pre, Post: p.post, Undo: p.undo})
 	}
-	scripts, err := subManifest(m, "scripts", "scripts")
+	scripts, err := SubManifest(m, "scripts", "scripts")
 	if err != nil {
 		t.Fatal(err)
 	}
