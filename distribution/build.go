@@ -21,6 +21,7 @@ type BuildOptions struct {
 	Version  string
 	Channels []string
 	Kind     Kind     // default KindFiles
+	Platform string   // an agent's GOOS/GOARCH (KindAgent only)
 	Target   string   // default Name
 	Requires []string // dependency constraints
 	Pre      []string // actions before extraction
@@ -121,6 +122,7 @@ func newManifest(opts BuildOptions) (*Manifest, error) {
 		Revision: opts.Revision,
 		Version:  opts.Version,
 		Kind:     opts.Kind,
+		Platform: opts.Platform,
 		Target:   opts.Target,
 		Requires: opts.Requires,
 		Pre:      opts.Pre,

@@ -23,7 +23,43 @@ type Kind string
 const (
 	KindFiles   Kind = "files"
 	KindPackage Kind = "package"
+	// KindAgent is a build of ted itself for one platform (Platform): one
+	// executable file, named AgentFile, that nodes of that platform run
+	// once they upgrade to it. It is never extracted under a root.
+	KindAgent Kind = "agent"
 )
+
+// AgentFile is the one file of an agent revision.
+const AgentFile = "ted"
+
+// AgentName is the distribution name of the agent builds for platform
+// ("linux/amd64" gives "ted-linux-amd64"): one distribution per platform,
+// since a distributor offers the latest revision of each name, and a
+// node must see the latest build for its own platform.
+func AgentName(platform string) string {
+	return "ted-" + strings.ReplaceAll(platform, "/", "-")
+}
+
+// ValidPlatform checks an agent's platform: GOOS/GOARCH, lower-case
+// letters and digits.
+func ValidPlatform(platform string) error {
+	goos, goarch, ok := strings.Cut(platform, "/")
+	valid := func(s string) bool {
+		if s == "" || len(s) > 16 {
+			return false
+		}
+		for _, r := range s {
+			if (r < 'a' || r > 'z') && (r < '0' || r > '9') {
+				return false
+			}
+		}
+		return true
+	}
+	if !ok || !valid(goos) || !valid(goarch) {
+		return fmt.Errorf("platform %q: want GOOS/GOARCH, as linux/amd64", platform)
+	}
+	return nil
+}
 
 // EntryType is the type of one manifest entry.
 type EntryType uint8
@@ -91,6 +127,8 @@ type Manifest struct {
 	// Entries is omitted when empty, so an empty revision has exactly one
 	// encoding (nil and empty would otherwise differ).
 	Entries []Entry `cbor:"13,keyasint,omitempty"`
+	// Platform is an agent's GOOS/GOARCH (KindAgent only).
+	Platform string `cbor:"14,keyasint,omitempty"`
 }
 
 // CreatedTime returns Created as a time.
@@ -306,8 +344,27 @@ func (m *Manifest) Validate() error {
 			return fail("channels not sorted and unique at %q", c)
 		}
 	}
-	if m.Kind != KindFiles && m.Kind != KindPackage {
-		return fail("kind %q, want %q or %q", m.Kind, KindFiles, KindPackage)
+	switch m.Kind {
+	case KindFiles, KindPackage:
+		if m.Platform != "" {
+			return fail("platform %q: only an agent has one", m.Platform)
+		}
+	case KindAgent:
+		if err := ValidPlatform(m.Platform); err != nil {
+			return fail("%v", err)
+		}
+		if m.Name != AgentName(m.Platform) {
+			return fail("an agent for %s is named %q", m.Platform, AgentName(m.Platform))
+		}
+		if len(m.Requires)+len(m.Pre)+len(m.Post) > 0 {
+			return fail("an agent has no dependencies or actions")
+		}
+		// Checked once the content is there: one executable file.
+		if len(m.Entries) > 0 && (len(m.Entries) != 1 || m.Entries[0].Path != AgentFile || m.Entries[0].Type != TypeFile || m.Entries[0].Mode&0o111 == 0) {
+			return fail("an agent holds one executable file named %q", AgentFile)
+		}
+	default:
+		return fail("kind %q, want %q, %q or %q", m.Kind, KindFiles, KindPackage, KindAgent)
 	}
 	if err := ValidPath(m.Target); err != nil {
 		return fail("target %q: %v", m.Target, err)

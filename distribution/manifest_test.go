@@ -278,3 +278,40 @@ func TestSignRefusesBadKey(t *testing.T) {
 		}
 	}
 }
+
+// An agent: one executable file named ted, for the platform its name
+// says, no dependencies or actions; a platform on another kind is
+// refused.
+func TestValidateAgent(t *testing.T) {
+	agent := func() *Manifest {
+		m := validManifest()
+		m.Kind, m.Platform, m.Name, m.Target, m.Requires = KindAgent, "linux/amd64", "ted-linux-amd64", "ted-linux-amd64", nil
+		m.Entries = []Entry{{Path: AgentFile, Type: TypeFile, Mode: 0o755, Size: 3, Chunks: []ChunkRef{{ID: SumChunk([]byte("one")), Size: 3}}}}
+		return m
+	}
+	if err := agent().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		change func(*Manifest)
+		want   string
+	}{
+		"no platform":       {func(m *Manifest) { m.Platform = "" }, "platform"},
+		"odd platform":      {func(m *Manifest) { m.Platform, m.Name = "Linux/x86-64", "ted-Linux-x86-64" }, "platform"},
+		"name of another":   {func(m *Manifest) { m.Name = "ted-linux-arm64" }, `named "ted-linux-amd64"`},
+		"two files":         {func(m *Manifest) { m.Entries = append(m.Entries, Entry{Path: "z", Type: TypeFile, Mode: 0o755}) }, "one executable"},
+		"not executable":    {func(m *Manifest) { m.Entries[0].Mode = 0o644 }, "one executable"},
+		"another file name": {func(m *Manifest) { m.Entries[0].Path = "tedx" }, "one executable"},
+		"an action":         {func(m *Manifest) { m.Post = []string{"reboot"} }, "no dependencies or actions"},
+		"platform on files": {func(m *Manifest) { m.Kind = KindFiles }, "only an agent"},
+	} {
+		m := agent()
+		tc.change(m)
+		if err := m.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", name, err, tc.want)
+		}
+	}
+	if AgentName("linux/arm64") != "ted-linux-arm64" {
+		t.Error(AgentName("linux/arm64"))
+	}
+}

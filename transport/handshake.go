@@ -45,6 +45,11 @@ func ClientHello(ctx context.Context, sess Session, hello *Hello) (*Conn, *Welco
 			c.Close()
 			return nil, nil, fmt.Errorf("%w: %s welcomed us as %q", ErrProtocol, peer, m.Name)
 		}
+		if err := CheckAgents(hello.Name, hello.Agent, m.Name, m.Agent); err != nil {
+			// A parent of an older version may not check: the child does.
+			c.Close()
+			return nil, nil, err
+		}
 		if !stop() {
 			// The deadline fired as the welcome arrived and closed the
 			// stream: this handshake failed after all.
@@ -88,6 +93,10 @@ func ServerHello(ctx context.Context, sess Session, welcome *Welcome, check func
 	}
 	if hello.Name != peer {
 		err := fmt.Errorf("%w: %s introduced itself as %q", ErrUnauthorized, peer, hello.Name)
+		refuse(c, err)
+		return nil, nil, err
+	}
+	if err := CheckAgents(welcome.Name, welcome.Agent, hello.Name, hello.Agent); err != nil {
 		refuse(c, err)
 		return nil, nil, err
 	}

@@ -33,11 +33,16 @@ type distBuildOptions struct {
 	SignKey         string
 	Keep            int
 	SkipUnsupported bool
-	// kind is set by runPackageBuild.
-	kind distribution.Kind
+	// kind is set by runPackageBuild and runAgentBuild, platform by the
+	// latter.
+	kind     distribution.Kind
+	platform string
 	// Package is a .cpk (ted package compile): name, version, requires
 	// and content come from it.
 	Package string
+	// Agent is a ted binary: a revision of kind agent for its platform,
+	// named after it, its version read from it.
+	Agent string
 }
 
 func (o *distBuildOptions) AddFlags(f *pflag.FlagSet) {
@@ -54,6 +59,7 @@ func (o *distBuildOptions) AddFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.Keep, "keep", 3, "revisions of this distribution to keep; older ones and their unshared chunks are deleted")
 	f.BoolVar(&o.SkipUnsupported, "skip-unsupported", false, "skip special files, escaping symlinks and unreadable entries, listing each, instead of failing")
 	f.StringVar(&o.Package, "package", "", "a compiled package (.cpk): its name, version, requirements and files make the revision")
+	f.StringVar(&o.Agent, "agent", "", "a ted binary: a revision of kind agent named ted-GOOS-GOARCH after its platform, its version read from it (docs/upgrade.md)")
 }
 
 // distBuildResult is the JSON document `dist build --json` prints.
@@ -72,6 +78,9 @@ type distBuildResult struct {
 	Pruned        []uint64       `json:"pruned"`
 	Warnings      []string       `json:"warnings"`
 	Seconds       float64        `json:"seconds"`
+	// Platform and Protocol describe an agent (--agent).
+	Platform string `json:"platform,omitempty"`
+	Protocol string `json:"protocol,omitempty"`
 }
 
 type skippedEntry struct {
@@ -164,6 +173,9 @@ func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) 
 	if opts.Package != "" {
 		return runPackageBuild(ctx, opts, stderr)
 	}
+	if opts.Agent != "" {
+		return runAgentBuild(ctx, opts, stderr)
+	}
 	for _, req := range [][2]string{{"store", opts.Store}, {"name", opts.Name}, {"from", opts.From}, {"version", opts.Version}, {"sign-key", opts.SignKey}} {
 		if err := requireFlag(req[0], req[1]); err != nil {
 			return nil, err
@@ -189,7 +201,7 @@ func runDistBuild(ctx context.Context, opts distBuildOptions, stderr io.Writer) 
 	start := time.Now()
 	var bar progress
 	build := distribution.BuildOptions{
-		Name: opts.Name, Version: version, Channels: opts.Channels, Kind: opts.kind,
+		Name: opts.Name, Version: version, Channels: opts.Channels, Kind: opts.kind, Platform: opts.platform,
 		Target: opts.Target, Requires: opts.Requires, Pre: opts.Pre, Post: opts.Post,
 		Created:         start,
 		SkipUnsupported: opts.SkipUnsupported,
