@@ -448,18 +448,18 @@ func sharesChannel(a, b []string) bool {
 // receives offers for the channels it carries, one at a time.
 func (d *Distributor) runParent(ctx context.Context, sess transport.Session) error {
 	channels := d.members().names
-	control, _, err := transport.ClientHello(ctx, sess, &transport.Hello{Name: d.cfg.Name, Agent: d.cfg.Agent, Channels: channels, CRLNumber: d.heldRevocations(sess)})
+	control, welcome, err := transport.ClientHello(ctx, sess, &transport.Hello{Name: d.cfg.Name, Agent: d.cfg.Agent, Channels: channels, CRLNumber: d.heldRevocations(sess)})
 	if err != nil {
 		return err
 	}
 	d.cfg.Parents.Watch.Welcomed()
 	defer control.Close()
 	d.mu.Lock()
-	d.upstream = sess
+	d.upstream, d.parentAgent = sess, welcome.Agent
 	d.mu.Unlock()
 	defer func() {
 		d.mu.Lock()
-		d.upstream = nil
+		d.upstream, d.parentAgent = nil, ""
 		d.mu.Unlock()
 	}()
 	// A revocation list put in force since the handshake checked the

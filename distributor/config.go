@@ -66,6 +66,12 @@ type Config struct {
 	Self func() transport.Identity
 	// Fleet tunes the view of the subtree and its reports upward.
 	Fleet FleetConfig
+	// OnAgent, if set, is given every agent revision (a build of ted,
+	// distribution.KindAgent) stored here for this node's platform, with
+	// the parent's ted version ("" at the top), in a goroutine of its
+	// own: the distributor's own upgrade. It relays them to its children
+	// either way.
+	OnAgent func(m *distribution.Manifest, parentAgent string)
 }
 
 // FleetConfig tunes what a distributor knows of its subtree (package

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -74,8 +75,10 @@ type Distributor struct {
 	serving *serving
 	// limits caps each channel's send rate.
 	limits limiters
-	// upstream is the session with the parent, for repairs.
-	upstream transport.Session
+	// upstream is the session with the parent, for repairs, and
+	// parentAgent the parent's ted version.
+	upstream    transport.Session
+	parentAgent string
 	started  time.Time
 	// leases fence the nodes of cluster children: one lease per cluster,
 	// kept in DataDir so a restart does not take it from its holder.
@@ -434,6 +437,9 @@ func (d *Distributor) receive(ctx context.Context, from transport.Session, s *di
 				kind, detail = fleet.KindPublished, "by "+publisher
 			}
 			d.recordEvent(fleet.Event{Kind: kind, Node: d.cfg.Name, Dist: m.Name, Revision: m.Revision, Version: m.Version, Detail: detail})
+			if m.Kind == distribution.KindAgent && m.Platform == runtime.GOOS+"/"+runtime.GOARCH && d.cfg.OnAgent != nil {
+				go d.cfg.OnAgent(m, d.ParentAgent())
+			}
 			log.Info("revision stored", "files", info.Files, "bytes", info.Bytes, "fetched_chunks", res.FetchedChunks, "fetched_bytes", res.FetchedBytes)
 			d.prune(m.Name, log)
 		}

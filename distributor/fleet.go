@@ -308,6 +308,14 @@ func (d *Distributor) FleetEvents(since time.Time, node string, limit int) ([]fl
 	return evs, err
 }
 
+// ParentAgent is the ted version of the parent connected now ("" while
+// none is, and at the top).
+func (d *Distributor) ParentAgent() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.parentAgent
+}
+
 // Fleet is the table of the subtree.
 func (d *Distributor) Fleet() *fleet.Table { return d.fleet }
 

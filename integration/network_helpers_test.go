@@ -196,6 +196,8 @@ type subscriberSpec struct {
 	// schedules, if set, is the schedule file, relative to the config's
 	// directory (the network's); extract, if set, the extract schedule.
 	schedules, extract string
+	// extra are more top-level keys of the config (agent).
+	extra map[string]any
 }
 
 type tlsSpec struct{ ca, cert, key string }
@@ -311,6 +313,9 @@ func (nw *network) subscriber(name string, spec subscriberSpec) *node {
 	}
 	if spec.extract != "" {
 		values["extract"] = spec.extract
+	}
+	for k, v := range spec.extra {
+		values[k] = v
 	}
 	n := nw.newNode(name, "subscriber", values)
 	n.root = filepath.Join(nw.dir, "srv", name)

@@ -1,6 +1,7 @@
 package subscriber
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -69,6 +70,12 @@ type Config struct {
 	// Self tells this node's own certificate as it is now, for status and
 	// metrics; nil: not shown.
 	Self func() transport.Identity
+	// Agent revisions (builds of ted: distribution.KindAgent) are stored
+	// like any revision but never extracted: OnAgent, if set, is given
+	// each one stored for this node's platform (others are ignored), with
+	// the parent's ted version, and says what became of it (the state and
+	// reason shown for it). Without it they are held, not used.
+	OnAgent func(ctx context.Context, m *distribution.Manifest, parentAgent string) (state, reason string)
 }
 
 // DefaultConfig returns a configuration with every default spelled out.

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -56,6 +57,8 @@ type Subscriber struct {
 	// reload that changes the channels closes it, so the next one says
 	// the new channels in its hello.
 	upstream transport.Session
+	// parentAgent is the ted version of that parent.
+	parentAgent string
 
 	// runCtx is Run's context: extraction runs under it, not under a parent
 	// session's, so a dropped link never abandons one half done.
@@ -343,12 +346,15 @@ func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) erro
 	if s.cfg.Revocations != nil && transport.CarriesRevocations(sess) {
 		held = s.cfg.Revocations.HeldNumber()
 	}
-	control, _, err := transport.ClientHello(ctx, sess, &transport.Hello{Name: s.cfg.Name, Agent: s.cfg.Agent, Channels: s.live.Load().channels,
+	control, welcome, err := transport.ClientHello(ctx, sess, &transport.Hello{Name: s.cfg.Name, Agent: s.cfg.Agent, Channels: s.live.Load().channels,
 		Cluster: s.cfg.Cluster, Node: s.cfg.Node, Instance: s.cfg.Instance, Epoch: s.cfg.Epoch, CRLNumber: held})
 	if err != nil {
 		return err
 	}
 	s.cfg.Parents.Watch.Welcomed()
+	s.mu.Lock()
+	s.parentAgent = welcome.Agent
+	s.mu.Unlock()
 	defer control.Close()
 	stop := context.AfterFunc(ctx, func() { control.Close() })
 	defer stop()
@@ -487,6 +493,11 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 		return um.Name, fmt.Errorf("%w: %v", errRefused, err)
 	}
 	log = log.With("dist", m.Name, "rev", m.Revision)
+	if m.Kind == distribution.KindAgent && m.Platform != runtime.GOOS+"/"+runtime.GOARCH {
+		// A build of ted for another platform: not for this node.
+		log.Debug("agent for another platform ignored", "platform", m.Platform)
+		return m.Name, nil
+	}
 	channels := s.live.Load().channels
 	if !slices.ContainsFunc(m.Channels, func(c string) bool { return slices.Contains(channels, c) }) {
 		log.Warn("offer for a channel not subscribed to; ignored", "channels", m.Channels)
@@ -500,6 +511,10 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 		return m.Name, fmt.Errorf("%w: %v", errRefused, err)
 	}
 	if _, err := s.store.Signed(m.Name, m.Revision); err == nil {
+		if m.Kind == distribution.KindAgent {
+			s.agentStored(ctx, m, log)
+			return m.Name, nil
+		}
 		s.extractAll(s.runCtx, runOnOffer)
 		return m.Name, nil
 	}
@@ -554,8 +569,54 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 			st.Reason = strings.TrimPrefix(st.Reason+"; ", "; ") + fmt.Sprintf("%d corrupt chunks from %s detected and fetched again", n, peer)
 		}
 	})
+	if m.Kind == distribution.KindAgent {
+		s.agentStored(ctx, m, log)
+		return m.Name, nil
+	}
 	s.extractAll(s.runCtx, runOnOffer)
 	return m.Name, nil
+}
+
+// agentStored hands a stored agent revision to OnAgent, and shows what
+// became of it.
+func (s *Subscriber) agentStored(ctx context.Context, m *distribution.Manifest, log *slog.Logger) {
+	if s.cfg.OnAgent == nil {
+		s.update(m, func(st *transport.RevisionState) {
+			st.State, st.Reason, st.Error = StateReceived, "a build of ted, held: this node has no agent block", ""
+		})
+		return
+	}
+	state, reason := s.cfg.OnAgent(ctx, m, s.ParentAgent())
+	log.Info("agent revision", "version", m.Version, "state", state, "reason", reason)
+	s.update(m, func(st *transport.RevisionState) {
+		st.State, st.Reason, st.Error = state, "", ""
+		if state == StateFailed {
+			st.Error = reason
+		} else {
+			st.Reason = reason
+		}
+	})
+}
+
+// ParentAgent is the ted version of the parent connected now ("" while
+// none is).
+func (s *Subscriber) ParentAgent() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.parentAgent
+}
+
+// SetAgentState shows the state of agent revision m (the upgrader's
+// view after a restart: running, failed, on probation).
+func (s *Subscriber) SetAgentState(m *distribution.Manifest, state, reason string) {
+	s.update(m, func(st *transport.RevisionState) {
+		st.State, st.Reason, st.Error = state, "", ""
+		if state == StateFailed {
+			st.Error = reason
+		} else {
+			st.Reason = reason
+		}
+	})
 }
 
 // fetch gets the missing chunks, checkpointing the store as it goes.
@@ -693,6 +754,9 @@ func (s *Subscriber) waiting(skip map[string]bool, failedRevs map[string]uint64,
 		latest, err := s.store.Latest(name)
 		if err != nil || skip[name] || latest.Revision <= revs[name] || failedRevs[name] == latest.Revision {
 			continue
+		}
+		if latest.Kind == distribution.KindAgent {
+			continue // a build of ted: the upgrader's (OnAgent), never extracted
 		}
 		if held, err := s.inst.Held(name); err != nil || latest.Revision <= held {
 			if err != nil {

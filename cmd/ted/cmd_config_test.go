@@ -360,3 +360,33 @@ func TestConfigCheckShortIdleTimeout(t *testing.T) {
 		}
 	}
 }
+
+// The agent block: its channel is required, its upgrade policy one of
+// always, never or a schedule's name, a distributor must carry its
+// channel, and a cluster node does not take one.
+func TestConfigCheckAgent(t *testing.T) {
+	for _, tc := range []struct {
+		kind, add, want string
+	}{
+		{"subscriber", "agent:\n  channel: agents\n", ""},
+		{"subscriber", "agent:\n  upgrade: always\n", "agent.channel"},
+		{"subscriber", "agent:\n  channel: agents\n  upgrade: \"at night\"\n", "agent.upgrade"},
+		{"subscriber", "agent:\n  channel: agents\n  probation: -1s\n", "agent.probation"},
+		{"distributor", "agent:\n  channel: agents\n", "agent.channel"},
+	} {
+		example, err := docs.Example(tc.kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		file := filepath.Join(t.TempDir(), "c.yaml")
+		if err := os.WriteFile(file, append(example, []byte(tc.add)...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		_ = runConfigCheck(configCheckOptions{}, []string{file}, false, &out, &bytes.Buffer{})
+		got := out.String()
+		if tc.want == "" && strings.Contains(got, "agent") || tc.want != "" && !strings.Contains(got, tc.want) {
+			t.Errorf("%s with %q: config check said:\n%s", tc.kind, tc.add, got)
+		}
+	}
+}

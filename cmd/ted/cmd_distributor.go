@@ -3,15 +3,19 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"ted/admin"
+	"ted/agent"
 	"ted/console"
 	"ted/distribution"
 	"ted/distributor"
@@ -29,6 +33,10 @@ func newDistributorCommand(g *globalOptions) *cobra.Command {
 type daemonOptions struct {
 	config string
 	log    logOptions
+	// launch: started as `run` by a person or a service manager, so the
+	// agent launcher decides which version runs (not in ted demo, which
+	// runs daemons in its own process).
+	launch bool
 }
 
 func (o *daemonOptions) AddFlags(f *cobra.Command) {
@@ -43,6 +51,7 @@ func newDistributorRunCommand() *cobra.Command {
 		Short: "Run the distributor daemon until SIGTERM",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.launch = true
 			return runDistributor(cmd.Context(), opts, cmd.ErrOrStderr())
 		},
 	}
@@ -61,6 +70,11 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	file, err := loadDistributorConfig(opts.config)
 	if err != nil {
 		return err
+	}
+	if opts.launch {
+		if err := launchAgent(ctx, file.DataDir, os.Args, log); err != nil {
+			return err
+		}
 	}
 	n, err := setUpNode(&file.nodeFile, pki.RoleDistributor, log)
 	if err != nil {
@@ -89,6 +103,12 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 		return err
 	}
 	cfg.Revocations, cfg.Self = keeper, n.cred.Self
+	if a := file.Agent; a != nil && a.Upgrade != upgradeAlways && a.Upgrade != upgradeNever {
+		if sends == nil {
+			sends = map[string]string{}
+		}
+		sends[a.Upgrade] = "agent.upgrade"
+	}
 	if cfg.Schedules, err = loadSchedules(&file.nodeFile, sends); err != nil {
 		return err
 	}
@@ -96,9 +116,37 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	if err := cfg.Validate(); err != nil {
 		return configErrors(opts.config, err)
 	}
+	ctx, restart := context.WithCancelCause(ctx)
+	defer restart(nil)
+	var u *upgrader
+	if file.Agent != nil {
+		u = &upgrader{dir: agentDir(file.DataDir), file: file.Agent, kind: "distributor", config: opts.config, version: cfg.Agent,
+			schedules: cfg.Schedules, src: n.store, restart: restart, log: log}
+		defer u.stop()
+		var offer func(m *distribution.Manifest, parentAgent string)
+		offer = func(m *distribution.Manifest, parentAgent string) {
+			if !slices.Contains(m.Channels, file.Agent.Channel) {
+				return
+			}
+			state, reason := u.offer(ctx, m, parentAgent, func() { offer(m, parentAgent) })
+			log.Info("agent revision", "dist", m.Name, "rev", m.Revision, "version", m.Version, "state", state, "reason", reason)
+		}
+		cfg.OnAgent = offer
+	}
 	d, err := distributor.New(cfg, n.store, log)
 	if err != nil {
 		return err
+	}
+	if u != nil {
+		go u.probate(ctx, logShower{log}, n.store, func() error {
+			if err := d.Health(); err != nil {
+				return err
+			}
+			if len(cfg.Parents.Addrs) > 0 && d.ParentAgent() == "" {
+				return errors.New("no parent connected yet")
+			}
+			return nil
+		})
 	}
 	n.reloader = &configReloader{path: opts.config, log: log, keeper: keeper, crl: file.TLS.CRL,
 		load: func() (*liveReload, error) { return distributorReload(opts.config, file, d, cas) }}
@@ -118,11 +166,15 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	defer ln.Close()
 	ln.HandleEnroll(enrollHandler.Serve)
 	log.Info("distributor running", "node", file.Name, "listen", ln.Addr().String(), "data_dir", file.DataDir, "parents", file.Parents, "status_listen", file.StatusListen)
-	return n.serve(ctx, "distributor", daemonAdmin{
+	err = n.serve(ctx, "distributor", daemonAdmin{
 		status: func() any { return d.Status() }, health: d.Health, registry: d.Registry(),
 		views: distributorFleetViews(d),
 		pages: console.New(d, log),
 	}, func(ctx context.Context) error { return d.Run(ctx, ln, n.dial) })
+	if errors.Is(context.Cause(ctx), agent.ErrRestart) {
+		return agent.ErrRestart // main relaunches, once the store is closed
+	}
+	return err
 }
 
 func newDistributorStatusCommand(g *globalOptions) *cobra.Command {

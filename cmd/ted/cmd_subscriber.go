@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"ted/admin"
+	"ted/agent"
 	"ted/distribution"
 	"ted/install"
 	"ted/pki"
@@ -37,6 +39,7 @@ func newSubscriberRunCommand() *cobra.Command {
 		Short: "Run the subscriber daemon until SIGTERM",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts.launch = true
 			return runSubscriber(cmd.Context(), opts, cmd.ErrOrStderr())
 		},
 	}
@@ -59,6 +62,11 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	if file.Cluster != nil {
 		return runClusterSubscriber(ctx, opts.config, file, log)
 	}
+	if opts.launch {
+		if err := launchAgent(ctx, file.DataDir, os.Args, log); err != nil {
+			return err
+		}
+	}
 	n, err := setUpNode(&file.nodeFile, pki.RoleSubscriber, log)
 	if err != nil {
 		return err
@@ -68,9 +76,40 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	s, err := newSubscriber(cfg, file, n.store, filepath.Join(file.DataDir, "installed"), log)
+	ctx, restart := context.WithCancelCause(ctx)
+	defer restart(nil)
+	var u *upgrader
+	var s *subscriber.Subscriber
+	if file.Agent != nil {
+		u = &upgrader{dir: agentDir(file.DataDir), file: file.Agent, kind: "subscriber", config: opts.config, version: cfg.Agent,
+			schedules: cfg.Schedules, src: n.store, restart: restart, log: log}
+		defer u.stop()
+		if !slices.Contains(cfg.Channels, file.Agent.Channel) {
+			cfg.Channels = append(slices.Clone(cfg.Channels), file.Agent.Channel)
+		}
+		var offer func(ctx context.Context, m *distribution.Manifest, parentAgent string) (string, string)
+		offer = func(ctx context.Context, m *distribution.Manifest, parentAgent string) (string, string) {
+			return u.offer(ctx, m, parentAgent, func() {
+				state, reason := offer(ctx, m, s.ParentAgent())
+				s.SetAgentState(m, state, reason)
+			})
+		}
+		cfg.OnAgent = offer
+	}
+	s, err = newSubscriber(cfg, file, n.store, filepath.Join(file.DataDir, "installed"), log)
 	if err != nil {
 		return err
+	}
+	if u != nil {
+		go u.probate(ctx, s, n.store, func() error {
+			if err := s.Health(); err != nil {
+				return err
+			}
+			if s.ParentAgent() == "" {
+				return errors.New("no parent connected yet")
+			}
+			return nil
+		})
 	}
 	n.reloader = &configReloader{path: opts.config, log: log, keeper: cfg.Revocations, crl: file.TLS.CRL,
 		load: func() (*liveReload, error) { return subscriberReload(opts.config, file, s) }}
@@ -78,10 +117,14 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	onActive := func(ctx context.Context, fn func(context.Context, *subscriber.Subscriber) error) error {
 		return fn(ctx, s)
 	}
-	return n.serve(ctx, "subscriber", daemonAdmin{
+	err = n.serve(ctx, "subscriber", daemonAdmin{
 		status: func() any { return s.Status() }, health: s.Health, registry: s.Registry(),
 		views: subscriberViews(onActive), actions: subscriberActions(onActive),
 	}, func(ctx context.Context) error { return s.Run(ctx, n.dial) })
+	if errors.Is(context.Cause(ctx), agent.ErrRestart) {
+		return agent.ErrRestart // main relaunches, once the store is closed
+	}
+	return err
 }
 
 // subscriberConfig builds the daemon's configuration from its file.
@@ -94,7 +137,11 @@ func subscriberConfig(config string, file *subscriberFile, n *node) (subscriber.
 	cfg.KeepRevisions = *file.KeepRevisions
 	cfg.DataDir, cfg.MinFreeDisk = file.DataDir, file.minFree
 	var err error
-	if cfg.Schedules, err = loadSchedules(&file.nodeFile, map[string]string{file.Extract: "extract"}); err != nil {
+	names := map[string]string{file.Extract: "extract"}
+	if a := file.Agent; a != nil && a.Upgrade != upgradeAlways && a.Upgrade != upgradeNever {
+		names[a.Upgrade] = "agent.upgrade"
+	}
+	if cfg.Schedules, err = loadSchedules(&file.nodeFile, names); err != nil {
 		return cfg, err
 	}
 	n.schedules = cfg.Schedules

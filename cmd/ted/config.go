@@ -76,6 +76,7 @@ type distributorFile struct {
 	Clusters map[string]clusterMembersFile `yaml:"clusters"`
 	Enroll   *enrollFile                   `yaml:"enroll"`
 	Fleet    fleetFile                     `yaml:"fleet"`
+	Agent    *agentFile                    `yaml:"agent"`
 }
 
 // fleetFile is a distributor's fleet block: what it knows of its subtree
@@ -248,6 +249,7 @@ type subscriberFile struct {
 	Extract  string       `yaml:"extract"`
 	Root     string       `yaml:"root"`
 	Cluster  *clusterFile `yaml:"cluster"`
+	Agent    *agentFile   `yaml:"agent"`
 }
 
 // clusterFile is a subscriber's cluster block
@@ -531,6 +533,10 @@ func (c *distributorFile) checkDistributor(d *yamlfile.Doc) {
 		addProblems(d, err)
 	}
 	c.Fleet.check(d)
+	c.Agent.check(d)
+	if c.Agent != nil && !slices.Contains(slices.Collect(maps.Keys(c.Channels)), c.Agent.Channel) {
+		d.Errorf("agent.channel", "%q is not one of channels: a distributor upgrades from a channel it carries", c.Agent.Channel)
+	}
 	if c.Enroll != nil {
 		if c.Enroll.CADir == "" {
 			d.Errorf("enroll.ca_dir", "missing: the directory of ca.crt and ca.key (ted pki init); without an enroll block the distributor passes requests on to its parent")
@@ -580,5 +586,9 @@ func (c *subscriberFile) checkSubscriber(d *yamlfile.Doc) {
 	}
 	if c.Cluster != nil {
 		c.Cluster.check(d)
+	}
+	c.Agent.check(d)
+	if c.Agent != nil && c.Cluster != nil {
+		d.Errorf("agent", "a cluster node does not upgrade itself yet: upgrade cluster nodes with the package")
 	}
 }

@@ -29,9 +29,12 @@ func (e verifyError) Unwrap() error { return e.err }
 func exitCode(err error) int {
 	var usage usageError
 	var verify verifyError
+	var status exitStatus
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &status):
+		return int(status)
 	case errors.As(err, &usage):
 		return exitUsage
 	case errors.As(err, &verify),

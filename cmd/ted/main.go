@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"ted/agent"
 )
 
 // Exit codes, as the command reference (docs/commands) promises them to
@@ -175,6 +177,15 @@ func main() {
 	stop()
 	if err == nil {
 		os.Exit(exitOK)
+	}
+	if errors.Is(err, agent.ErrRestart) {
+		// An upgrade began and the daemon closed everything: the
+		// launcher takes over (it runs the new version on probation).
+		err = agent.Relaunch(os.Args)
+	}
+	var status exitStatus
+	if errors.As(err, &status) {
+		os.Exit(int(status)) // the agent this launcher ran said why
 	}
 	fmt.Fprintf(os.Stderr, "ted: %v\n", err)
 	code := exitCode(err)

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package agent
+
+import "syscall"
+
+// childAttr: no parent-death signal outside Linux; a launcher killed
+// leaves its child on probation running until it is stopped.
+func childAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{} }

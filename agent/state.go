@@ -1,0 +1,182 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"ted/distribution"
+)
+
+// StateFile is the upgrade state, in the agent directory.
+const StateFile = "state.json"
+
+// State is what a node's agent directory says about which ted runs.
+type State struct {
+	// Current is the version that runs when no upgrade is under way: a
+	// binary in the agent directory, or "" for the installed binary (the
+	// launcher itself).
+	Current string `json:"current,omitempty"`
+	// Previous is what ran before Current: where a failed upgrade goes
+	// back to.
+	Previous string `json:"previous,omitempty"`
+	// Probation is the upgrade under way, if any.
+	Probation *Probation `json:"probation,omitempty"`
+	// Failed are the agent revisions that failed, by distribution name:
+	// not tried again until a newer revision arrives.
+	Failed map[string]Failure `json:"failed,omitempty"`
+	// Last is the last upgrade committed.
+	Last *Upgrade `json:"last,omitempty"`
+}
+
+// Probation is an upgrade under way: Version runs on trial until it is
+// healthy, or Deadline passes, or it has been started Attempts times.
+type Probation struct {
+	Name     string    `json:"name"`
+	Revision uint64    `json:"revision"`
+	Version  string    `json:"version"`
+	Started  time.Time `json:"started"`
+	Deadline time.Time `json:"deadline"`
+	Attempts int       `json:"attempts"`
+}
+
+// Failure is why an agent revision was rolled back.
+type Failure struct {
+	Revision uint64    `json:"revision"`
+	Version  string    `json:"version"`
+	Reason   string    `json:"reason"`
+	At       time.Time `json:"at"`
+}
+
+// Upgrade is a committed upgrade.
+type Upgrade struct {
+	From string    `json:"from"`
+	To   string    `json:"to"`
+	At   time.Time `json:"at"`
+}
+
+// Dir is a node's agent directory, DATA_DIR/agent: the state, and the
+// binaries by version (VERSION/ted).
+type Dir string
+
+// Binary is the path of version's binary.
+func (d Dir) Binary(version string) string { return filepath.Join(string(d), version, "ted") }
+
+// Load reads the state; a directory without one has the zero State.
+func (d Dir) Load() (State, error) {
+	var st State
+	b, err := os.ReadFile(filepath.Join(string(d), StateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("agent state: %w", err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("agent state %s: %w", filepath.Join(string(d), StateFile), err)
+	}
+	return st, nil
+}
+
+// Save writes the state whole: to a temporary file, synced, renamed over
+// the old one, the directory synced, so a crash leaves the old state or
+// the new, never a mix.
+func (d Dir) Save(st State) error {
+	if err := os.MkdirAll(string(d), 0o750); err != nil {
+		return fmt.Errorf("agent state: %w", err)
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	name := filepath.Join(string(d), StateFile)
+	tmp := name + ".tmp"
+	if err := writeSynced(tmp, b, 0o640); err != nil {
+		return fmt.Errorf("agent state: %w", err)
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		return fmt.Errorf("agent state: %w", err)
+	}
+	return syncDir(string(d))
+}
+
+// Update loads the state, applies fn and saves the result.
+func (d Dir) Update(fn func(*State) error) (State, error) {
+	st, err := d.Load()
+	if err != nil {
+		return st, err
+	}
+	if err := fn(&st); err != nil {
+		return st, err
+	}
+	return st, d.Save(st)
+}
+
+// Failed reports whether revision rev of name, or a newer one, failed.
+func (st *State) FailedAt(name string, rev uint64) (Failure, bool) {
+	f, ok := st.Failed[name]
+	return f, ok && f.Revision >= rev
+}
+
+// RecordFailure records agent revision m as failed with reason (its
+// check failed before any probation): not tried again until a newer one.
+func (st *State) RecordFailure(m *distribution.Manifest, reason string, now time.Time) {
+	if st.Failed == nil {
+		st.Failed = map[string]Failure{}
+	}
+	st.Failed[m.Name] = Failure{Revision: m.Revision, Version: m.Version, Reason: reason, At: now}
+}
+
+// fail records the probation's revision as failed with reason and goes
+// back to the previous version.
+func (st *State) fail(reason string, now time.Time) {
+	p := st.Probation
+	if p == nil {
+		return
+	}
+	if st.Failed == nil {
+		st.Failed = map[string]Failure{}
+	}
+	st.Failed[p.Name] = Failure{Revision: p.Revision, Version: p.Version, Reason: reason, At: now}
+	st.Probation = nil
+}
+
+// commit makes the probation's version current.
+func (st *State) commit(now time.Time) {
+	p := st.Probation
+	if p == nil {
+		return
+	}
+	st.Last = &Upgrade{From: st.Current, To: p.Version, At: now}
+	st.Previous, st.Current = st.Current, p.Version
+	st.Probation = nil
+}
+
+func writeSynced(name string, b []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

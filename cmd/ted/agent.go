@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/Masterminds/semver/v3"
+
+	"ted/agent"
+	"ted/distribution"
+	"ted/schedule"
+	"ted/store"
+	"ted/subscriber"
+	"ted/yamlfile"
+)
+
+// agentFile is the agent block of a distributor's or subscriber's config:
+// where new builds of ted arrive and when this node upgrades to them
+// (docs/upgrade.md).
+type agentFile struct {
+	// Channel is the channel agent revisions arrive on; a subscriber
+	// takes it beside its channels, a distributor must carry it.
+	Channel string `yaml:"channel"`
+	// Upgrade is always, never, or the name of a schedule whose windows
+	// the upgrade waits for.
+	Upgrade string `yaml:"upgrade"`
+	// FollowParent: upgrade only to a version the parent runs already (or
+	// an older one), so an upgrade rolls down the tree tier by tier.
+	FollowParent bool `yaml:"follow_parent"`
+	// Probation is how long a new version has to become healthy (60s).
+	Probation time.Duration `yaml:"probation"`
+}
+
+// Upgrade policies besides a schedule's name.
+const (
+	upgradeAlways = "always"
+	upgradeNever  = "never"
+)
+
+// check validates the block; schedules are checked with the others
+// (loadSchedules), names says where this one is named.
+func (a *agentFile) check(d *yamlfile.Doc) {
+	if a == nil {
+		return
+	}
+	if err := distribution.ValidName("channel", a.Channel); err != nil {
+		d.Errorf("agent.channel", "%v", err)
+	}
+	switch a.Upgrade {
+	case "":
+		a.Upgrade = upgradeAlways
+	case upgradeAlways, upgradeNever:
+	default:
+		if err := distribution.ValidName("schedule", a.Upgrade); err != nil {
+			d.Errorf("agent.upgrade", "%q: want always, never or a schedule's name", a.Upgrade)
+		}
+	}
+	if a.Probation < 0 {
+		d.Errorf("agent.probation", "%v: must be positive", a.Probation)
+	}
+	if a.Probation == 0 {
+		a.Probation = agent.DefaultProbation
+	}
+}
+
+// agentDir is a node's agent directory.
+func agentDir(dataDir string) agent.Dir { return agent.Dir(filepath.Join(dataDir, "agent")) }
+
+// exitStatus ends the process with this status and nothing printed: the
+// agent this launcher ran has ended so.
+type exitStatus int
+
+func (e exitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// agentFault is set at link time by the upgrade tests (-ldflags "-X
+// main.agentFault=exit"), to build a broken agent: "exit" exits at the
+// start of a daemon run on probation, "stall" never connects to a parent.
+// Empty in every real build.
+var agentFault = ""
+
+// brokenAgent applies agentFault to a daemon started by a launcher.
+func brokenAgent(ctx context.Context) error {
+	if agentFault == "" || os.Getenv("TED_AGENT_ROLE") != "agent" {
+		return nil
+	}
+	switch agentFault {
+	case "exit":
+		return errors.New("broken agent (test build): exits at start")
+	case "stall":
+		<-ctx.Done() // neither serves nor connects, until stopped
+		return ctx.Err()
+	}
+	return nil
+}
+
+// launchAgent runs, at the start of `distributor run` and `subscriber
+// run`, the version the agent directory says (agent.Launcher): nil means
+// this process goes on; an exitStatus that the version it ran has ended.
+func launchAgent(ctx context.Context, dataDir string, args []string, log *slog.Logger) error {
+	l := &agent.Launcher{Dir: agentDir(dataDir), Version: buildVersion().Version, Args: args, Log: log}
+	run, code, err := l.Launch(ctx)
+	if err != nil {
+		return err
+	}
+	if !run {
+		return exitStatus(code)
+	}
+	return brokenAgent(ctx)
+}
+
+// upgrader is a node's agent upgrades (agent.* for one daemon): it takes
+// the agent revisions the daemon stores, decides by the agent block,
+// installs and checks the new binary, records its probation and stops the
+// daemon so that the launcher runs it.
+type upgrader struct {
+	dir       agent.Dir
+	file      *agentFile
+	kind      string // subscriber or distributor, for config check
+	config    string
+	version   string
+	schedules *schedule.Source
+	src       distribution.ChunkSource
+	restart   context.CancelCauseFunc
+	log       *slog.Logger
+
+	mu    sync.Mutex
+	retry map[string]*time.Timer // by distribution name: a window to wait for
+}
+
+// offer decides what to do with agent revision m (stored here), the
+// parent running parentAgent; it returns the state and reason to show.
+// again, if set, is called when the decision may change (a window opens).
+func (u *upgrader) offer(ctx context.Context, m *distribution.Manifest, parentAgent string, again func()) (state, reason string) {
+	if m.Version == u.version {
+		return subscriber.StateExtracted, "this version runs here"
+	}
+	st, err := u.dir.Load()
+	if err != nil {
+		return subscriber.StateFailed, err.Error()
+	}
+	if f, failed := st.FailedAt(m.Name, m.Revision); failed && f.Revision == m.Revision {
+		return subscriber.StateFailed, f.Reason
+	}
+	if p := st.Probation; p != nil {
+		if p.Name == m.Name && p.Revision == m.Revision {
+			return subscriber.StateReceived, fmt.Sprintf("upgrading: %s is on probation until healthy, at the latest %s", p.Version, p.Deadline.UTC().Format(time.RFC3339))
+		}
+		return subscriber.StateBlocked, fmt.Sprintf("waiting: %s is on probation", p.Version)
+	}
+	if ok, why := agent.Wanted(st, m, u.version); !ok {
+		return subscriber.StateSuperseded, why
+	}
+	switch u.file.Upgrade {
+	case upgradeNever:
+		return subscriber.StateReceived, "upgrades are off here (agent.upgrade: never)"
+	case upgradeAlways:
+	default:
+		sch := u.schedules.Lookup(u.file.Upgrade)
+		now := time.Now()
+		if !sch.OpenAt(now) {
+			w, ok := sch.Next(now)
+			if !ok {
+				return subscriber.StateBlocked, fmt.Sprintf("the upgrade schedule %q never opens", u.file.Upgrade)
+			}
+			u.later(m.Name, w.Start.Sub(now), again)
+			return subscriber.StateBlocked, fmt.Sprintf("waiting for the upgrade window (%s) opening at %s", u.file.Upgrade, w.Start.UTC().Format(time.RFC3339))
+		}
+	}
+	if u.file.FollowParent && (parentAgent == "" || newerVersion(m.Version, parentAgent)) {
+		return subscriber.StateBlocked, fmt.Sprintf("waiting for the parent to run %s first (it runs %s; agent.follow_parent)", m.Version, orDash(parentAgent))
+	}
+	u.log.Info("agent: upgrading", "from", u.version, "to", m.Version, "revision", m.Revision)
+	if err := agent.Install(ctx, u.dir, m, u.src, u.kind, u.config); err != nil {
+		if ctx.Err() != nil {
+			return subscriber.StateReceived, "upgrade interrupted: " + err.Error()
+		}
+		reason := "its check failed: " + err.Error()
+		if _, serr := u.dir.Update(func(s *agent.State) error { s.RecordFailure(m, reason, time.Now()); return nil }); serr != nil {
+			u.log.Error("agent: state not saved", "err", serr)
+		}
+		u.log.Error("agent: new version refused", "version", m.Version, "err", err)
+		return subscriber.StateFailed, reason
+	}
+	if err := agent.Begin(u.dir, m, u.file.Probation, time.Now()); err != nil {
+		return subscriber.StateFailed, err.Error()
+	}
+	u.log.Info("agent: new version checked; restarting on it, on probation", "version", m.Version, "probation", u.file.Probation)
+	u.restart(agent.ErrRestart)
+	return subscriber.StateReceived, fmt.Sprintf("upgrading: restarting on %s", m.Version)
+}
+
+// later calls again after d, once per distribution.
+func (u *upgrader) later(name string, d time.Duration, again func()) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.retry == nil {
+		u.retry = map[string]*time.Timer{}
+	}
+	if t := u.retry[name]; t != nil {
+		t.Stop()
+	}
+	u.retry[name] = time.AfterFunc(d, again)
+}
+
+// stop cancels the waits for windows.
+func (u *upgrader) stop() {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	for _, t := range u.retry {
+		t.Stop()
+	}
+}
+
+// newerVersion reports whether a is a newer version than b.
+func newerVersion(a, b string) bool {
+	va, err := semver.NewVersion(a)
+	if err != nil {
+		return false
+	}
+	vb, err := semver.NewVersion(b)
+	return err != nil || va.GreaterThan(vb)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// agentShower is what probate shows its states on: a subscriber.
+type agentShower interface {
+	SetAgentState(m *distribution.Manifest, state, reason string)
+}
+
+// probate shows the state of the agent revisions held (running, failed)
+// and, if this version is on probation, commits it once healthy says
+// nil: the upgrade is done.
+func (u *upgrader) probate(ctx context.Context, show agentShower, st store.Store, healthy func() error) {
+	name := distribution.AgentName(agent.Platform())
+	manifests := map[string]*distribution.Manifest{} // by version
+	if revs, err := st.Revisions(name); err == nil {
+		for _, r := range revs {
+			if s, err := st.Signed(name, r.Revision); err == nil {
+				if m, err := s.Manifest(); err == nil {
+					manifests[m.Version] = m
+				}
+			}
+		}
+	}
+	state, err := u.dir.Load()
+	if err != nil {
+		u.log.Error("agent: state", "err", err)
+		return
+	}
+	if f, ok := state.Failed[name]; ok {
+		if m := manifests[f.Version]; m != nil && m.Revision == f.Revision {
+			show.SetAgentState(m, subscriber.StateFailed, f.Reason)
+		}
+	}
+	running := manifests[u.version]
+	if p := state.Probation; p != nil && p.Version == u.version && running != nil {
+		show.SetAgentState(running, subscriber.StateReceiving, fmt.Sprintf("on probation until healthy, at the latest %s", p.Deadline.UTC().Format(time.RFC3339)))
+	}
+	if err := agent.Probate(ctx, u.dir, u.version, healthy, u.log); err != nil {
+		u.log.Error("agent: probation", "err", err)
+		return
+	}
+	if ctx.Err() == nil && running != nil {
+		show.SetAgentState(running, subscriber.StateExtracted, "this version runs here")
+	}
+}
+
+// logShower shows agent states in the log: a distributor's own upgrade.
+type logShower struct{ log *slog.Logger }
+
+func (l logShower) SetAgentState(m *distribution.Manifest, state, reason string) {
+	l.log.Info("agent revision", "dist", m.Name, "rev", m.Revision, "version", m.Version, "state", state, "reason", reason)
+}

@@ -1,0 +1,175 @@
+//go:build linux
+
+package integration
+
+import (
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"ted/fleet"
+)
+
+// buildTed builds ted at version, with extra link-time settings (a broken
+// agent), into dir.
+func buildTed(t *testing.T, dir, version string, ldflags ...string) string {
+	t.Helper()
+	out := filepath.Join(dir, "ted-"+version)
+	flags := strings.Join(append([]string{"-X main.version=" + version}, ldflags...), " ")
+	build := exec.Command("go", "build", "-ldflags", flags, "-o", out, "../cmd/ted")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build ted %s: %v\n%s", version, err, b)
+	}
+	return out
+}
+
+// agentsAt returns, from the view at n, each node's agent version.
+func agentsAt(t *testing.T, n *node) (map[string]string, fleet.View) {
+	t.Helper()
+	v := fleetView(t, n)
+	out := map[string]string{}
+	for _, node := range v.Nodes {
+		out[node.Name] = node.Agent
+	}
+	return out, v
+}
+
+// Agents upgrade themselves: a lower-tier distributor and subscribers
+// under both tiers, running the old ted with agent blocks, take a new
+// build published on the agents channel, run it on probation, commit it,
+// and the top sees the new version everywhere; they still deliver. A
+// broken build (exits at start) is rolled back on every node, shown failed
+// with the reason at the top, and not tried again.
+func TestAgentUpgrade(t *testing.T) {
+	t.Parallel()
+	nw := newNetwork(t)
+	agentBlock := map[string]any{"agent": map[string]any{"channel": "agents", "probation": "40s"}}
+	dist1 := nw.distributor("dist-1", distributorSpec{channels: map[string]channel{
+		"web":    {publishers: []string{"pub-1"}, children: []string{"dist-2", "web-01"}},
+		"agents": {publishers: []string{"pub-1"}, children: []string{"dist-2", "web-01"}},
+	}})
+	dist2 := nw.distributor("dist-2", distributorSpec{parents: []string{dist1.addr}, channels: map[string]channel{
+		"web":    {children: []string{"web-02"}},
+		"agents": {children: []string{"web-02"}},
+	}, extra: agentBlock})
+	web1 := nw.subscriber("web-01", subscriberSpec{parents: []string{dist1.addr}, extra: agentBlock})
+	web2 := nw.subscriber("web-02", subscriberSpec{parents: []string{dist2.addr}, extra: agentBlock})
+
+	bins := t.TempDir()
+	good := buildTed(t, bins, "1.5.0")
+	mustTed(t, "dist", "build", "--store", nw.store, "--agent", good, "--channel", "agents", "--sign-key", nw.signKey)
+	platform := "ted-" + strings.ReplaceAll(goPlatform(t, good), "/", "-")
+	nw.publish(platform, dist1)
+
+	waitFor(t, "dist-2, web-01 and web-02 running 1.5.0, as the top sees them", func() (bool, string) {
+		agents, _ := agentsAt(t, dist1)
+		return agents["dist-2"] == "1.5.0" && agents["web-01"] == "1.5.0" && agents["web-02"] == "1.5.0", fmt.Sprint(agents)
+	})
+	// Committed, and shown so: the build's revision runs on each.
+	waitFor(t, "the agent revision shown running at the top", func() (bool, string) {
+		_, v := agentsAt(t, dist1)
+		for _, n := range v.Nodes {
+			if n.Role != "subscriber" {
+				continue
+			}
+			found := false
+			for _, d := range n.Distributions {
+				if d.Name == platform && d.Revision == 1 && d.State == "extracted" {
+					found = true
+				}
+			}
+			if !found {
+				return false, fmt.Sprintf("%s: %+v", n.Name, n.Distributions)
+			}
+		}
+		return true, ""
+	})
+	// They still deliver.
+	nw.build("1.0.0")
+	nw.publish("app", dist1)
+	web1.waitState(1, "extracted")
+	web2.waitState(1, "extracted")
+
+	// A broken build: exits as soon as it starts. Rolled back on every
+	// node, failed at the top with the reason.
+	broken := buildTed(t, bins, "1.6.0", "-X main.agentFault=exit")
+	mustTed(t, "dist", "build", "--store", nw.store, "--agent", broken, "--channel", "agents", "--sign-key", nw.signKey)
+	nw.publish(platform, dist1)
+	waitFor(t, "1.6.0 failed on web-01 and web-02 at the top, 1.5.0 still running", func() (bool, string) {
+		agents, v := agentsAt(t, dist1)
+		failed := 0
+		for _, n := range v.Nodes {
+			for _, d := range n.Distributions {
+				if d.Name == platform && d.Revision == 2 && d.State == "failed" && strings.Contains(d.Error, "exited during its probation") {
+					failed++
+				}
+			}
+		}
+		return failed == 2 && agents["web-01"] == "1.5.0" && agents["web-02"] == "1.5.0" && agents["dist-2"] == "1.5.0", fmt.Sprintf("%d failed, agents %v", failed, agents)
+	})
+	// Not tried again: a restart offers it again, and it stays failed.
+	web1.stop()
+	web1.start()
+	web1.waitDistState(platform, 2, "failed")
+	if n := strings.Count(web1.log(), "agent: upgrading"); n != 2 {
+		t.Errorf("web-01 started %d upgrades, want 2 (1.5.0, then 1.6.0 once)", n)
+	}
+}
+
+// goPlatform is the GOOS/GOARCH of the binary at path.
+func goPlatform(t *testing.T, path string) string {
+	t.Helper()
+	out, err := exec.Command("go", "version", "-m", path).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var goos, goarch string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == "build" {
+			if v, ok := strings.CutPrefix(f[1], "GOOS="); ok {
+				goos = v
+			}
+			if v, ok := strings.CutPrefix(f[1], "GOARCH="); ok {
+				goarch = v
+			}
+		}
+	}
+	return goos + "/" + goarch
+}
+
+// A build that starts but never connects is stopped when its probation
+// ends and rolled back: the node runs the old version again, and the top
+// shows the build failed with the reason.
+func TestAgentUpgradeRollsBackAStall(t *testing.T) {
+	t.Parallel()
+	nw := newNetwork(t)
+	dist1 := nw.distributor("dist-1", distributorSpec{channels: map[string]channel{
+		"web":    {publishers: []string{"pub-1"}, children: []string{"web-01"}},
+		"agents": {publishers: []string{"pub-1"}, children: []string{"web-01"}},
+	}})
+	web1 := nw.subscriber("web-01", subscriberSpec{parents: []string{dist1.addr},
+		extra: map[string]any{"agent": map[string]any{"channel": "agents", "probation": "5s"}}})
+	stall := buildTed(t, t.TempDir(), "1.5.0", "-X main.agentFault=stall")
+	mustTed(t, "dist", "build", "--store", nw.store, "--agent", stall, "--channel", "agents", "--sign-key", nw.signKey)
+	platform := "ted-" + strings.ReplaceAll(goPlatform(t, stall), "/", "-")
+	nw.publish(platform, dist1)
+	web1.waitLog("agent: upgrading")
+	waitFor(t, "the stalled build failed at the top, the old version running", func() (bool, string) {
+		agents, v := agentsAt(t, dist1)
+		for _, n := range v.Nodes {
+			for _, d := range n.Distributions {
+				if n.Name == "web-01" && d.Name == platform && d.State == "failed" {
+					return strings.Contains(d.Error, "not healthy within its probation") && agents["web-01"] != "1.5.0", d.Error + " / " + agents["web-01"]
+				}
+			}
+		}
+		return false, fmt.Sprint(agents)
+	})
+	// It delivers on the old version.
+	nw.build("1.0.0")
+	nw.publish("app", dist1)
+	web1.waitState(1, "extracted")
+}
