@@ -79,7 +79,7 @@ type Distributor struct {
 	// parentAgent the parent's ted version.
 	upstream    transport.Session
 	parentAgent string
-	started  time.Time
+	started     time.Time
 	// leases fence the nodes of cluster children: one lease per cluster,
 	// kept in DataDir so a restart does not take it from its holder.
 	leases *transport.Leases
