@@ -139,6 +139,7 @@ func (l *Launcher) probation(ctx context.Context, self string, st State) (code i
 	}); err != nil {
 		return 1, false, err
 	}
+	fault("launching")
 	bin := l.Dir.Binary(p.Version)
 	l.Log.Info("agent: starting the new version on probation", "version", p.Version, "attempt", p.Attempts+1, "deadline", p.Deadline)
 	status, stopped, err := l.supervise(ctx, bin, p)
@@ -224,7 +225,8 @@ func (l *Launcher) supervise(ctx context.Context, bin string, p *Probation) (chi
 		case err := <-done:
 			st.exit = cmd.ProcessState.ExitCode()
 			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-				st.signal = ws.Signal().String()
+				// As a shell reports it: 128 + the signal.
+				st.signal, st.exit = ws.Signal().String(), 128+int(ws.Signal())
 			}
 			_ = err
 			return st, stopped, nil

@@ -15,6 +15,17 @@ import (
 // StateFile is the upgrade state, in the agent directory.
 const StateFile = "state.json"
 
+// Fault, if set, is called at each step of an upgrade with the step's
+// name (written, installed, begun, launching, committed): the crash tests
+// kill the process there, as kill -9 would.
+var Fault func(step string)
+
+func fault(step string) {
+	if Fault != nil {
+		Fault(step)
+	}
+}
+
 // State is what a node's agent directory says about which ted runs.
 type State struct {
 	// Current is the version that runs when no upgrade is under way: a

@@ -56,6 +56,7 @@ func Install(ctx context.Context, dir Dir, m *distribution.Manifest, src distrib
 	if err := distribution.Materialize(ctx, m, src, tmp, distribution.MaterializeOptions{}); err != nil {
 		return fmt.Errorf("agent %s: write: %w", m.Version, err)
 	}
+	fault("written")
 	if err := check(ctx, filepath.Join(tmp, distribution.AgentFile), m.Version, kind, config); err != nil {
 		_ = os.RemoveAll(tmp)
 		return err
@@ -66,7 +67,11 @@ func Install(ctx context.Context, dir Dir, m *distribution.Manifest, src distrib
 	if err := os.Rename(tmp, final); err != nil {
 		return err
 	}
-	return syncDir(string(dir))
+	if err := syncDir(string(dir)); err != nil {
+		return err
+	}
+	fault("installed")
+	return nil
 }
 
 // check runs a new binary: `version --json` must say version, and
@@ -111,6 +116,9 @@ func Begin(dir Dir, m *distribution.Manifest, bound time.Duration, now time.Time
 		st.Probation = &Probation{Name: m.Name, Revision: m.Revision, Version: m.Version, Started: now, Deadline: now.Add(bound)}
 		return nil
 	})
+	if err == nil {
+		fault("begun")
+	}
 	return err
 }
 
@@ -140,6 +148,7 @@ func Probate(ctx context.Context, dir Dir, version string, healthy func() error,
 			})
 			if err == nil && st.Last != nil {
 				log.Info("agent: upgrade committed", "from", st.Last.From, "to", st.Last.To)
+				fault("committed")
 			}
 			return err
 		}

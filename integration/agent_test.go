@@ -4,6 +4,7 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -172,4 +173,50 @@ func TestAgentUpgradeRollsBackAStall(t *testing.T) {
 	nw.build("1.0.0")
 	nw.publish("app", dist1)
 	web1.waitState(1, "extracted")
+}
+
+// kill -9 at every step of an upgrade: after the write of the new binary,
+// once it is in place, once its probation is recorded, as the launcher
+// starts it, and right after it commits. Started again, the node runs, and
+// the upgrade ends done: the new version runs, committed, as the top sees
+// it.
+func TestAgentUpgradeCrashAtEveryStep(t *testing.T) {
+	t.Parallel()
+	good := buildTed(t, t.TempDir(), "1.5.0")
+	for _, step := range []string{"written", "installed", "begun", "launching", "committed"} {
+		t.Run(step, func(t *testing.T) {
+			t.Parallel()
+			nw := newNetwork(t)
+			dist1 := nw.distributor("dist-1", distributorSpec{channels: map[string]channel{
+				"web":    {publishers: []string{"pub-1"}, children: []string{"web-01"}},
+				"agents": {publishers: []string{"pub-1"}, children: []string{"web-01"}},
+			}})
+			web1 := nw.subscriber("web-01", subscriberSpec{parents: []string{dist1.addr},
+				extra: map[string]any{"agent": map[string]any{"channel": "agents", "probation": "40s"}}})
+			web1.stop()
+			web1.env = []string{"TED_TEST_AGENT_KILL_AT=" + step}
+			web1.start()
+			mustTed(t, "dist", "build", "--store", nw.store, "--agent", good, "--channel", "agents", "--sign-key", nw.signKey)
+			platform := "ted-" + strings.ReplaceAll(goPlatform(t, good), "/", "-")
+			nw.publish(platform, dist1)
+			web1.waitEnded()
+			web1.env = nil
+			web1.start()
+			waitFor(t, "web-01 running 1.5.0, committed, as the top sees it", func() (bool, string) {
+				agents, v := agentsAt(t, dist1)
+				for _, n := range v.Nodes {
+					for _, d := range n.Distributions {
+						if n.Name == "web-01" && d.Name == platform {
+							return agents["web-01"] == "1.5.0" && d.State == "extracted", fmt.Sprintf("%s %s %s", agents["web-01"], d.State, d.Reason+d.Error)
+						}
+					}
+				}
+				return false, fmt.Sprint(agents)
+			})
+			st, err := os.ReadFile(filepath.Join(web1.dataDir, "agent", "state.json"))
+			if err != nil || !strings.Contains(string(st), `"current": "1.5.0"`) || strings.Contains(string(st), "probation") {
+				t.Errorf("agent state after the crash at %s: %v\n%s", step, err, st)
+			}
+		})
+	}
 }

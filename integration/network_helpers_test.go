@@ -544,6 +544,26 @@ func (n *node) waitKilled() {
 	}
 }
 
+// waitEnded waits for the daemon to end, however it does (an upgrade
+// crash test kills one process of two, and the other exits then).
+func (n *node) waitEnded() {
+	n.nw.t.Helper()
+	n.mu.Lock()
+	p := n.proc
+	n.mu.Unlock()
+	if p == nil {
+		n.nw.t.Fatalf("%s is not running", n.name)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(waitTimeout):
+		n.nw.t.Fatalf("%s did not end within %s:\n%s", n.name, waitTimeout, n.runLog())
+	}
+	n.mu.Lock()
+	n.proc = nil
+	n.mu.Unlock()
+}
+
 // signal sends sig and waits up to timeout for the exit; it returns the
 // exit error (nil for exit 0), killing the process if it does not exit.
 func (n *node) signal(sig syscall.Signal, timeout time.Duration) error {

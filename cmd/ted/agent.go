@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/Masterminds/semver/v3"
@@ -99,10 +100,24 @@ func brokenAgent(ctx context.Context) error {
 	return nil
 }
 
+// agentKillAtEnv names an upgrade step (agent.Fault) at which the
+// process kills itself: the upgrade crash tests.
+const agentKillAtEnv = "TED_TEST_AGENT_KILL_AT"
+
 // launchAgent runs, at the start of `distributor run` and `subscriber
 // run`, the version the agent directory says (agent.Launcher): nil means
 // this process goes on; an exitStatus that the version it ran has ended.
 func launchAgent(ctx context.Context, dataDir string, args []string, log *slog.Logger) error {
+	if point := os.Getenv(agentKillAtEnv); point != "" {
+		// Crash tests: die at an upgrade step as kill -9 would.
+		log.Warn("fault injection: the process kills itself at an upgrade step", "env", agentKillAtEnv, "point", point)
+		agent.Fault = func(step string) {
+			if step == point {
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {} // the signal is on its way
+			}
+		}
+	}
 	l := &agent.Launcher{Dir: agentDir(dataDir), Version: buildVersion().Version, Args: args, Log: log}
 	run, code, err := l.Launch(ctx)
 	if err != nil {
