@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
@@ -553,7 +554,19 @@ func (d *Distributor) parentStatus() *transport.Status {
 			continue
 		}
 		for _, r := range revs {
-			st.Revisions = append(st.Revisions, transport.RevisionState{Name: r.Name, Revision: r.Revision, Version: r.Version, State: "received"})
+			rs := transport.RevisionState{Name: r.Name, Revision: r.Revision, Version: r.Version, State: "received"}
+			if r.Kind == distribution.KindAgent && d.cfg.AgentState != nil && r.Name == distribution.AgentName(runtime.GOOS+"/"+runtime.GOARCH) {
+				// This node's own build: whether it runs, failed or is
+				// held, as its upgrader says.
+				var why string
+				rs.State, why = d.cfg.AgentState(r.Name, r.Revision, r.Version)
+				if rs.State == "failed" {
+					rs.Error = why
+				} else {
+					rs.Reason = why
+				}
+			}
+			st.Revisions = append(st.Revisions, rs)
 		}
 	}
 	d.mu.Lock()

@@ -72,6 +72,10 @@ type Config struct {
 	// own: the distributor's own upgrade. It relays them to its children
 	// either way.
 	OnAgent func(m *distribution.Manifest, parentAgent string)
+	// AgentState, if set, says what became of an agent revision for this
+	// node's platform (runs here, failed, held), as its report up shows
+	// it; without it such revisions show as received.
+	AgentState func(name string, rev uint64, version string) (state, reason string)
 }
 
 // FleetConfig tunes what a distributor knows of its subtree (package

@@ -72,8 +72,8 @@ func TestAgentUpgrade(t *testing.T) {
 	waitFor(t, "the agent revision shown running at the top", func() (bool, string) {
 		_, v := agentsAt(t, dist1)
 		for _, n := range v.Nodes {
-			if n.Role != "subscriber" {
-				continue
+			if n.Name == "dist-1" {
+				continue // no agent block: it holds the build, relays it, runs the old one
 			}
 			found := false
 			for _, d := range n.Distributions {
@@ -98,7 +98,7 @@ func TestAgentUpgrade(t *testing.T) {
 	broken := buildTed(t, bins, "1.6.0", "-X main.agentFault=exit")
 	mustTed(t, "dist", "build", "--store", nw.store, "--agent", broken, "--channel", "agents", "--sign-key", nw.signKey)
 	nw.publish(platform, dist1)
-	waitFor(t, "1.6.0 failed on web-01 and web-02 at the top, 1.5.0 still running", func() (bool, string) {
+	waitFor(t, "1.6.0 failed on dist-2, web-01 and web-02 at the top, 1.5.0 still running", func() (bool, string) {
 		agents, v := agentsAt(t, dist1)
 		failed := 0
 		for _, n := range v.Nodes {
@@ -108,7 +108,7 @@ func TestAgentUpgrade(t *testing.T) {
 				}
 			}
 		}
-		return failed == 2 && agents["web-01"] == "1.5.0" && agents["web-02"] == "1.5.0" && agents["dist-2"] == "1.5.0", fmt.Sprintf("%d failed, agents %v", failed, agents)
+		return failed == 3 && agents["web-01"] == "1.5.0" && agents["web-02"] == "1.5.0" && agents["dist-2"] == "1.5.0", fmt.Sprintf("%d failed, agents %v", failed, agents)
 	})
 	// Not tried again: a restart offers it again, and it stays failed.
 	web1.stop()

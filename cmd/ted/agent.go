@@ -298,3 +298,25 @@ type logShower struct{ log *slog.Logger }
 func (l logShower) SetAgentState(m *distribution.Manifest, state, reason string) {
 	l.log.Info("agent revision", "dist", m.Name, "rev", m.Revision, "version", m.Version, "state", state, "reason", reason)
 }
+
+// state says what became of agent revision rev (version) of name here:
+// it runs, it failed (with the reason), it is on probation, or held.
+func (u *upgrader) state(name string, rev uint64, version string) (state, reason string) {
+	if version == u.version {
+		return subscriber.StateExtracted, "this version runs here"
+	}
+	st, err := u.dir.Load()
+	if err != nil {
+		return subscriber.StateReceived, err.Error()
+	}
+	if f, ok := st.Failed[name]; ok && f.Revision == rev {
+		return subscriber.StateFailed, f.Reason
+	}
+	if p := st.Probation; p != nil && p.Name == name && p.Revision == rev {
+		return subscriber.StateReceived, "upgrading: on probation"
+	}
+	if !newerVersion(version, u.version) {
+		return subscriber.StateSuperseded, fmt.Sprintf("version %s is not newer than %s, which runs", version, u.version)
+	}
+	return subscriber.StateReceived, "held"
+}

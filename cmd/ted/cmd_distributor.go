@@ -132,6 +132,7 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 			log.Info("agent revision", "dist", m.Name, "rev", m.Revision, "version", m.Version, "state", state, "reason", reason)
 		}
 		cfg.OnAgent = offer
+		cfg.AgentState = u.state
 	}
 	d, err := distributor.New(cfg, n.store, log)
 	if err != nil {
