@@ -18,6 +18,7 @@ import (
 // does, and exits.
 func TestMain(m *testing.M) {
 	if os.Getenv("AGENT_TEST_CHILD") == "commit" {
+		MinHealthy = 0
 		dir := Dir(os.Getenv("AGENT_TEST_DIR"))
 		if err := Probate(context.Background(), dir, os.Getenv("AGENT_TEST_VERSION"), func() error { return nil }, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 			os.Exit(9)
@@ -112,14 +113,74 @@ func TestLaunchRollsBackAtTheDeadline(t *testing.T) {
 	if f, ok := st.Failed["ted-linux-amd64"]; !ok || !strings.Contains(f.Reason, "not healthy within its probation") {
 		t.Fatalf("state %+v", st)
 	}
-	// A restart after the deadline (the launcher was killed) rolls back
-	// without starting it.
-	onProbation(t, dir, "1.5.0", -time.Second)
-	if run, _, err := l.Launch(t.Context()); err != nil || !run {
-		t.Fatalf("run %v, %v", run, err)
+}
+
+// Stopping the launcher during a probation (systemctl stop, a reboot) is
+// no fault of the new version: it is stopped once, the launcher ends
+// cleanly, and the stop is not counted as an attempt.
+func TestLaunchStopIsNotAnAttempt(t *testing.T) {
+	mark := filepath.Join(t.TempDir(), "trapped")
+	t.Setenv("AGENT_TEST_MARK", mark)
+	dir := agentDir(t, "1.5.0", `trap 'exit 0' TERM; touch "$AGENT_TEST_MARK"; while :; do sleep 0.05; done`)
+	onProbation(t, dir, "1.5.0", time.Minute)
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() {
+		// Stopped once the child is up and handles SIGTERM (polled).
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			if _, err := os.Stat(mark); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+	}()
+	l := &Launcher{Dir: dir, Version: "1.4.0", Args: []string{"ted"}, Log: quiet()}
+	run, code, err := l.Launch(ctx)
+	if err != nil || run || code != 0 {
+		t.Fatalf("a stop: run %v, code %d, %v; want a clean end", run, code, err)
 	}
-	if st, _ := dir.Load(); st.Probation != nil {
-		t.Fatalf("still on probation: %+v", st)
+	st, _ := dir.Load()
+	if st.Probation == nil || st.Probation.Attempts != 0 || len(st.Failed) != 0 {
+		t.Fatalf("after a stop: %+v", st)
+	}
+}
+
+// Two launchers on one data directory: the second is refused.
+func TestLaunchLock(t *testing.T) {
+	dir := Dir(t.TempDir())
+	unlock, err := dir.lock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	l := &Launcher{Dir: dir, Version: "1.4.0", Args: []string{"ted"}, Log: quiet()}
+	if _, _, err := l.Launch(t.Context()); err == nil || !strings.Contains(err.Error(), "another ted runs") {
+		t.Fatalf("a second launcher: %v", err)
+	}
+}
+
+// A probation of a version the installed binary is newer than is dropped
+// (a package upgrade under the agent), and a state that does not read is
+// moved aside: the installed binary runs either way.
+func TestLaunchFallsBack(t *testing.T) {
+	dir := agentDir(t, "1.3.0", "exit 0")
+	onProbation(t, dir, "1.3.0", time.Minute)
+	l := &Launcher{Dir: dir, Version: "1.4.0", Args: []string{"ted"}, Log: quiet()}
+	if run, _, err := l.Launch(t.Context()); err != nil || !run {
+		t.Fatalf("older probation: run %v, %v", run, err)
+	}
+	if st, _ := dir.Load(); st.Probation != nil || !strings.Contains(st.Failed["ted-linux-amd64"].Reason, "not newer than the installed") {
+		t.Fatalf("state %+v", st)
+	}
+	if err := os.WriteFile(filepath.Join(string(dir), StateFile), nil, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if run, _, err := l.Launch(t.Context()); err != nil || !run {
+		t.Fatalf("a state that does not read: run %v, %v", run, err)
+	}
+	if st, err := dir.Load(); err != nil || st.Current != "" {
+		t.Fatalf("after moving it aside: %+v, %v", st, err)
 	}
 }
 

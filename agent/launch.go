@@ -78,6 +78,7 @@ func (l *Launcher) clock() time.Time {
 // with) another version, and exits with code.
 func (l *Launcher) Launch(ctx context.Context) (run bool, code int, err error) {
 	if os.Getenv(envRole) == "agent" {
+		takeEnv()
 		return true, 0, nil
 	}
 	if l.MaxAttempts <= 0 {
@@ -87,12 +88,34 @@ func (l *Launcher) Launch(ctx context.Context) (run bool, code int, err error) {
 	if err != nil {
 		return false, 1, err
 	}
+	// One launcher per data directory: a second one (a copy of the
+	// service started by hand) must not count attempts or roll back the
+	// probation the first one runs. The lock goes with an exec.
+	unlock, err := l.Dir.lock()
+	if err != nil {
+		return false, 1, err
+	}
+	defer unlock()
 	for {
 		st, err := l.Dir.Load()
 		if err != nil {
-			return false, 1, err
+			// A state that does not read must not keep the node down: it
+			// is moved aside and the installed binary runs.
+			l.Log.Error("agent: the upgrade state does not read; moved aside, the installed binary runs", "err", err)
+			if merr := l.Dir.moveAside(); merr != nil {
+				return false, 1, errors.Join(err, merr)
+			}
+			return true, 0, nil
 		}
 		if p := st.Probation; p != nil {
+			if !newer(p.Version, l.Version) {
+				// The package installed a binary at least as new under
+				// the upgrade: the older build does not run.
+				if err := l.rollback(fmt.Sprintf("version %s is not newer than the installed %s", p.Version, l.Version)); err != nil {
+					return false, 1, err
+				}
+				continue
+			}
 			code, again, err := l.probation(ctx, self, st)
 			if err != nil || !again {
 				return false, code, err
@@ -106,16 +129,13 @@ func (l *Launcher) Launch(ctx context.Context) (run bool, code int, err error) {
 			return true, 0, nil
 		}
 		bin := l.Dir.Binary(target)
-		if _, err := os.Stat(bin); err != nil {
-			l.Log.Warn("agent: the current version's binary is missing; running the installed one", "version", target, "err", err)
-			return true, 0, nil
-		}
 		l.Log.Info("agent: running the current version", "version", target, "binary", bin)
-		env := agentEnv(self, false)
-		if err := syscall.Exec(bin, append([]string{bin}, l.Args[1:]...), env); err != nil {
-			return false, 1, fmt.Errorf("agent: start %s: %w", bin, err)
-		}
-		return false, 0, nil // not reached
+		unlock()
+		err = syscall.Exec(bin, append([]string{bin}, l.Args[1:]...), agentEnv(self, false))
+		// Not run (gone, not executable, a noexec mount): the installed
+		// binary runs rather than nothing.
+		l.Log.Error("agent: the current version does not start; the installed binary runs", "version", target, "binary", bin, "err", err)
+		return true, 0, nil
 	}
 }
 
@@ -124,16 +144,20 @@ func (l *Launcher) Launch(ctx context.Context) (run bool, code int, err error) {
 // rollback was recorded).
 func (l *Launcher) probation(ctx context.Context, self string, st State) (code int, again bool, err error) {
 	p := st.Probation
-	now := l.clock()
-	switch {
-	case !now.Before(p.Deadline):
-		return 0, true, l.rollback(fmt.Sprintf("not healthy within its probation (deadline %s)", p.Deadline.UTC().Format(time.RFC3339)))
-	case p.Attempts >= l.MaxAttempts:
+	if p.Attempts >= l.MaxAttempts {
 		return 0, true, l.rollback(fmt.Sprintf("started %d times without becoming healthy", p.Attempts))
 	}
+	// Each attempt has the whole probation, from its own start: a node
+	// that was down (a reboot) or slow to stop does not eat into it.
+	bound := p.Deadline.Sub(p.Started)
+	if bound <= 0 {
+		bound = DefaultProbation
+	}
+	deadline := l.clock().Add(bound)
 	if _, err := l.Dir.Update(func(s *State) error {
 		if s.Probation != nil {
 			s.Probation.Attempts++
+			s.Probation.Started, s.Probation.Deadline = l.clock(), deadline
 		}
 		return nil
 	}); err != nil {
@@ -141,8 +165,8 @@ func (l *Launcher) probation(ctx context.Context, self string, st State) (code i
 	}
 	fault("launching")
 	bin := l.Dir.Binary(p.Version)
-	l.Log.Info("agent: starting the new version on probation", "version", p.Version, "attempt", p.Attempts+1, "deadline", p.Deadline)
-	status, stopped, err := l.supervise(ctx, bin, p)
+	l.Log.Info("agent: starting the new version on probation", "version", p.Version, "attempt", p.Attempts+1, "deadline", deadline)
+	status, stopped, err := l.supervise(ctx, bin, p.Version, deadline)
 	if err != nil {
 		return 0, true, l.rollback(fmt.Sprintf("could not start %s: %v", bin, err))
 	}
@@ -150,19 +174,34 @@ func (l *Launcher) probation(ctx context.Context, self string, st State) (code i
 	if err != nil {
 		return 1, false, err
 	}
+	onProbation := after.Probation != nil && after.Probation.Version == p.Version
 	switch {
 	case status.exit == ExitRestart:
 		return 0, true, nil
-	case after.Probation == nil || after.Probation.Version != p.Version:
+	case !onProbation && status.timedOut:
+		// It committed as it was being stopped at its deadline: it is the
+		// current version, and runs again.
+		return 0, true, nil
+	case !onProbation:
 		// Committed (or rolled back by the child): its end is the
 		// daemon's end.
+		if stopped {
+			return 0, false, nil
+		}
 		return status.exit, false, nil
 	case stopped:
 		// Stopped by the operator or the service manager while on
-		// probation: not its fault; the next start goes on with it.
-		return status.exit, false, nil
+		// probation: not its fault, and not an attempt; the next start
+		// goes on with it.
+		_, err := l.Dir.Update(func(s *State) error {
+			if s.Probation != nil && s.Probation.Attempts > 0 {
+				s.Probation.Attempts--
+			}
+			return nil
+		})
+		return 0, false, err
 	case status.timedOut:
-		return 0, true, l.rollback(fmt.Sprintf("not healthy within its probation (%s)", p.Deadline.Sub(p.Started).Round(time.Second)))
+		return 0, true, l.rollback(fmt.Sprintf("not healthy within its probation (%s)", bound.Round(time.Second)))
 	}
 	return 0, true, l.rollback(fmt.Sprintf("exited during its probation: %s", status.describe()))
 }
@@ -198,10 +237,10 @@ func (s childStatus) describe() string {
 }
 
 // supervise runs bin with the launcher's arguments until it exits,
-// forwarding SIGTERM and SIGHUP, and stops it if the probation's deadline
-// passes while it is still on probation. stopped: the launcher was told to
-// stop meanwhile.
-func (l *Launcher) supervise(ctx context.Context, bin string, p *Probation) (childStatus, bool, error) {
+// forwarding SIGTERM and SIGHUP, and stops it if the deadline passes while
+// version is still on probation. stopped: the launcher was told to stop
+// meanwhile. A child stopped is given stopGrace before it is killed.
+func (l *Launcher) supervise(ctx context.Context, bin, version string, deadline time.Time) (childStatus, bool, error) {
 	self, _ := os.Executable()
 	cmd := exec.Command(bin, l.Args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -220,27 +259,38 @@ func (l *Launcher) supervise(ctx context.Context, bin string, p *Probation) (chi
 	var st childStatus
 	stopped := false
 	var killAt time.Time
+	// stop asks the child to stop, once, and kills it after the grace.
+	stop := func() {
+		if killAt.IsZero() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			killAt = l.clock().Add(stopGrace)
+		}
+	}
+	ctxDone := ctx.Done()
 	for {
 		select {
-		case err := <-done:
+		case <-done:
 			st.exit = cmd.ProcessState.ExitCode()
 			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 				// As a shell reports it: 128 + the signal.
 				st.signal, st.exit = ws.Signal().String(), 128+int(ws.Signal())
 			}
-			_ = err
 			return st, stopped, nil
 		case sig := <-sigs:
-			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+			switch sig {
+			case syscall.SIGHUP:
+				_ = cmd.Process.Signal(sig)
+			case syscall.SIGTERM:
+				stopped = true
+				stop()
+			case syscall.SIGINT:
+				// A terminal's Ctrl-C reaches the child itself.
 				stopped = true
 			}
-			if sig != syscall.SIGINT {
-				// A terminal's Ctrl-C reaches the child itself.
-				_ = cmd.Process.Signal(sig)
-			}
-		case <-ctx.Done():
+		case <-ctxDone:
+			ctxDone = nil // once
 			stopped = true
-			_ = cmd.Process.Signal(syscall.SIGTERM)
+			stop()
 		case <-tick.C:
 			if !killAt.IsZero() {
 				if l.clock().After(killAt) {
@@ -248,19 +298,22 @@ func (l *Launcher) supervise(ctx context.Context, bin string, p *Probation) (chi
 				}
 				continue
 			}
-			if l.clock().Before(p.Deadline) {
+			if l.clock().Before(deadline) {
 				continue
 			}
 			cur, err := l.Dir.Load()
-			if err == nil && cur.Probation != nil && cur.Probation.Version == p.Version {
-				l.Log.Warn("agent: the new version is not healthy by its deadline; stopping it", "version", p.Version)
+			if err == nil && cur.Probation != nil && cur.Probation.Version == version {
+				l.Log.Warn("agent: the new version is not healthy by its deadline; stopping it", "version", version)
 				st.timedOut = true
-				_ = cmd.Process.Signal(syscall.SIGTERM)
-				killAt = l.clock().Add(30 * time.Second)
+				stop()
 			}
 		}
 	}
 }
+
+// stopGrace is how long a child asked to stop may take before it is
+// killed.
+const stopGrace = 30 * time.Second
 
 // agentEnv is the environment of an agent started by this launcher.
 func agentEnv(launcher string, supervised bool) []string {
@@ -274,25 +327,45 @@ func agentEnv(launcher string, supervised bool) []string {
 	return env
 }
 
+// The launcher's environment, as this process was given it: read once
+// (takeEnv) and unset, so that the commands the daemon runs (a
+// distribution's actions, which may start a ted of their own) do not
+// inherit it.
+var (
+	launched     bool
+	launcherPath string
+	supervised   bool
+)
+
+// Launched reports whether this process was started by a launcher (it
+// runs an agent version, or one on probation).
+func Launched() bool { return launched }
+
+// takeEnv reads and unsets the launcher's environment.
+func takeEnv() {
+	launched = true
+	launcherPath, supervised = os.Getenv(envLauncher), os.Getenv(envSupervised) == "1"
+	for _, k := range []string{envRole, envLauncher, envSupervised} {
+		_ = os.Unsetenv(k)
+	}
+}
+
 // Relaunch starts the launch again once a daemon has begun an upgrade
 // (ErrRestart) and closed everything: a supervised agent exits with
 // ExitRestart for its launcher; any other process replaces itself with
 // the launcher. It returns only on an error.
 func Relaunch(args []string) error {
-	if os.Getenv(envSupervised) == "1" {
+	if supervised {
 		os.Exit(ExitRestart)
 	}
-	launcher := os.Getenv(envLauncher)
+	launcher := launcherPath
 	if launcher == "" {
 		var err error
 		if launcher, err = os.Executable(); err != nil {
 			return err
 		}
 	}
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return strings.HasPrefix(kv, envRole+"=") || strings.HasPrefix(kv, envLauncher+"=") || strings.HasPrefix(kv, envSupervised+"=")
-	})
-	return syscall.Exec(launcher, append([]string{launcher}, args[1:]...), env)
+	return syscall.Exec(launcher, append([]string{launcher}, args[1:]...), os.Environ())
 }
 
 // newer reports whether version a is newer than b (semantic versions; a

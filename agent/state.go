@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"ted/distribution"
@@ -105,14 +106,50 @@ func (d Dir) Save(st State) error {
 		return err
 	}
 	name := filepath.Join(string(d), StateFile)
-	tmp := name + ".tmp"
-	if err := writeSynced(tmp, b, 0o640); err != nil {
+	f, err := os.CreateTemp(string(d), StateFile+".*.tmp")
+	if err != nil {
 		return fmt.Errorf("agent state: %w", err)
 	}
-	if err := os.Rename(tmp, name); err != nil {
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, name)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
 		return fmt.Errorf("agent state: %w", err)
 	}
 	return syncDir(string(d))
+}
+
+// moveAside renames a state that does not read out of the way, keeping
+// it for a look.
+func (d Dir) moveAside() error {
+	name := filepath.Join(string(d), StateFile)
+	return os.Rename(name, fmt.Sprintf("%s.bad-%d", name, time.Now().Unix()))
+}
+
+// lock takes the agent directory's launcher lock, or says who holds it.
+func (d Dir) lock() (unlock func(), err error) {
+	if err := os.MkdirAll(string(d), 0o750); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(string(d), "launcher.lock"), os.O_CREATE|os.O_RDWR, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if err := flock(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("agent: another ted runs on this data directory (%s is locked): %w", f.Name(), err)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { f.Close() }) }, nil
 }
 
 // Update loads the state, applies fn and saves the result.
@@ -165,22 +202,6 @@ func (st *State) commit(now time.Time) {
 	st.Last = &Upgrade{From: st.Current, To: p.Version, At: now}
 	st.Previous, st.Current = st.Current, p.Version
 	st.Probation = nil
-}
-
-func writeSynced(name string, b []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 func syncDir(dir string) error {

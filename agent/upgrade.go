@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"ted/distribution"
@@ -17,6 +18,11 @@ import (
 
 // DefaultProbation is how long a new version has to become healthy.
 const DefaultProbation = 60 * time.Second
+
+// MinHealthy is how long a new version must stay healthy before it is
+// committed: a daemon healthy for an instant (its store opened before it
+// failed to listen) is not yet a working one.
+var MinHealthy = 5 * time.Second
 
 // Platform is this process's GOOS/GOARCH, as agent revisions name it.
 func Platform() string { return runtime.GOOS + "/" + runtime.GOARCH }
@@ -57,7 +63,13 @@ func Install(ctx context.Context, dir Dir, m *distribution.Manifest, src distrib
 		return fmt.Errorf("agent %s: write: %w", m.Version, err)
 	}
 	fault("written")
-	if err := check(ctx, filepath.Join(tmp, distribution.AgentFile), m.Version, kind, config); err != nil {
+	bin := filepath.Join(tmp, distribution.AgentFile)
+	// The mode is the one the manifest says, which a publisher chose: the
+	// binary is run with nothing more than execute permission.
+	if err := os.Chmod(bin, 0o755); err != nil {
+		return err
+	}
+	if err := check(ctx, bin, m.Version, kind, config); err != nil {
 		_ = os.RemoveAll(tmp)
 		return err
 	}
@@ -113,6 +125,9 @@ func run(ctx context.Context, bin string, args ...string) ([]byte, error) {
 // and relaunches (ErrRestart, Relaunch).
 func Begin(dir Dir, m *distribution.Manifest, bound time.Duration, now time.Time) error {
 	_, err := dir.Update(func(st *State) error {
+		if p := st.Probation; p != nil {
+			return fmt.Errorf("agent: %s is on probation already", p.Version)
+		}
 		st.Probation = &Probation{Name: m.Name, Revision: m.Revision, Version: m.Version, Started: now, Deadline: now.Add(bound)}
 		return nil
 	})
@@ -137,9 +152,14 @@ func Probate(ctx context.Context, dir Dir, version string, healthy func() error,
 	log.Info("agent: on probation until healthy", "version", version, "deadline", st.Probation.Deadline)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var last error
+	var since time.Time // healthy since, without a break
 	for {
-		if last = healthy(); last == nil {
+		if healthy() != nil {
+			since = time.Time{}
+		} else if since.IsZero() {
+			since = time.Now()
+		}
+		if !since.IsZero() && time.Since(since) >= MinHealthy {
 			st, err := dir.Update(func(s *State) error {
 				if s.Probation != nil && s.Probation.Version == version {
 					s.commit(time.Now())
@@ -147,8 +167,9 @@ func Probate(ctx context.Context, dir Dir, version string, healthy func() error,
 				return nil
 			})
 			if err == nil && st.Last != nil {
-				log.Info("agent: upgrade committed", "from", st.Last.From, "to", st.Last.To)
+				log.Info("agent: upgrade committed", "from", orInstalled(st.Last.From), "to", st.Last.To)
 				fault("committed")
+				dir.prune(st)
 			}
 			return err
 		}
@@ -157,5 +178,28 @@ func Probate(ctx context.Context, dir Dir, version string, healthy func() error,
 			return nil
 		case <-tick.C:
 		}
+	}
+}
+
+// orInstalled names the installed binary in messages.
+func orInstalled(version string) string {
+	if version == "" {
+		return "the installed binary"
+	}
+	return version
+}
+
+// prune removes the binaries of versions the state no longer names: the
+// current one and the one before it are kept (the way back).
+func (d Dir) prune(st State) {
+	entries, err := os.ReadDir(string(d))
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == st.Current || e.Name() == st.Previous || strings.HasSuffix(e.Name(), ".new") {
+			continue
+		}
+		_ = os.RemoveAll(filepath.Join(string(d), e.Name()))
 	}
 }

@@ -86,6 +86,8 @@ type Distributor struct {
 	// fleet is what this node knows of its subtree (fleet.go).
 	fleet        *fleet.Table
 	fleetMetrics fleetMetrics
+	// reportNow asks the reporter to send this node's status again.
+	reportNow chan struct{}
 }
 
 // incoming is a revision being received.
@@ -132,6 +134,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Distributor, error) {
 		started:    time.Now(),
 		leases:     leases,
 		sessions:   map[transport.Session]*transport.Hello{},
+		reportNow:  make(chan struct{}, 1),
 	}
 	d.live.Store(newMembership(&cfg))
 	for _, name := range sortedNames(cfg.Clusters) {
@@ -412,6 +415,9 @@ func (d *Distributor) receive(ctx context.Context, from transport.Session, s *di
 			return res, d.refuse("rollback", fmt.Errorf("%w: a different %s@%d is already held by %s", transport.ErrRollback, m.Name, m.Revision, d.cfg.Name))
 		}
 		res.AlreadyStored = true
+		// A build of ted held already, offered again (a new session with
+		// the parent, which may run a new version now): looked at again.
+		d.agentStored(m)
 		return res, nil
 	}
 
@@ -437,9 +443,7 @@ func (d *Distributor) receive(ctx context.Context, from transport.Session, s *di
 				kind, detail = fleet.KindPublished, "by "+publisher
 			}
 			d.recordEvent(fleet.Event{Kind: kind, Node: d.cfg.Name, Dist: m.Name, Revision: m.Revision, Version: m.Version, Detail: detail})
-			if m.Kind == distribution.KindAgent && m.Platform == runtime.GOOS+"/"+runtime.GOARCH && d.cfg.OnAgent != nil {
-				go d.cfg.OnAgent(m, d.ParentAgent())
-			}
+			d.agentStored(m)
 			log.Info("revision stored", "files", info.Files, "bytes", info.Bytes, "fetched_chunks", res.FetchedChunks, "fetched_bytes", res.FetchedBytes)
 			d.prune(m.Name, log)
 		}
@@ -450,6 +454,14 @@ func (d *Distributor) receive(ctx context.Context, from transport.Session, s *di
 		return res, fmt.Errorf("receive %s@%d from %s: %w", m.Name, m.Revision, from.Peer().Name, err)
 	}
 	return res, nil
+}
+
+// agentStored gives a build of ted for this node's platform to OnAgent,
+// in a goroutine of its own: the distributor's own upgrade.
+func (d *Distributor) agentStored(m *distribution.Manifest) {
+	if m.Kind == distribution.KindAgent && m.Platform == runtime.GOOS+"/"+runtime.GOARCH && d.cfg.OnAgent != nil {
+		go d.cfg.OnAgent(m, d.ParentAgent())
+	}
 }
 
 // prune keeps KeepRevisions revisions of name. While another revision is

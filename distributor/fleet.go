@@ -174,6 +174,11 @@ func (d *Distributor) reportSubtree(ctx context.Context, sess transport.Session,
 						return err
 					}
 				}
+			case <-d.reportNow:
+				if err := control.Send(d.statusFor(sess)); err != nil {
+					summary.Stop()
+					return err
+				}
 			}
 		}
 		summary.Stop()
@@ -306,6 +311,15 @@ func (d *Distributor) FleetEvents(since time.Time, node string, limit int) ([]fl
 		evs = []fleet.Event{}
 	}
 	return evs, err
+}
+
+// Report sends this node's status to its parent again (ted/1.2), now:
+// something it shows changed (its own build runs now).
+func (d *Distributor) Report() {
+	select {
+	case d.reportNow <- struct{}{}:
+	default:
+	}
 }
 
 // ParentAgent is the ted version of the parent connected now ("" while

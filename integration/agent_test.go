@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -26,11 +27,16 @@ func buildTed(t *testing.T, dir, version string, ldflags ...string) string {
 	return out
 }
 
-// agentsAt returns, from the view at n, each node's agent version.
+// agentsAt returns, from the view at n, each node's agent version; none
+// while n does not answer (it restarts on a new version).
 func agentsAt(t *testing.T, n *node) (map[string]string, fleet.View) {
 	t.Helper()
-	v := fleetView(t, n)
+	var v fleet.View
 	out := map[string]string{}
+	r := ted(t, "status", "--config", n.config, "--json")
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &v) != nil {
+		return out, v
+	}
 	for _, node := range v.Nodes {
 		out[node.Name] = node.Agent
 	}
@@ -219,4 +225,29 @@ func TestAgentUpgradeCrashAtEveryStep(t *testing.T) {
 			}
 		})
 	}
+}
+
+// follow_parent: a lower tier takes a build only once its parent runs it.
+// The top upgrades, and its child, which held the build waiting, follows
+// when it meets its parent again on the new version.
+func TestAgentUpgradeFollowsParent(t *testing.T) {
+	t.Parallel()
+	nw := newNetwork(t)
+	dist1 := nw.distributor("dist-1", distributorSpec{channels: map[string]channel{
+		"web":    {publishers: []string{"pub-1"}, children: []string{"dist-2"}},
+		"agents": {publishers: []string{"pub-1"}, children: []string{"dist-2"}},
+	}, extra: map[string]any{"agent": map[string]any{"channel": "agents", "probation": "40s"}}})
+	dist2 := nw.distributor("dist-2", distributorSpec{parents: []string{dist1.addr}, channels: map[string]channel{
+		"web":    {children: []string{"web-01"}},
+		"agents": {children: []string{"web-01"}},
+	}, extra: map[string]any{"agent": map[string]any{"channel": "agents", "probation": "40s", "follow_parent": true}}})
+	good := buildTed(t, t.TempDir(), "1.5.0")
+	mustTed(t, "dist", "build", "--store", nw.store, "--agent", good, "--channel", "agents", "--sign-key", nw.signKey)
+	platform := "ted-" + strings.ReplaceAll(goPlatform(t, good), "/", "-")
+	nw.publish(platform, dist1)
+	dist2.waitLog("waiting for the parent to run 1.5.0 first")
+	waitFor(t, "dist-1 and then dist-2 running 1.5.0", func() (bool, string) {
+		agents, _ := agentsAt(t, dist1)
+		return agents["dist-1"] == "1.5.0" && agents["dist-2"] == "1.5.0", fmt.Sprint(agents)
+	})
 }

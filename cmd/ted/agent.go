@@ -12,12 +12,14 @@ import (
 	"time"
 
 	"github.com/Masterminds/semver/v3"
+	"go.yaml.in/yaml/v3"
 
 	"ted/agent"
 	"ted/distribution"
 	"ted/schedule"
 	"ted/store"
 	"ted/subscriber"
+	"ted/transport"
 	"ted/yamlfile"
 )
 
@@ -87,7 +89,7 @@ var agentFault = ""
 
 // brokenAgent applies agentFault to a daemon started by a launcher.
 func brokenAgent(ctx context.Context) error {
-	if agentFault == "" || os.Getenv("TED_AGENT_ROLE") != "agent" {
+	if agentFault == "" || !agent.Launched() {
 		return nil
 	}
 	switch agentFault {
@@ -100,6 +102,24 @@ func brokenAgent(ctx context.Context) error {
 	return nil
 }
 
+// dataDirOf reads only data_dir from a daemon's config, leniently: the
+// launcher may be older than the config (a key only the agent version
+// running knows), and the version that runs reads it whole.
+func dataDirOf(config string) (string, error) {
+	b, err := os.ReadFile(config)
+	if err != nil {
+		return "", usageError{fmt.Errorf("config: %w", err)}
+	}
+	var v struct {
+		DataDir string `yaml:"data_dir"`
+	}
+	if err := yaml.Unmarshal(b, &v); err != nil || v.DataDir == "" {
+		// The whole read says what is wrong, with its line.
+		return "", nil
+	}
+	return resolve(config, v.DataDir), nil
+}
+
 // agentKillAtEnv names an upgrade step (agent.Fault) at which the
 // process kills itself: the upgrade crash tests.
 const agentKillAtEnv = "TED_TEST_AGENT_KILL_AT"
@@ -107,7 +127,11 @@ const agentKillAtEnv = "TED_TEST_AGENT_KILL_AT"
 // launchAgent runs, at the start of `distributor run` and `subscriber
 // run`, the version the agent directory says (agent.Launcher): nil means
 // this process goes on; an exitStatus that the version it ran has ended.
-func launchAgent(ctx context.Context, dataDir string, args []string, log *slog.Logger) error {
+func launchAgent(ctx context.Context, config string, args []string, log *slog.Logger) error {
+	dataDir, err := dataDirOf(config)
+	if err != nil {
+		return err
+	}
 	if point := os.Getenv(agentKillAtEnv); point != "" {
 		// Crash tests: die at an upgrade step as kill -9 would.
 		log.Warn("fault injection: the process kills itself at an upgrade step", "env", agentKillAtEnv, "point", point)
@@ -117,6 +141,9 @@ func launchAgent(ctx context.Context, dataDir string, args []string, log *slog.L
 				select {} // the signal is on its way
 			}
 		}
+	}
+	if dataDir == "" {
+		return nil // the config's own check says why, next
 	}
 	l := &agent.Launcher{Dir: agentDir(dataDir), Version: buildVersion().Version, Args: args, Log: log}
 	run, code, err := l.Launch(ctx)
@@ -144,29 +171,34 @@ type upgrader struct {
 	restart   context.CancelCauseFunc
 	log       *slog.Logger
 
-	mu    sync.Mutex
-	retry map[string]*time.Timer // by distribution name: a window to wait for
+	mu      sync.Mutex
+	retry   map[string]*time.Timer // by distribution name: a window to wait for
+	stopped bool
 }
 
 // offer decides what to do with agent revision m (stored here), the
 // parent running parentAgent; it returns the state and reason to show.
 // again, if set, is called when the decision may change (a window opens).
 func (u *upgrader) offer(ctx context.Context, m *distribution.Manifest, parentAgent string, again func()) (state, reason string) {
-	if m.Version == u.version {
-		return subscriber.StateExtracted, "this version runs here"
-	}
+	// One decision at a time: two builds arriving together must not both
+	// be installed and begun.
+	u.mu.Lock()
+	defer u.mu.Unlock()
 	st, err := u.dir.Load()
 	if err != nil {
 		return subscriber.StateFailed, err.Error()
-	}
-	if f, failed := st.FailedAt(m.Name, m.Revision); failed && f.Revision == m.Revision {
-		return subscriber.StateFailed, f.Reason
 	}
 	if p := st.Probation; p != nil {
 		if p.Name == m.Name && p.Revision == m.Revision {
 			return subscriber.StateReceived, fmt.Sprintf("upgrading: %s is on probation until healthy, at the latest %s", p.Version, p.Deadline.UTC().Format(time.RFC3339))
 		}
 		return subscriber.StateBlocked, fmt.Sprintf("waiting: %s is on probation", p.Version)
+	}
+	if m.Version == u.version {
+		return subscriber.StateExtracted, "this version runs here"
+	}
+	if f, failed := st.FailedAt(m.Name, m.Revision); failed && f.Revision == m.Revision {
+		return subscriber.StateFailed, f.Reason
 	}
 	if ok, why := agent.Wanted(st, m, u.version); !ok {
 		return subscriber.StateSuperseded, why
@@ -183,12 +215,18 @@ func (u *upgrader) offer(ctx context.Context, m *distribution.Manifest, parentAg
 			if !ok {
 				return subscriber.StateBlocked, fmt.Sprintf("the upgrade schedule %q never opens", u.file.Upgrade)
 			}
-			u.later(m.Name, w.Start.Sub(now), again)
+			u.laterLocked(m.Name, w.Start.Sub(now), again)
 			return subscriber.StateBlocked, fmt.Sprintf("waiting for the upgrade window (%s) opening at %s", u.file.Upgrade, w.Start.UTC().Format(time.RFC3339))
 		}
 	}
 	if u.file.FollowParent && (parentAgent == "" || newerVersion(m.Version, parentAgent)) {
 		return subscriber.StateBlocked, fmt.Sprintf("waiting for the parent to run %s first (it runs %s; agent.follow_parent)", m.Version, orDash(parentAgent))
+	}
+	if parentAgent != "" {
+		if err := transport.CheckAgents("this node", m.Version, "its parent", parentAgent); err != nil {
+			// It would not work with the parent: wait for the parent.
+			return subscriber.StateBlocked, fmt.Sprintf("waiting: %s would not work with the parent, which runs %s", m.Version, parentAgent)
+		}
 	}
 	u.log.Info("agent: upgrading", "from", u.version, "to", m.Version, "revision", m.Revision)
 	if err := agent.Install(ctx, u.dir, m, u.src, u.kind, u.config); err != nil {
@@ -210,23 +248,25 @@ func (u *upgrader) offer(ctx context.Context, m *distribution.Manifest, parentAg
 	return subscriber.StateReceived, fmt.Sprintf("upgrading: restarting on %s", m.Version)
 }
 
-// later calls again after d, once per distribution.
-func (u *upgrader) later(name string, d time.Duration, again func()) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
+// laterLocked calls again after d, once per distribution; u.mu is held.
+func (u *upgrader) laterLocked(name string, d time.Duration, again func()) {
+	if u.stopped {
+		return
+	}
 	if u.retry == nil {
 		u.retry = map[string]*time.Timer{}
 	}
 	if t := u.retry[name]; t != nil {
 		t.Stop()
 	}
-	u.retry[name] = time.AfterFunc(d, again)
+	u.retry[name] = time.AfterFunc(d, func() { go again() })
 }
 
 // stop cancels the waits for windows.
 func (u *upgrader) stop() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.stopped = true
 	for _, t := range u.retry {
 		t.Stop()
 	}
@@ -255,16 +295,21 @@ type agentShower interface {
 }
 
 // probate shows the state of the agent revisions held (running, failed)
-// and, if this version is on probation, commits it once healthy says
-// nil: the upgrade is done.
-func (u *upgrader) probate(ctx context.Context, show agentShower, st store.Store, healthy func() error) {
+// and, if this version is on probation, commits it once healthy has said
+// nil for agent.MinHealthy: the upgrade is done. Then it looks again at
+// the newest build held (reconsider), which may have waited for this one.
+func (u *upgrader) probate(ctx context.Context, show agentShower, st store.Store, reconsider func(*distribution.Manifest), healthy func() error) {
 	name := distribution.AgentName(agent.Platform())
 	manifests := map[string]*distribution.Manifest{} // by version
+	var newest *distribution.Manifest
 	if revs, err := st.Revisions(name); err == nil {
 		for _, r := range revs {
 			if s, err := st.Signed(name, r.Revision); err == nil {
 				if m, err := s.Manifest(); err == nil {
 					manifests[m.Version] = m
+					if newest == nil || m.Revision > newest.Revision {
+						newest = m
+					}
 				}
 			}
 		}
@@ -281,33 +326,50 @@ func (u *upgrader) probate(ctx context.Context, show agentShower, st store.Store
 	}
 	running := manifests[u.version]
 	if p := state.Probation; p != nil && p.Version == u.version && running != nil {
-		show.SetAgentState(running, subscriber.StateReceiving, fmt.Sprintf("on probation until healthy, at the latest %s", p.Deadline.UTC().Format(time.RFC3339)))
+		show.SetAgentState(running, subscriber.StateReceived, fmt.Sprintf("on probation until healthy, at the latest %s", p.Deadline.UTC().Format(time.RFC3339)))
 	}
 	if err := agent.Probate(ctx, u.dir, u.version, healthy, u.log); err != nil {
 		u.log.Error("agent: probation", "err", err)
 		return
 	}
-	if ctx.Err() == nil && running != nil {
+	if ctx.Err() != nil {
+		return
+	}
+	if running != nil {
 		show.SetAgentState(running, subscriber.StateExtracted, "this version runs here")
+	}
+	if newest != nil && newest != running && reconsider != nil {
+		reconsider(newest)
 	}
 }
 
-// logShower shows agent states in the log: a distributor's own upgrade.
-type logShower struct{ log *slog.Logger }
+// logShower shows agent states in the log, and has report send the
+// node's status up again (a distributor's own build: AgentState says its
+// state there).
+type logShower struct {
+	log    *slog.Logger
+	report func()
+}
 
 func (l logShower) SetAgentState(m *distribution.Manifest, state, reason string) {
 	l.log.Info("agent revision", "dist", m.Name, "rev", m.Revision, "version", m.Version, "state", state, "reason", reason)
+	if l.report != nil {
+		l.report()
+	}
 }
 
 // state says what became of agent revision rev (version) of name here:
 // it runs, it failed (with the reason), it is on probation, or held.
 func (u *upgrader) state(name string, rev uint64, version string) (state, reason string) {
-	if version == u.version {
-		return subscriber.StateExtracted, "this version runs here"
-	}
 	st, err := u.dir.Load()
 	if err != nil {
 		return subscriber.StateReceived, err.Error()
+	}
+	if p := st.Probation; p != nil && p.Name == name && p.Revision == rev && version == u.version {
+		return subscriber.StateReceived, "on probation until healthy"
+	}
+	if version == u.version {
+		return subscriber.StateExtracted, "this version runs here"
 	}
 	if f, ok := st.Failed[name]; ok && f.Revision == rev {
 		return subscriber.StateFailed, f.Reason

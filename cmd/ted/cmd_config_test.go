@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"ted/transport"
 	"testing"
@@ -388,5 +389,22 @@ func TestConfigCheckAgent(t *testing.T) {
 		if tc.want == "" && strings.Contains(got, "agent") || tc.want != "" && !strings.Contains(got, tc.want) {
 			t.Errorf("%s with %q: config check said:\n%s", tc.kind, tc.add, got)
 		}
+	}
+}
+
+// A subscriber takes its agent channel beside its channels, at start and
+// at every reload (both read channelsWithAgent).
+func TestChannelsWithAgent(t *testing.T) {
+	f := &subscriberFile{Channels: []string{"web"}}
+	if got := f.channelsWithAgent(); !slices.Equal(got, []string{"web"}) {
+		t.Errorf("no agent block: %v", got)
+	}
+	f.Agent = &agentFile{Channel: "agents"}
+	if got := f.channelsWithAgent(); !slices.Equal(got, []string{"web", "agents"}) || !slices.Equal(f.Channels, []string{"web"}) {
+		t.Errorf("with an agent block: %v (channels %v)", got, f.Channels)
+	}
+	f.Agent.Channel = "web"
+	if got := f.channelsWithAgent(); !slices.Equal(got, []string{"web"}) {
+		t.Errorf("the agent channel among the channels: %v", got)
 	}
 }

@@ -67,14 +67,16 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
+	if opts.launch {
+		// Before the config is read whole: the installed binary may be
+		// older than the config the agent version running reads.
+		if err := launchAgent(ctx, opts.config, os.Args, log); err != nil {
+			return err
+		}
+	}
 	file, err := loadDistributorConfig(opts.config)
 	if err != nil {
 		return err
-	}
-	if opts.launch {
-		if err := launchAgent(ctx, file.DataDir, os.Args, log); err != nil {
-			return err
-		}
 	}
 	n, err := setUpNode(&file.nodeFile, pki.RoleDistributor, log)
 	if err != nil {
@@ -119,6 +121,7 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	ctx, restart := context.WithCancelCause(ctx)
 	defer restart(nil)
 	var u *upgrader
+	var d *distributor.Distributor
 	if file.Agent != nil {
 		u = &upgrader{dir: agentDir(file.DataDir), file: file.Agent, kind: "distributor", config: opts.config, version: cfg.Agent,
 			schedules: cfg.Schedules, src: n.store, restart: restart, log: log}
@@ -128,27 +131,17 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 			if !slices.Contains(m.Channels, file.Agent.Channel) {
 				return
 			}
-			state, reason := u.offer(ctx, m, parentAgent, func() { offer(m, parentAgent) })
+			state, reason := u.offer(ctx, m, parentAgent, func() { offer(m, d.ParentAgent()) })
 			log.Info("agent revision", "dist", m.Name, "rev", m.Revision, "version", m.Version, "state", state, "reason", reason)
 		}
 		cfg.OnAgent = offer
 		cfg.AgentState = u.state
 	}
-	d, err := distributor.New(cfg, n.store, log)
+	d, err = distributor.New(cfg, n.store, log)
 	if err != nil {
 		return err
 	}
-	if u != nil {
-		go u.probate(ctx, logShower{log}, n.store, func() error {
-			if err := d.Health(); err != nil {
-				return err
-			}
-			if len(cfg.Parents.Addrs) > 0 && d.ParentAgent() == "" {
-				return errors.New("no parent connected yet")
-			}
-			return nil
-		})
-	}
+
 	n.reloader = &configReloader{path: opts.config, log: log, keeper: keeper, crl: file.TLS.CRL,
 		load: func() (*liveReload, error) { return distributorReload(opts.config, file, d, cas) }}
 	enrollHandler, err := newEnrollHandler(file, n.cred, cas, log)
@@ -166,6 +159,18 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 	}
 	defer ln.Close()
 	ln.HandleEnroll(enrollHandler.Serve)
+	if u != nil {
+		// On probation from here: listening, the store open.
+		go u.probate(ctx, logShower{log, d.Report}, n.store, func(m *distribution.Manifest) { cfg.OnAgent(m, d.ParentAgent()) }, func() error {
+			if err := d.Health(); err != nil {
+				return err
+			}
+			if len(cfg.Parents.Addrs) > 0 && d.ParentAgent() == "" {
+				return errors.New("no parent connected yet")
+			}
+			return nil
+		})
+	}
 	log.Info("distributor running", "node", file.Name, "listen", ln.Addr().String(), "data_dir", file.DataDir, "parents", file.Parents, "status_listen", file.StatusListen)
 	err = n.serve(ctx, "distributor", daemonAdmin{
 		status: func() any { return d.Status() }, health: d.Health, registry: d.Registry(),
@@ -313,6 +318,9 @@ func distributorReload(config string, started *distributorFile, d *distributor.D
 	restart := restartKeys(&started.nodeFile, &file.nodeFile)
 	if file.Listen != started.Listen {
 		restart = append(restart, "listen")
+	}
+	if !reflect.DeepEqual(file.Agent, started.Agent) {
+		restart = append(restart, "agent")
 	}
 	if !reflect.DeepEqual(file.Enroll, started.Enroll) {
 		restart = append(restart, "enroll")

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -55,17 +54,19 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
+	if opts.launch {
+		// Before the config is read whole: the installed binary may be
+		// older than the config the agent version running reads.
+		if err := launchAgent(ctx, opts.config, os.Args, log); err != nil {
+			return err
+		}
+	}
 	file, err := loadSubscriberConfig(opts.config)
 	if err != nil {
 		return err
 	}
 	if file.Cluster != nil {
 		return runClusterSubscriber(ctx, opts.config, file, log)
-	}
-	if opts.launch {
-		if err := launchAgent(ctx, file.DataDir, os.Args, log); err != nil {
-			return err
-		}
 	}
 	n, err := setUpNode(&file.nodeFile, pki.RoleSubscriber, log)
 	if err != nil {
@@ -80,19 +81,18 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 	defer restart(nil)
 	var u *upgrader
 	var s *subscriber.Subscriber
+	var reconsider func(*distribution.Manifest)
 	if file.Agent != nil {
 		u = &upgrader{dir: agentDir(file.DataDir), file: file.Agent, kind: "subscriber", config: opts.config, version: cfg.Agent,
 			schedules: cfg.Schedules, src: n.store, restart: restart, log: log}
 		defer u.stop()
-		if !slices.Contains(cfg.Channels, file.Agent.Channel) {
-			cfg.Channels = append(slices.Clone(cfg.Channels), file.Agent.Channel)
+		cfg.Channels = file.channelsWithAgent()
+		offer := func(ctx context.Context, m *distribution.Manifest, parentAgent string) (string, string) {
+			return u.offer(ctx, m, parentAgent, func() { reconsider(m) })
 		}
-		var offer func(ctx context.Context, m *distribution.Manifest, parentAgent string) (string, string)
-		offer = func(ctx context.Context, m *distribution.Manifest, parentAgent string) (string, string) {
-			return u.offer(ctx, m, parentAgent, func() {
-				state, reason := offer(ctx, m, s.ParentAgent())
-				s.SetAgentState(m, state, reason)
-			})
+		reconsider = func(m *distribution.Manifest) {
+			state, reason := offer(ctx, m, s.ParentAgent())
+			s.SetAgentState(m, state, reason)
 		}
 		cfg.OnAgent = offer
 	}
@@ -101,7 +101,7 @@ func runSubscriber(ctx context.Context, opts daemonOptions, stderr io.Writer) er
 		return err
 	}
 	if u != nil {
-		go u.probate(ctx, s, n.store, func() error {
+		go u.probate(ctx, s, n.store, reconsider, func() error {
 			if err := s.Health(); err != nil {
 				return err
 			}
@@ -466,6 +466,9 @@ func subscriberReload(config string, started *subscriberFile, s *subscriber.Subs
 		return nil, err
 	}
 	restart := restartKeys(&started.nodeFile, &file.nodeFile)
+	if !reflect.DeepEqual(file.Agent, started.Agent) {
+		restart = append(restart, "agent")
+	}
 	for _, f := range []struct {
 		key  string
 		a, b any
@@ -475,7 +478,7 @@ func subscriberReload(config string, started *subscriberFile, s *subscriber.Subs
 		}
 	}
 	return &liveReload{crl: file.TLS.CRL, revocations: revocations, restart: restart, apply: func() ([]string, error) {
-		changes, err := s.Reload(file.Channels, distribution.NewTrust(keys...))
+		changes, err := s.Reload(file.channelsWithAgent(), distribution.NewTrust(keys...))
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", config, err)
 		}

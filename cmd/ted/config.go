@@ -252,6 +252,15 @@ type subscriberFile struct {
 	Agent    *agentFile   `yaml:"agent"`
 }
 
+// channelsWithAgent are the channels the subscriber takes: its own, and
+// its agent block's.
+func (c *subscriberFile) channelsWithAgent() []string {
+	if c.Agent == nil || slices.Contains(c.Channels, c.Agent.Channel) {
+		return c.Channels
+	}
+	return append(slices.Clone(c.Channels), c.Agent.Channel)
+}
+
 // clusterFile is a subscriber's cluster block
 // (docs/reference/subscriber.md#cluster).
 type clusterFile struct {
@@ -536,6 +545,9 @@ func (c *distributorFile) checkDistributor(d *yamlfile.Doc) {
 	c.Agent.check(d)
 	if c.Agent != nil && !slices.Contains(slices.Collect(maps.Keys(c.Channels)), c.Agent.Channel) {
 		d.Errorf("agent.channel", "%q is not one of channels: a distributor upgrades from a channel it carries", c.Agent.Channel)
+	}
+	if c.Agent != nil && c.Agent.FollowParent && len(c.Parents) == 0 {
+		d.Errorf("agent.follow_parent", "a first-tier distributor has no parent to follow")
 	}
 	if c.Enroll != nil {
 		if c.Enroll.CADir == "" {

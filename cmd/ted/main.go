@@ -179,6 +179,11 @@ func main() {
 		os.Exit(exitOK)
 	}
 	if errors.Is(err, agent.ErrRestart) {
+		if interrupted {
+			// Stopped as the upgrade began: the next start goes on
+			// with it.
+			os.Exit(exitOK)
+		}
 		// An upgrade began and the daemon closed everything: the
 		// launcher takes over (it runs the new version on probation).
 		err = agent.Relaunch(os.Args)
