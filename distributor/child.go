@@ -24,6 +24,8 @@ type child struct {
 	name     string
 	sess     transport.Session
 	channels []string
+	// role is its certificate's role: waves hold subscribers only.
+	role string
 
 	// offered are the revisions offered to it on this session: it may
 	// fetch their chunks and no others.
@@ -125,7 +127,7 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 		log = log.With("cluster", hello.Cluster, "cluster_node", hello.Node, "epoch", hello.Epoch)
 	}
 	// Complete before it is in children: a notify kicks every child there.
-	c := &child{name: key, sess: sess, channels: hello.Channels, offered: map[revKey]struct{}{}, open: map[revKey]openWindow{},
+	c := &child{name: key, sess: sess, channels: hello.Channels, role: string(peer.Role), offered: map[revKey]struct{}{}, open: map[revKey]openWindow{},
 		kicked: make(chan struct{}, 1), control: control, log: log, sent: map[string]offered{}, told: map[string]time.Time{},
 		// A child of the first protocol version would fail on a message
 		// type it does not know.
@@ -376,6 +378,9 @@ func (d *Distributor) offerPass(c *child) (next time.Time, err error) {
 	// the child is told when it opens, and next keeps the earliest opening.
 	offer := func(or *offerRev) (bool, error) {
 		channels := d.childChannels(or.channels, c)
+		if d.held(or.key, channels, c) {
+			return false, nil // its wave is not open: offered once it is
+		}
 		open, at := d.sendState(channels, name)
 		if open == "" {
 			if !at.IsZero() {

@@ -108,6 +108,9 @@ type Channel struct {
 	// Send names the schedule whose windows gate offers and chunks sent
 	// to children; empty means always.
 	Send string
+	// Waves, if set, rolls each new revision out in waves to this
+	// distributor's subscribers.
+	Waves *Waves
 }
 
 // Cluster is a cluster subscriber as its parent knows it.

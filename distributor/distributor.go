@@ -86,6 +86,8 @@ type Distributor struct {
 	// fleet is what this node knows of its subtree (fleet.go).
 	fleet        *fleet.Table
 	fleetMetrics fleetMetrics
+	// waves are the rollouts in waves, by revision (waves.go), under mu.
+	waves map[revKey]*waveState
 	// reportNow asks the reporter to send this node's status again.
 	reportNow chan struct{}
 }
@@ -136,6 +138,7 @@ func New(cfg Config, st store.Store, log *slog.Logger) (*Distributor, error) {
 		sessions:   map[transport.Session]*transport.Hello{},
 		reportNow:  make(chan struct{}, 1),
 	}
+	d.loadWaves()
 	d.live.Store(newMembership(&cfg))
 	for _, name := range sortedNames(cfg.Clusters) {
 		if holder := leases.Holder(name); holder != "" {
@@ -212,6 +215,10 @@ func (d *Distributor) Run(ctx context.Context, ln Listener, dial transport.DialF
 	})
 	g.Go(func() error {
 		d.fleetLoop(ctx)
+		return nil
+	})
+	g.Go(func() error {
+		d.wavesLoop(ctx)
 		return nil
 	})
 	if d.cfg.Revocations != nil {

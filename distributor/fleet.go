@@ -236,7 +236,17 @@ func (d *Distributor) sendSubtree(control *transport.Conn, nodes []transport.Nod
 // FleetView is the subtree as `ted status` and the console show it.
 func (d *Distributor) FleetView(f fleet.Filter) fleet.View {
 	self := fleet.FromState(d.selfNode(), d.cfg.Clock.Now())
-	return d.fleet.View(self, d.catalog(), f)
+	catalog := d.catalog()
+	v := d.fleet.View(self, catalog, f)
+	for i := range v.Rollouts {
+		r := &v.Rollouts[i]
+		for _, c := range catalog {
+			if c.Name == r.Name && c.Revision == r.Revision {
+				r.Wave = d.waveText(r.Name, r.Revision, c.Channels)
+			}
+		}
+	}
+	return v
 }
 
 // selfNode is this distributor's own record: what it holds and receives.

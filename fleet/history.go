@@ -28,6 +28,8 @@ const (
 	KindRolledBack Kind = "rolled_back"
 	KindFirstSeen  Kind = "first_seen"
 	KindStale      Kind = "stale"
+	// KindStopped: a rollout in waves stopped, its first wave failed.
+	KindStopped Kind = "rollout_stopped"
 )
 
 // Event is one line of the history.

@@ -87,6 +87,8 @@ type Rollout struct {
 	HaveChunks int64 `json:"have_chunks,omitempty"`
 	// Subscribers is how many are counted.
 	Subscribers int `json:"subscribers"`
+	// Wave says where a rollout in waves is, at the node that answers.
+	Wave string `json:"wave,omitempty"`
 }
 
 // States of a revision on a node, and the two a rollout adds.

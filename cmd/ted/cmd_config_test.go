@@ -141,7 +141,7 @@ link:
 		`:4: tls.key: missing`,
 		`:6: keep_revisions: "zero" is not a whole number`,
 		`:7: min_free_disk: "10" is not a size with a unit`,
-		`:11: channels.web.chidlren: unknown field; did you mean children? (known here: send, publishers, children)`,
+		`:11: channels.web.chidlren: unknown field; did you mean children? (known here: send, publishers, children, waves)`,
 		`:12: channels.web.send: no schedule file: schedule "nights": unknown schedule`,
 		`:14: link.keepalive: 1m0s must be shorter than the idle timeout 30s`,
 	}
@@ -406,5 +406,32 @@ func TestChannelsWithAgent(t *testing.T) {
 	f.Agent.Channel = "web"
 	if got := f.channelsWithAgent(); !slices.Equal(got, []string{"web"}) {
 		t.Errorf("the agent channel among the channels: %v", got)
+	}
+}
+
+// A channel's waves: a first wave as a share or a pattern.
+func TestConfigCheckWaves(t *testing.T) {
+	example, err := docs.Example("distributor")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := strings.Replace(string(example), "    #send: nights\n", "    #send: nights\n    waves: WAVES\n", 1)
+	for waves, want := range map[string]string{
+		`{first: "10%", soak: 30m}`: "",
+		`{first: "web-0*"}`:         "",
+		`{first: "150%"}`:           "channels.web.waves.first",
+		`{first: ""}`:               "channels.web.waves.first",
+		`{first: "5%", soak: -1m}`:  "channels.web.waves.soak",
+	} {
+		file := filepath.Join(t.TempDir(), "d.yaml")
+		if err := os.WriteFile(file, []byte(strings.Replace(base, "WAVES", waves, 1)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		_ = runConfigCheck(configCheckOptions{}, []string{file}, false, &out, &bytes.Buffer{})
+		got := out.String()
+		if want == "" && strings.Contains(got, "waves") || want != "" && !strings.Contains(got, want) {
+			t.Errorf("waves %s: config check said:\n%s", waves, got)
+		}
 	}
 }

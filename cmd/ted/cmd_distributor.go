@@ -282,6 +282,10 @@ func (c *distributorFile) channels() (map[string]distributor.Channel, map[string
 	sends := map[string]string{}
 	for name, ch := range c.Channels {
 		channels[name] = distributor.Channel{Publishers: ch.Publishers, Children: ch.Children, Send: ch.Send}
+		if w := ch.Waves; w != nil {
+			channels[name] = distributor.Channel{Publishers: ch.Publishers, Children: ch.Children, Send: ch.Send,
+				Waves: &distributor.Waves{First: w.First, Soak: w.Soak, StopAfter: w.StopAfter}}
+		}
 		if ch.Send != "" {
 			sends[ch.Send] = "channels." + name + ".send"
 		}

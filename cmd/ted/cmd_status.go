@@ -277,6 +277,9 @@ func printRollouts(p *printer, v *fleet.View) {
 	for _, r := range v.Rollouts {
 		p.linef("")
 		p.linef("%s@%d %s   %d subscribers", r.Name, r.Revision, r.Version, r.Subscribers)
+		if r.Wave != "" {
+			p.linef("  waves: %s", r.Wave)
+		}
 		if r.Subscribers > 0 {
 			p.linef("  %s %3d%% extracted", bar(r.Counts["extracted"], r.Subscribers, 30), 100*r.Counts["extracted"]/r.Subscribers)
 		}

@@ -238,9 +238,38 @@ func (l *linkFile) apply(q *transport.QUICConfig, parents *transport.ParentsConf
 }
 
 type channelFile struct {
-	Send       string   `yaml:"send"`
-	Publishers []string `yaml:"publishers"`
-	Children   []string `yaml:"children"`
+	Send       string     `yaml:"send"`
+	Publishers []string   `yaml:"publishers"`
+	Children   []string   `yaml:"children"`
+	Waves      *wavesFile `yaml:"waves"`
+}
+
+// wavesFile is a channel's waves block: each new revision goes to the
+// first wave of this distributor's subscribers, and to the rest once the
+// first wave has been healthy for soak (docs/upgrade.md#waves).
+type wavesFile struct {
+	First     string        `yaml:"first"`
+	Soak      time.Duration `yaml:"soak"`
+	StopAfter int           `yaml:"stop_after"`
+}
+
+// check validates a waves block of channel field.
+func (w *wavesFile) check(d *yamlfile.Doc, field string) {
+	if w == nil {
+		return
+	}
+	if err := distributor.ParseWavesFirst(w.First); err != nil {
+		d.Errorf(field+".first", "%v", err)
+	}
+	if w.Soak < 0 {
+		d.Errorf(field+".soak", "%v: must be positive", w.Soak)
+	}
+	if w.StopAfter < 0 {
+		d.Errorf(field+".stop_after", "%d: must be positive", w.StopAfter)
+	}
+	if w.StopAfter == 0 {
+		w.StopAfter = 1
+	}
 }
 
 type subscriberFile struct {
@@ -537,6 +566,7 @@ func (c *distributorFile) checkDistributor(d *yamlfile.Doc) {
 		if len(c.Parents) == 0 && len(ch.Publishers) == 0 {
 			d.Errorf(field+".publishers", "none, and no parents: nothing could ever arrive")
 		}
+		ch.Waves.check(d, field+".waves")
 	}
 	if err := distributor.ValidateClusters(c.clusters()); err != nil {
 		addProblems(d, err)
