@@ -378,9 +378,6 @@ func (d *Distributor) offerPass(c *child) (next time.Time, err error) {
 	// the child is told when it opens, and next keeps the earliest opening.
 	offer := func(or *offerRev) (bool, error) {
 		channels := d.childChannels(or.channels, c)
-		if d.held(or.key, channels, c) {
-			return false, nil // its wave is not open: offered once it is
-		}
 		open, at := d.sendState(channels, name)
 		if open == "" {
 			if !at.IsZero() {
@@ -415,6 +412,17 @@ func (d *Distributor) offerPass(c *child) (next time.Time, err error) {
 		return time.Time{}, err
 	}
 	for _, or := range latest {
+		if d.held(or.key, or.channels, c) {
+			// Its wave is not open for this child: it is offered the
+			// newest revision before it that is not held back (a server
+			// new to the tree gets something meanwhile), and the latest
+			// once its wave opens.
+			older := d.beforeHeld(or, c)
+			if older == nil {
+				continue
+			}
+			or = older
+		}
 		if o, ok := c.sent[or.key.name]; ok && (o.rev > or.key.rev || o.rev == or.key.rev && o.stored) {
 			continue
 		}
@@ -429,6 +437,9 @@ func (d *Distributor) offerPass(c *child) (next time.Time, err error) {
 	for _, in := range pending {
 		if o, ok := c.sent[in.m.Name]; ok && o.rev >= in.m.Revision {
 			continue
+		}
+		if d.held(revKey{in.m.Name, in.m.Revision}, in.m.Channels, c) {
+			continue // its wave is not open: offered once it is
 		}
 		or, err := d.offerRevision(revKey{in.m.Name, in.m.Revision}, in.signed, in.m)
 		if err != nil {

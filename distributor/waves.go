@@ -1,20 +1,24 @@
 package distributor
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"ted/fleet"
+	"ted/store"
 )
 
 // Waves is a channel's rollout in waves: a new revision goes first to the
@@ -37,7 +41,7 @@ type Waves struct {
 func ParseWavesFirst(first string) error {
 	if pct, ok := strings.CutSuffix(first, "%"); ok {
 		n, err := strconv.ParseFloat(pct, 64)
-		if err != nil || n <= 0 || n > 100 {
+		if err != nil || math.IsNaN(n) || n <= 0 || n > 100 {
 			return fmt.Errorf("%q: want a share from 0%% to 100%%, or a name pattern", first)
 		}
 		return nil
@@ -55,9 +59,7 @@ func ParseWavesFirst(first string) error {
 func (w *Waves) inFirst(name string) bool {
 	if pct, ok := strings.CutSuffix(w.First, "%"); ok {
 		n, _ := strconv.ParseFloat(pct, 64)
-		h := fnv.New32a()
-		h.Write([]byte(name))
-		return float64(h.Sum32()%10000) < n*100
+		return float64(nameHash(name)%10000) < n*100
 	}
 	ok, _ := path.Match(w.First, name)
 	return ok
@@ -71,9 +73,16 @@ const WavesFile = "waves.json"
 type waveState struct {
 	Opened  time.Time `json:"opened,omitzero"`
 	Stopped string    `json:"stopped,omitempty"`
-	// healthy is since when the first wave is done and healthy (not
-	// kept: a restart soaks again).
+	// Chosen is the first wave's one subscriber when a share chose none
+	// (too few subscribers): the lowest hash among those connected.
+	Chosen string `json:"chosen,omitempty"`
+	// healthy is since when the first wave is done and healthy, and
+	// counted who it was then: one of them gone (a crash) starts the soak
+	// again. failing is since when stop_after of them have failed. Not
+	// kept: a restart soaks again.
 	healthy time.Time
+	counted map[string]bool
+	failing time.Time
 }
 
 // wavesOf returns the waves of the first of channels that has them.
@@ -86,17 +95,24 @@ func (mb *membership) wavesOf(channels []string) *Waves {
 	return nil
 }
 
-// held reports whether revision key, on channels, waits for its wave for
-// child c: a subscriber not in the first wave of a rollout not open.
+// held reports whether revision key, on channels (the revision's), waits
+// for its wave for child c: a subscriber not in the first wave of a
+// rollout not open.
 func (d *Distributor) held(key revKey, channels []string, c *child) bool {
 	w := d.members().wavesOf(channels)
-	if w == nil || c.role != "subscriber" || w.inFirst(c.name) {
+	if w == nil || c.role != "subscriber" {
 		return false
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st := d.waves[key]
-	return st == nil || st.Opened.IsZero()
+	if st != nil && !st.Opened.IsZero() {
+		return false
+	}
+	if st != nil && st.Stopped != "" {
+		return true
+	}
+	return !w.inFirst(c.name) && (st == nil || st.Chosen != c.name)
 }
 
 // loadWaves reads WavesFile.
@@ -126,16 +142,22 @@ func (d *Distributor) loadWaves() {
 	}
 }
 
-// saveWavesLocked writes WavesFile; d.mu is held.
-func (d *Distributor) saveWavesLocked() error {
-	if d.cfg.DataDir == "" {
-		return nil
-	}
+// wavesSnapshotLocked is WavesFile's content; d.mu is held.
+func (d *Distributor) wavesSnapshotLocked() map[string]*waveState {
 	saved := map[string]*waveState{}
 	for k, st := range d.waves {
-		if !st.Opened.IsZero() || st.Stopped != "" {
-			saved[fmt.Sprintf("%s@%d", k.name, k.rev)] = st
+		if !st.Opened.IsZero() || st.Stopped != "" || st.Chosen != "" {
+			c := *st
+			saved[fmt.Sprintf("%s@%d", k.name, k.rev)] = &c
 		}
+	}
+	return saved
+}
+
+// saveWaves writes WavesFile.
+func (d *Distributor) saveWaves(saved map[string]*waveState) error {
+	if d.cfg.DataDir == "" {
+		return nil
 	}
 	b, err := json.Marshal(saved)
 	if err != nil {
@@ -161,30 +183,77 @@ func (d *Distributor) wavesLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		case <-changed:
+			// At most one pass a second, however busy the subtree.
+			pause := time.NewTimer(time.Second)
+			select {
+			case <-ctx.Done():
+				pause.Stop()
+				return
+			case <-pause.C:
+			}
 		}
 	}
 }
 
+// verdict is one first-wave subscriber's state of a revision.
+type verdict int
+
+const (
+	pending verdict = iota
+	done            // extracted, or a newer revision extracted
+	failing         // failed to extract or install it
+)
+
+// verdictOf is what cs says of revision r: extracted (or a newer one
+// extracted or superseded by its own newer one), failed, or not yet.
+func verdictOf(cs *ChildStatus, name string, rev uint64) (verdict, string) {
+	v, why := pending, ""
+	for _, rs := range cs.Revisions {
+		if rs.Name != name {
+			continue
+		}
+		switch {
+		case rs.Revision >= rev && rs.State == "extracted":
+			return done, ""
+		case rs.Revision == rev && rs.State == "failed":
+			v, why = failing, rs.Error
+		}
+	}
+	return v, why
+}
+
 // decideWaves looks at the latest revision of every distribution on a
-// channel with waves: its first wave failed (stop), or done and healthy
-// for the soak (open to all).
+// channel with waves: its first wave failing for the soak (stop), or done
+// and healthy for the soak with nobody of it gone (open to all).
 func (d *Distributor) decideWaves() {
 	mb := d.members()
 	names, err := d.store.Distributions()
 	if err != nil {
 		return
 	}
-	opened := false
+	held := map[revKey]bool{}
+	var opened, changed bool
+	var events []fleet.Event
 	for _, name := range names {
-		r, err := d.store.Latest(name)
-		if err != nil {
+		revs, err := d.store.Revisions(name)
+		if err != nil || len(revs) == 0 {
 			continue
+		}
+		for _, r := range revs {
+			held[revKey{r.Name, r.Revision}] = true
+		}
+		r := revs[len(revs)-1]
+		for _, x := range revs {
+			if x.Revision > r.Revision {
+				r = x
+			}
 		}
 		w := mb.wavesOf(r.Channels)
 		if w == nil {
 			continue
 		}
 		key := revKey{r.Name, r.Revision}
+		now := d.cfg.Clock.Now()
 		d.mu.Lock()
 		st := d.waves[key]
 		if st == nil {
@@ -195,56 +264,111 @@ func (d *Distributor) decideWaves() {
 			d.mu.Unlock()
 			continue
 		}
-		members, extracted, failed, firstErr := 0, 0, 0, ""
+		// The first wave: subscribers of the revision's channels,
+		// connected, chosen by the waves (or the one chosen before).
+		members := map[string]*ChildStatus{}
+		lowest, lowestName := uint32(0), ""
 		for cname, cs := range d.seen {
-			if cs.Role != "subscriber" || !w.inFirst(cname) || !sharesChannel(cs.Channels, r.Channels) {
+			if cs.Role != "subscriber" || !sharesChannel(cs.Channels, r.Channels) {
 				continue
 			}
 			if _, connected := d.children[cname]; !connected {
 				continue
 			}
-			members++
-			for _, rs := range cs.Revisions {
-				if rs.Name != r.Name {
-					continue
-				}
-				switch {
-				case rs.Revision == r.Revision && rs.State == "failed":
-					failed++
-					if firstErr == "" {
-						firstErr = cname + ": " + rs.Error
-					}
-				case rs.Revision > r.Revision, rs.Revision == r.Revision && rs.State == "extracted":
-					extracted++
+			if w.inFirst(cname) || st.Chosen == cname {
+				members[cname] = cs
+			}
+			if h := nameHash(cname); lowestName == "" || h < lowest {
+				lowest, lowestName = h, cname
+			}
+		}
+		if len(members) == 0 && lowestName != "" && strings.HasSuffix(w.First, "%") && st.Chosen == "" {
+			// Too few subscribers for the share to choose one: the first
+			// wave is one of them, so that the revision is tried somewhere.
+			st.Chosen, changed = lowestName, true
+			members[lowestName] = d.seen[lowestName]
+			d.log.Info("waves: the share chose no subscriber; the first wave is one", "dist", r.Name, "rev", r.Revision, "subscriber", lowestName)
+		}
+		extracted, failed, firstErr := 0, 0, ""
+		for cname, cs := range members {
+			switch v, why := verdictOf(cs, r.Name, r.Revision); v {
+			case done:
+				extracted++
+			case failing:
+				failed++
+				if firstErr == "" {
+					firstErr = cname + ": " + why
 				}
 			}
 		}
-		now := d.cfg.Clock.Now()
+		// One of the wave counted healthy gone (crashed, disconnected):
+		// the soak starts again once it is back.
+		for cname := range st.counted {
+			if members[cname] == nil {
+				st.healthy, st.counted = time.Time{}, nil
+				break
+			}
+		}
 		switch {
 		case failed >= max(w.StopAfter, 1):
-			st.Stopped = fmt.Sprintf("%d failed in the first wave (%s)", failed, firstErr)
-			d.log.Warn("rollout stopped: the first wave failed; the rest do not receive it", "dist", r.Name, "rev", r.Revision, "why", st.Stopped)
-			d.recordEvent(fleet.Event{Kind: fleet.KindStopped, Node: d.cfg.Name, Dist: r.Name, Revision: r.Revision, Version: r.Version, Detail: st.Stopped})
-		case extracted >= members:
+			// Failures that last the soak stop it (a failed transfer is
+			// tried again, and clears).
+			if st.failing.IsZero() {
+				st.failing = now
+			}
+			st.healthy, st.counted = time.Time{}, nil
+			if now.Sub(st.failing) >= w.Soak {
+				st.Stopped, changed = fmt.Sprintf("%d failed in the first wave (%s)", failed, firstErr), true
+				d.log.Warn("rollout stopped: the first wave failed; the rest do not receive it", "dist", r.Name, "rev", r.Revision, "why", st.Stopped)
+				events = append(events, fleet.Event{Kind: fleet.KindStopped, Node: d.cfg.Name, Dist: r.Name, Revision: r.Revision, Version: r.Version, Detail: st.Stopped})
+			}
+		case len(members) > 0 && extracted == len(members):
+			st.failing = time.Time{}
 			if st.healthy.IsZero() {
-				st.healthy = now
+				st.healthy, st.counted = now, map[string]bool{}
+				for cname := range members {
+					st.counted[cname] = true
+				}
 			}
 			if now.Sub(st.healthy) >= w.Soak {
-				st.Opened = now
-				opened = true
-				d.log.Info("rollout opens to every subscriber: the first wave is healthy", "dist", r.Name, "rev", r.Revision, "first_wave", members, "soak", w.Soak)
+				st.Opened, opened, changed = now, true, true
+				d.log.Info("rollout opens to every subscriber: the first wave is healthy", "dist", r.Name, "rev", r.Revision, "first_wave", len(members), "soak", w.Soak)
 			}
 		default:
-			st.healthy = time.Time{}
-		}
-		if err := d.saveWavesLocked(); err != nil {
-			d.log.Warn("waves: rollouts not saved", "err", err)
+			st.healthy, st.counted, st.failing = time.Time{}, nil, time.Time{}
 		}
 		d.mu.Unlock()
+	}
+	d.mu.Lock()
+	for k := range d.waves {
+		if !held[k] {
+			delete(d.waves, k) // pruned from the store
+			changed = true
+		}
+	}
+	var saved map[string]*waveState
+	if changed {
+		saved = d.wavesSnapshotLocked()
+	}
+	d.mu.Unlock()
+	if saved != nil {
+		if err := d.saveWaves(saved); err != nil {
+			d.log.Warn("waves: rollouts not saved", "err", err)
+		}
+	}
+	for _, ev := range events {
+		d.recordEvent(ev)
 	}
 	if opened {
 		d.kickAll()
 	}
+}
+
+// nameHash places a subscriber in a share of the first wave.
+func nameHash(name string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return h.Sum32()
 }
 
 // waveText says where a revision's rollout in waves is, for the rollout
@@ -268,4 +392,44 @@ func (d *Distributor) waveText(name string, rev uint64, channels []string) strin
 		return fmt.Sprintf("first wave (%s) healthy; the rest at %s", w.First, st.healthy.Add(w.Soak).UTC().Format(time.RFC3339))
 	}
 	return fmt.Sprintf("first wave (%s) only, then the rest once it is healthy for %s", w.First, w.Soak)
+}
+
+// beforeHeld is the offer of the newest stored revision before or's
+// whose rollout did not stop, for child c, which or is held back from;
+// nil if none.
+func (d *Distributor) beforeHeld(or *offerRev, c *child) *offerRev {
+	revs, err := d.store.Revisions(or.key.name)
+	if err != nil {
+		return nil
+	}
+	slices.SortFunc(revs, func(a, b store.RevisionInfo) int { return cmp.Compare(b.Revision, a.Revision) })
+	for _, r := range revs {
+		key := revKey{r.Name, r.Revision}
+		if r.Revision >= or.key.rev {
+			continue
+		}
+		// Any older revision but one whose rollout stopped: one that was
+		// still in its first wave when a newer one came is older than
+		// the one held back, and was not found failing.
+		d.mu.Lock()
+		st := d.waves[key]
+		d.mu.Unlock()
+		if st != nil && st.Stopped != "" {
+			continue
+		}
+		s, err := d.store.Signed(r.Name, r.Revision)
+		if err != nil {
+			return nil
+		}
+		m, err := s.Manifest()
+		if err != nil {
+			return nil
+		}
+		older, err := d.offerRevision(key, s, m)
+		if err != nil {
+			return nil
+		}
+		return older
+	}
+	return nil
 }

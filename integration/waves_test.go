@@ -62,3 +62,39 @@ func TestWavesStopOnAFailingFirstWave(t *testing.T) {
 		t.Error("no log of the rollout opening")
 	}
 }
+
+// A subscriber outside the first wave that joins while a rollout is
+// stopped gets the revision before it, and nothing it should not.
+func TestWavesNewcomerGetsTheRevisionBefore(t *testing.T) {
+	t.Parallel()
+	nw := newNetwork(t)
+	dist1 := nw.distributor("dist-1", distributorSpec{channels: map[string]channel{
+		"web": {publishers: []string{"pub-1"}, children: []string{"web-*"}},
+	}})
+	dist1.stop()
+	dist1.values["channels"].(map[string]any)["web"].(map[string]any)["waves"] = map[string]any{"first": "web-01", "soak": "1s"}
+	dist1.startFresh()
+	web1 := nw.subscriber("web-01", subscriberSpec{parents: []string{dist1.addr}})
+	nw.build("1.0.0")
+	nw.publish("app", dist1)
+	web1.waitState(1, "extracted")
+	nw.build("1.0.1", "--post", "false")
+	nw.publish("app", dist1)
+	web1.waitDistState("app", 2, "failed")
+	waitFor(t, "the rollout of app@2 stopped", func() (bool, string) {
+		_, v := agentsAt(t, dist1)
+		for _, r := range v.Rollouts {
+			if r.Name == "app" && r.Revision == 2 {
+				return strings.HasPrefix(r.Wave, "stopped"), r.Wave
+			}
+		}
+		return false, ""
+	})
+	web4 := nw.subscriber("web-04", subscriberSpec{parents: []string{dist1.addr}})
+	web4.waitState(1, "extracted")
+	if st, err := web4.subscriberStatus(); err != nil {
+		t.Fatal(err)
+	} else if r, ok := st.distState("app", 2); ok {
+		t.Errorf("web-04 received the stopped app@2: %+v", r)
+	}
+}

@@ -1,0 +1,176 @@
+package distributor
+
+import (
+	"crypto/ed25519"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"ted/distribution"
+	"ted/schedule"
+	"ted/store"
+	"ted/transport"
+)
+
+// wavesStore holds app@5 on channel web, as far as waves look.
+type wavesStore struct {
+	store.Store
+	latest map[string]store.RevisionInfo
+}
+
+func (s *wavesStore) Distributions() ([]string, error) {
+	var out []string
+	for n := range s.latest {
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func (s *wavesStore) Revisions(n string) ([]store.RevisionInfo, error) {
+	return []store.RevisionInfo{s.latest[n]}, nil
+}
+
+func newWavesDist(t *testing.T, w *Waves, dir string) *Distributor {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Name, cfg.DataDir = "dist-1", dir
+	pk, _, _ := ed25519.GenerateKey(nil)
+	cfg.Trust = distribution.NewTrust(pk)
+	cfg.Channels = map[string]Channel{"web": {Publishers: []string{"pub"}, Children: []string{"web-*"}, Waves: w}}
+	cfg.Clock = schedule.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	st := &wavesStore{latest: map[string]store.RevisionInfo{"app": {Name: "app", Revision: 5, Channels: []string{"web"}}}}
+	d, err := New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// addSub makes name a connected subscriber child reporting revs.
+func addSub(d *Distributor, name string, revs ...transport.RevisionState) {
+	d.seen[name] = &ChildStatus{Name: name, Role: "subscriber", Channels: []string{"web"}, Revisions: revs}
+	d.children[name] = &child{name: name, role: "subscriber", channels: []string{"web"}, ended: true}
+}
+
+func opened(d *Distributor) bool {
+	st := d.waves[revKey{"app", 5}]
+	return st != nil && !st.Opened.IsZero()
+}
+
+// One verdict per subscriber: a newer revision still arriving does not
+// count as extracted, nor twice; the rollout waits for every member.
+func TestWavesOneVerdictPerSubscriber(t *testing.T) {
+	d := newWavesDist(t, &Waves{First: "web-0*", StopAfter: 1}, "")
+	addSub(d, "web-01", transport.RevisionState{Name: "app", Revision: 5, State: "extracted"},
+		transport.RevisionState{Name: "app", Revision: 6, State: "receiving"})
+	addSub(d, "web-02", transport.RevisionState{Name: "app", Revision: 5, State: "received"})
+	d.decideWaves()
+	if opened(d) {
+		t.Fatal("opened while web-02 has not extracted it")
+	}
+}
+
+// A share too small to choose anyone still tries the revision on one
+// subscriber; NaN is no share.
+func TestWavesShareChoosesOne(t *testing.T) {
+	w := &Waves{First: "0.01%", Soak: time.Hour, StopAfter: 1}
+	d := newWavesDist(t, w, "")
+	for _, s := range []string{"web-01", "web-02", "web-03"} {
+		if w.inFirst(s) {
+			t.Skipf("%s hashes into 0.01%%: the test needs a share that chooses nobody", s)
+		}
+		addSub(d, s)
+	}
+	d.decideWaves()
+	st := d.waves[revKey{"app", 5}]
+	if st == nil || st.Chosen == "" || opened(d) {
+		t.Fatalf("state %+v: want one chosen, not open", st)
+	}
+	c := &child{name: st.Chosen, role: "subscriber"}
+	if d.held(revKey{"app", 5}, []string{"web"}, c) {
+		t.Error("the chosen subscriber is held back")
+	}
+	if ParseWavesFirst("NaN%") == nil {
+		t.Error("NaN% is a share")
+	}
+}
+
+// The only first-wave subscriber gone during the soak (crashed by the new
+// build): the rollout does not open; back, it soaks again.
+func TestWavesSoakRestartsWhenAMemberGoes(t *testing.T) {
+	d := newWavesDist(t, &Waves{First: "web-01", Soak: time.Hour, StopAfter: 1}, "")
+	clk := d.cfg.Clock.(*schedule.FakeClock)
+	addSub(d, "web-01", transport.RevisionState{Name: "app", Revision: 5, State: "extracted"})
+	addSub(d, "web-02")
+	d.decideWaves() // healthy from now
+	delete(d.children, "web-01")
+	clk.Advance(time.Hour)
+	d.decideWaves()
+	if opened(d) {
+		t.Fatal("opened with the first wave gone")
+	}
+	d.children["web-01"] = &child{name: "web-01", role: "subscriber", ended: true}
+	d.decideWaves()
+	clk.Advance(59 * time.Minute)
+	d.decideWaves()
+	if opened(d) {
+		t.Fatal("opened before a whole soak since it came back")
+	}
+	clk.Advance(time.Minute)
+	d.decideWaves()
+	if !opened(d) {
+		t.Fatal("not opened after a whole soak")
+	}
+}
+
+// A failure stops the rollout only once it has lasted the soak.
+func TestWavesStopAfterLastingFailure(t *testing.T) {
+	d := newWavesDist(t, &Waves{First: "web-01", Soak: time.Minute, StopAfter: 1}, "")
+	clk := d.cfg.Clock.(*schedule.FakeClock)
+	addSub(d, "web-01", transport.RevisionState{Name: "app", Revision: 5, State: "failed", Error: "transfer"})
+	d.decideWaves()
+	if d.waves[revKey{"app", 5}].Stopped != "" {
+		t.Fatal("stopped at the first failure")
+	}
+	clk.Advance(time.Minute)
+	d.decideWaves()
+	if d.waves[revKey{"app", 5}].Stopped == "" {
+		t.Fatal("not stopped after a failure that lasted the soak")
+	}
+	c := &child{name: "web-02", role: "subscriber"}
+	if !d.held(revKey{"app", 5}, []string{"web"}, c) {
+		t.Error("the rest not held back after the stop")
+	}
+}
+
+// waves.json is written when a decision changes, not at every pass.
+func TestWavesFileWrittenOnChange(t *testing.T) {
+	dir := t.TempDir()
+	d := newWavesDist(t, &Waves{First: "web-01", Soak: time.Hour, StopAfter: 1}, dir)
+	addSub(d, "web-01", transport.RevisionState{Name: "app", Revision: 5, State: "extracted"})
+	d.decideWaves()
+	d.decideWaves()
+	if _, err := os.Stat(filepath.Join(dir, WavesFile)); err == nil {
+		t.Fatal("written while nothing was decided")
+	}
+	d.cfg.Clock.(*schedule.FakeClock).Advance(time.Hour)
+	d.decideWaves()
+	fi, err := os.Stat(filepath.Join(dir, WavesFile))
+	if err != nil {
+		t.Fatalf("not written once opened: %v", err)
+	}
+	ino := fi.Sys().(*syscall.Stat_t).Ino
+	d.decideWaves()
+	if fi, _ := os.Stat(filepath.Join(dir, WavesFile)); fi.Sys().(*syscall.Stat_t).Ino != ino {
+		t.Error("rewritten on a pass that changed nothing")
+	}
+	// Kept across a restart.
+	d2 := newWavesDist(t, &Waves{First: "web-01", Soak: time.Hour, StopAfter: 1}, dir)
+	if !opened(d2) {
+		t.Error("the opening is not kept across a restart")
+	}
+}
