@@ -27,6 +27,30 @@ func buildTed(t *testing.T, dir, version string, ldflags ...string) string {
 	return out
 }
 
+// agentNetwork is a distributor carrying web and agents to web-01, a
+// subscriber with an agent block of this probation.
+func agentNetwork(t *testing.T, probation string) (nw *network, dist1, web1 *node) {
+	t.Helper()
+	nw = newNetwork(t)
+	dist1 = nw.distributor("dist-1", distributorSpec{channels: map[string]channel{
+		"web":    {publishers: []string{"pub-1"}, children: []string{"web-01"}},
+		"agents": {publishers: []string{"pub-1"}, children: []string{"web-01"}},
+	}})
+	web1 = nw.subscriber("web-01", subscriberSpec{parents: []string{dist1.addr},
+		extra: map[string]any{"agent": map[string]any{"channel": "agents", "probation": probation}}})
+	return nw, dist1, web1
+}
+
+// publishAgent builds the ted at bin as an agent on channel agents and
+// publishes it to dist; it returns the agent's distribution name.
+func publishAgent(t *testing.T, nw *network, dist *node, bin string) string {
+	t.Helper()
+	mustTed(t, "dist", "build", "--store", nw.store, "--agent", bin, "--channel", "agents", "--sign-key", nw.signKey)
+	name := "ted-" + strings.ReplaceAll(goPlatform(t, bin), "/", "-")
+	nw.publish(name, dist)
+	return name
+}
+
 // agentsAt returns, from the view at n, each node's agent version; none
 // while n does not answer (it restarts on a new version).
 func agentsAt(t *testing.T, n *node) (map[string]string, fleet.View) {
@@ -66,9 +90,7 @@ func TestAgentUpgrade(t *testing.T) {
 
 	bins := t.TempDir()
 	good := buildTed(t, bins, "1.5.0")
-	mustTed(t, "dist", "build", "--store", nw.store, "--agent", good, "--channel", "agents", "--sign-key", nw.signKey)
-	platform := "ted-" + strings.ReplaceAll(goPlatform(t, good), "/", "-")
-	nw.publish(platform, dist1)
+	platform := publishAgent(t, nw, dist1, good)
 
 	waitFor(t, "dist-2, web-01 and web-02 running 1.5.0, as the top sees them", func() (bool, string) {
 		agents, _ := agentsAt(t, dist1)
@@ -102,8 +124,7 @@ func TestAgentUpgrade(t *testing.T) {
 	// A broken build: exits as soon as it starts. Rolled back on every
 	// node, failed at the top with the reason.
 	broken := buildTed(t, bins, "1.6.0", "-X main.agentFault=exit")
-	mustTed(t, "dist", "build", "--store", nw.store, "--agent", broken, "--channel", "agents", "--sign-key", nw.signKey)
-	nw.publish(platform, dist1)
+	publishAgent(t, nw, dist1, broken)
 	waitFor(t, "1.6.0 failed on dist-2, web-01 and web-02 at the top, 1.5.0 still running", func() (bool, string) {
 		agents, v := agentsAt(t, dist1)
 		failed := 0
@@ -152,17 +173,9 @@ func goPlatform(t *testing.T, path string) string {
 // shows the build failed with the reason.
 func TestAgentUpgradeRollsBackAStall(t *testing.T) {
 	t.Parallel()
-	nw := newNetwork(t)
-	dist1 := nw.distributor("dist-1", distributorSpec{channels: map[string]channel{
-		"web":    {publishers: []string{"pub-1"}, children: []string{"web-01"}},
-		"agents": {publishers: []string{"pub-1"}, children: []string{"web-01"}},
-	}})
-	web1 := nw.subscriber("web-01", subscriberSpec{parents: []string{dist1.addr},
-		extra: map[string]any{"agent": map[string]any{"channel": "agents", "probation": "5s"}}})
+	nw, dist1, web1 := agentNetwork(t, "5s")
 	stall := buildTed(t, t.TempDir(), "1.5.0", "-X main.agentFault=stall")
-	mustTed(t, "dist", "build", "--store", nw.store, "--agent", stall, "--channel", "agents", "--sign-key", nw.signKey)
-	platform := "ted-" + strings.ReplaceAll(goPlatform(t, stall), "/", "-")
-	nw.publish(platform, dist1)
+	platform := publishAgent(t, nw, dist1, stall)
 	web1.waitLog("agent: upgrading")
 	waitFor(t, "the stalled build failed at the top, the old version running", func() (bool, string) {
 		agents, v := agentsAt(t, dist1)
@@ -192,19 +205,11 @@ func TestAgentUpgradeCrashAtEveryStep(t *testing.T) {
 	for _, step := range []string{"written", "installed", "begun", "launching", "committed"} {
 		t.Run(step, func(t *testing.T) {
 			t.Parallel()
-			nw := newNetwork(t)
-			dist1 := nw.distributor("dist-1", distributorSpec{channels: map[string]channel{
-				"web":    {publishers: []string{"pub-1"}, children: []string{"web-01"}},
-				"agents": {publishers: []string{"pub-1"}, children: []string{"web-01"}},
-			}})
-			web1 := nw.subscriber("web-01", subscriberSpec{parents: []string{dist1.addr},
-				extra: map[string]any{"agent": map[string]any{"channel": "agents", "probation": "40s"}}})
+			nw, dist1, web1 := agentNetwork(t, "40s")
 			web1.stop()
 			web1.env = []string{"TED_TEST_AGENT_KILL_AT=" + step}
 			web1.start()
-			mustTed(t, "dist", "build", "--store", nw.store, "--agent", good, "--channel", "agents", "--sign-key", nw.signKey)
-			platform := "ted-" + strings.ReplaceAll(goPlatform(t, good), "/", "-")
-			nw.publish(platform, dist1)
+			platform := publishAgent(t, nw, dist1, good)
 			web1.waitEnded()
 			web1.env = nil
 			web1.start()
@@ -242,9 +247,7 @@ func TestAgentUpgradeFollowsParent(t *testing.T) {
 		"agents": {children: []string{"web-01"}},
 	}, extra: map[string]any{"agent": map[string]any{"channel": "agents", "probation": "40s", "follow_parent": true}}})
 	good := buildTed(t, t.TempDir(), "1.5.0")
-	mustTed(t, "dist", "build", "--store", nw.store, "--agent", good, "--channel", "agents", "--sign-key", nw.signKey)
-	platform := "ted-" + strings.ReplaceAll(goPlatform(t, good), "/", "-")
-	nw.publish(platform, dist1)
+	publishAgent(t, nw, dist1, good)
 	dist2.waitLog("waiting for the parent to run 1.5.0 first")
 	waitFor(t, "dist-1 and then dist-2 running 1.5.0", func() (bool, string) {
 		agents, _ := agentsAt(t, dist1)

@@ -524,29 +524,17 @@ func (n *node) kill() {
 // hook) and fails the test if it exits otherwise.
 func (n *node) waitKilled() {
 	n.nw.t.Helper()
-	n.mu.Lock()
-	p := n.proc
-	n.mu.Unlock()
-	if p == nil {
-		n.nw.t.Fatalf("%s is not running", n.name)
-	}
-	select {
-	case <-p.done:
-	case <-time.After(waitTimeout):
-		n.nw.t.Fatalf("%s did not die within %s:\n%s", n.name, waitTimeout, n.runLog())
-	}
-	n.mu.Lock()
-	n.proc = nil
-	n.mu.Unlock()
+	err := n.waitEnded()
 	var exit *exec.ExitError
-	if !errors.As(p.err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		n.nw.t.Fatalf("%s exited with %v, want SIGKILL:\n%s", n.name, p.err, n.runLog())
+	if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		n.nw.t.Fatalf("%s exited with %v, want SIGKILL:\n%s", n.name, err, n.runLog())
 	}
 }
 
 // waitEnded waits for the daemon to end, however it does (an upgrade
-// crash test kills one process of two, and the other exits then).
-func (n *node) waitEnded() {
+// crash test kills one process of two, and the other exits then), and
+// returns how it ended.
+func (n *node) waitEnded() error {
 	n.nw.t.Helper()
 	n.mu.Lock()
 	p := n.proc
@@ -562,6 +550,7 @@ func (n *node) waitEnded() {
 	n.mu.Lock()
 	n.proc = nil
 	n.mu.Unlock()
+	return p.err
 }
 
 // signal sends sig and waits up to timeout for the exit; it returns the
