@@ -85,7 +85,10 @@ func TestAgentUpgrade(t *testing.T) {
 		"web":    {children: []string{"web-02"}},
 		"agents": {children: []string{"web-02"}},
 	}, extra: agentBlock})
-	web1 := nw.subscriber("web-01", subscriberSpec{parents: []string{dist1.addr}, extra: agentBlock})
+	// web-01 keeps one revision of each distribution: builds are pruned
+	// from its store like any revision.
+	web1 := nw.subscriber("web-01", subscriberSpec{parents: []string{dist1.addr},
+		extra: map[string]any{"agent": agentBlock["agent"], "keep_revisions": 1}})
 	web2 := nw.subscriber("web-02", subscriberSpec{parents: []string{dist2.addr}, extra: agentBlock})
 
 	bins := t.TempDir()
@@ -143,6 +146,11 @@ func TestAgentUpgrade(t *testing.T) {
 	web1.waitDistState(platform, 2, "failed")
 	if n := strings.Count(web1.log(), "agent: upgrading"); n != 2 {
 		t.Errorf("web-01 started %d upgrades, want 2 (1.5.0, then 1.6.0 once)", n)
+	}
+	if st, err := web1.subscriberStatus(); err != nil {
+		t.Fatal(err)
+	} else if r, ok := st.distState(platform, 1); ok {
+		t.Errorf("web-01 keeps one revision, yet still holds %s@1: %+v", platform, r)
 	}
 }
 

@@ -577,9 +577,29 @@ func (s *Subscriber) receive(ctx context.Context, sess transport.Session, signed
 	return m.Name, nil
 }
 
+// prune keeps KeepRevisions revisions of name in the store, and forgets
+// the states of those removed.
+func (s *Subscriber) prune(name string, log *slog.Logger) {
+	if pr, err := s.store.Prune(name, s.cfg.KeepRevisions); err != nil {
+		log.Error("prune", "err", err)
+	} else if len(pr.RemovedRevisions) > 0 {
+		s.mu.Lock()
+		for _, rev := range pr.RemovedRevisions {
+			delete(s.states[name], rev)
+		}
+		s.mu.Unlock()
+	}
+}
+
 // agentStored hands a stored agent revision to OnAgent, and shows what
-// became of it.
+// became of it. Builds are pruned like extracted revisions (the one that
+// runs lives in the agent directory, not in the store).
 func (s *Subscriber) agentStored(ctx context.Context, m *distribution.Manifest, log *slog.Logger) {
+	defer func() {
+		s.extractMu.Lock() // as extraction prunes
+		s.prune(m.Name, log)
+		s.extractMu.Unlock()
+	}()
 	if s.cfg.OnAgent == nil {
 		s.update(m, func(st *transport.RevisionState) {
 			st.State, st.Reason, st.Error = StateReceived, "a build of ted, held: this node has no agent block", ""
@@ -903,15 +923,7 @@ func (s *Subscriber) extractOne(ctx context.Context, m *distribution.Manifest) b
 	s.update(m, func(st *transport.RevisionState) {
 		st.State, st.Error, st.Reason, st.HaveChunks, st.Chunks = StateExtracted, "", partialReason(skipped), distinct, distinct
 	})
-	if pr, err := s.store.Prune(name, s.cfg.KeepRevisions); err != nil {
-		log.Error("prune", "err", err)
-	} else if len(pr.RemovedRevisions) > 0 {
-		s.mu.Lock()
-		for _, rev := range pr.RemovedRevisions {
-			delete(s.states[name], rev)
-		}
-		s.mu.Unlock()
-	}
+	s.prune(name, log)
 	return true
 }
 
