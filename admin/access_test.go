@@ -101,22 +101,7 @@ func startTLS(t *testing.T, st *admin.StatusTLS, endpoints admin.Endpoints) stri
 	cfg := admin.DefaultConfig()
 	cfg.StatusListen = "0.0.0.0:0"
 	cfg.StatusTLS = st
-	srv, err := admin.New(cfg, endpoints, testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	srv := serve(t, cfg, endpoints).srv
 	_, port, _ := strings.Cut(srv.StatusAddr().String(), "]:")
 	if port == "" {
 		_, port, _ = strings.Cut(srv.StatusAddr().String(), ":")

@@ -40,6 +40,15 @@ func start(t *testing.T, socketPath string, endpoints admin.Endpoints) *running 
 	cfg := admin.DefaultConfig()
 	cfg.StatusListen = "127.0.0.1:0"
 	cfg.SocketPath = socketPath
+	r := serve(t, cfg, endpoints)
+	r.base = "http://" + r.srv.StatusAddr().String()
+	return r
+}
+
+// serve makes a server of cfg, listens synchronously and serves until
+// the test ends or stop is called.
+func serve(t *testing.T, cfg admin.Config, endpoints admin.Endpoints) *running {
+	t.Helper()
 	srv, err := admin.New(cfg, endpoints, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +74,7 @@ func start(t *testing.T, socketPath string, endpoints admin.Endpoints) *running 
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &running{srv: srv, socket: socketPath, base: "http://" + srv.StatusAddr().String(), stop: stop}
+	return &running{srv: srv, socket: cfg.SocketPath, stop: stop}
 }
 
 func testLogger(t *testing.T) *slog.Logger {

@@ -235,6 +235,12 @@ func (d *Distributor) sendSubtree(control *transport.Conn, nodes []transport.Nod
 
 // FleetView is the subtree as `ted status` and the console show it.
 func (d *Distributor) FleetView(f fleet.Filter) fleet.View {
+	v, _ := d.fleetView(f)
+	return v
+}
+
+// fleetView is FleetView and the catalog it was made with.
+func (d *Distributor) fleetView(f fleet.Filter) (fleet.View, []fleet.Catalog) {
 	self := fleet.FromState(d.selfNode(), d.cfg.Clock.Now())
 	catalog := d.catalog()
 	v := d.fleet.View(self, catalog, f)
@@ -246,7 +252,7 @@ func (d *Distributor) FleetView(f fleet.Filter) fleet.View {
 			}
 		}
 	}
-	return v
+	return v, catalog
 }
 
 // selfNode is this distributor's own record: what it holds and receives.
@@ -401,7 +407,7 @@ func (c fleetCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c fleetCollector) Collect(ch chan<- prometheus.Metric) {
-	v := c.d.FleetView(fleet.Filter{})
+	v, catalog := c.d.fleetView(fleet.Filter{})
 	type roleStale struct {
 		role  string
 		stale bool
@@ -419,7 +425,7 @@ func (c fleetCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	latest := map[string]uint64{}
-	for _, cat := range c.d.catalog() {
+	for _, cat := range catalog {
 		latest[cat.Name] = cat.Revision
 	}
 	for _, r := range v.Rollouts {

@@ -70,18 +70,18 @@ func Tree(v *View, limit int) []TreeRow {
 		}
 		// Children already shown (a loop of parents) are left out before
 		// the last branch is chosen.
-		var todo []*Node
+		var unshown []*Node
 		for _, k := range children {
 			if !done[k.Name] {
-				todo = append(todo, k)
+				unshown = append(unshown, k)
 			}
 		}
-		for i, k := range todo {
+		for i, k := range unshown {
 			if done[k.Name] {
 				continue // reached through an earlier sibling's loop
 			}
 			b := "├─ "
-			if i == len(todo)-1 && len(subs) == 0 {
+			if i == len(unshown)-1 && len(subs) == 0 {
 				b = "└─ "
 			}
 			walk(k, next, b)

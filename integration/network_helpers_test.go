@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -11,11 +10,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -851,28 +848,11 @@ func (n *node) waitDistributor(what string, cond func(distributorStatus) bool) d
 // metric scrapes one unlabelled series from the daemon's /metrics.
 func (n *node) metric(name string) float64 {
 	n.nw.t.Helper()
-	client := http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Get("http://" + n.statusAddr + "/metrics")
-	if err != nil {
-		n.nw.t.Fatalf("scrape %s: %v", n.name, err)
+	v, ok := sample(n.scrape(), name)
+	if !ok {
+		n.nw.t.Fatalf("%s serves no %s", n.name, name)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		line := sc.Text()
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				n.nw.t.Fatalf("%s: metric line %q: %v", n.name, line, err)
-			}
-			return f
-		}
-	}
-	if err := sc.Err(); err != nil {
-		n.nw.t.Fatalf("scrape %s: %v", n.name, err)
-	}
-	n.nw.t.Fatalf("%s serves no %s", n.name, name)
-	return 0
+	return v
 }
 
 // requireTree fails unless dir holds exactly the tree at src, file by file

@@ -608,14 +608,7 @@ func (s *Subscriber) agentStored(ctx context.Context, m *distribution.Manifest, 
 	}
 	state, reason := s.cfg.OnAgent(ctx, m, s.ParentAgent())
 	log.Info("agent revision", "version", m.Version, "state", state, "reason", reason)
-	s.update(m, func(st *transport.RevisionState) {
-		st.State, st.Reason, st.Error = state, "", ""
-		if state == StateFailed {
-			st.Error = reason
-		} else {
-			st.Reason = reason
-		}
-	})
+	s.SetAgentState(m, state, reason)
 }
 
 // ParentAgent is the ted version of the parent connected now ("" while
