@@ -368,6 +368,22 @@ func Relaunch(args []string) error {
 	return syscall.Exec(launcher, append([]string{launcher}, args[1:]...), os.Environ())
 }
 
+// ExecSelf replaces this process with its own binary run again with args
+// (a cluster node that fenced itself off), keeping its place under a
+// launcher: still the agent it started, still on probation if it was.
+// It returns only on an error.
+func ExecSelf(args []string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	env := os.Environ()
+	if launched {
+		env = agentEnv(launcherPath, supervised)
+	}
+	return syscall.Exec(exe, args, env)
+}
+
 // newer reports whether version a is newer than b (semantic versions; a
 // version that does not parse is never newer).
 func newer(a, b string) bool {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"ted/fleet"
 )
@@ -261,4 +262,98 @@ func TestAgentUpgradeFollowsParent(t *testing.T) {
 		agents, _ := agentsAt(t, dist1)
 		return agents["dist-1"] == "1.5.0" && agents["dist-2"] == "1.5.0", fmt.Sprint(agents)
 	})
+}
+
+// A cluster subscriber upgrades every node, the standbys first: the
+// active node lays the build out in the shared directory, the standby
+// takes it from there, and the active node follows once the standby runs
+// it, so the role moves once, to a node already on the new version. The
+// top shows the cluster on the new version, and it still delivers.
+func TestAgentUpgradeCluster(t *testing.T) {
+	t.Parallel()
+	nw := newNetwork(t)
+	dist1 := nw.distributor("dist-1", distributorSpec{channels: map[string]channel{
+		"web":    {publishers: []string{"pub-1"}, children: []string{"web-c"}},
+		"agents": {publishers: []string{"pub-1"}, children: []string{"web-c"}},
+	}, clusters: map[string][]string{"web-c": {"web-c"}}})
+	agentBlock := map[string]any{"agent": map[string]any{"channel": "agents", "probation": "40s"}}
+	c := nw.clusterWithExtra("web-c", []string{"c-a", "c-b"}, []string{"web-c", "web-c"}, dist1, agentBlock)
+	first := c.active(t)
+	if first != c.nodes[0] {
+		t.Fatalf("%s active, want c-a", first.name)
+	}
+	standby := c.nodes[1]
+
+	bins := t.TempDir()
+	platform := publishAgent(t, nw, dist1, buildTed(t, bins, "1.5.0"))
+
+	waitFor(t, "both nodes running 1.5.0", func() (bool, string) {
+		var got []string
+		ok := true
+		for _, n := range c.nodes {
+			st, err := n.subscriberStatus()
+			if err != nil {
+				return false, err.Error()
+			}
+			got = append(got, n.name+"="+st.Agent+"/"+st.Role)
+			ok = ok && st.Agent == "1.5.0"
+		}
+		return ok, strings.Join(got, " ")
+	})
+	for _, n := range c.nodes {
+		n.waitLog("agent: upgrade committed", "to=1.5.0")
+	}
+	// The standby first: it had committed before the active node began.
+	committed := logTime(t, standby.logLine("agent: upgrade committed", "to=1.5.0"))
+	began := logTime(t, first.logLine("agent: upgrading", "to=1.5.0"))
+	if !committed.Before(began) {
+		t.Errorf("the active node began its upgrade at %v, before the standby committed (%v)", began, committed)
+	}
+	if n := strings.Count(standby.log(), "agent: upgrading"); n != 1 {
+		t.Errorf("the standby began %d upgrades, want 1", n)
+	}
+	// The role moved once, to the standby, already on the new version.
+	if a := c.active(t); a != standby {
+		t.Errorf("%s active after the upgrade, want %s", a.name, standby.name)
+	}
+	if n := strings.Count(standby.log(), "lease granted: active"); n != 1 {
+		t.Errorf("%s was granted the lease %d times, want once", standby.name, n)
+	}
+	waitFor(t, "the top showing web-c on 1.5.0 with the build running", func() (bool, string) {
+		agents, v := agentsAt(t, dist1)
+		for _, n := range v.Nodes {
+			if n.Name != "web-c" {
+				continue
+			}
+			for _, d := range n.Distributions {
+				if d.Name == platform && d.Revision == 1 && d.State == "extracted" {
+					return agents["web-c"] == "1.5.0", fmt.Sprint(agents)
+				}
+			}
+			return false, fmt.Sprintf("%+v", n.Distributions)
+		}
+		return false, fmt.Sprint(agents)
+	})
+	// It still delivers, on the node now active.
+	nw.build("1.0.0")
+	nw.publish("app", dist1)
+	standby.waitState(1, "extracted")
+	if n := c.extractions(1); n != 1 {
+		t.Errorf("web-c extracted app@1 %d times, want once", n)
+	}
+}
+
+// logTime is the time= of a log line.
+func logTime(t *testing.T, line string) time.Time {
+	t.Helper()
+	_, rest, ok := strings.Cut(line, "time=")
+	if !ok {
+		t.Fatalf("no time in log line %q", line)
+	}
+	ts, _, _ := strings.Cut(rest, " ")
+	at, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil {
+		t.Fatalf("log line %q: %v", line, err)
+	}
+	return at
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,6 +38,13 @@ func (nw *network) cluster(name string, nodes []string, parent *node) *aCluster 
 // clusterWithCerts is cluster with a certificate for each node: certs[i]
 // is nodes[i]'s.
 func (nw *network) clusterWithCerts(name string, nodes, certs []string, parent *node) *aCluster {
+	nw.t.Helper()
+	return nw.clusterWithExtra(name, nodes, certs, parent, nil)
+}
+
+// clusterWithExtra is clusterWithCerts with more keys in every node's
+// config.
+func (nw *network) clusterWithExtra(name string, nodes, certs []string, parent *node, extra map[string]any) *aCluster {
 	nw.t.Helper()
 	for _, cert := range certs {
 		nw.issue(cert, "subscriber")
@@ -73,6 +81,7 @@ func (nw *network) clusterWithCerts(name string, nodes, certs []string, parent *
 				"secret_file": name + ".key", "shared_dir": "./shared/" + name,
 			},
 		}
+		maps.Copy(values, extra)
 		n := nw.newNode(nodeName, "subscriber", values)
 		n.root, n.target = c.root, filepath.Join(c.root, "app")
 		c.nodes = append(c.nodes, n)

@@ -602,8 +602,9 @@ func (nw *network) cleanup() {
 		case n.running():
 			wg.Go(func() { errs[i] = n.signal(syscall.SIGTERM, stopTimeout) })
 		case p != nil:
-			// It died by itself during the test.
-			errs[i] = fmt.Errorf("exited during the test: %v", p.err)
+			// It died by itself during the test: its last words first,
+			// before the logs that CI may cut.
+			errs[i] = fmt.Errorf("exited during the test: %v; its log ends:\n%s", p.err, lastLines(n.log(), 12))
 		}
 	}
 	wg.Wait()
@@ -618,6 +619,12 @@ func (nw *network) cleanup() {
 			nw.t.Logf("==== log of %s %s (%s)\n%s", n.role, n.name, n.logPath, n.log())
 		}
 	}
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
 }
 
 // waitFor polls cond every 100 ms until it holds, failing the test after
@@ -693,6 +700,7 @@ type subscriberStatus struct {
 	Role          string `json:"role"`
 	ActiveNode    string `json:"active_node"`
 	Problem       string `json:"problem"`
+	Agent         string `json:"agent"`
 	Parent        string `json:"parent"`
 	Distributions []struct {
 		Name      string          `json:"name"`

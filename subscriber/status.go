@@ -21,6 +21,8 @@ type Status struct {
 	ActiveNode string `json:"active_node"`
 	// Problem says why a cluster node cannot be active now, if it cannot.
 	Problem string `json:"problem,omitempty"`
+	// Agent is the ted version this node runs.
+	Agent string `json:"agent,omitempty"`
 	// Parent is the address of the parent connected now, "" while none is.
 	Parent string `json:"parent"`
 	// ParentError says, while no parent is connected, why: each parent's
@@ -44,7 +46,7 @@ type DistributionStatus struct {
 func (s *Subscriber) Status() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Status{Node: s.cfg.Name, Role: "single", ActiveNode: s.cfg.Name, Parent: s.parent, Started: s.started, Distributions: []DistributionStatus{}}
+	st := Status{Node: s.cfg.Name, Role: "single", ActiveNode: s.cfg.Name, Agent: s.cfg.Agent, Parent: s.parent, Started: s.started, Distributions: []DistributionStatus{}}
 	if st.Parent == "" {
 		st.ParentError = s.cfg.Parents.Watch.State().Problem
 	}

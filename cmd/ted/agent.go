@@ -180,6 +180,12 @@ type upgrader struct {
 // parent running parentAgent; it returns the state and reason to show.
 // again, if set, is called when the decision may change (a window opens).
 func (u *upgrader) offer(ctx context.Context, m *distribution.Manifest, parentAgent string, again func()) (state, reason string) {
+	return u.offerFrom(ctx, m, u.src, parentAgent, again)
+}
+
+// offerFrom is offer with the build's chunks read from src (a cluster
+// node's agent pack).
+func (u *upgrader) offerFrom(ctx context.Context, m *distribution.Manifest, src distribution.ChunkSource, parentAgent string, again func()) (state, reason string) {
 	// One decision at a time: two builds arriving together must not both
 	// be installed and begun.
 	u.mu.Lock()
@@ -229,7 +235,7 @@ func (u *upgrader) offer(ctx context.Context, m *distribution.Manifest, parentAg
 		}
 	}
 	u.log.Info("agent: upgrading", "from", u.version, "to", m.Version, "revision", m.Revision)
-	if err := agent.Install(ctx, u.dir, m, u.src, u.kind, u.config); err != nil {
+	if err := agent.Install(ctx, u.dir, m, src, u.kind, u.config); err != nil {
 		if ctx.Err() != nil {
 			return subscriber.StateReceived, "upgrade interrupted: " + err.Error()
 		}
@@ -246,6 +252,13 @@ func (u *upgrader) offer(ctx context.Context, m *distribution.Manifest, parentAg
 	u.log.Info("agent: new version checked; restarting on it, on probation", "version", m.Version, "probation", u.file.Probation)
 	u.restart(agent.ErrRestart)
 	return subscriber.StateReceived, fmt.Sprintf("upgrading: restarting on %s", m.Version)
+}
+
+// later is laterLocked for a caller that does not hold u.mu.
+func (u *upgrader) later(name string, d time.Duration, again func()) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.laterLocked(name, d, again)
 }
 
 // laterLocked calls again after d, once per distribution; u.mu is held.

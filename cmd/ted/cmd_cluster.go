@@ -21,6 +21,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"ted/admin"
+	"ted/agent"
+	"ted/distribution"
 	"ted/pki"
 	"ted/series"
 	"ted/store"
@@ -52,6 +54,16 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 	cfg.Parents.Addrs = file.Parents[:1]
 	cfg.Cluster, cfg.Node, cfg.Instance = cl.Name, cl.Node, cluster.NewInstance()
 	log = log.With("cluster", cl.Name, "cluster_node", cl.Node)
+	ctx, restart := context.WithCancelCause(ctx)
+	defer restart(nil)
+	var ca *clusterAgent
+	if file.Agent != nil {
+		u := &upgrader{dir: agentDir(file.DataDir), file: file.Agent, kind: "subscriber", config: config, version: cfg.Agent,
+			schedules: cfg.Schedules, restart: restart, log: log}
+		defer u.stop()
+		cfg.Channels = file.channelsWithAgent()
+		ca = &clusterAgent{u: u, packDir: packDir(cl.SharedDir), trust: cfg.Trust, node: cl.Node, log: log}
+	}
 
 	gossip, err := cluster.StartGossip(cluster.GossipConfig{Cluster: cl.Name, Node: cl.Node, Bind: cl.Bind, Join: cl.Join, Key: key, Log: log})
 	if err != nil {
@@ -64,7 +76,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		}
 	}()
 	leases := cluster.NewLeaseClient(file.Parents[0], n.dial, transport.Hello{Name: file.Name, Agent: cfg.Agent,
-		Channels: file.Channels, Cluster: cl.Name, Node: cl.Node, Instance: cfg.Instance})
+		Channels: file.channelsWithAgent(), Cluster: cl.Name, Node: cl.Node, Instance: cfg.Instance})
 	defer leases.Close()
 	if n.cred != nil {
 		// A parent revoked since the lease session began is not asked again.
@@ -72,6 +84,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 	}
 	ncfg := cluster.DefaultConfig(cl.Node)
 	ncfg.Priority, ncfg.Log, ncfg.Authority = cl.Priority, log, file.Parents[0]
+	ncfg.Agent = func() (string, bool) { return cfg.Agent, ca != nil && ca.probation.Load() }
 	// Test-only switches, to show what the fencing prevents: no lease
 	// checks at all, and a store lock that does not hold across processes
 	// (shared storage whose locks are not coherent across hosts).
@@ -100,6 +113,9 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		mu     sync.Mutex
 		cur    *subscriber.Subscriber
 		curCtx context.Context
+		// curShow shows again what became of the newest build of ted in
+		// cur's store (agent_cluster.go).
+		curShow func()
 		// calls are the operator's commands running on cur: act waits
 		// for them before it closes the store.
 		calls sync.WaitGroup
@@ -192,7 +208,27 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		}()
 		c := cfg
 		c.Epoch, c.Fence = epoch, check
-		s, err := newSubscriber(c, file, fenced, filepath.Join(cl.SharedDir, "installed"), log)
+		var s *subscriber.Subscriber
+		var reconsider func(*distribution.Manifest)
+		if ca != nil {
+			// Builds of ted: laid out in shared_dir for every node, and
+			// this node upgrades after the standbys (agent_cluster.go).
+			offer := func(ctx context.Context, m *distribution.Manifest, parentAgent string) (string, string) {
+				return ca.activeOffer(ctx, fenced, check, m, parentAgent, func() { reconsider(m) })
+			}
+			c.OnAgent = offer
+			reconsider = func(m *distribution.Manifest) {
+				_ = on(daemonCtx, func(ctx context.Context, now *subscriber.Subscriber) error {
+					if now != s {
+						return nil // acting again since: that act shows its own
+					}
+					state, reason := offer(ctx, m, s.ParentAgent())
+					s.SetAgentState(m, state, reason)
+					return nil
+				})
+			}
+		}
+		s, err = newSubscriber(c, file, fenced, filepath.Join(cl.SharedDir, "installed"), log)
 		if err != nil {
 			return err
 		}
@@ -210,6 +246,26 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		mu.Lock()
 		actErr = nil
 		mu.Unlock()
+		if ca != nil {
+			// Through on: never past the act, whose store closes.
+			show := func() {
+				_ = on(ctx, func(ctx context.Context, now *subscriber.Subscriber) error {
+					if now == s {
+						ca.showStored(ctx, fenced, check, s, reconsider)
+					}
+					return nil
+				})
+			}
+			mu.Lock()
+			curShow = show
+			mu.Unlock()
+			defer func() {
+				mu.Lock()
+				curShow = nil
+				mu.Unlock()
+			}()
+			go show()
+		}
 		err = s.Run(ctx, n.dial)
 		log.Info("cluster node no longer active", "epoch", epoch)
 		return err
@@ -223,7 +279,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 				return st
 			}
 		}
-		return subscriber.Status{Node: cl.Node, Role: string(cluster.RoleStandby), ActiveNode: activeNode, Problem: problem,
+		return subscriber.Status{Node: cl.Node, Role: string(cluster.RoleStandby), ActiveNode: activeNode, Problem: problem, Agent: cfg.Agent,
 			Distributions: []subscriber.DistributionStatus{}}
 	}
 	actions := subscriberActions(on)
@@ -244,7 +300,32 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 	standby := prometheus.NewRegistry()
 	standby.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		series.CertificateExpiry(func() time.Time { return n.cred.Self().NotAfter }))
-	return n.serve(ctx, "subscriber", daemonAdmin{
+	if ca != nil {
+		ca.members, ca.handover = gossip.Members, node.Handover
+		if st, err := ca.u.dir.Load(); err == nil && st.Probation != nil && st.Probation.Version == cfg.Agent {
+			ca.probation.Store(true)
+		}
+		go ca.watch(ctx, func() bool { acting, _ := node.Acting(); return acting })
+		go func() {
+			// On probation: committed once the node has been healthy for a
+			// while (agent.MinHealthy); then, if it acts, what it shows of
+			// the build is said again.
+			err := agent.Probate(ctx, ca.u.dir, ca.u.version, func() error { return clusterAgentHealthy(gossip, node, active) }, log)
+			if err != nil {
+				log.Error("agent: probation", "err", err)
+				return
+			}
+			if ctx.Err() == nil && ca.probation.Swap(false) {
+				mu.Lock()
+				reshow := curShow
+				mu.Unlock()
+				if reshow != nil {
+					reshow()
+				}
+			}
+		}()
+	}
+	err = n.serve(ctx, "subscriber", daemonAdmin{
 		status: status,
 		health: func() error {
 			return clusterHealth(cl.Node, node, active, func(acting bool, now time.Time) (time.Time, time.Time, error) {
@@ -281,6 +362,36 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 			return err
 		})
 	})
+	if errors.Is(context.Cause(ctx), agent.ErrRestart) {
+		return agent.ErrRestart // main relaunches, once everything is closed
+	}
+	return err
+}
+
+// clusterAgentHealthy is a cluster node's health for its agent's
+// probation: the gossip works and elected a node, and the active node
+// receives (its subscriber is healthy and connected to the parent).
+func clusterAgentHealthy(gossip *cluster.Gossip, node *cluster.Node, active func() (*subscriber.Subscriber, error)) error {
+	if err := gossip.Problem(); err != nil {
+		return err
+	}
+	if s, err := active(); err == nil {
+		if err := s.Health(); err != nil {
+			return err
+		}
+		if s.ParentAgent() == "" {
+			return errors.New("no parent connected yet")
+		}
+		return nil
+	}
+	role, activeNode, problem := node.Status()
+	switch {
+	case problem != "":
+		return errors.New(problem)
+	case role != cluster.RoleStandby || activeNode == "":
+		return errors.New("no cluster node is active yet")
+	}
+	return nil
 }
 
 // clusterActGrace is how long a cluster node may hold the lease without
@@ -384,10 +495,7 @@ func selfFence(ctx context.Context, log *slog.Logger, cause error) {
 	if ctx.Err() != nil {
 		os.Exit(exitFenced)
 	}
-	exe, err := os.Executable()
-	if err == nil {
-		err = syscall.Exec(exe, os.Args, os.Environ())
-	}
+	err := agent.ExecSelf(os.Args)
 	// Exec failed: exit instead; a supervisor (systemd) starts it again.
 	log.Error("cluster: cannot start again; exiting", "err", err)
 	os.Exit(exitFenced)

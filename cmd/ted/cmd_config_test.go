@@ -363,8 +363,8 @@ func TestConfigCheckShortIdleTimeout(t *testing.T) {
 }
 
 // The agent block: its channel is required, its upgrade policy one of
-// always, never or a schedule's name, a distributor must carry its
-// channel, and a cluster node does not take one.
+// always, never or a schedule's name, and a distributor must carry its
+// channel.
 func TestConfigCheckAgent(t *testing.T) {
 	for _, tc := range []struct {
 		kind, add, want string

@@ -630,7 +630,4 @@ func (c *subscriberFile) checkSubscriber(d *yamlfile.Doc) {
 		c.Cluster.check(d)
 	}
 	c.Agent.check(d)
-	if c.Agent != nil && c.Cluster != nil {
-		d.Errorf("agent", "a cluster node does not upgrade itself yet: upgrade cluster nodes with the package")
-	}
 }

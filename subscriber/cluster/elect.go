@@ -25,6 +25,11 @@ type Meta struct {
 	// Until is when the node's lease ends by its clock (Unix ms): a node
 	// that stopped gossiping (hung) is not kept elected past it.
 	Until int64 `json:"u,omitempty"`
+	// Agent is the ted version the node runs, Probation whether it is on
+	// probation: the active node upgrades after the standbys (cmd/ted,
+	// agent packs).
+	Agent     string `json:"v,omitempty"`
+	Probation bool   `json:"vp,omitempty"`
 }
 
 // Member is one live node as the gossip shows it.

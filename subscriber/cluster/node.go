@@ -44,6 +44,9 @@ type Membership interface {
 type Config struct {
 	Node     string
 	Priority int
+	// Agent, if set, says the ted version this node runs and whether it
+	// is on probation, gossiped (Meta.Agent, Meta.Probation).
+	Agent func() (version string, probation bool)
 	// Drift bounds how much faster or slower this node's clock may run
 	// than the authority's (0.01: 1 %).
 	Drift float64
@@ -290,6 +293,9 @@ func (n *Node) step(ctx context.Context) time.Duration {
 	}
 	meta := Meta{Priority: n.cfg.Priority, Healthy: healthy, HandoverTo: n.handover.HandoverTo, HandoverSeq: n.handover.HandoverSeq,
 		Auth: n.cfg.Authority}
+	if n.cfg.Agent != nil {
+		meta.Agent, meta.Probation = n.cfg.Agent()
+	}
 	if n.holding(now) {
 		meta.Active, meta.Epoch, meta.Ready, meta.Until = true, n.epoch, n.ready == n.epoch, n.until.UnixMilli()
 	}
@@ -411,7 +417,10 @@ func (n *Node) acquire(ctx context.Context) {
 		n.leaseEnd, n.standingDown = sent.Add(valid), 0
 		n.retryAt, n.problem, n.leaseProblem = time.Time{}, "", ""
 	default:
-		n.retryAt = now.Add(max(g.RetryIn, 500*time.Millisecond))
+		// The authority says when the holder's lease ends, but a holder
+		// may give it up before (a handover, an upgrade): an elected node
+		// asks again within leaseRetryMax rather than waiting it out.
+		n.retryAt = now.Add(min(max(g.RetryIn, 500*time.Millisecond), leaseRetryMax))
 		if n.holding(now) {
 			// Someone else holds it: our lease is gone at the authority.
 			n.log.Warn("lease lost to another node", "holder", g.Holder)
@@ -419,6 +428,10 @@ func (n *Node) acquire(ctx context.Context) {
 		}
 	}
 }
+
+// leaseRetryMax bounds how long a node elected but refused the lease waits
+// before it asks again.
+const leaseRetryMax = time.Second
 
 // leaseFailure says why a lease request failed, for status: refused by the
 // parent (this node's certificate or cluster is not allowed: it waits for

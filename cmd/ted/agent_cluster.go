@@ -1,0 +1,195 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"ted/agent"
+	"ted/distribution"
+	"ted/store"
+	"ted/subscriber"
+	"ted/subscriber/cluster"
+)
+
+// A cluster subscriber's nodes upgrade themselves too, each its own
+// binary (its data_dir's agent directory, its own launcher), but only the
+// active node has the cluster's store, where builds of ted arrive. So the
+// active node copies each build into the shared directory as a pack
+// (agent.WritePack, PackDir) and every node takes it from there; the
+// standbys go first, and the active node last, once they run the new
+// version (gossiped, cluster.Meta.Agent) or after standbyWait: the role
+// moves once, to a node that already runs the new version, instead of
+// once per node.
+
+// packDir is where a cluster's builds of ted are laid out for its nodes.
+func packDir(sharedDir string) string { return filepath.Join(sharedDir, "agent") }
+
+// packsKept is how many builds of ted a cluster's shared directory keeps:
+// the newest, and the one before while nodes still take it.
+const packsKept = 2
+
+// packPoll is how often a node looks for a new build in the shared
+// directory.
+const packPoll = 5 * time.Second
+
+// standbyWait bounds how long the active node waits for the standbys to
+// run a new build before it upgrades itself anyway (a standby outside its
+// upgrade window, or whose upgrade failed): beyond its probation.
+func standbyWait(probation time.Duration) time.Duration { return probation + 2*time.Minute }
+
+// clusterAgent is one cluster node's agent upgrades.
+type clusterAgent struct {
+	u        *upgrader
+	packDir  string
+	trust    *distribution.Trust
+	node     string
+	members  func() []cluster.Member
+	handover func(node string) error
+	log      *slog.Logger
+	// probation is whether the version running is on probation
+	// (gossiped: the active node waits for the standbys to commit).
+	probation atomic.Bool
+
+	mu   sync.Mutex
+	last string // what the pack watch last logged
+}
+
+// activeOffer decides, on the active node, what to do with agent
+// revision m stored in st (the cluster's store): copy it into the shared
+// directory for every node; once the standbys run it (committed), hand
+// the active role over to one of them, and upgrade as a standby. Only a
+// node that no standby can relieve in time (none runs it by
+// standbyWait) upgrades while active. check is the fence: nothing is
+// written to the shared directory past the lease.
+func (c *clusterAgent) activeOffer(ctx context.Context, st store.Store, check func() error, m *distribution.Manifest, parentAgent string, again func()) (state, reason string) {
+	if m.Platform == agent.Platform() && newerVersion(m.Version, c.u.version) {
+		signed, err := st.Signed(m.Name, m.Revision)
+		if err == nil {
+			err = check()
+		}
+		var p *agent.Pack
+		if err == nil {
+			p, err = agent.WritePack(c.packDir, signed, m, st, parentAgent, packsKept)
+		}
+		if err != nil {
+			c.log.Error("agent: build not copied to the shared directory for the cluster's nodes", "version", m.Version, "err", err)
+			c.u.later(m.Name, time.Minute, again)
+			return subscriber.StateBlocked, fmt.Sprintf("not copied to the shared directory for the cluster's nodes: %v", err)
+		}
+		if ast, err := c.u.dir.Load(); err == nil {
+			if ok, _ := agent.Wanted(ast, m, c.u.version); ok {
+				older, relief := c.standbys(m.Version)
+				by := p.Written.Add(standbyWait(c.u.file.Probation))
+				switch {
+				case relief != "" && c.handover(relief) == nil:
+					c.u.later(m.Name, packPoll, again)
+					return subscriber.StateBlocked, fmt.Sprintf("handing the active role over to %s, which runs %s, to upgrade as a standby", relief, m.Version)
+				case len(older) > 0 && time.Now().Before(by):
+					c.u.later(m.Name, packPoll, again)
+					return subscriber.StateBlocked, fmt.Sprintf("upgrading the standbys first (%s); this node follows when one runs %s, at the latest %s",
+						strings.Join(older, ", "), m.Version, by.UTC().Format(time.RFC3339))
+				}
+			}
+		}
+	}
+	return c.u.offerFrom(ctx, m, st, parentAgent, again)
+}
+
+// standbys looks at the other live members: older names those that do
+// not run version yet (or only on probation); relief is the one to hand
+// the active role to, healthy and running version committed (the lowest
+// priority), if any.
+func (c *clusterAgent) standbys(version string) (older []string, relief string) {
+	best := 0
+	for _, m := range c.members() {
+		switch {
+		case m.Name == c.node:
+		case m.Meta.Agent == "" || newerVersion(version, m.Meta.Agent):
+			older = append(older, fmt.Sprintf("%s runs %s", m.Name, orDash(m.Meta.Agent)))
+		case m.Meta.Probation:
+			older = append(older, fmt.Sprintf("%s runs %s on probation", m.Name, m.Meta.Agent))
+		case m.Meta.Healthy && (relief == "" || m.Meta.Priority < best):
+			relief, best = m.Name, m.Meta.Priority
+		}
+	}
+	slices.Sort(older)
+	return older, relief
+}
+
+// watch takes, while this node is a standby (acting says whether it
+// acts), the newest build of ted the active node laid out in the shared
+// directory.
+func (c *clusterAgent) watch(ctx context.Context, acting func() bool) {
+	t := time.NewTicker(packPoll)
+	defer t.Stop()
+	for {
+		if !acting() {
+			c.fromPacks(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// fromPacks offers the newest pack to this node.
+func (c *clusterAgent) fromPacks(ctx context.Context) {
+	packs, bad := agent.Packs(c.packDir, distribution.AgentName(agent.Platform()), c.trust)
+	var said []string
+	for _, err := range bad {
+		said = append(said, err.Error())
+	}
+	if len(packs) > 0 {
+		p := packs[0]
+		state, reason := c.u.offerFrom(ctx, p.Manifest, p, p.ParentAgent, nil)
+		said = append(said, fmt.Sprintf("%s@%d (%s): %s: %s", p.Manifest.Name, p.Manifest.Revision, p.Manifest.Version, state, reason))
+	}
+	msg := strings.Join(said, "; ")
+	c.mu.Lock()
+	changed := msg != c.last
+	c.last = msg
+	c.mu.Unlock()
+	switch {
+	case !changed || msg == "":
+	case len(bad) > 0:
+		c.log.Error("agent: builds in the shared directory", "packs", msg)
+	default:
+		c.log.Info("agent: build in the shared directory", "pack", msg)
+	}
+}
+
+// showStored shows, on the node that begins to act, what became of the
+// newest build of ted in the cluster's store (this node may have
+// upgraded since it was stored, or a standby may run it): it is offered
+// again.
+func (c *clusterAgent) showStored(ctx context.Context, st store.Store, check func() error, s *subscriber.Subscriber, again func(*distribution.Manifest)) {
+	name := distribution.AgentName(agent.Platform())
+	revs, err := st.Revisions(name)
+	if err != nil || len(revs) == 0 {
+		return
+	}
+	newest := slices.MaxFunc(revs, func(a, b store.RevisionInfo) int { return cmp.Compare(a.Revision, b.Revision) })
+	signed, err := st.Signed(name, newest.Revision)
+	if err != nil {
+		return
+	}
+	m, err := signed.Manifest()
+	if err != nil {
+		return
+	}
+	state, reason := c.activeOffer(ctx, st, check, m, s.ParentAgent(), func() { again(m) })
+	if !errors.Is(ctx.Err(), context.Canceled) {
+		s.SetAgentState(m, state, reason)
+	}
+}
