@@ -56,6 +56,10 @@ type child struct {
 	// the number of the list the child holds ("" for none).
 	crl     bool
 	crlHeld string
+	// waves is whether the child is a distributor whose session carries
+	// rollouts in waves, and wavesSent what it was last sent.
+	waves     bool
+	wavesSent string
 }
 
 // offered is what a child was offered of one distribution: the revision,
@@ -131,7 +135,8 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 		kicked: make(chan struct{}, 1), control: control, log: log, sent: map[string]offered{}, told: map[string]time.Time{},
 		// A child of the first protocol version would fail on a message
 		// type it does not know.
-		crl: d.cfg.Revocations != nil && transport.CarriesRevocations(sess), crlHeld: hello.CRLNumber}
+		crl: d.cfg.Revocations != nil && transport.CarriesRevocations(sess), crlHeld: hello.CRLNumber,
+		waves: peer.Role == pki.RoleDistributor && transport.CarriesWaves(sess), wavesSent: "\x00 none yet"}
 	d.mu.Lock()
 	old := d.children[key]
 	d.children[key] = c
@@ -411,7 +416,40 @@ func (d *Distributor) offerPass(c *child) (next time.Time, err error) {
 	if err != nil {
 		return time.Time{}, err
 	}
+	// A child distributor is told the rollouts in waves (this
+	// distributor's and its parent's) before the revisions they rule, so
+	// that it holds them back from its own subscribers from the start.
+	// Before the first decision since this distributor started, it is
+	// offered none of those revisions.
+	wavesReady := true
+	if c.waves {
+		for _, or := range latest {
+			d.ensureRollout(or.key, or.channels)
+		}
+		for _, in := range pending {
+			d.ensureRollout(revKey{in.m.Name, in.m.Revision}, in.m.Channels)
+		}
+		var m *transport.Waves
+		if m, wavesReady = d.rollouts(); wavesReady {
+			if sent := fmt.Sprint(m.Rollouts); sent != c.wavesSent {
+				if err := c.control.Send(m); err != nil {
+					return time.Time{}, err
+				}
+				c.wavesSent = sent
+			}
+		}
+	}
+	ruledYet := func(key revKey, channels []string) bool {
+		if wavesReady {
+			return false
+		}
+		_, ruled := d.rolloutOf(key, channels)
+		return ruled
+	}
 	for _, or := range latest {
+		if ruledYet(or.key, or.channels) {
+			continue // offered once the rollouts are passed down
+		}
 		if d.held(or.key, or.channels, c) {
 			// Its wave is not open for this child: it is offered the
 			// newest revision before it that is not held back (a server
@@ -438,7 +476,7 @@ func (d *Distributor) offerPass(c *child) (next time.Time, err error) {
 		if o, ok := c.sent[in.m.Name]; ok && o.rev >= in.m.Revision {
 			continue
 		}
-		if d.held(revKey{in.m.Name, in.m.Revision}, in.m.Channels, c) {
+		if ruledYet(revKey{in.m.Name, in.m.Revision}, in.m.Channels) || d.held(revKey{in.m.Name, in.m.Revision}, in.m.Channels, c) {
 			continue // its wave is not open: offered once it is
 		}
 		or, err := d.offerRevision(revKey{in.m.Name, in.m.Revision}, in.signed, in.m)
@@ -535,7 +573,7 @@ func (d *Distributor) runParent(ctx context.Context, sess transport.Session) err
 		if err := control.Send(d.statusFor(sess)); err != nil {
 			return err
 		}
-		return transport.ReadParent(control, queue, log, d.parentRevocations(sess.Peer().Name))
+		return transport.ReadParent(control, queue, log, d.parentRevocations(sess.Peer().Name), d.parentWaves)
 	})
 	if transport.CarriesSubtree(sess) {
 		g.Go(func() error {

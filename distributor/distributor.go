@@ -88,6 +88,9 @@ type Distributor struct {
 	fleetMetrics fleetMetrics
 	// waves are the rollouts in waves, by revision (waves.go), under mu.
 	waves map[revKey]*waveState
+	// wavesDecided: the rollouts were decided once since the start, and
+	// may be passed down (rollouts).
+	wavesDecided bool
 	// reportNow asks the reporter to send this node's status again.
 	reportNow chan struct{}
 }

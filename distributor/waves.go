@@ -17,52 +17,75 @@ import (
 	"strings"
 	"time"
 
+	"ted/distribution"
 	"ted/fleet"
 	"ted/store"
+	"ted/transport"
 )
 
-// Waves is a channel's rollout in waves: a new revision goes first to the
-// first wave of this distributor's subscribers, and to the rest only once
-// every subscriber of the first wave connected has extracted it and
-// stayed so for Soak; StopAfter failures in the first wave stop the
-// rollout of that revision (the rest never receive it; a newer revision
-// starts again). Distributor children always receive at once: each
-// distributor rolls out to its own subscribers.
+// Waves is a channel's rollout in waves, decided for the whole subtree of
+// the distributor where it is configured: a new revision goes first to
+// the first wave (Canary) of the subscribers of the subtree, and to the
+// rest only once every subscriber of the first wave connected has
+// extracted it and stayed so for Soak; StopAfter failures in the first
+// wave stop the rollout of that revision (the rest never receive it; a
+// newer revision starts again).
+//
+// The distributor that decides passes each rollout down to its child
+// distributors (transport.Waves, ted/1.3), which hold the revision back
+// from their own subscribers outside the first wave, and from their own
+// upgrade (a build of ted), until it opens; their own waves, if any,
+// decide only what no parent decides. Distributor children always
+// receive at once: they relay to the first wave below them. The first
+// wave's health is read from the subtree's table (package fleet), which
+// every child distributor reports up.
 type Waves struct {
-	// First is the first wave: a share of the subscribers ("10%"), by a
+	// Canary is the first wave: a share of the subscribers ("10%"), by a
 	// hash of their names, or a name pattern ("web-0*").
-	First     string
+	Canary    string
 	Soak      time.Duration
 	StopAfter int
 }
 
-// ParseWavesFirst checks a first wave: N% (0 < N <= 100) or a name
-// pattern.
-func ParseWavesFirst(first string) error {
-	if pct, ok := strings.CutSuffix(first, "%"); ok {
+// ParseCanary checks a first wave: N% (0 < N <= 100) or a name pattern.
+func ParseCanary(canary string) error {
+	if pct, ok := strings.CutSuffix(canary, "%"); ok {
 		n, err := strconv.ParseFloat(pct, 64)
 		if err != nil || math.IsNaN(n) || n <= 0 || n > 100 {
-			return fmt.Errorf("%q: want a share from 0%% to 100%%, or a name pattern", first)
+			return fmt.Errorf("%q: want a share from 0%% to 100%%, or a name pattern", canary)
 		}
 		return nil
 	}
-	if first == "" {
+	if canary == "" {
 		return errors.New("empty: want a share (10%) or a name pattern (web-0*)")
 	}
-	if _, err := path.Match(first, ""); err != nil {
-		return fmt.Errorf("%q: %v", first, err)
+	if _, err := path.Match(canary, ""); err != nil {
+		return fmt.Errorf("%q: %v", canary, err)
 	}
 	return nil
 }
 
-// inFirst reports whether subscriber name is in the first wave.
-func (w *Waves) inFirst(name string) bool {
-	if pct, ok := strings.CutSuffix(w.First, "%"); ok {
+// inCanary reports whether subscriber name is in the first wave canary.
+func inCanary(canary, name string) bool {
+	if pct, ok := strings.CutSuffix(canary, "%"); ok {
 		n, _ := strconv.ParseFloat(pct, 64)
 		return float64(nameHash(name)%10000) < n*100
 	}
-	ok, _ := path.Match(w.First, name)
+	ok, _ := path.Match(canary, name)
 	return ok
+}
+
+// heldBy reports whether rollout r holds its revision back from
+// subscriber name: outside the first wave until it opens, and from
+// everyone once it stopped.
+func heldBy(r transport.Rollout, name string) bool {
+	switch {
+	case r.Open:
+		return false
+	case r.Stopped != "":
+		return true
+	}
+	return !inCanary(r.Canary, name) && r.Chosen != name
 }
 
 // WavesFile keeps, in DataDir, which revisions' rollouts opened to all or
@@ -76,6 +99,12 @@ type waveState struct {
 	// Chosen is the first wave's one subscriber when a share chose none
 	// (too few subscribers): the lowest hash among those connected.
 	Chosen string `json:"chosen,omitempty"`
+	// Canary is the first wave of this distributor's own waves, passed
+	// down with the decisions.
+	Canary string `json:"canary,omitempty"`
+	// Parent is the rollout the parent decides and passed down: it rules
+	// here, over this distributor's own waves.
+	Parent *transport.Rollout `json:"parent,omitempty"`
 	// healthy is since when the first wave is done and healthy, and
 	// counted who it was then: one of them gone (a crash) starts the soak
 	// again. failing is since when stop_after of them have failed. Not
@@ -97,22 +126,155 @@ func (mb *membership) wavesOf(channels []string) *Waves {
 
 // held reports whether revision key, on channels (the revision's), waits
 // for its wave for child c: a subscriber not in the first wave of a
-// rollout not open.
+// rollout not open, the parent's or this distributor's own.
 func (d *Distributor) held(key revKey, channels []string, c *child) bool {
-	w := d.members().wavesOf(channels)
-	if w == nil || c.role != "subscriber" {
+	if c.role != "subscriber" {
 		return false
 	}
+	r, ok := d.rolloutOf(key, channels)
+	return ok && heldBy(r, c.name)
+}
+
+// rolloutOf is the rollout that rules revision key (on channels) here:
+// the parent's, else this distributor's own waves; ok false if none.
+func (d *Distributor) rolloutOf(key revKey, channels []string) (r transport.Rollout, ok bool) {
+	w := d.members().wavesOf(channels)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st := d.waves[key]
-	if st != nil && !st.Opened.IsZero() {
-		return false
+	if st != nil && st.Parent != nil {
+		return *st.Parent, true
 	}
-	if st != nil && st.Stopped != "" {
-		return true
+	if w == nil {
+		return r, false
 	}
-	return !w.inFirst(c.name) && (st == nil || st.Chosen != c.name)
+	r = transport.Rollout{Name: key.name, Revision: key.rev, Canary: w.Canary}
+	if st != nil {
+		r.Open, r.Stopped, r.Chosen = !st.Opened.IsZero(), st.Stopped, st.Chosen
+	}
+	return r, true
+}
+
+// WaveHolds says whether this distributor's own upgrade to agent
+// revision m waits for its wave: a distributor is never in a first wave,
+// and upgrades once the rollout opens (or never, if it stopped).
+func (d *Distributor) WaveHolds(m *distribution.Manifest) (held bool, why string) {
+	r, ok := d.rolloutOf(revKey{m.Name, m.Revision}, m.Channels)
+	switch {
+	case !ok || r.Open:
+		return false, ""
+	case r.Stopped != "":
+		return true, "the rollout in waves stopped: " + r.Stopped
+	}
+	return true, fmt.Sprintf("waiting for the rollout in waves to open: the first wave (%s) runs it first", r.Canary)
+}
+
+// Rollouts is what this distributor passes down to a child distributor:
+// every rollout in waves it knows, its own and its parent's. ok is false
+// until the first decision since the start, when an empty list would
+// wrongly release what a child holds.
+func (d *Distributor) rollouts() (m *transport.Waves, ok bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.wavesDecided {
+		return nil, false
+	}
+	m = &transport.Waves{}
+	for k, st := range d.waves {
+		switch {
+		case st.Parent != nil:
+			m.Rollouts = append(m.Rollouts, *st.Parent)
+		case st.Canary != "":
+			m.Rollouts = append(m.Rollouts, transport.Rollout{Name: k.name, Revision: k.rev, Canary: st.Canary, Chosen: st.Chosen,
+				Open: !st.Opened.IsZero(), Stopped: st.Stopped})
+		}
+	}
+	slices.SortFunc(m.Rollouts, func(a, b transport.Rollout) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(b.Revision, a.Revision))
+	})
+	m.Rollouts = m.Rollouts[:min(len(m.Rollouts), transport.MaxRollouts)]
+	return m, true
+}
+
+// ensureRollout makes sure revision key, on channels with waves here, has
+// a rollout to pass down, before the first decision on it: a child
+// distributor learns of the rollout before it receives the revision.
+func (d *Distributor) ensureRollout(key revKey, channels []string) {
+	w := d.members().wavesOf(channels)
+	if w == nil {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch st := d.waves[key]; {
+	case st == nil:
+		d.waves[key] = &waveState{Canary: w.Canary}
+	case st.Canary == "":
+		st.Canary = w.Canary
+	}
+}
+
+// parentWaves takes the rollouts the parent passed down: each rules its
+// revision here; a rollout the parent no longer sends rules no more.
+func (d *Distributor) parentWaves(m *transport.Waves) {
+	got := map[revKey]transport.Rollout{}
+	for _, r := range m.Rollouts {
+		got[revKey{r.Name, r.Revision}] = r
+	}
+	var opened []revKey
+	changed := false
+	d.mu.Lock()
+	for k, st := range d.waves {
+		if _, ok := got[k]; st.Parent != nil && !ok {
+			st.Parent, changed = nil, true
+			opened = append(opened, k)
+		}
+	}
+	for k, r := range got {
+		st := d.waves[k]
+		if st == nil {
+			st = &waveState{}
+			d.waves[k] = st
+		}
+		if st.Parent != nil && *st.Parent == r {
+			continue
+		}
+		if r.Open && (st.Parent == nil || !st.Parent.Open) {
+			opened = append(opened, k)
+		}
+		st.Parent, changed = &r, true
+		d.log.Info("rollout in waves from the parent", "dist", r.Name, "rev", r.Revision, "canary", r.Canary, "open", r.Open, "stopped", r.Stopped)
+	}
+	var saved map[string]*waveState
+	if changed {
+		saved = d.wavesSnapshotLocked()
+	}
+	d.mu.Unlock()
+	if !changed {
+		return
+	}
+	if err := d.saveWaves(saved); err != nil {
+		d.log.Warn("waves: rollouts not saved", "err", err)
+	}
+	d.kickAll()
+	for _, k := range opened {
+		d.reofferAgent(k)
+	}
+}
+
+// reofferAgent gives revision k to OnAgent again if it is a build of ted
+// (its rollout opened: this node may upgrade now).
+func (d *Distributor) reofferAgent(k revKey) {
+	if d.cfg.OnAgent == nil {
+		return
+	}
+	s, err := d.store.Signed(k.name, k.rev)
+	if err != nil {
+		return
+	}
+	if m, err := s.Manifest(); err == nil {
+		d.agentStored(m)
+	}
 }
 
 // loadWaves reads WavesFile.
@@ -146,7 +308,7 @@ func (d *Distributor) loadWaves() {
 func (d *Distributor) wavesSnapshotLocked() map[string]*waveState {
 	saved := map[string]*waveState{}
 	for k, st := range d.waves {
-		if !st.Opened.IsZero() || st.Stopped != "" || st.Chosen != "" {
+		if !st.Opened.IsZero() || st.Stopped != "" || st.Chosen != "" || st.Parent != nil {
 			c := *st
 			saved[fmt.Sprintf("%s@%d", k.name, k.rev)] = &c
 		}
@@ -204,11 +366,11 @@ const (
 	failing         // failed to extract or install it
 )
 
-// verdictOf is what cs says of revision r: extracted (or a newer one
-// extracted or superseded by its own newer one), failed, or not yet.
-func verdictOf(cs *ChildStatus, name string, rev uint64) (verdict, string) {
+// verdictOf is what a node's revision states say of revision rev of
+// name: extracted (or a newer one extracted), failed, or not yet.
+func verdictOf(states []transport.RevisionState, name string, rev uint64) (verdict, string) {
 	v, why := pending, ""
-	for _, rs := range cs.Revisions {
+	for _, rs := range states {
 		if rs.Name != name {
 			continue
 		}
@@ -232,7 +394,8 @@ func (d *Distributor) decideWaves() {
 		return
 	}
 	held := map[revKey]bool{}
-	var opened, changed bool
+	var opened []revKey
+	var changed bool
 	var events []fleet.Event
 	for _, name := range names {
 		revs, err := d.store.Revisions(name)
@@ -249,10 +412,18 @@ func (d *Distributor) decideWaves() {
 			}
 		}
 		w := mb.wavesOf(r.Channels)
+		key := revKey{r.Name, r.Revision}
 		if w == nil {
+			d.mu.Lock()
+			if st := d.waves[key]; st != nil && st.Parent == nil {
+				// Its channel has no waves any more (a reload): nothing
+				// to decide or pass down.
+				delete(d.waves, key)
+				changed = true
+			}
+			d.mu.Unlock()
 			continue
 		}
-		key := revKey{r.Name, r.Revision}
 		now := d.cfg.Clock.Now()
 		d.mu.Lock()
 		st := d.waves[key]
@@ -260,38 +431,43 @@ func (d *Distributor) decideWaves() {
 			st = &waveState{}
 			d.waves[key] = st
 		}
+		if st.Parent != nil {
+			d.mu.Unlock()
+			continue // the parent decides
+		}
+		// Not saved: the first pass after a start sets it again before
+		// anything is passed down (wavesDecided).
+		st.Canary = w.Canary
 		if !st.Opened.IsZero() || st.Stopped != "" {
 			d.mu.Unlock()
 			continue
 		}
-		// The first wave: subscribers of the revision's channels,
-		// connected, chosen by the waves (or the one chosen before).
-		members := map[string]*ChildStatus{}
+		// The first wave: subscribers of the subtree that take the
+		// revision's channels, connected, chosen by the waves (or the one
+		// chosen before).
+		members := map[string][]transport.RevisionState{}
 		lowest, lowestName := uint32(0), ""
-		for cname, cs := range d.seen {
-			if cs.Role != "subscriber" || !sharesChannel(cs.Channels, r.Channels) {
-				continue
+		d.fleet.Each(func(n *transport.NodeState) {
+			if n.Role != "subscriber" || !n.Connected || !sharesChannel(n.Channels, r.Channels) {
+				return
 			}
-			if _, connected := d.children[cname]; !connected {
-				continue
+			if inCanary(w.Canary, n.Name) || st.Chosen == n.Name {
+				members[n.Name] = n.Revisions
 			}
-			if w.inFirst(cname) || st.Chosen == cname {
-				members[cname] = cs
+			if h := nameHash(n.Name); lowestName == "" || h < lowest {
+				lowest, lowestName = h, n.Name
 			}
-			if h := nameHash(cname); lowestName == "" || h < lowest {
-				lowest, lowestName = h, cname
-			}
-		}
-		if len(members) == 0 && lowestName != "" && strings.HasSuffix(w.First, "%") && st.Chosen == "" {
+		})
+		if len(members) == 0 && lowestName != "" && strings.HasSuffix(w.Canary, "%") && st.Chosen == "" {
 			// Too few subscribers for the share to choose one: the first
 			// wave is one of them, so that the revision is tried somewhere.
 			st.Chosen, changed = lowestName, true
-			members[lowestName] = d.seen[lowestName]
+			members[lowestName] = nil
 			d.log.Info("waves: the share chose no subscriber; the first wave is one", "dist", r.Name, "rev", r.Revision, "subscriber", lowestName)
 		}
 		extracted, failed, firstErr := 0, 0, ""
-		for cname, cs := range members {
-			switch v, why := verdictOf(cs, r.Name, r.Revision); v {
+		for cname, states := range members {
+			switch v, why := verdictOf(states, r.Name, r.Revision); v {
 			case done:
 				extracted++
 			case failing:
@@ -331,7 +507,8 @@ func (d *Distributor) decideWaves() {
 				}
 			}
 			if now.Sub(st.healthy) >= w.Soak {
-				st.Opened, opened, changed = now, true, true
+				st.Opened, changed = now, true
+				opened = append(opened, key)
 				d.log.Info("rollout opens to every subscriber: the first wave is healthy", "dist", r.Name, "rev", r.Revision, "first_wave", len(members), "soak", w.Soak)
 			}
 		default:
@@ -340,12 +517,16 @@ func (d *Distributor) decideWaves() {
 		d.mu.Unlock()
 	}
 	d.mu.Lock()
-	for k := range d.waves {
-		if !held[k] {
-			delete(d.waves, k) // pruned from the store
+	for k, st := range d.waves {
+		if !held[k] && st.Parent == nil {
+			// Pruned from the store. A parent's rollout stays until the
+			// parent drops it: its revision may not be here yet.
+			delete(d.waves, k)
 			changed = true
 		}
 	}
+	first := !d.wavesDecided
+	d.wavesDecided = true
 	var saved map[string]*waveState
 	if changed {
 		saved = d.wavesSnapshotLocked()
@@ -359,8 +540,11 @@ func (d *Distributor) decideWaves() {
 	for _, ev := range events {
 		d.recordEvent(ev)
 	}
-	if opened {
-		d.kickAll()
+	if len(opened) > 0 || changed || first {
+		d.kickAll() // the subscribers whose wave opened, the child distributors
+	}
+	for _, k := range opened {
+		d.reofferAgent(k)
 	}
 }
 
@@ -375,23 +559,33 @@ func nameHash(name string) uint32 {
 // view ("" for a revision without waves).
 func (d *Distributor) waveText(name string, rev uint64, channels []string) string {
 	w := d.members().wavesOf(channels)
-	if w == nil {
-		return ""
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st := d.waves[revKey{name, rev}]
+	if st != nil && st.Parent != nil {
+		p := st.Parent
+		switch {
+		case p.Stopped != "":
+			return "stopped (decided above): " + p.Stopped
+		case p.Open:
+			return "open to every subscriber (decided above)"
+		}
+		return fmt.Sprintf("first wave (%s) only, decided above", p.Canary)
+	}
+	if w == nil {
+		return ""
+	}
 	switch {
 	case st == nil:
-		return fmt.Sprintf("first wave (%s) only, then the rest once it is healthy for %s", w.First, w.Soak)
+		return fmt.Sprintf("first wave (%s) only, then the rest once it is healthy for %s", w.Canary, w.Soak)
 	case st.Stopped != "":
 		return "stopped: " + st.Stopped
 	case !st.Opened.IsZero():
 		return "open to every subscriber since " + st.Opened.UTC().Format(time.RFC3339)
 	case !st.healthy.IsZero():
-		return fmt.Sprintf("first wave (%s) healthy; the rest at %s", w.First, st.healthy.Add(w.Soak).UTC().Format(time.RFC3339))
+		return fmt.Sprintf("first wave (%s) healthy; the rest at %s", w.Canary, st.healthy.Add(w.Soak).UTC().Format(time.RFC3339))
 	}
-	return fmt.Sprintf("first wave (%s) only, then the rest once it is healthy for %s", w.First, w.Soak)
+	return fmt.Sprintf("first wave (%s) only, then the rest once it is healthy for %s", w.Canary, w.Soak)
 }
 
 // beforeHeld is the offer of the newest stored revision before or's

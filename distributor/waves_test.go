@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -54,6 +55,7 @@ func newWavesDist(t *testing.T, w *Waves, dir string) *Distributor {
 func addSub(d *Distributor, name string, revs ...transport.RevisionState) {
 	d.seen[name] = &ChildStatus{Name: name, Role: "subscriber", Channels: []string{"web"}, Revisions: revs}
 	d.children[name] = &child{name: name, role: "subscriber", channels: []string{"web"}, ended: true}
+	d.fleet.Child(d.childNode(d.seen[name], true)) // the subtree's table, which waves read
 }
 
 func opened(d *Distributor) bool {
@@ -64,7 +66,7 @@ func opened(d *Distributor) bool {
 // One verdict per subscriber: a newer revision still arriving does not
 // count as extracted, nor twice; the rollout waits for every member.
 func TestWavesOneVerdictPerSubscriber(t *testing.T) {
-	d := newWavesDist(t, &Waves{First: "web-0*", StopAfter: 1}, "")
+	d := newWavesDist(t, &Waves{Canary: "web-0*", StopAfter: 1}, "")
 	addSub(d, "web-01", transport.RevisionState{Name: "app", Revision: 5, State: "extracted"},
 		transport.RevisionState{Name: "app", Revision: 6, State: "receiving"})
 	addSub(d, "web-02", transport.RevisionState{Name: "app", Revision: 5, State: "received"})
@@ -77,10 +79,10 @@ func TestWavesOneVerdictPerSubscriber(t *testing.T) {
 // A share too small to choose anyone still tries the revision on one
 // subscriber; NaN is no share.
 func TestWavesShareChoosesOne(t *testing.T) {
-	w := &Waves{First: "0.01%", Soak: time.Hour, StopAfter: 1}
+	w := &Waves{Canary: "0.01%", Soak: time.Hour, StopAfter: 1}
 	d := newWavesDist(t, w, "")
 	for _, s := range []string{"web-01", "web-02", "web-03"} {
-		if w.inFirst(s) {
+		if inCanary(w.Canary, s) {
 			t.Skipf("%s hashes into 0.01%%: the test needs a share that chooses nobody", s)
 		}
 		addSub(d, s)
@@ -94,7 +96,7 @@ func TestWavesShareChoosesOne(t *testing.T) {
 	if d.held(revKey{"app", 5}, []string{"web"}, c) {
 		t.Error("the chosen subscriber is held back")
 	}
-	if ParseWavesFirst("NaN%") == nil {
+	if ParseCanary("NaN%") == nil {
 		t.Error("NaN% is a share")
 	}
 }
@@ -102,18 +104,19 @@ func TestWavesShareChoosesOne(t *testing.T) {
 // The only first-wave subscriber gone during the soak (crashed by the new
 // build): the rollout does not open; back, it soaks again.
 func TestWavesSoakRestartsWhenAMemberGoes(t *testing.T) {
-	d := newWavesDist(t, &Waves{First: "web-01", Soak: time.Hour, StopAfter: 1}, "")
+	d := newWavesDist(t, &Waves{Canary: "web-01", Soak: time.Hour, StopAfter: 1}, "")
 	clk := d.cfg.Clock.(*schedule.FakeClock)
 	addSub(d, "web-01", transport.RevisionState{Name: "app", Revision: 5, State: "extracted"})
 	addSub(d, "web-02")
 	d.decideWaves() // healthy from now
 	delete(d.children, "web-01")
+	d.fleet.Child(d.childNode(d.seen["web-01"], false))
 	clk.Advance(time.Hour)
 	d.decideWaves()
 	if opened(d) {
 		t.Fatal("opened with the first wave gone")
 	}
-	d.children["web-01"] = &child{name: "web-01", role: "subscriber", ended: true}
+	addSub(d, "web-01", transport.RevisionState{Name: "app", Revision: 5, State: "extracted"})
 	d.decideWaves()
 	clk.Advance(59 * time.Minute)
 	d.decideWaves()
@@ -129,7 +132,7 @@ func TestWavesSoakRestartsWhenAMemberGoes(t *testing.T) {
 
 // A failure stops the rollout only once it has lasted the soak.
 func TestWavesStopAfterLastingFailure(t *testing.T) {
-	d := newWavesDist(t, &Waves{First: "web-01", Soak: time.Minute, StopAfter: 1}, "")
+	d := newWavesDist(t, &Waves{Canary: "web-01", Soak: time.Minute, StopAfter: 1}, "")
 	clk := d.cfg.Clock.(*schedule.FakeClock)
 	addSub(d, "web-01", transport.RevisionState{Name: "app", Revision: 5, State: "failed", Error: "transfer"})
 	d.decideWaves()
@@ -150,7 +153,7 @@ func TestWavesStopAfterLastingFailure(t *testing.T) {
 // waves.json is written when a decision changes, not at every pass.
 func TestWavesFileWrittenOnChange(t *testing.T) {
 	dir := t.TempDir()
-	d := newWavesDist(t, &Waves{First: "web-01", Soak: time.Hour, StopAfter: 1}, dir)
+	d := newWavesDist(t, &Waves{Canary: "web-01", Soak: time.Hour, StopAfter: 1}, dir)
 	addSub(d, "web-01", transport.RevisionState{Name: "app", Revision: 5, State: "extracted"})
 	d.decideWaves()
 	d.decideWaves()
@@ -169,8 +172,68 @@ func TestWavesFileWrittenOnChange(t *testing.T) {
 		t.Error("rewritten on a pass that changed nothing")
 	}
 	// Kept across a restart.
-	d2 := newWavesDist(t, &Waves{First: "web-01", Soak: time.Hour, StopAfter: 1}, dir)
+	d2 := newWavesDist(t, &Waves{Canary: "web-01", Soak: time.Hour, StopAfter: 1}, dir)
 	if !opened(d2) {
 		t.Error("the opening is not kept across a restart")
+	}
+}
+
+// A rollout the parent passes down rules here, over this distributor's
+// own waves: its subscribers outside the parent's first wave are held,
+// and so is this distributor's own upgrade, until it opens; a rollout the
+// parent no longer sends rules no more. Passed down again, it is the
+// parent's.
+func TestWavesFromTheParent(t *testing.T) {
+	d := newWavesDist(t, &Waves{Canary: "web-*", Soak: time.Hour, StopAfter: 1}, t.TempDir())
+	key := revKey{"app", 5}
+	web1, web2 := &child{name: "web-01", role: "subscriber"}, &child{name: "web-02", role: "subscriber"}
+	m := &distribution.Manifest{Name: "app", Revision: 5, Channels: []string{"web"}}
+	if _, ok := d.rollouts(); ok {
+		t.Error("rollouts passed down before the first decision")
+	}
+	d.parentWaves(&transport.Waves{Rollouts: []transport.Rollout{{Name: "app", Revision: 5, Canary: "web-01"}}})
+	if d.held(key, m.Channels, web1) || !d.held(key, m.Channels, web2) {
+		t.Errorf("held web-01 %v, web-02 %v: want the parent's first wave, web-01 only", d.held(key, m.Channels, web1), d.held(key, m.Channels, web2))
+	}
+	if held, why := d.WaveHolds(m); !held || !strings.Contains(why, "web-01") {
+		t.Errorf("own upgrade held %v (%s): want held until the rollout opens", held, why)
+	}
+	addSub(d, "web-02", transport.RevisionState{Name: "app", Revision: 5, State: "extracted"})
+	d.decideWaves()
+	if st := d.waves[key]; !st.Opened.IsZero() || st.Parent == nil {
+		t.Errorf("decided here under a parent's rollout: %+v", st)
+	}
+	got, ok := d.rollouts()
+	if !ok || len(got.Rollouts) != 1 || got.Rollouts[0].Canary != "web-01" {
+		t.Errorf("passed down %+v, %v: want the parent's rollout", got, ok)
+	}
+	// Kept across a restart.
+	d2 := newWavesDist(t, nil, d.cfg.DataDir)
+	if !d2.held(key, m.Channels, web2) {
+		t.Error("the parent's rollout is not kept across a restart")
+	}
+
+	d.parentWaves(&transport.Waves{Rollouts: []transport.Rollout{{Name: "app", Revision: 5, Canary: "web-01", Open: true}}})
+	if d.held(key, m.Channels, web2) {
+		t.Error("held once the parent's rollout opened")
+	}
+	if held, _ := d.WaveHolds(m); held {
+		t.Error("own upgrade held once the rollout opened")
+	}
+	d.parentWaves(&transport.Waves{Rollouts: []transport.Rollout{{Name: "app", Revision: 5, Canary: "web-01", Stopped: "1 failed"}}})
+	if !d.held(key, m.Channels, web1) {
+		t.Error("the first wave not held after the parent's rollout stopped")
+	}
+	if held, why := d.WaveHolds(m); !held || !strings.Contains(why, "1 failed") {
+		t.Errorf("own upgrade held %v (%s) after the stop", held, why)
+	}
+	// Dropped by the parent: this distributor's own waves decide.
+	d.parentWaves(&transport.Waves{})
+	if st := d.waves[key]; st.Parent != nil {
+		t.Errorf("the parent's rollout kept after it was dropped: %+v", st.Parent)
+	}
+	d.decideWaves()
+	if got, _ := d.rollouts(); len(got.Rollouts) != 1 || got.Rollouts[0].Canary != "web-*" {
+		t.Errorf("passed down %+v: want this distributor's own rollout", got)
 	}
 }

@@ -129,6 +129,16 @@ func New(cfg Config) *Table {
 	return &Table{cfg: cfg, nodes: map[string]*entry{}, sources: map[string]*source{}, gone: map[string]uint64{}, changed: make(chan struct{}), seq: 1}
 }
 
+// Each calls fn with every node of the table, its state as the table
+// holds it (fn must not keep or change it), under the table's lock.
+func (t *Table) Each(fn func(n *transport.NodeState)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, e := range t.nodes {
+		fn(&e.eff)
+	}
+}
+
 // StaleAfter is the table's bound for staleness.
 func (t *Table) StaleAfter() time.Duration { return t.cfg.StaleAfter }
 

@@ -395,7 +395,7 @@ func (s *Subscriber) runParent(ctx context.Context, sess transport.Session) erro
 		if s.cfg.Revocations != nil {
 			revocations = s.parentRevocations(peer)
 		}
-		return transport.ReadParent(control, queue, log, revocations)
+		return transport.ReadParent(control, queue, log, revocations, nil)
 	})
 	if s.cfg.Revocations != nil {
 		g.Go(func() error { return s.leaveRevoked(ctx, sess, log) })

@@ -39,6 +39,7 @@ const (
 	typeLease        msgType = 11
 	typeRevocations  msgType = 12
 	typeSubtree      msgType = 13
+	typeWaves        msgType = 14
 )
 
 func (t msgType) String() string {
@@ -69,6 +70,8 @@ func (t msgType) String() string {
 		return "revocations"
 	case typeSubtree:
 		return "subtree"
+	case typeWaves:
+		return "waves"
 	}
 	return fmt.Sprintf("message type %d", byte(t))
 }
@@ -231,6 +234,33 @@ type Subtree struct {
 	More bool `cbor:"6,keyasint,omitempty"`
 }
 
+// Waves passes a distributor's rollouts in waves down to a child
+// distributor (ted/1.3), on the control stream: the distributor where a
+// channel has waves decides for its whole subtree, and the distributors
+// below hold each revision back from their subscribers outside the first
+// wave until the rollout opens. Each message replaces the one before.
+type Waves struct {
+	Rollouts []Rollout `cbor:"1,keyasint,omitempty"`
+}
+
+// Rollout is one revision's rollout in waves.
+type Rollout struct {
+	Name     string `cbor:"1,keyasint" json:"name"`
+	Revision uint64 `cbor:"2,keyasint" json:"revision"`
+	// Canary is the first wave: a share of the subscribers ("5%", by a
+	// hash of their names) or a name pattern ("web-0*"). Chosen is the
+	// one subscriber of the first wave when the share chose none.
+	Canary string `cbor:"3,keyasint" json:"canary"`
+	Chosen string `cbor:"4,keyasint,omitempty" json:"chosen,omitempty"`
+	// Open: every node receives it. Stopped says why the rollout stopped
+	// (the first wave failed): the rest never receive it.
+	Open    bool   `cbor:"5,keyasint,omitempty" json:"open,omitempty"`
+	Stopped string `cbor:"6,keyasint,omitempty" json:"stopped,omitempty"`
+}
+
+// MaxRollouts bounds the rollouts of one Waves message.
+const MaxRollouts = 1024
+
 // Result answers an offer from a publisher: the revision is stored, or why
 // not.
 type Result struct {
@@ -276,6 +306,7 @@ func (*LeaseRequest) msgType() msgType { return typeLeaseRequest }
 func (*Lease) msgType() msgType        { return typeLease }
 func (*Revocations) msgType() msgType  { return typeRevocations }
 func (*Subtree) msgType() msgType      { return typeSubtree }
+func (*Waves) msgType() msgType        { return typeWaves }
 
 var (
 	encMode = mustEncMode()
@@ -324,6 +355,7 @@ func (m *Missing) appendBody(dst []byte) ([]byte, error)      { return appendCBO
 func (m *LeaseRequest) appendBody(dst []byte) ([]byte, error) { return appendCBOR(dst, m) }
 func (m *Lease) appendBody(dst []byte) ([]byte, error)        { return appendCBOR(dst, m) }
 func (m *Revocations) appendBody(dst []byte) ([]byte, error)  { return appendCBOR(dst, m) }
+func (m *Waves) appendBody(dst []byte) ([]byte, error)        { return appendCBOR(dst, m) }
 
 func (m *Subtree) appendBody(dst []byte) ([]byte, error) {
 	b, err := encMode.Marshal(m)
@@ -451,6 +483,8 @@ func decodeMessage(t msgType, body []byte) (Message, error) {
 		m = new(Lease)
 	case typeRevocations:
 		m = new(Revocations)
+	case typeWaves:
+		m = new(Waves)
 	case typeChunk:
 		var c Chunk
 		if len(body) < len(c.ID)+1 {
@@ -583,6 +617,26 @@ func validRevisionStates(revs []RevisionState) error {
 }
 
 func (m *Result) validate() error { return distribution.ValidName("distribution", m.Name) }
+
+func (m *Waves) validate() error {
+	if len(m.Rollouts) > MaxRollouts {
+		return fmt.Errorf("%d rollouts (limit %d)", len(m.Rollouts), MaxRollouts)
+	}
+	for _, r := range m.Rollouts {
+		if err := distribution.ValidName("distribution", r.Name); err != nil {
+			return err
+		}
+		if r.Canary == "" {
+			return fmt.Errorf("rollout of %s@%d: no first wave", r.Name, r.Revision)
+		}
+		for _, f := range []struct{ name, v string }{{"canary", r.Canary}, {"chosen", r.Chosen}, {"stopped", r.Stopped}} {
+			if err := validText(f.name, f.v, maxText); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
 
 func (m *Subtree) validate() error {
 	if len(m.Nodes) > MaxSubtreeNodes {

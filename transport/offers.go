@@ -158,14 +158,15 @@ func (q *OfferQueue) Wait() { q.retries.Wait() }
 // or a problem the parent reports) logged. A revocation list is ignored
 // (see ReadParent). Anything else is a protocol error naming the parent.
 func ReadOffers(control *Conn, q *OfferQueue, log *slog.Logger) error {
-	return ReadParent(control, q, log, nil)
+	return ReadParent(control, q, log, nil, nil)
 }
 
 // ReadParent is ReadOffers handing each revocation list the parent sends
 // to revocations; nil ignores them. An error from revocations is logged,
 // not fatal: a list that does not check out is the parent's problem, not a
-// reason to stop receiving.
-func ReadParent(control *Conn, q *OfferQueue, log *slog.Logger, revocations func(*Revocations) error) error {
+// reason to stop receiving. Each Waves message is handed to waves; nil
+// ignores them.
+func ReadParent(control *Conn, q *OfferQueue, log *slog.Logger, revocations func(*Revocations) error, waves func(*Waves)) error {
 	peer := control.Peer()
 	for {
 		msg, err := control.Receive()
@@ -191,6 +192,12 @@ func ReadParent(control *Conn, q *OfferQueue, log *slog.Logger, revocations func
 			if err := revocations(msg); err != nil {
 				log.Warn("revocation list from the parent refused", "err", err)
 			}
+		case *Waves:
+			if waves == nil {
+				log.Debug("rollouts in waves from the parent ignored: this node has no subscribers of its own")
+				continue
+			}
+			waves(msg)
 		default:
 			return fmt.Errorf("%w: %s sent %s on the control stream", ErrProtocol, peer, msg.msgType())
 		}

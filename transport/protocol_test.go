@@ -172,6 +172,9 @@ func sampleMessages(t testing.TB) []Message {
 			{Name: "web-02", Parent: "dist-2", Role: "subscriber", LastSeen: 1700000000000, Problem: "no parent reachable"},
 		}},
 		&Subtree{Count: 1, Digest: 7, Gone: []string{"web-03"}},
+		&Waves{Rollouts: []Rollout{{Name: "ted-linux-amd64", Revision: 4, Canary: "5%", Chosen: "web-07"},
+			{Name: "app", Revision: 9, Canary: "web-0*", Stopped: "1 failed in the first wave"}, {Name: "db", Revision: 2, Canary: "web-01", Open: true}}},
+		&Waves{},
 	}
 }
 

@@ -7,7 +7,7 @@ import (
 	"ted/pki"
 )
 
-// The listener picks the newest version both ends speak: ted/1.2 with a
+// The listener picks the newest version both ends speak: ted/1.3 with a
 // node of this version, ted/1 with one that only speaks ted/1 (which is
 // admitted, not refused). Both ends see the same protocol.
 func TestQUICProtocolNegotiated(t *testing.T) {
@@ -19,10 +19,12 @@ func TestQUICProtocolNegotiated(t *testing.T) {
 		want       string
 		revocation bool
 		subtree    bool
+		waves      bool
 	}{
-		{ALPN, "ted/1.2", true, true},
-		{ALPN11, "ted/1.1", true, false},
-		{ALPN1, "ted/1", false, false},
+		{ALPN, "ted/1.3", true, true, true},
+		{ALPN12, "ted/1.2", true, true, false},
+		{ALPN11, "ted/1.1", true, false, false},
+		{ALPN1, "ted/1", false, false, false},
 	} {
 		ctx := testContext(t)
 		acc := acceptAsync(ctx, l)
@@ -46,6 +48,9 @@ func TestQUICProtocolNegotiated(t *testing.T) {
 		if CarriesSubtree(res.sess) != tc.subtree {
 			t.Errorf("%s: CarriesSubtree = %v", tc.want, !tc.subtree)
 		}
+		if CarriesWaves(res.sess) != tc.waves {
+			t.Errorf("%s: CarriesWaves = %v", tc.want, !tc.waves)
+		}
 		_ = dialled.Close(nil)
 		_ = res.sess.Close(nil)
 	}
@@ -57,7 +62,7 @@ func TestQUICProtocolNegotiated(t *testing.T) {
 	}
 	old, _ := NewPipeSpeaking(Identity{Name: "a"}, Identity{Name: "b"}, ALPN1)
 	defer old.Close(nil)
-	if CarriesRevocations(old) || CarriesSubtree(old) {
+	if CarriesRevocations(old) || CarriesSubtree(old) || CarriesWaves(old) {
 		t.Error("a ted/1 pipe carries revocations or subtrees")
 	}
 }
@@ -66,7 +71,8 @@ func TestQUICProtocolNegotiated(t *testing.T) {
 // foreign or enrollment protocol alone. The refusal names them.
 func TestOffers(t *testing.T) {
 	for alpn, want := range map[string]string{
-		ALPN:       "ted/1.2 ted/1.1 ted/1",
+		ALPN:       "ted/1.3 ted/1.2 ted/1.1 ted/1",
+		ALPN12:     "ted/1.2 ted/1.1 ted/1",
 		ALPN11:     "ted/1.1 ted/1",
 		ALPN1:      "ted/1",
 		"ted/2":    "ted/2",
@@ -77,7 +83,7 @@ func TestOffers(t *testing.T) {
 		}
 	}
 	err, quiet := alpnMismatch("10.0.0.1:1", []string{"h3"})
-	if !quiet || !strings.Contains(err.Error(), "does not speak ted/1.2, ted/1.1, ted/1") {
+	if !quiet || !strings.Contains(err.Error(), "does not speak ted/1.3, ted/1.2, ted/1.1, ted/1") {
 		t.Errorf("a foreign protocol: %v (quiet %v)", err, quiet)
 	}
 }

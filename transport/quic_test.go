@@ -433,7 +433,7 @@ func TestQUICVersionMismatch(t *testing.T) {
 		t.Fatalf("Dial speaking ted/2: %v", err)
 	}
 	t.Logf("dialler: %v", err)
-	attrs := rec.waitWarning(t, "speaks ted/2, this node speaks ted/1.2, ted/1.1, ted/1")
+	attrs := rec.waitWarning(t, "speaks ted/2, this node speaks ted/1.3, ted/1.2, ted/1.1, ted/1")
 	t.Logf("listener: %v", attrs)
 }
 

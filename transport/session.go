@@ -17,9 +17,12 @@ import (
 // ted/1 still work together; a peer with no version in common is refused
 // with an error naming both sides' versions.
 const (
-	// ALPN is the newest version: ted/1.1 and the state of the subtree a
-	// child reports up (Subtree, Status.Problem).
-	ALPN = "ted/1.2"
+	// ALPN is the newest version: ted/1.2 and the rollouts in waves a
+	// parent passes down to a child distributor (Waves).
+	ALPN = "ted/1.3"
+	// ALPN12 is ted/1.1 and the state of the subtree a child reports up
+	// (Subtree, Status.Problem).
+	ALPN12 = "ted/1.2"
 	// ALPN11 is ted/1 and the revocation lists a parent passes down
 	// (Revocations, Hello.CRLNumber).
 	ALPN11 = "ted/1.1"
@@ -30,7 +33,7 @@ const (
 
 // protocols are the versions this code speaks, newest first: the
 // listener's order of preference.
-var protocols = []string{ALPN, ALPN11, ALPN1}
+var protocols = []string{ALPN, ALPN12, ALPN11, ALPN1}
 
 // offers is what a dialer speaking alpn offers: alpn and every older
 // version of ours, or alpn alone if it is not ours (tests pretend to be
@@ -55,6 +58,10 @@ func CarriesSubtree(s Session) bool {
 	p := s.Protocol()
 	return p != ALPN1 && p != ALPN11
 }
+
+// CarriesWaves reports whether the protocol of s has rollouts in waves
+// (ted/1.3 and later): only then may a parent send Waves.
+func CarriesWaves(s Session) bool { return CarriesSubtree(s) && s.Protocol() != ALPN12 }
 
 // Identity is who a peer is, read from its verified certificate.
 type Identity struct {

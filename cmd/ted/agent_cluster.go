@@ -54,6 +54,9 @@ type clusterAgent struct {
 	node     string
 	members  func() []cluster.Member
 	handover func(node string) error
+	// peers: the cluster has other nodes (cluster.join); a node alone
+	// upgrades while active.
+	peers bool
 	log      *slog.Logger
 	// probation is whether the version running is on probation
 	// (gossiped: the active node waits for the standbys to commit).
@@ -67,8 +70,8 @@ type clusterAgent struct {
 // revision m stored in st (the cluster's store): copy it into the shared
 // directory for every node; once the standbys run it (committed), hand
 // the active role over to one of them, and upgrade as a standby. Only a
-// node that no standby can relieve in time (none runs it by
-// standbyWait) upgrades while active. check is the fence: nothing is
+// node alone, or one that no standby relieves in time (none runs it by
+// standbyWait), upgrades while active. check is the fence: nothing is
 // written to the shared directory past the lease.
 func (c *clusterAgent) activeOffer(ctx context.Context, st store.Store, check func() error, m *distribution.Manifest, parentAgent string, again func()) (state, reason string) {
 	if m.Platform == agent.Platform() && newerVersion(m.Version, c.u.version) {
@@ -93,10 +96,17 @@ func (c *clusterAgent) activeOffer(ctx context.Context, st store.Store, check fu
 				case relief != "" && c.handover(relief) == nil:
 					c.u.later(m.Name, packPoll, again)
 					return subscriber.StateBlocked, fmt.Sprintf("handing the active role over to %s, which runs %s, to upgrade as a standby", relief, m.Version)
-				case len(older) > 0 && time.Now().Before(by):
+				case c.peers && time.Now().Before(by):
+					// A standby restarting on the new version is out of
+					// the gossip for a moment: none seen is no reason to
+					// go first.
 					c.u.later(m.Name, packPoll, again)
+					who := "none seen now"
+					if len(older) > 0 {
+						who = strings.Join(older, ", ")
+					}
 					return subscriber.StateBlocked, fmt.Sprintf("upgrading the standbys first (%s); this node follows when one runs %s, at the latest %s",
-						strings.Join(older, ", "), m.Version, by.UTC().Format(time.RFC3339))
+						who, m.Version, by.UTC().Format(time.RFC3339))
 				}
 			}
 		}

@@ -62,7 +62,7 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 			schedules: cfg.Schedules, restart: restart, log: log}
 		defer u.stop()
 		cfg.Channels = file.channelsWithAgent()
-		ca = &clusterAgent{u: u, packDir: packDir(cl.SharedDir), trust: cfg.Trust, node: cl.Node, log: log}
+		ca = &clusterAgent{u: u, packDir: packDir(cl.SharedDir), trust: cfg.Trust, node: cl.Node, peers: len(cl.Join) > 0, log: log}
 	}
 
 	gossip, err := cluster.StartGossip(cluster.GossipConfig{Cluster: cl.Name, Node: cl.Node, Bind: cl.Bind, Join: cl.Join, Key: key, Log: log})

@@ -417,11 +417,11 @@ func TestConfigCheckWaves(t *testing.T) {
 	}
 	base := strings.Replace(string(example), "    #send: nights\n", "    #send: nights\n    waves: WAVES\n", 1)
 	for waves, want := range map[string]string{
-		`{first: "10%", soak: 30m}`: "",
-		`{first: "web-0*"}`:         "",
-		`{first: "150%"}`:           "channels.web.waves.first",
-		`{first: ""}`:               "channels.web.waves.first",
-		`{first: "5%", soak: -1m}`:  "channels.web.waves.soak",
+		`{canary: "10%", soak: 30m}`: "",
+		`{canary: "web-0*"}`:         "",
+		`{canary: "150%"}`:           "channels.web.waves.canary",
+		`{canary: ""}`:               "channels.web.waves.canary",
+		`{canary: "5%", soak: -1m}`:  "channels.web.waves.soak",
 	} {
 		file := filepath.Join(t.TempDir(), "d.yaml")
 		if err := os.WriteFile(file, []byte(strings.Replace(base, "WAVES", waves, 1)), 0o644); err != nil {

@@ -21,6 +21,7 @@ import (
 	"ted/distributor"
 	"ted/fleet"
 	"ted/pki"
+	"ted/subscriber"
 	"ted/transport"
 )
 
@@ -131,11 +132,26 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 			if !slices.Contains(m.Channels, file.Agent.Channel) {
 				return
 			}
+			if held, why := d.WaveHolds(m); held {
+				// Offered again when its rollout opens.
+				log.Info("agent revision", "dist", m.Name, "rev", m.Revision, "version", m.Version, "state", subscriber.StateBlocked, "reason", why)
+				d.Report()
+				return
+			}
 			state, reason := u.offer(ctx, m, parentAgent, func() { offer(m, d.ParentAgent()) })
 			log.Info("agent revision", "dist", m.Name, "rev", m.Revision, "version", m.Version, "state", state, "reason", reason)
 		}
 		cfg.OnAgent = offer
-		cfg.AgentState = u.state
+		cfg.AgentState = func(name string, rev uint64, version string) (string, string) {
+			if s, err := n.store.Signed(name, rev); err == nil {
+				if m, err := s.Manifest(); err == nil {
+					if held, why := d.WaveHolds(m); held && version != u.version {
+						return subscriber.StateBlocked, why
+					}
+				}
+			}
+			return u.state(name, rev, version)
+		}
 	}
 	d, err = distributor.New(cfg, n.store, log)
 	if err != nil {
@@ -284,7 +300,7 @@ func (c *distributorFile) channels() (map[string]distributor.Channel, map[string
 		channels[name] = distributor.Channel{Publishers: ch.Publishers, Children: ch.Children, Send: ch.Send}
 		if w := ch.Waves; w != nil {
 			channels[name] = distributor.Channel{Publishers: ch.Publishers, Children: ch.Children, Send: ch.Send,
-				Waves: &distributor.Waves{First: w.First, Soak: w.Soak, StopAfter: w.StopAfter}}
+				Waves: &distributor.Waves{Canary: w.Canary, Soak: w.Soak, StopAfter: w.StopAfter}}
 		}
 		if ch.Send != "" {
 			sends[ch.Send] = "channels." + name + ".send"

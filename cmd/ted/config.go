@@ -245,10 +245,11 @@ type channelFile struct {
 }
 
 // wavesFile is a channel's waves block: each new revision goes to the
-// first wave of this distributor's subscribers, and to the rest once the
-// first wave has been healthy for soak (docs/upgrade.md#waves).
+// first wave (canary) of the subscribers of this distributor's subtree,
+// and to the rest once the first wave has been healthy for soak
+// (docs/upgrade.md#waves).
 type wavesFile struct {
-	First     string        `yaml:"first"`
+	Canary    string        `yaml:"canary"`
 	Soak      time.Duration `yaml:"soak"`
 	StopAfter int           `yaml:"stop_after"`
 }
@@ -258,8 +259,8 @@ func (w *wavesFile) check(d *yamlfile.Doc, field string) {
 	if w == nil {
 		return
 	}
-	if err := distributor.ParseWavesFirst(w.First); err != nil {
-		d.Errorf(field+".first", "%v", err)
+	if err := distributor.ParseCanary(w.Canary); err != nil {
+		d.Errorf(field+".canary", "%v", err)
 	}
 	if w.Soak < 0 {
 		d.Errorf(field+".soak", "%v: must be positive", w.Soak)
