@@ -1,7 +1,10 @@
 package agent
 
 import (
+	"bytes"
 	"cmp"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,7 +30,8 @@ import (
 //	PACKDIR/NAME@REV/pack.json     when it was written, the parent's agent
 //
 // A pack is written beside and renamed into place, so a reader sees it
-// whole or not at all; a reader verifies the signature with its own trust
+// whole or not at all (a pack pruned under a reader fails its install,
+// which is tried again: ErrNotWritten); a reader verifies the signature with its own trust
 // and every chunk against the manifest (Materialize), so a pack is no
 // more trusted than the network it came from.
 type Pack struct {
@@ -41,7 +45,7 @@ type Pack struct {
 
 // Chunk reads an encoded chunk of the pack (distribution.ChunkSource).
 func (p *Pack) Chunk(id distribution.ChunkID) ([]byte, error) {
-	b, err := os.ReadFile(filepath.Join(p.Dir, "chunks", id.String()))
+	b, err := readLimited(filepath.Join(p.Dir, "chunks", id.String()), distribution.MaxEncodedChunkBytes)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("%w: %s in %s", distribution.ErrChunkMissing, id.Short(), p.Dir)
 	}
@@ -52,13 +56,20 @@ func (p *Pack) Chunk(id distribution.ChunkID) ([]byte, error) {
 func packName(name string, rev uint64) string { return name + "@" + strconv.FormatUint(rev, 10) }
 
 // WritePack copies agent revision signed (m, its manifest) from src into
-// packDir, unless it is there already; parentAgent is recorded (and
-// updated in a pack already there). It keeps only the newest keep packs
-// of each name.
-func WritePack(packDir string, signed *distribution.Signed, m *distribution.Manifest, src distribution.ChunkSource, parentAgent string, keep int) (*Pack, error) {
+// packDir, unless it is there whole already; parentAgent is recorded (and
+// updated in a pack already there). check is called before each step
+// that writes (the fence of a cluster's active node: nothing is written
+// past its lease). Each writer writes its own temporary directory, so
+// two writers of one pack (a node that lost the lease and the next one)
+// never mix their files; the last rename wins, and each is whole. It
+// keeps only the newest keep packs of each name.
+func WritePack(packDir string, signed *distribution.Signed, m *distribution.Manifest, src distribution.ChunkSource, parentAgent string, keep int, check func() error) (*Pack, error) {
 	final := filepath.Join(packDir, packName(m.Name, m.Revision))
 	p := &Pack{Dir: final, Manifest: m, Written: time.Now().UTC(), ParentAgent: parentAgent}
-	if _, err := os.Stat(filepath.Join(final, "manifest")); err == nil {
+	if err := check(); err != nil {
+		return nil, err
+	}
+	if packWhole(final, signed, m) {
 		var was Pack
 		if b, err := os.ReadFile(filepath.Join(final, "pack.json")); err == nil && json.Unmarshal(b, &was) == nil {
 			p.Written = was.Written // when it was first there for the nodes
@@ -72,14 +83,22 @@ func WritePack(packDir string, signed *distribution.Signed, m *distribution.Mani
 	if err := os.MkdirAll(packDir, 0o755); err != nil {
 		return nil, err
 	}
-	tmp := final + ".new"
-	if err := os.RemoveAll(tmp); err != nil {
-		return nil, err
-	}
+	tmp := final + ".new-" + randomSuffix()
+	done := false
+	defer func() {
+		if !done {
+			_ = os.RemoveAll(tmp)
+		}
+	}()
 	if err := os.MkdirAll(filepath.Join(tmp, "chunks"), 0o755); err != nil {
 		return nil, err
 	}
-	for _, id := range m.ChunkIDs() {
+	for i, id := range m.ChunkIDs() {
+		if i%64 == 0 {
+			if err := check(); err != nil {
+				return nil, err
+			}
+		}
 		b, err := src.Chunk(id)
 		if err != nil {
 			return nil, fmt.Errorf("agent pack %s: %w", packName(m.Name, m.Revision), err)
@@ -99,14 +118,54 @@ func WritePack(packDir string, signed *distribution.Signed, m *distribution.Mani
 			return nil, err
 		}
 	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := check(); err != nil {
 		return nil, err
 	}
+	// A pack there but not whole (a writer that crashed between renames
+	// leaves none: this is one damaged since) is moved aside first.
+	if _, err := os.Stat(final); err == nil {
+		if packWhole(final, signed, m) {
+			return p, nil // another writer was first
+		}
+		aside := final + ".old-" + randomSuffix()
+		if err := os.Rename(final, aside); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(aside)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		if packWhole(final, signed, m) {
+			return p, nil // another writer was first
+		}
+		return nil, err
+	}
+	done = true
 	if err := syncDir(packDir); err != nil {
 		return nil, err
 	}
 	prunePacks(packDir, m.Name, keep)
 	return p, nil
+}
+
+// packWhole reports whether the pack in dir holds signed and every chunk
+// of m.
+func packWhole(dir string, signed *distribution.Signed, m *distribution.Manifest) bool {
+	b, err := readLimited(filepath.Join(dir, "manifest"), distribution.MaxManifestBytes+1024)
+	if err != nil || !bytes.Equal(b, signed.Encode()) {
+		return false
+	}
+	for _, id := range m.ChunkIDs() {
+		if fi, err := os.Stat(filepath.Join(dir, "chunks", id.String())); err != nil || fi.Size() == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func randomSuffix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func writePackInfo(dir string, p Pack) error {
@@ -137,8 +196,8 @@ func writeSynced(name string, b []byte) error {
 	return f.Close()
 }
 
-// prunePacks removes all but the newest keep packs of name (and what a
-// crash left half-written).
+// prunePacks removes all but the newest keep packs of name, and what
+// writers left behind more than staleLeftover ago (a crash mid-write).
 func prunePacks(packDir, name string, keep int) {
 	entries, err := os.ReadDir(packDir)
 	if err != nil {
@@ -150,8 +209,12 @@ func prunePacks(packDir, name string, keep int) {
 		if !ok || n != name {
 			continue
 		}
-		if strings.HasSuffix(rev, ".new") {
-			continue // another writer's, or a crash's: WritePack starts it again
+		if strings.Contains(rev, ".") {
+			// Another writer's, under way, or a crash's.
+			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > staleLeftover {
+				_ = os.RemoveAll(filepath.Join(packDir, e.Name()))
+			}
+			continue
 		}
 		if r, err := strconv.ParseUint(rev, 10, 64); err == nil {
 			revs = append(revs, r)
@@ -163,6 +226,10 @@ func prunePacks(packDir, name string, keep int) {
 		revs = revs[1:]
 	}
 }
+
+// staleLeftover is how old a writer's temporary directory must be before
+// it is taken for a crash's and removed.
+const staleLeftover = time.Hour
 
 // Packs returns the packs of name in packDir, newest first, each verified
 // with trust; a pack that does not verify is skipped and said in bad.
@@ -176,8 +243,8 @@ func Packs(packDir, name string, trust *distribution.Trust) (packs []*Pack, bad 
 	}
 	for _, e := range entries {
 		n, rev, ok := strings.Cut(e.Name(), "@")
-		if !ok || n != name || strings.HasSuffix(rev, ".new") {
-			continue
+		if !ok || n != name || strings.Contains(rev, ".") {
+			continue // a writer's temporary directory
 		}
 		dir := filepath.Join(packDir, e.Name())
 		p, err := readPack(dir, trust)

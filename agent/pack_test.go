@@ -52,7 +52,7 @@ func TestPacks(t *testing.T) {
 	name := distribution.AgentName(Platform())
 	for rev := uint64(1); rev <= 3; rev++ {
 		s, m, src := agentRevision(t, key, rev, "1.0."+string(rune('0'+rev)), "build "+string(rune('0'+rev)))
-		if _, err := WritePack(dir, s, m, src, "1.0.0", 2); err != nil {
+		if _, err := WritePack(dir, s, m, src, "1.0.0", 2, noFence); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -74,7 +74,7 @@ func TestPacks(t *testing.T) {
 	// Written again with another parent version: the same pack, its
 	// first time kept.
 	s, m, src := agentRevision(t, key, 3, "1.0.3", "build 3")
-	p, err := WritePack(dir, s, m, src, "1.0.1", 2)
+	p, err := WritePack(dir, s, m, src, "1.0.1", 2, noFence)
 	if err != nil || p.ParentAgent != "1.0.1" || !p.Written.Equal(packs[0].Written) {
 		t.Errorf("rewritten pack %+v, %v; first written %v", p, err, packs[0].Written)
 	}
@@ -82,7 +82,7 @@ func TestPacks(t *testing.T) {
 	// Another key: not trusted.
 	_, other, _ := ed25519.GenerateKey(nil)
 	s, m, src = agentRevision(t, other, 4, "1.0.4", "build 4")
-	if _, err := WritePack(dir, s, m, src, "", 3); err != nil {
+	if _, err := WritePack(dir, s, m, src, "", 3, noFence); err != nil {
 		t.Fatal(err)
 	}
 	packs, bad = Packs(dir, name, trust)
@@ -99,5 +99,46 @@ func TestPacks(t *testing.T) {
 	err = distribution.Materialize(context.Background(), packs[0].Manifest, packs[0], filepath.Join(t.TempDir(), "x"), distribution.MaterializeOptions{})
 	if !errors.Is(err, distribution.ErrChunkCorrupt) {
 		t.Errorf("a changed chunk materialized: %v", err)
+	}
+}
+
+func noFence() error { return nil }
+
+// A pack is written only while the fence holds; a pack there but not
+// whole (a chunk gone) is written again whole; what a crashed writer left
+// is not taken for a pack.
+func TestPackFencedAndRepaired(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(nil)
+	trust := distribution.NewTrust(key.Public().(ed25519.PublicKey))
+	dir := filepath.Join(t.TempDir(), "agent")
+	s, m, src := agentRevision(t, key, 1, "1.0.1", "build 1")
+	fenced := errors.New("fenced")
+	if _, err := WritePack(dir, s, m, src, "", 2, func() error { return fenced }); !errors.Is(err, fenced) {
+		t.Fatalf("written past the fence: %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("left %d entries past the fence", len(entries))
+	}
+	p, err := WritePack(dir, s, m, src, "", 2, noFence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks, _ := filepath.Glob(filepath.Join(p.Dir, "chunks", "*"))
+	if err := os.Remove(chunks[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(p.Dir+".new-deadbeef/chunks", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WritePack(dir, s, m, src, "", 2, noFence); err != nil {
+		t.Fatal(err)
+	}
+	packs, bad := Packs(dir, m.Name, trust)
+	if len(packs) != 1 || len(bad) != 0 {
+		t.Fatalf("packs %d, bad %v: want the one pack", len(packs), bad)
+	}
+	out := filepath.Join(t.TempDir(), "out")
+	if err := distribution.Materialize(context.Background(), m, packs[0], out, distribution.MaterializeOptions{}); err != nil {
+		t.Errorf("the repaired pack does not materialize: %v", err)
 	}
 }

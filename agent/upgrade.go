@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -49,6 +50,11 @@ func Wanted(st State, m *distribution.Manifest, running string) (ok bool, why st
 	return true, ""
 }
 
+// ErrNotWritten is Install's error when the new binary could not be
+// written (its chunks did not read, the disk is full): the build itself
+// is not at fault, and the upgrade may be tried again.
+var ErrNotWritten = errors.New("not written")
+
 // Install writes the binary of agent revision m from src to the agent
 // directory (VERSION/ted, written beside and renamed into place) and
 // checks it: it runs here, says it is m's version, and accepts the
@@ -60,7 +66,8 @@ func Install(ctx context.Context, dir Dir, m *distribution.Manifest, src distrib
 		return err
 	}
 	if err := distribution.Materialize(ctx, m, src, tmp, distribution.MaterializeOptions{}); err != nil {
-		return fmt.Errorf("agent %s: write: %w", m.Version, err)
+		_ = os.RemoveAll(tmp)
+		return fmt.Errorf("agent %s: %w: %w", m.Version, ErrNotWritten, err)
 	}
 	fault("written")
 	bin := filepath.Join(tmp, distribution.AgentFile)

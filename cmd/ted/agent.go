@@ -190,28 +190,45 @@ func (u *upgrader) offerFrom(ctx context.Context, m *distribution.Manifest, src 
 	// be installed and begun.
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if state, reason, ok := u.decideLocked(m, parentAgent, again); !ok {
+		return state, reason
+	}
+	return u.installLocked(ctx, m, src, again)
+}
+
+// ready says whether this node would upgrade to m now, by its agent
+// block (the policy, the window, the parent); if not, the state and
+// reason to show.
+func (u *upgrader) ready(m *distribution.Manifest, parentAgent string, again func()) (state, reason string, ok bool) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.decideLocked(m, parentAgent, again)
+}
+
+// decideLocked is ready; u.mu is held.
+func (u *upgrader) decideLocked(m *distribution.Manifest, parentAgent string, again func()) (state, reason string, ok bool) {
 	st, err := u.dir.Load()
 	if err != nil {
-		return subscriber.StateFailed, err.Error()
+		return subscriber.StateFailed, err.Error(), false
 	}
 	if p := st.Probation; p != nil {
 		if p.Name == m.Name && p.Revision == m.Revision {
-			return subscriber.StateReceived, fmt.Sprintf("upgrading: %s is on probation until healthy, at the latest %s", p.Version, p.Deadline.UTC().Format(time.RFC3339))
+			return subscriber.StateReceived, fmt.Sprintf("upgrading: %s is on probation until healthy, at the latest %s", p.Version, p.Deadline.UTC().Format(time.RFC3339)), false
 		}
-		return subscriber.StateBlocked, fmt.Sprintf("waiting: %s is on probation", p.Version)
+		return subscriber.StateBlocked, fmt.Sprintf("waiting: %s is on probation", p.Version), false
 	}
 	if m.Version == u.version {
-		return subscriber.StateExtracted, "this version runs here"
+		return subscriber.StateExtracted, "this version runs here", false
 	}
 	if f, failed := st.FailedAt(m.Name, m.Revision); failed && f.Revision == m.Revision {
-		return subscriber.StateFailed, f.Reason
+		return subscriber.StateFailed, f.Reason, false
 	}
 	if ok, why := agent.Wanted(st, m, u.version); !ok {
-		return subscriber.StateSuperseded, why
+		return subscriber.StateSuperseded, why, false
 	}
 	switch u.file.Upgrade {
 	case upgradeNever:
-		return subscriber.StateReceived, "upgrades are off here (agent.upgrade: never)"
+		return subscriber.StateReceived, "upgrades are off here (agent.upgrade: never)", false
 	case upgradeAlways:
 	default:
 		sch := u.schedules.Lookup(u.file.Upgrade)
@@ -219,25 +236,38 @@ func (u *upgrader) offerFrom(ctx context.Context, m *distribution.Manifest, src 
 		if !sch.OpenAt(now) {
 			w, ok := sch.Next(now)
 			if !ok {
-				return subscriber.StateBlocked, fmt.Sprintf("the upgrade schedule %q never opens", u.file.Upgrade)
+				return subscriber.StateBlocked, fmt.Sprintf("the upgrade schedule %q never opens", u.file.Upgrade), false
 			}
 			u.laterLocked(m.Name, w.Start.Sub(now), again)
-			return subscriber.StateBlocked, fmt.Sprintf("waiting for the upgrade window (%s) opening at %s", u.file.Upgrade, w.Start.UTC().Format(time.RFC3339))
+			return subscriber.StateBlocked, fmt.Sprintf("waiting for the upgrade window (%s) opening at %s", u.file.Upgrade, w.Start.UTC().Format(time.RFC3339)), false
 		}
 	}
 	if u.file.FollowParent && (parentAgent == "" || newerVersion(m.Version, parentAgent)) {
-		return subscriber.StateBlocked, fmt.Sprintf("waiting for the parent to run %s first (it runs %s; agent.follow_parent)", m.Version, orDash(parentAgent))
+		return subscriber.StateBlocked, fmt.Sprintf("waiting for the parent to run %s first (it runs %s; agent.follow_parent)", m.Version, orDash(parentAgent)), false
 	}
 	if parentAgent != "" {
 		if err := transport.CheckAgents("this node", m.Version, "its parent", parentAgent); err != nil {
 			// It would not work with the parent: wait for the parent.
-			return subscriber.StateBlocked, fmt.Sprintf("waiting: %s would not work with the parent, which runs %s", m.Version, parentAgent)
+			return subscriber.StateBlocked, fmt.Sprintf("waiting: %s would not work with the parent, which runs %s", m.Version, parentAgent), false
 		}
 	}
+	return "", "", true
+}
+
+// installLocked installs m from src, checks it and begins its probation
+// (the daemon restarts on it); u.mu is held.
+func (u *upgrader) installLocked(ctx context.Context, m *distribution.Manifest, src distribution.ChunkSource, again func()) (state, reason string) {
 	u.log.Info("agent: upgrading", "from", u.version, "to", m.Version, "revision", m.Revision)
 	if err := agent.Install(ctx, u.dir, m, src, u.kind, u.config); err != nil {
 		if ctx.Err() != nil {
 			return subscriber.StateReceived, "upgrade interrupted: " + err.Error()
+		}
+		if errors.Is(err, agent.ErrNotWritten) {
+			// Not the build's fault (its chunks did not read, the disk
+			// is full): tried again, not failed.
+			u.log.Warn("agent: new version not written; trying again", "version", m.Version, "err", err)
+			u.laterLocked(m.Name, time.Minute, again)
+			return subscriber.StateReceived, "not written yet, trying again: " + err.Error()
 		}
 		reason := "its check failed: " + err.Error()
 		if _, serr := u.dir.Update(func(s *agent.State) error { s.RecordFailure(m, reason, time.Now()); return nil }); serr != nil {
@@ -263,8 +293,8 @@ func (u *upgrader) later(name string, d time.Duration, again func()) {
 
 // laterLocked calls again after d, once per distribution; u.mu is held.
 func (u *upgrader) laterLocked(name string, d time.Duration, again func()) {
-	if u.stopped {
-		return
+	if u.stopped || again == nil {
+		return // nil: the caller looks again by itself
 	}
 	if u.retry == nil {
 		u.retry = map[string]*time.Timer{}

@@ -57,13 +57,21 @@ type clusterAgent struct {
 	// peers: the cluster has other nodes (cluster.join); a node alone
 	// upgrades while active.
 	peers bool
-	log      *slog.Logger
+	log   *slog.Logger
 	// probation is whether the version running is on probation
 	// (gossiped: the active node waits for the standbys to commit).
 	probation atomic.Bool
 
+	// sawPeers: another member was seen since the start (a node without
+	// cluster.join that others join is not alone).
+	sawPeers atomic.Bool
+	offerMu  sync.Mutex
+
 	mu   sync.Mutex
 	last string // what the pack watch last logged
+	// allowed is when each build (NAME@REV) was first allowed here by the
+	// agent block: the wait for the standbys counts from then.
+	allowed map[string]time.Time
 }
 
 // activeOffer decides, on the active node, what to do with agent
@@ -74,43 +82,57 @@ type clusterAgent struct {
 // standbyWait), upgrades while active. check is the fence: nothing is
 // written to the shared directory past the lease.
 func (c *clusterAgent) activeOffer(ctx context.Context, st store.Store, check func() error, m *distribution.Manifest, parentAgent string, again func()) (state, reason string) {
-	if m.Platform == agent.Platform() && newerVersion(m.Version, c.u.version) {
-		signed, err := st.Signed(m.Name, m.Revision)
-		if err == nil {
-			err = check()
-		}
-		var p *agent.Pack
-		if err == nil {
-			p, err = agent.WritePack(c.packDir, signed, m, st, parentAgent, packsKept)
-		}
-		if err != nil {
-			c.log.Error("agent: build not copied to the shared directory for the cluster's nodes", "version", m.Version, "err", err)
-			c.u.later(m.Name, time.Minute, again)
-			return subscriber.StateBlocked, fmt.Sprintf("not copied to the shared directory for the cluster's nodes: %v", err)
-		}
-		if ast, err := c.u.dir.Load(); err == nil {
-			if ok, _ := agent.Wanted(ast, m, c.u.version); ok {
-				older, relief := c.standbys(m.Version)
-				by := p.Written.Add(standbyWait(c.u.file.Probation))
-				switch {
-				case relief != "" && c.handover(relief) == nil:
-					c.u.later(m.Name, packPoll, again)
-					return subscriber.StateBlocked, fmt.Sprintf("handing the active role over to %s, which runs %s, to upgrade as a standby", relief, m.Version)
-				case c.peers && time.Now().Before(by):
-					// A standby restarting on the new version is out of
-					// the gossip for a moment: none seen is no reason to
-					// go first.
-					c.u.later(m.Name, packPoll, again)
-					who := "none seen now"
-					if len(older) > 0 {
-						who = strings.Join(older, ", ")
-					}
-					return subscriber.StateBlocked, fmt.Sprintf("upgrading the standbys first (%s); this node follows when one runs %s, at the latest %s",
-						who, m.Version, by.UTC().Format(time.RFC3339))
-				}
+	// One at a time: the build arriving and the node beginning to act
+	// offer it together.
+	c.offerMu.Lock()
+	defer c.offerMu.Unlock()
+	if m.Platform != agent.Platform() || !newerVersion(m.Version, c.u.version) {
+		return c.u.offerFrom(ctx, m, st, parentAgent, again)
+	}
+	signed, err := st.Signed(m.Name, m.Revision)
+	if err == nil {
+		_, err = agent.WritePack(c.packDir, signed, m, st, parentAgent, packsKept, check)
+	}
+	if err != nil {
+		c.log.Error("agent: build not copied to the shared directory for the cluster's nodes", "version", m.Version, "err", err)
+		c.u.later(m.Name, time.Minute, again)
+		return subscriber.StateBlocked, fmt.Sprintf("not copied to the shared directory for the cluster's nodes: %v", err)
+	}
+	// Would this node upgrade now, by its own agent block? Only then do
+	// the standbys go first, and the wait for them counts from then.
+	if state, reason, ok := c.u.ready(m, parentAgent, again); !ok {
+		return state, reason
+	}
+	key := fmt.Sprintf("%s@%d", m.Name, m.Revision)
+	c.mu.Lock()
+	since, seen := c.allowed[key]
+	if !seen {
+		since = time.Now()
+		c.allowed[key] = since
+	}
+	c.mu.Unlock()
+	by := since.Add(standbyWait(c.u.file.Probation))
+	older, relief := c.standbys(m.Version)
+	if time.Now().Before(by) {
+		switch {
+		case relief != "" && c.handover(relief) == nil:
+			c.u.later(m.Name, packPoll, again)
+			return subscriber.StateBlocked, fmt.Sprintf("handing the active role over to %s, which runs %s, to upgrade as a standby (at the latest %s)",
+				relief, m.Version, by.UTC().Format(time.RFC3339))
+		case c.peers || c.sawPeers.Load():
+			// A standby restarting on the new version is out of the
+			// gossip for a moment: none seen is no reason to go first.
+			c.u.later(m.Name, packPoll, again)
+			who := "none seen now"
+			if len(older) > 0 {
+				who = strings.Join(older, ", ")
 			}
+			return subscriber.StateBlocked, fmt.Sprintf("upgrading the standbys first (%s); this node follows when one runs %s, at the latest %s",
+				who, m.Version, by.UTC().Format(time.RFC3339))
 		}
 	}
+	// Alone, or no standby relieved it in time: it upgrades while active
+	// (its clean stop releases the lease at once).
 	return c.u.offerFrom(ctx, m, st, parentAgent, again)
 }
 
@@ -121,6 +143,9 @@ func (c *clusterAgent) activeOffer(ctx context.Context, st store.Store, check fu
 func (c *clusterAgent) standbys(version string) (older []string, relief string) {
 	best := 0
 	for _, m := range c.members() {
+		if m.Name != c.node {
+			c.sawPeers.Store(true)
+		}
 		switch {
 		case m.Name == c.node:
 		case m.Meta.Agent == "" || newerVersion(version, m.Meta.Agent):
@@ -160,6 +185,7 @@ func (c *clusterAgent) fromPacks(ctx context.Context) {
 	for _, err := range bad {
 		said = append(said, err.Error())
 	}
+	packs = slices.DeleteFunc(packs, func(p *agent.Pack) bool { return !slices.Contains(p.Manifest.Channels, c.u.file.Channel) })
 	if len(packs) > 0 {
 		p := packs[0]
 		state, reason := c.u.offerFrom(ctx, p.Manifest, p, p.ParentAgent, nil)

@@ -62,7 +62,8 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 			schedules: cfg.Schedules, restart: restart, log: log}
 		defer u.stop()
 		cfg.Channels = file.channelsWithAgent()
-		ca = &clusterAgent{u: u, packDir: packDir(cl.SharedDir), trust: cfg.Trust, node: cl.Node, peers: len(cl.Join) > 0, log: log}
+		ca = &clusterAgent{u: u, packDir: packDir(cl.SharedDir), trust: cfg.Trust, node: cl.Node, peers: len(cl.Join) > 0, log: log,
+			allowed: map[string]time.Time{}}
 	}
 
 	gossip, err := cluster.StartGossip(cluster.GossipConfig{Cluster: cl.Name, Node: cl.Node, Bind: cl.Bind, Join: cl.Join, Key: key, Log: log})
@@ -305,7 +306,13 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 		if st, err := ca.u.dir.Load(); err == nil && st.Probation != nil && st.Probation.Version == cfg.Agent {
 			ca.probation.Store(true)
 		}
-		go ca.watch(ctx, func() bool { acting, _ := node.Acting(); return acting })
+		go ca.watch(ctx, func() bool {
+			// Still acting while it stands down: the store is open.
+			acting, _ := node.Acting()
+			mu.Lock()
+			defer mu.Unlock()
+			return acting || cur != nil
+		})
 		go func() {
 			// On probation: committed once the node has been healthy for a
 			// while (agent.MinHealthy); then, if it acts, what it shows of

@@ -242,8 +242,14 @@ func (n *Node) Handover(node string) error {
 	if !slices.ContainsFunc(n.ms.Members(), func(m Member) bool { return m.Name == node }) {
 		return fmt.Errorf("handover to %s: no such live member of the cluster", node)
 	}
+	// Later than any request the members know, whatever the clocks say:
+	// the latest request wins.
+	seq := time.Now().UnixNano()
+	for _, m := range n.ms.Members() {
+		seq = max(seq, m.Meta.HandoverSeq+1)
+	}
 	n.mu.Lock()
-	n.handover = Meta{HandoverTo: node, HandoverSeq: time.Now().UnixNano()}
+	n.handover = Meta{HandoverTo: node, HandoverSeq: seq}
 	n.mu.Unlock()
 	n.poke()
 	return nil
