@@ -59,7 +59,7 @@ type child struct {
 	// waves is whether the child is a distributor whose session carries
 	// rollouts in waves, and wavesSent what it was last sent.
 	waves     bool
-	wavesSent string
+	wavesSent []transport.Rollout
 }
 
 // offered is what a child was offered of one distribution: the revision,
@@ -136,7 +136,7 @@ func (d *Distributor) serveChild(ctx context.Context, sess transport.Session, co
 		// A child of the first protocol version would fail on a message
 		// type it does not know.
 		crl: d.cfg.Revocations != nil && transport.CarriesRevocations(sess), crlHeld: hello.CRLNumber,
-		waves: peer.Role == pki.RoleDistributor && transport.CarriesWaves(sess), wavesSent: "\x00 none yet"}
+		waves: peer.Role == pki.RoleDistributor && transport.CarriesWaves(sess)}
 	d.mu.Lock()
 	old := d.children[key]
 	d.children[key] = c
@@ -422,6 +422,7 @@ func (d *Distributor) offerPass(c *child) (next time.Time, err error) {
 	// Before the first decision since this distributor started, it is
 	// offered none of those revisions.
 	wavesReady := true
+	var passed map[revKey]bool
 	if c.waves {
 		for _, or := range latest {
 			d.ensureRollout(or.key, or.channels)
@@ -430,17 +431,18 @@ func (d *Distributor) offerPass(c *child) (next time.Time, err error) {
 			d.ensureRollout(revKey{in.m.Name, in.m.Revision}, in.m.Channels)
 		}
 		var m *transport.Waves
-		if m, wavesReady = d.rollouts(); wavesReady {
-			if sent := fmt.Sprint(m.Rollouts); sent != c.wavesSent {
-				if err := c.control.Send(m); err != nil {
-					return time.Time{}, err
-				}
-				c.wavesSent = sent
+		if m, passed, wavesReady = d.rollouts(c.channels); wavesReady && !slices.EqualFunc(m.Rollouts, c.wavesSent, rolloutEqual) {
+			if err := c.control.Send(m); err != nil {
+				return time.Time{}, err
 			}
+			c.wavesSent = m.Rollouts
 		}
 	}
+	// ruledYet: a revision ruled by a rollout this child distributor has
+	// not been told (before the first decision, or beyond what one
+	// message carries) waits.
 	ruledYet := func(key revKey, channels []string) bool {
-		if wavesReady {
+		if !c.waves || wavesReady && passed[key] {
 			return false
 		}
 		_, ruled := d.rolloutOf(key, channels)

@@ -91,6 +91,8 @@ type Distributor struct {
 	// wavesDecided: the rollouts were decided once since the start, and
 	// may be passed down (rollouts).
 	wavesDecided bool
+	// wavesSave writes waves.json one at a time (saveWaves).
+	wavesSave sync.Mutex
 	// reportNow asks the reporter to send this node's status again.
 	reportNow chan struct{}
 }

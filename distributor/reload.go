@@ -204,6 +204,9 @@ func membershipChanges(old, mb *membership) []string {
 		if ok && o.Send != n.Send {
 			out = append(out, fmt.Sprintf("channels.%s.send: %s", name, n.Send))
 		}
+		if ok && !wavesEqual(o.Waves, n.Waves) {
+			out = append(out, fmt.Sprintf("channels.%s.waves", name))
+		}
 	}
 	for _, name := range old.names {
 		if _, ok := mb.channels[name]; !ok {
@@ -290,4 +293,12 @@ func (d *Distributor) heldRevocations(sess transport.Session) string {
 		return ""
 	}
 	return d.cfg.Revocations.HeldNumber()
+}
+
+// wavesEqual reports whether two channels' waves are the same.
+func wavesEqual(a, b *Waves) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }

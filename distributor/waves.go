@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"io/fs"
 	"math"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"ted/distribution"
 	"ted/fleet"
@@ -59,11 +61,21 @@ func ParseCanary(canary string) error {
 	if canary == "" {
 		return errors.New("empty: want a share (10%) or a name pattern (web-0*)")
 	}
+	if len(canary) > maxCanary {
+		return fmt.Errorf("%d characters: at most %d", len(canary), maxCanary)
+	}
 	if _, err := path.Match(canary, ""); err != nil {
 		return fmt.Errorf("%q: %v", canary, err)
 	}
 	return nil
 }
+
+// maxCanary bounds a first wave's pattern; maxStopped the reason of a
+// stop passed down (transport limits text to 4 KiB).
+const (
+	maxCanary  = 256
+	maxStopped = 1024
+)
 
 // inCanary reports whether subscriber name is in the first wave canary.
 func inCanary(canary, name string) bool {
@@ -102,8 +114,14 @@ type waveState struct {
 	// Canary is the first wave of this distributor's own waves, passed
 	// down with the decisions.
 	Canary string `json:"canary,omitempty"`
+	// Channels are the revision's, to pass the rollout down only to the
+	// children that take one of them.
+	Channels []string `json:"channels,omitempty"`
 	// Parent is the rollout the parent decides and passed down: it rules
-	// here, over this distributor's own waves.
+	// here, over this distributor's own waves, until the parent opens it;
+	// one the parent no longer sends is kept as it was (the parent may
+	// not know it: a second parent, a restart), until the revision leaves
+	// this distributor's store.
 	Parent *transport.Rollout `json:"parent,omitempty"`
 	// healthy is since when the first wave is done and healthy, and
 	// counted who it was then: one of them gone (a crash) starts the soak
@@ -169,31 +187,44 @@ func (d *Distributor) WaveHolds(m *distribution.Manifest) (held bool, why string
 	return true, fmt.Sprintf("waiting for the rollout in waves to open: the first wave (%s) runs it first", r.Canary)
 }
 
-// Rollouts is what this distributor passes down to a child distributor:
-// every rollout in waves it knows, its own and its parent's. ok is false
-// until the first decision since the start, when an empty list would
-// wrongly release what a child holds.
-func (d *Distributor) rollouts() (m *transport.Waves, ok bool) {
+// rollouts is what this distributor passes down to a child distributor
+// taking channels: every rollout in waves it knows on those channels, its
+// own and its parent's, those not open first, at most
+// transport.MaxRollouts; sent says which. ok is false until the first
+// decision since the start.
+func (d *Distributor) rollouts(channels []string) (m *transport.Waves, sent map[revKey]bool, ok bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.wavesDecided {
-		return nil, false
+		return nil, nil, false
 	}
 	m = &transport.Waves{}
 	for k, st := range d.waves {
 		switch {
 		case st.Parent != nil:
-			m.Rollouts = append(m.Rollouts, *st.Parent)
-		case st.Canary != "":
+			if len(st.Parent.Channels) == 0 || sharesChannel(st.Parent.Channels, channels) {
+				m.Rollouts = append(m.Rollouts, *st.Parent)
+			}
+		case st.Canary != "" && sharesChannel(st.Channels, channels):
 			m.Rollouts = append(m.Rollouts, transport.Rollout{Name: k.name, Revision: k.rev, Canary: st.Canary, Chosen: st.Chosen,
-				Open: !st.Opened.IsZero(), Stopped: st.Stopped})
+				Open: !st.Opened.IsZero(), Stopped: st.Stopped, Channels: st.Channels})
 		}
 	}
 	slices.SortFunc(m.Rollouts, func(a, b transport.Rollout) int {
-		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(b.Revision, a.Revision))
+		open := func(r transport.Rollout) int {
+			if r.Open {
+				return 1
+			}
+			return 0
+		}
+		return cmp.Or(cmp.Compare(open(a), open(b)), cmp.Compare(a.Name, b.Name), cmp.Compare(b.Revision, a.Revision))
 	})
 	m.Rollouts = m.Rollouts[:min(len(m.Rollouts), transport.MaxRollouts)]
-	return m, true
+	sent = map[revKey]bool{}
+	for _, r := range m.Rollouts {
+		sent[revKey{r.Name, r.Revision}] = true
+	}
+	return m, sent, true
 }
 
 // ensureRollout makes sure revision key, on channels with waves here, has
@@ -208,35 +239,29 @@ func (d *Distributor) ensureRollout(key revKey, channels []string) {
 	defer d.mu.Unlock()
 	switch st := d.waves[key]; {
 	case st == nil:
-		d.waves[key] = &waveState{Canary: w.Canary}
+		d.waves[key] = &waveState{Canary: w.Canary, Channels: channels}
 	case st.Canary == "":
-		st.Canary = w.Canary
+		st.Canary, st.Channels = w.Canary, channels
 	}
 }
 
 // parentWaves takes the rollouts the parent passed down: each rules its
-// revision here; a rollout the parent no longer sends rules no more.
+// revision here until the parent opens it. One the parent does not send
+// is kept as it was: the parent may not know it (a second parent, one
+// restarted), and only an opening from above lets a revision go; it is
+// forgotten once the revision leaves this distributor's store.
 func (d *Distributor) parentWaves(m *transport.Waves) {
-	got := map[revKey]transport.Rollout{}
-	for _, r := range m.Rollouts {
-		got[revKey{r.Name, r.Revision}] = r
-	}
 	var opened []revKey
 	changed := false
 	d.mu.Lock()
-	for k, st := range d.waves {
-		if _, ok := got[k]; st.Parent != nil && !ok {
-			st.Parent, changed = nil, true
-			opened = append(opened, k)
-		}
-	}
-	for k, r := range got {
+	for _, r := range m.Rollouts {
+		k := revKey{r.Name, r.Revision}
 		st := d.waves[k]
 		if st == nil {
 			st = &waveState{}
 			d.waves[k] = st
 		}
-		if st.Parent != nil && *st.Parent == r {
+		if st.Parent != nil && rolloutEqual(*st.Parent, r) {
 			continue
 		}
 		if r.Open && (st.Parent == nil || !st.Parent.Open) {
@@ -245,21 +270,21 @@ func (d *Distributor) parentWaves(m *transport.Waves) {
 		st.Parent, changed = &r, true
 		d.log.Info("rollout in waves from the parent", "dist", r.Name, "rev", r.Revision, "canary", r.Canary, "open", r.Open, "stopped", r.Stopped)
 	}
-	var saved map[string]*waveState
-	if changed {
-		saved = d.wavesSnapshotLocked()
-	}
 	d.mu.Unlock()
 	if !changed {
 		return
 	}
-	if err := d.saveWaves(saved); err != nil {
-		d.log.Warn("waves: rollouts not saved", "err", err)
-	}
+	d.saveWaves()
 	d.kickAll()
 	for _, k := range opened {
 		d.reofferAgent(k)
 	}
+}
+
+// rolloutEqual reports whether two rollouts say the same.
+func rolloutEqual(a, b transport.Rollout) bool {
+	return a.Name == b.Name && a.Revision == b.Revision && a.Canary == b.Canary && a.Chosen == b.Chosen &&
+		a.Open == b.Open && a.Stopped == b.Stopped && slices.Equal(a.Channels, b.Channels)
 }
 
 // reofferAgent gives revision k to OnAgent again if it is a build of ted
@@ -304,11 +329,12 @@ func (d *Distributor) loadWaves() {
 	}
 }
 
-// wavesSnapshotLocked is WavesFile's content; d.mu is held.
+// wavesSnapshotLocked is WavesFile's content; d.mu is held. A rollout
+// under way is kept too: it is passed down.
 func (d *Distributor) wavesSnapshotLocked() map[string]*waveState {
 	saved := map[string]*waveState{}
 	for k, st := range d.waves {
-		if !st.Opened.IsZero() || st.Stopped != "" || st.Chosen != "" || st.Parent != nil {
+		if !st.Opened.IsZero() || st.Stopped != "" || st.Chosen != "" || st.Canary != "" || st.Parent != nil {
 			c := *st
 			saved[fmt.Sprintf("%s@%d", k.name, k.rev)] = &c
 		}
@@ -316,20 +342,27 @@ func (d *Distributor) wavesSnapshotLocked() map[string]*waveState {
 	return saved
 }
 
-// saveWaves writes WavesFile.
-func (d *Distributor) saveWaves(saved map[string]*waveState) error {
+// saveWaves writes WavesFile: the rollouts as they are when it writes,
+// one writer at a time, so the newest state is the one on disk.
+func (d *Distributor) saveWaves() {
 	if d.cfg.DataDir == "" {
-		return nil
+		return
 	}
+	d.wavesSave.Lock()
+	defer d.wavesSave.Unlock()
+	d.mu.Lock()
+	saved := d.wavesSnapshotLocked()
+	d.mu.Unlock()
 	b, err := json.Marshal(saved)
+	if err == nil {
+		_, err = distribution.WriteFileAtomic(filepath.Join(d.cfg.DataDir, WavesFile), 0o640, func(w io.Writer) error {
+			_, err := w.Write(b)
+			return err
+		})
+	}
 	if err != nil {
-		return err
+		d.log.Warn("waves: rollouts not saved", "err", err)
 	}
-	name := filepath.Join(d.cfg.DataDir, WavesFile)
-	if err := os.WriteFile(name+".tmp", b, 0o640); err != nil {
-		return err
-	}
-	return os.Rename(name+".tmp", name)
 }
 
 // wavesLoop decides the rollouts in waves: every 2 s, and as the subtree
@@ -394,12 +427,18 @@ func (d *Distributor) decideWaves() {
 		return
 	}
 	held := map[revKey]bool{}
+	newest := map[string]uint64{} // the newest stored revision of each
+	readAll := true
 	var opened []revKey
 	var changed bool
 	var events []fleet.Event
 	for _, name := range names {
 		revs, err := d.store.Revisions(name)
-		if err != nil || len(revs) == 0 {
+		if err != nil {
+			readAll = false // nothing is taken for pruned on a failed read
+			continue
+		}
+		if len(revs) == 0 {
 			continue
 		}
 		for _, r := range revs {
@@ -411,19 +450,12 @@ func (d *Distributor) decideWaves() {
 				r = x
 			}
 		}
+		newest[r.Name] = r.Revision
 		w := mb.wavesOf(r.Channels)
-		key := revKey{r.Name, r.Revision}
 		if w == nil {
-			d.mu.Lock()
-			if st := d.waves[key]; st != nil && st.Parent == nil {
-				// Its channel has no waves any more (a reload): nothing
-				// to decide or pass down.
-				delete(d.waves, key)
-				changed = true
-			}
-			d.mu.Unlock()
-			continue
+			continue // released below if it had waves
 		}
+		key := revKey{r.Name, r.Revision}
 		now := d.cfg.Clock.Now()
 		d.mu.Lock()
 		st := d.waves[key]
@@ -435,52 +467,61 @@ func (d *Distributor) decideWaves() {
 			d.mu.Unlock()
 			continue // the parent decides
 		}
-		// Not saved: the first pass after a start sets it again before
-		// anything is passed down (wavesDecided).
-		st.Canary = w.Canary
+		if st.Canary != w.Canary || !slices.Equal(st.Channels, r.Channels) {
+			st.Canary, st.Channels, changed = w.Canary, r.Channels, true
+		}
+		chosen := st.Chosen
 		if !st.Opened.IsZero() || st.Stopped != "" {
 			d.mu.Unlock()
 			continue
 		}
+		d.mu.Unlock()
 		// The first wave: subscribers of the subtree that take the
 		// revision's channels, connected, chosen by the waves (or the one
-		// chosen before).
-		members := map[string][]transport.RevisionState{}
+		// chosen before). The table is read without d.mu, which every
+		// session takes.
+		members := map[string]verdictAt{}
 		lowest, lowestName := uint32(0), ""
 		d.fleet.Each(func(n *transport.NodeState) {
 			if n.Role != "subscriber" || !n.Connected || !sharesChannel(n.Channels, r.Channels) {
 				return
 			}
-			if inCanary(w.Canary, n.Name) || st.Chosen == n.Name {
-				members[n.Name] = n.Revisions
+			if inCanary(w.Canary, n.Name) || chosen == n.Name {
+				v, why := verdictOf(n.Revisions, r.Name, r.Revision)
+				members[n.Name] = verdictAt{v, why}
 			}
 			if h := nameHash(n.Name); lowestName == "" || h < lowest {
 				lowest, lowestName = h, n.Name
 			}
 		})
+		d.mu.Lock()
+		if st != d.waves[key] || st.Parent != nil {
+			d.mu.Unlock()
+			continue // changed meanwhile: the next pass decides
+		}
 		if len(members) == 0 && lowestName != "" && strings.HasSuffix(w.Canary, "%") && st.Chosen == "" {
 			// Too few subscribers for the share to choose one: the first
 			// wave is one of them, so that the revision is tried somewhere.
 			st.Chosen, changed = lowestName, true
-			members[lowestName] = nil
+			members[lowestName] = verdictAt{pending, ""}
 			d.log.Info("waves: the share chose no subscriber; the first wave is one", "dist", r.Name, "rev", r.Revision, "subscriber", lowestName)
 		}
 		extracted, failed, firstErr := 0, 0, ""
-		for cname, states := range members {
-			switch v, why := verdictOf(states, r.Name, r.Revision); v {
+		for cname, v := range members {
+			switch v.v {
 			case done:
 				extracted++
 			case failing:
 				failed++
 				if firstErr == "" {
-					firstErr = cname + ": " + why
+					firstErr = cname + ": " + v.why
 				}
 			}
 		}
 		// One of the wave counted healthy gone (crashed, disconnected):
 		// the soak starts again once it is back.
 		for cname := range st.counted {
-			if members[cname] == nil {
+			if _, ok := members[cname]; !ok {
 				st.healthy, st.counted = time.Time{}, nil
 				break
 			}
@@ -494,7 +535,7 @@ func (d *Distributor) decideWaves() {
 			}
 			st.healthy, st.counted = time.Time{}, nil
 			if now.Sub(st.failing) >= w.Soak {
-				st.Stopped, changed = fmt.Sprintf("%d failed in the first wave (%s)", failed, firstErr), true
+				st.Stopped, changed = clip(fmt.Sprintf("%d failed in the first wave (%s)", failed, firstErr), maxStopped), true
 				d.log.Warn("rollout stopped: the first wave failed; the rest do not receive it", "dist", r.Name, "rev", r.Revision, "why", st.Stopped)
 				events = append(events, fleet.Event{Kind: fleet.KindStopped, Node: d.cfg.Name, Dist: r.Name, Revision: r.Revision, Version: r.Version, Detail: st.Stopped})
 			}
@@ -518,24 +559,31 @@ func (d *Distributor) decideWaves() {
 	}
 	d.mu.Lock()
 	for k, st := range d.waves {
-		if !held[k] && st.Parent == nil {
-			// Pruned from the store. A parent's rollout stays until the
-			// parent drops it: its revision may not be here yet.
+		_, incoming := d.incoming[k.name]
+		switch {
+		case held[k] || incoming || !readAll:
+			if st.Parent == nil && st.Canary != "" && st.Opened.IsZero() && st.Stopped == "" && mb.wavesOf(st.Channels) == nil {
+				// Its channel has no waves any more (a reload): released,
+				// and the release passed down.
+				st.Opened, changed = d.cfg.Clock.Now(), true
+				opened = append(opened, k)
+			}
+		case st.Parent == nil:
+			// Pruned from the store (or never stored).
+			delete(d.waves, k)
+			changed = true
+		case k.rev < newest[k.name]:
+			// The parent's rollout of a revision this store held and
+			// pruned; one newer than anything here may yet arrive.
 			delete(d.waves, k)
 			changed = true
 		}
 	}
 	first := !d.wavesDecided
 	d.wavesDecided = true
-	var saved map[string]*waveState
-	if changed {
-		saved = d.wavesSnapshotLocked()
-	}
 	d.mu.Unlock()
-	if saved != nil {
-		if err := d.saveWaves(saved); err != nil {
-			d.log.Warn("waves: rollouts not saved", "err", err)
-		}
+	if changed {
+		d.saveWaves()
 	}
 	for _, ev := range events {
 		d.recordEvent(ev)
@@ -546,6 +594,23 @@ func (d *Distributor) decideWaves() {
 	for _, k := range opened {
 		d.reofferAgent(k)
 	}
+}
+
+// verdictAt is one first-wave subscriber's verdict, and why it failed.
+type verdictAt struct {
+	v   verdict
+	why string
+}
+
+// clip cuts s to at most n bytes, on a rune boundary.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // nameHash places a subscriber in a share of the first wave.
@@ -605,11 +670,8 @@ func (d *Distributor) beforeHeld(or *offerRev, c *child) *offerRev {
 		// Any older revision but one whose rollout stopped: one that was
 		// still in its first wave when a newer one came is older than
 		// the one held back, and was not found failing.
-		d.mu.Lock()
-		st := d.waves[key]
-		d.mu.Unlock()
-		if st != nil && st.Stopped != "" {
-			continue
+		if r, ok := d.rolloutOf(key, r.Channels); ok && r.Stopped != "" {
+			continue // stopped, here or above
 		}
 		s, err := d.store.Signed(r.Name, r.Revision)
 		if err != nil {

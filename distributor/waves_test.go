@@ -1,7 +1,9 @@
 package distributor
 
 import (
+	"context"
 	"crypto/ed25519"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -155,14 +157,18 @@ func TestWavesFileWrittenOnChange(t *testing.T) {
 	dir := t.TempDir()
 	d := newWavesDist(t, &Waves{Canary: "web-01", Soak: time.Hour, StopAfter: 1}, dir)
 	addSub(d, "web-01", transport.RevisionState{Name: "app", Revision: 5, State: "extracted"})
+	d.decideWaves() // a rollout under way: saved, it is passed down
+	fi, err := os.Stat(filepath.Join(dir, WavesFile))
+	if err != nil {
+		t.Fatalf("the rollout under way not saved: %v", err)
+	}
 	d.decideWaves()
-	d.decideWaves()
-	if _, err := os.Stat(filepath.Join(dir, WavesFile)); err == nil {
-		t.Fatal("written while nothing was decided")
+	if fi2, _ := os.Stat(filepath.Join(dir, WavesFile)); !os.SameFile(fi, fi2) {
+		t.Fatal("written again while nothing was decided")
 	}
 	d.cfg.Clock.(*schedule.FakeClock).Advance(time.Hour)
 	d.decideWaves()
-	fi, err := os.Stat(filepath.Join(dir, WavesFile))
+	fi, err = os.Stat(filepath.Join(dir, WavesFile))
 	if err != nil {
 		t.Fatalf("not written once opened: %v", err)
 	}
@@ -188,10 +194,10 @@ func TestWavesFromTheParent(t *testing.T) {
 	key := revKey{"app", 5}
 	web1, web2 := &child{name: "web-01", role: "subscriber"}, &child{name: "web-02", role: "subscriber"}
 	m := &distribution.Manifest{Name: "app", Revision: 5, Channels: []string{"web"}}
-	if _, ok := d.rollouts(); ok {
+	if _, _, ok := d.rollouts([]string{"web"}); ok {
 		t.Error("rollouts passed down before the first decision")
 	}
-	d.parentWaves(&transport.Waves{Rollouts: []transport.Rollout{{Name: "app", Revision: 5, Canary: "web-01"}}})
+	d.parentWaves(&transport.Waves{Rollouts: []transport.Rollout{{Name: "app", Revision: 5, Canary: "web-01", Channels: []string{"web"}}}})
 	if d.held(key, m.Channels, web1) || !d.held(key, m.Channels, web2) {
 		t.Errorf("held web-01 %v, web-02 %v: want the parent's first wave, web-01 only", d.held(key, m.Channels, web1), d.held(key, m.Channels, web2))
 	}
@@ -203,7 +209,7 @@ func TestWavesFromTheParent(t *testing.T) {
 	if st := d.waves[key]; !st.Opened.IsZero() || st.Parent == nil {
 		t.Errorf("decided here under a parent's rollout: %+v", st)
 	}
-	got, ok := d.rollouts()
+	got, _, ok := d.rollouts([]string{"web"})
 	if !ok || len(got.Rollouts) != 1 || got.Rollouts[0].Canary != "web-01" {
 		t.Errorf("passed down %+v, %v: want the parent's rollout", got, ok)
 	}
@@ -213,27 +219,112 @@ func TestWavesFromTheParent(t *testing.T) {
 		t.Error("the parent's rollout is not kept across a restart")
 	}
 
-	d.parentWaves(&transport.Waves{Rollouts: []transport.Rollout{{Name: "app", Revision: 5, Canary: "web-01", Open: true}}})
+	d.parentWaves(&transport.Waves{Rollouts: []transport.Rollout{{Name: "app", Revision: 5, Canary: "web-01", Open: true, Channels: []string{"web"}}}})
 	if d.held(key, m.Channels, web2) {
 		t.Error("held once the parent's rollout opened")
 	}
 	if held, _ := d.WaveHolds(m); held {
 		t.Error("own upgrade held once the rollout opened")
 	}
-	d.parentWaves(&transport.Waves{Rollouts: []transport.Rollout{{Name: "app", Revision: 5, Canary: "web-01", Stopped: "1 failed"}}})
+	d.parentWaves(&transport.Waves{Rollouts: []transport.Rollout{{Name: "app", Revision: 5, Canary: "web-01", Stopped: "1 failed", Channels: []string{"web"}}}})
 	if !d.held(key, m.Channels, web1) {
 		t.Error("the first wave not held after the parent's rollout stopped")
 	}
 	if held, why := d.WaveHolds(m); !held || !strings.Contains(why, "1 failed") {
 		t.Errorf("own upgrade held %v (%s) after the stop", held, why)
 	}
-	// Dropped by the parent: this distributor's own waves decide.
+	// Not sent by a parent (one that does not know it: a second parent, a
+	// restart): kept as it was; only an opening from above lets it go.
 	d.parentWaves(&transport.Waves{})
-	if st := d.waves[key]; st.Parent != nil {
-		t.Errorf("the parent's rollout kept after it was dropped: %+v", st.Parent)
+	if st := d.waves[key]; st.Parent == nil || st.Parent.Stopped == "" {
+		t.Errorf("the parent's stopped rollout let go when a parent did not send it: %+v", st.Parent)
+	}
+	// Nor passed down to a child distributor of other channels.
+	if got, _, _ := d.rollouts([]string{"db"}); len(got.Rollouts) != 0 {
+		t.Errorf("passed down to a child of other channels: %+v", got.Rollouts)
+	}
+}
+
+// A child distributor held back from app@2 (its first wave, above) is not
+// offered app@1 instead when app@1's rollout stopped above.
+func TestWavesBeforeHeldSkipsAStopAbove(t *testing.T) {
+	pk, sk, _ := ed25519.GenerateKey(nil)
+	cfg := DefaultConfig()
+	cfg.Name = "dist-2"
+	cfg.Trust = distribution.NewTrust(pk)
+	cfg.Channels = map[string]Channel{"web": {Publishers: []string{"pub"}, Children: []string{"web-*"}}}
+	cfg.Clock = schedule.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	st := store.NewMemory()
+	for rev := uint64(1); rev <= 2; rev++ {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "f"), fmt.Appendf(nil, "rev %d", rev), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m, _, err := distribution.BuildDir(context.Background(), dir, distribution.BuildOptions{Name: "app", Revision: rev, Version: fmt.Sprint(rev),
+			Channels: []string{"web"}, Created: time.Unix(1_700_000_000+int64(rev), 0)}, st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := distribution.Sign(m, sk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.AddRevision(s, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d, err := New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.parentWaves(&transport.Waves{Rollouts: []transport.Rollout{
+		{Name: "app", Revision: 2, Canary: "web-01"},
+		{Name: "app", Revision: 1, Canary: "web-01", Stopped: "1 failed in the first wave"},
+	}})
+	c := &child{name: "web-09", role: "subscriber", channels: []string{"web"}}
+	or := &offerRev{key: revKey{"app", 2}, channels: []string{"web"}}
+	if !d.held(or.key, or.channels, c) {
+		t.Fatal("app@2 not held from web-09")
+	}
+	if older := d.beforeHeld(or, c); older != nil {
+		t.Errorf("offered app@%d instead, whose rollout stopped above", older.key.rev)
+	}
+}
+
+// A rollout made for a revision still arriving (to be passed down before
+// it) is not pruned while it arrives.
+func TestWavesPendingRolloutKept(t *testing.T) {
+	d := newWavesDist(t, &Waves{Canary: "web-01", Soak: time.Hour, StopAfter: 1}, "")
+	d.incoming["app"] = &incoming{}
+	d.ensureRollout(revKey{"app", 6}, []string{"web"})
+	d.decideWaves()
+	got, sent, _ := d.rollouts([]string{"web"})
+	if !sent[revKey{"app", 6}] {
+		t.Errorf("the rollout of app@6, arriving, was pruned: %+v", got.Rollouts)
+	}
+}
+
+// Waves taken off the channel by a reload: the rollout under way is
+// released, and the release passed down.
+func TestWavesReleasedByAReload(t *testing.T) {
+	d := newWavesDist(t, &Waves{Canary: "web-01", Soak: time.Hour, StopAfter: 1}, "")
+	addSub(d, "web-02")
+	d.decideWaves()
+	web2 := &child{name: "web-02", role: "subscriber"}
+	if !d.held(revKey{"app", 5}, []string{"web"}, web2) {
+		t.Fatal("web-02 not held in the first wave's time")
+	}
+	next := d.cfg
+	next.Channels = map[string]Channel{"web": {Publishers: []string{"pub"}, Children: []string{"web-*"}}}
+	if _, err := d.Reload(next); err != nil {
+		t.Fatal(err)
 	}
 	d.decideWaves()
-	if got, _ := d.rollouts(); len(got.Rollouts) != 1 || got.Rollouts[0].Canary != "web-*" {
-		t.Errorf("passed down %+v: want this distributor's own rollout", got)
+	if d.held(revKey{"app", 5}, []string{"web"}, web2) {
+		t.Error("web-02 still held once the channel has no waves")
+	}
+	got, _, _ := d.rollouts([]string{"web"})
+	if len(got.Rollouts) != 1 || !got.Rollouts[0].Open {
+		t.Errorf("passed down %+v: want the rollout, open", got.Rollouts)
 	}
 }

@@ -264,6 +264,39 @@ func TestAgentUpgradeFollowsParent(t *testing.T) {
 	})
 }
 
+// upgrade: SCHEDULE: a build that arrives outside the upgrade window
+// waits for it, and the upgrade begins inside it. The window is the first
+// half of every minute; the build is published in the second half.
+func TestAgentUpgradeWaitsForItsWindow(t *testing.T) {
+	t.Parallel()
+	nw := newNetwork(t)
+	nw.writeSchedules("upgrades.yaml", "schedules:\n  first-half:\n    windows:\n      - cron: \"* * * * *\"\n        duration: 30s\n")
+	dist1 := nw.distributor("dist-1", distributorSpec{channels: map[string]channel{
+		"web":    {publishers: []string{"pub-1"}, children: []string{"web-01"}},
+		"agents": {publishers: []string{"pub-1"}, children: []string{"web-01"}},
+	}})
+	web1 := nw.subscriber("web-01", subscriberSpec{parents: []string{dist1.addr}, schedules: "upgrades.yaml",
+		extra: map[string]any{"agent": map[string]any{"channel": "agents", "upgrade": "first-half", "probation": "40s"}}})
+	good := buildTed(t, t.TempDir(), "1.5.0")
+	waitForWithin(t, 70*time.Second, "the second half of a minute (the window closed)", func() (bool, string) {
+		s := time.Now().Second()
+		return s >= 31 && s <= 40, fmt.Sprint(s)
+	})
+	publishAgent(t, nw, dist1, good)
+	web1.waitLog("waiting for the upgrade window (first-half)")
+	began := logTime(t, web1.waitLog("agent: upgrading", "to=1.5.0"))
+	if s := began.Second(); s >= 30 {
+		t.Errorf("the upgrade began at %v, outside its window (the first 30 s of a minute)", began)
+	}
+	waitFor(t, "web-01 running 1.5.0", func() (bool, string) {
+		st, err := web1.subscriberStatus()
+		if err != nil {
+			return false, err.Error()
+		}
+		return st.Agent == "1.5.0", st.Agent
+	})
+}
+
 // A cluster subscriber upgrades every node, the standbys first: the
 // active node lays the build out in the shared directory, the standby
 // takes it from there, and the active node follows once the standby runs

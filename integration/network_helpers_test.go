@@ -565,10 +565,40 @@ func (n *node) signal(sig syscall.Signal, timeout time.Duration) error {
 	case <-p.done:
 		return p.err
 	case <-time.After(timeout):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		return fmt.Errorf("did not exit within %s of %v", timeout, sig)
+		// Hung: SIGQUIT has the Go runtime write every goroutine's stack
+		// to the log, then it exits; the stacks say where it hung.
+		_ = p.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		return fmt.Errorf("did not exit within %s of %v (its goroutines, at SIGQUIT, end its log):\n%s", timeout, sig, hungStacks(n.log()))
 	}
+}
+
+// hungStacks is the part of a log a SIGQUIT wrote that says where a
+// daemon hung: the goroutines in TED's own code, those waiting on a lock
+// or a channel first, at most 200 lines.
+func hungStacks(log string) string {
+	i := strings.Index(log, "SIGQUIT: quit")
+	if i < 0 {
+		return "(no stacks)"
+	}
+	var blocked, rest []string
+	for _, g := range strings.Split(log[i:], "\n\n") {
+		switch {
+		case !strings.Contains(g, "ted/"):
+		case strings.Contains(g, "[sync.Mutex") || strings.Contains(g, "[semacquire") || strings.Contains(g, "[chan send") ||
+			strings.Contains(g, "[chan receive") || strings.Contains(g, "[sync.WaitGroup"):
+			blocked = append(blocked, g)
+		default:
+			rest = append(rest, g)
+		}
+	}
+	out := strings.Split(strings.Join(append(blocked, rest...), "\n\n"), "\n")
+	return strings.Join(out[:min(len(out), 200)], "\n")
 }
 
 // running reports whether the daemon's process is alive.

@@ -256,6 +256,9 @@ type Rollout struct {
 	// (the first wave failed): the rest never receive it.
 	Open    bool   `cbor:"5,keyasint,omitempty" json:"open,omitempty"`
 	Stopped string `cbor:"6,keyasint,omitempty" json:"stopped,omitempty"`
+	// Channels are the revision's: a rollout is passed down only to the
+	// children that take one of them.
+	Channels []string `cbor:"7,keyasint,omitempty" json:"channels,omitempty"`
 }
 
 // MaxRollouts bounds the rollouts of one Waves message.
@@ -628,6 +631,14 @@ func (m *Waves) validate() error {
 		}
 		if r.Canary == "" {
 			return fmt.Errorf("rollout of %s@%d: no first wave", r.Name, r.Revision)
+		}
+		if len(r.Channels) > distribution.MaxChannels {
+			return fmt.Errorf("rollout of %s@%d: %d channels", r.Name, r.Revision, len(r.Channels))
+		}
+		for _, ch := range r.Channels {
+			if err := distribution.ValidName("channel", ch); err != nil {
+				return err
+			}
 		}
 		for _, f := range []struct{ name, v string }{{"canary", r.Canary}, {"chosen", r.Chosen}, {"stopped", r.Stopped}} {
 			if err := validText(f.name, f.v, maxText); err != nil {
