@@ -132,7 +132,7 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 			if !slices.Contains(m.Channels, file.Agent.Channel) {
 				return
 			}
-			if held, why := d.WaveHolds(m); held {
+			if held, why := d.WaveHolds(m); held && m.Version != u.version {
 				// Offered again when its rollout opens.
 				log.Info("agent revision", "dist", m.Name, "rev", m.Revision, "version", m.Version, "state", subscriber.StateBlocked, "reason", why)
 				d.Report()
