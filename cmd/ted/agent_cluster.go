@@ -24,11 +24,12 @@ import (
 // binary (its data_dir's agent directory, its own launcher), but only the
 // active node has the cluster's store, where builds of ted arrive. So the
 // active node copies each build into the shared directory as a pack
-// (agent.WritePack, PackDir) and every node takes it from there; the
-// standbys go first, and the active node last, once they run the new
-// version (gossiped, cluster.Meta.Agent) or after standbyWait: the role
-// moves once, to a node that already runs the new version, instead of
-// once per node.
+// (agent.WritePack, packDir) and every node takes it from there; the
+// standbys go first, and the active node last: it hands its role over to
+// a standby that runs the new version committed (gossiped,
+// cluster.Meta.Agent), or upgrades while active after standbyWait. In the
+// usual case the role moves once, to a node that already runs the new
+// version, instead of once per node (docs/upgrade.md).
 
 // packDir is where a cluster's builds of ted are laid out for its nodes.
 func packDir(sharedDir string) string { return filepath.Join(sharedDir, "agent") }
