@@ -352,7 +352,9 @@ func TestAgentUpgradeCluster(t *testing.T) {
 	if n := strings.Count(standby.log(), "lease granted: active"); n != 1 {
 		t.Errorf("%s was granted the lease %d times, want once", standby.name, n)
 	}
-	waitFor(t, "the top showing web-c on 1.5.0 with the build running", func() (bool, string) {
+	// The top sees the cluster on 1.5.0, the build running, and each
+	// node's version (through the active node).
+	waitFor(t, "the top showing web-c on 1.5.0 with the build running on both nodes", func() (bool, string) {
 		agents, v := agentsAt(t, dist1)
 		for _, n := range v.Nodes {
 			if n.Name != "web-c" {
@@ -360,7 +362,8 @@ func TestAgentUpgradeCluster(t *testing.T) {
 			}
 			for _, d := range n.Distributions {
 				if d.Name == platform && d.Revision == 1 && d.State == "extracted" {
-					return agents["web-c"] == "1.5.0", fmt.Sprint(agents)
+					return agents["web-c"] == "1.5.0" && strings.Contains(d.Reason, "c-a 1.5.0") && strings.Contains(d.Reason, "c-b 1.5.0 (active)"),
+						fmt.Sprintf("%v: %s", agents, d.Reason)
 				}
 			}
 			return false, fmt.Sprintf("%+v", n.Distributions)
@@ -373,6 +376,31 @@ func TestAgentUpgradeCluster(t *testing.T) {
 	standby.waitState(1, "extracted")
 	if n := c.extractions(1); n != 1 {
 		t.Errorf("web-c extracted app@1 %d times, want once", n)
+	}
+
+	// A broken build (exits at start): it fails on the standby, now c-a,
+	// which rolls back; the active node does not try it, and the top
+	// shows it failed with where and why.
+	publishAgent(t, nw, dist1, buildTed(t, bins, "1.6.0", "-X main.agentFault=exit"))
+	waitFor(t, "the broken build failed at the top, on the standby", func() (bool, string) {
+		_, v := agentsAt(t, dist1)
+		for _, n := range v.Nodes {
+			for _, d := range n.Distributions {
+				if n.Name == "web-c" && d.Name == platform && d.Revision == 2 {
+					return d.State == "failed" && strings.Contains(d.Error, "failed on c-a") && strings.Contains(d.Error, "exited during its probation"),
+						d.State + ": " + d.Error + d.Reason
+				}
+			}
+		}
+		return false, "not seen yet"
+	})
+	if strings.Contains(standby.log(), "to=1.6.0") {
+		t.Error("the active node began an upgrade to the build that failed on the standby")
+	}
+	for _, n := range c.nodes {
+		if st, err := n.subscriberStatus(); err != nil || st.Agent != "1.5.0" {
+			t.Errorf("%s runs %q after the broken build (%v), want 1.5.0", n.name, st.Agent, err)
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"ted/agent"
 	"ted/distribution"
@@ -60,8 +61,10 @@ type clusterAgent struct {
 	peers bool
 	log   *slog.Logger
 	// probation is whether the version running is on probation
-	// (gossiped: the active node waits for the standbys to commit).
+	// (gossiped: the active node waits for the standbys to commit);
+	// failed (a string) the newer version that failed here, and why.
 	probation atomic.Bool
+	failed    atomic.Value
 
 	// sawPeers: another member was seen since the start (a node without
 	// cluster.join that others join is not alone).
@@ -70,6 +73,8 @@ type clusterAgent struct {
 
 	mu   sync.Mutex
 	last string // what the pack watch last logged
+	// shown is the nodes' versions as the active node last showed them.
+	shown string
 	// allowed is when each build (NAME@REV) was first allowed here by the
 	// agent block: the wait for the standbys counts from then.
 	allowed map[string]time.Time
@@ -103,6 +108,13 @@ func (c *clusterAgent) activeOffer(ctx context.Context, st store.Store, check fu
 	// the standbys go first, and the wait for them counts from then.
 	if state, reason, ok := c.u.ready(m, parentAgent, again); !ok {
 		return state, reason
+	}
+	// Failed on a standby (rolled back there): not tried on the node that
+	// serves, which would be down if it failed here too.
+	for _, n := range c.members() {
+		if why, ok := strings.CutPrefix(n.Meta.AgentFailed, m.Version+": "); ok && n.Name != c.node {
+			return subscriber.StateFailed, fmt.Sprintf("failed on %s: %s; not tried on the active node", n.Name, why)
+		}
 	}
 	key := fmt.Sprintf("%s@%d", m.Name, m.Revision)
 	c.mu.Lock()
@@ -161,15 +173,77 @@ func (c *clusterAgent) standbys(version string) (older []string, relief string) 
 	return older, relief
 }
 
+// loadFailed reads from the agent state which newer version failed here,
+// for the gossip.
+func (c *clusterAgent) loadFailed() {
+	st, err := c.u.dir.Load()
+	if err != nil {
+		return
+	}
+	failed := ""
+	if f, ok := st.Failed[distribution.AgentName(agent.Platform())]; ok && newerVersion(f.Version, c.u.version) {
+		failed = f.Version + ": " + clipText(f.Reason, 48)
+	}
+	c.failed.Store(failed)
+}
+
+// nodes says which version each live node of the cluster runs, this one
+// included: "c-a 1.5.0 (active), c-b 1.4.2 (1.5.0 failed: ...)".
+func (c *clusterAgent) nodes() string {
+	members := c.members()
+	slices.SortFunc(members, func(a, b cluster.Member) int { return cmp.Compare(a.Name, b.Name) })
+	var out []string
+	for _, m := range members {
+		s := m.Name + " " + orDash(m.Meta.Agent)
+		var notes []string
+		if m.Meta.Active {
+			notes = append(notes, "active")
+		}
+		if m.Meta.Probation {
+			notes = append(notes, "on probation")
+		}
+		if m.Meta.AgentFailed != "" {
+			notes = append(notes, m.Meta.AgentFailed)
+		}
+		if len(notes) > 0 {
+			s += " (" + strings.Join(notes, "; ") + ")"
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, ", ")
+}
+
+func (c *clusterAgent) lastShown() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.shown
+}
+
+// clipText cuts s to n bytes at most, with an ellipsis.
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
 // watch takes, while this node is a standby (acting says whether it
 // acts), the newest build of ted the active node laid out in the shared
 // directory.
-func (c *clusterAgent) watch(ctx context.Context, acting func() bool) {
+func (c *clusterAgent) watch(ctx context.Context, acting func() bool, show func()) {
 	t := time.NewTicker(packPoll)
 	defer t.Stop()
 	for {
+		c.loadFailed()
 		if !acting() {
 			c.fromPacks(ctx)
+		} else if nodes := c.nodes(); nodes != c.lastShown() {
+			// The active node shows the nodes' versions with the build:
+			// shown again when they change.
+			show()
 		}
 		select {
 		case <-ctx.Done():
@@ -225,8 +299,12 @@ func (c *clusterAgent) showStored(ctx context.Context, st store.Store, check fun
 	if err != nil {
 		return
 	}
+	nodes := c.nodes()
 	state, reason := c.activeOffer(ctx, st, check, m, s.ParentAgent(), func() { again(m) })
 	if !errors.Is(ctx.Err(), context.Canceled) {
-		s.SetAgentState(m, state, reason)
+		c.mu.Lock()
+		c.shown = nodes
+		c.mu.Unlock()
+		s.SetAgentState(m, state, reason+"; nodes: "+nodes)
 	}
 }

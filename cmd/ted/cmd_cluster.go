@@ -85,7 +85,13 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 	}
 	ncfg := cluster.DefaultConfig(cl.Node)
 	ncfg.Priority, ncfg.Log, ncfg.Authority = cl.Priority, log, file.Parents[0]
-	ncfg.Agent = func() (string, bool) { return cfg.Agent, ca != nil && ca.probation.Load() }
+	ncfg.Agent = func() (string, bool, string) {
+		if ca == nil {
+			return cfg.Agent, false, ""
+		}
+		failed, _ := ca.failed.Load().(string)
+		return cfg.Agent, ca.probation.Load(), failed
+	}
 	// Test-only switches, to show what the fencing prevents: no lease
 	// checks at all, and a store lock that does not hold across processes
 	// (shared storage whose locks are not coherent across hosts).
@@ -312,6 +318,13 @@ func runClusterSubscriber(ctx context.Context, config string, file *subscriberFi
 			mu.Lock()
 			defer mu.Unlock()
 			return acting || cur != nil
+		}, func() {
+			mu.Lock()
+			show := curShow
+			mu.Unlock()
+			if show != nil {
+				show()
+			}
 		})
 		go func() {
 			// On probation: committed once the node has been healthy for a

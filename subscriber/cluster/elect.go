@@ -30,6 +30,9 @@ type Meta struct {
 	// agent packs).
 	Agent     string `json:"v,omitempty"`
 	Probation bool   `json:"vp,omitempty"`
+	// AgentFailed is the newer version that failed on the node, and why
+	// (short), if one did: shown at the top through the active node.
+	AgentFailed string `json:"vf,omitempty"`
 }
 
 // Member is one live node as the gossip shows it.

@@ -189,6 +189,12 @@ func (g *Gossip) SetMeta(m Meta) {
 		m.Healthy = false
 	}
 	b, err := json.Marshal(m)
+	if err == nil && len(b) > maxMeta && (m.AgentFailed != "" || m.Agent != "") {
+		// What is only shown goes first: the election must still be
+		// gossiped.
+		m.AgentFailed, m.Agent = "", ""
+		b, err = json.Marshal(m)
+	}
 	if err != nil || len(b) > maxMeta {
 		g.mu.Unlock()
 		g.log.Error("gossip: meta too large", "bytes", len(b))

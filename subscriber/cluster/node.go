@@ -44,9 +44,10 @@ type Membership interface {
 type Config struct {
 	Node     string
 	Priority int
-	// Agent, if set, says the ted version this node runs and whether it
-	// is on probation, gossiped (Meta.Agent, Meta.Probation).
-	Agent func() (version string, probation bool)
+	// Agent, if set, says the ted version this node runs, whether it is
+	// on probation and which newer one failed here, gossiped (Meta.Agent,
+	// Meta.Probation, Meta.AgentFailed).
+	Agent func() (version string, probation bool, failed string)
 	// Drift bounds how much faster or slower this node's clock may run
 	// than the authority's (0.01: 1 %).
 	Drift float64
@@ -300,7 +301,7 @@ func (n *Node) step(ctx context.Context) time.Duration {
 	meta := Meta{Priority: n.cfg.Priority, Healthy: healthy, HandoverTo: n.handover.HandoverTo, HandoverSeq: n.handover.HandoverSeq,
 		Auth: n.cfg.Authority}
 	if n.cfg.Agent != nil {
-		meta.Agent, meta.Probation = n.cfg.Agent()
+		meta.Agent, meta.Probation, meta.AgentFailed = n.cfg.Agent()
 	}
 	if n.holding(now) {
 		meta.Active, meta.Epoch, meta.Ready, meta.Until = true, n.epoch, n.ready == n.epoch, n.until.UnixMilli()
