@@ -301,7 +301,9 @@ func TestAgentUpgradeWaitsForItsWindow(t *testing.T) {
 // active node lays the build out in the shared directory, the standby
 // takes it from there, and the active node follows once the standby runs
 // it, so the role moves once, to a node already on the new version. The
-// top shows the cluster on the new version, and it still delivers.
+// top shows the cluster on the new version with each node's, and it
+// still delivers. A broken build fails on the standby and is not tried on
+// the active node; the top shows it failed, where and why.
 func TestAgentUpgradeCluster(t *testing.T) {
 	t.Parallel()
 	nw := newNetwork(t)
