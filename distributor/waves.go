@@ -17,7 +17,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"ted/distribution"
 	"ted/fleet"
@@ -535,7 +534,7 @@ func (d *Distributor) decideWaves() {
 			}
 			st.healthy, st.counted = time.Time{}, nil
 			if now.Sub(st.failing) >= w.Soak {
-				st.Stopped, changed = clip(fmt.Sprintf("%d failed in the first wave (%s)", failed, firstErr), maxStopped), true
+				st.Stopped, changed = transport.Truncate(fmt.Sprintf("%d failed in the first wave (%s)", failed, firstErr), maxStopped), true
 				d.log.Warn("rollout stopped: the first wave failed; the rest do not receive it", "dist", r.Name, "rev", r.Revision, "why", st.Stopped)
 				events = append(events, fleet.Event{Kind: fleet.KindStopped, Node: d.cfg.Name, Dist: r.Name, Revision: r.Revision, Version: r.Version, Detail: st.Stopped})
 			}
@@ -600,17 +599,6 @@ func (d *Distributor) decideWaves() {
 type verdictAt struct {
 	v   verdict
 	why string
-}
-
-// clip cuts s to at most n bytes, on a rune boundary.
-func clip(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
 
 // nameHash places a subscriber in a share of the first wave.

@@ -566,7 +566,7 @@ func (m *Hello) validate() error {
 		}
 	}
 	if m.CRLNumber != "" && (len(m.CRLNumber) > maxCRLNumber || strings.Trim(m.CRLNumber, "0123456789") != "") {
-		return fmt.Errorf("revocation list number %q: want at most %d decimal digits", truncate(m.CRLNumber, 64), maxCRLNumber)
+		return fmt.Errorf("revocation list number %q: want at most %d decimal digits", Truncate(m.CRLNumber, 64), maxCRLNumber)
 	}
 	return validText("agent", m.Agent, 128)
 }
@@ -666,7 +666,7 @@ func (m *Subtree) validate() error {
 	}
 	for i := range m.Nodes {
 		if err := m.Nodes[i].validate(); err != nil {
-			return fmt.Errorf("node %q: %v", truncate(m.Nodes[i].Name, 64), err)
+			return fmt.Errorf("node %q: %v", Truncate(m.Nodes[i].Name, 64), err)
 		}
 	}
 	return nil

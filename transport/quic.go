@@ -189,11 +189,12 @@ func reasonText(reason error) string {
 	if reason == nil {
 		return "session closed"
 	}
-	return truncate(reason.Error(), maxReasonLen)
+	return Truncate(reason.Error(), maxReasonLen)
 }
 
-// truncate cuts s to at most n bytes, on a character boundary.
-func truncate(s string, n int) string {
+// Truncate cuts s to at most n bytes, on a character boundary, ending
+// with "..." when it cut.
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

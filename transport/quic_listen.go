@@ -360,13 +360,13 @@ func (l *Listener) admit(conn *quic.Conn) (Identity, *quicSession, error) {
 	}
 	if err := l.cred.CheckRevoked(id); err != nil {
 		// The handshake let it through so that it hears why (serverTLS).
-		_ = conn.CloseWithError(codeRefused, truncate(err.Error(), maxReasonLen))
+		_ = conn.CloseWithError(codeRefused, Truncate(err.Error(), maxReasonLen))
 		return id, nil, err
 	}
 	if l.accept != nil {
 		if err := l.accept(id); err != nil {
 			// The dialer's error names us; the text is the reason alone.
-			_ = conn.CloseWithError(codeRefused, truncate(err.Error(), maxReasonLen))
+			_ = conn.CloseWithError(codeRefused, Truncate(err.Error(), maxReasonLen))
 			return id, nil, err
 		}
 	}

@@ -12,13 +12,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"ted/agent"
 	"ted/distribution"
 	"ted/store"
 	"ted/subscriber"
 	"ted/subscriber/cluster"
+	"ted/transport"
 )
 
 // A cluster subscriber's nodes upgrade themselves too, each its own
@@ -182,7 +182,7 @@ func (c *clusterAgent) loadFailed() {
 	}
 	failed := ""
 	if f, ok := st.Failed[distribution.AgentName(agent.Platform())]; ok && newerVersion(f.Version, c.u.version) {
-		failed = f.Version + ": " + clipText(f.Reason, 48)
+		failed = f.Version + ": " + transport.Truncate(f.Reason, 48)
 	}
 	c.failed.Store(failed)
 }
@@ -217,17 +217,6 @@ func (c *clusterAgent) lastShown() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.shown
-}
-
-// clipText cuts s to n bytes at most, with an ellipsis.
-func clipText(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }
 
 // watch takes, while this node is a standby (acting says whether it
