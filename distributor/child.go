@@ -614,8 +614,12 @@ func (d *Distributor) parentStatus() *transport.Status {
 			if r.Kind == distribution.KindAgent && d.cfg.AgentState != nil && r.Name == distribution.AgentName(runtime.GOOS+"/"+runtime.GOARCH) {
 				// This node's own build: whether it runs, failed or is
 				// held, as its upgrader says.
-				var why string
-				rs.State, why = d.cfg.AgentState(r.Name, r.Revision, r.Version)
+				held, why := d.waveHolds(revKey{r.Name, r.Revision}, r.Version, r.Channels)
+				if held {
+					rs.State = "blocked"
+				} else {
+					rs.State, why = d.cfg.AgentState(r.Name, r.Revision, r.Version)
+				}
 				if rs.State == "failed" {
 					rs.Error = why
 				} else {

@@ -470,10 +470,19 @@ func (d *Distributor) receive(ctx context.Context, from transport.Session, s *di
 
 // agentStored gives a build of ted for this node's platform to OnAgent,
 // in a goroutine of its own: the distributor's own upgrade.
+// A build whose rollout in waves holds this node back is not given yet
+// (reofferAgent gives it when the rollout opens); its state says why
+// (parentStatus).
 func (d *Distributor) agentStored(m *distribution.Manifest) {
-	if m.Kind == distribution.KindAgent && m.Platform == runtime.GOOS+"/"+runtime.GOARCH && d.cfg.OnAgent != nil {
-		go d.cfg.OnAgent(m, d.ParentAgent())
+	if m.Kind != distribution.KindAgent || m.Platform != runtime.GOOS+"/"+runtime.GOARCH || d.cfg.OnAgent == nil {
+		return
 	}
+	if held, why := d.waveHolds(revKey{m.Name, m.Revision}, m.Version, m.Channels); held {
+		d.log.Info("agent revision", "dist", m.Name, "rev", m.Revision, "version", m.Version, "state", "blocked", "reason", why)
+		d.Report()
+		return
+	}
+	go d.cfg.OnAgent(m, d.ParentAgent())
 }
 
 // prune keeps KeepRevisions revisions of name. While another revision is

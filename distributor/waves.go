@@ -172,11 +172,15 @@ func (d *Distributor) rolloutOf(key revKey, channels []string) (r transport.Roll
 	return r, true
 }
 
-// WaveHolds says whether this distributor's own upgrade to agent
-// revision m waits for its wave: a distributor is never in a first wave,
-// and upgrades once the rollout opens (or never, if it stopped).
-func (d *Distributor) WaveHolds(m *distribution.Manifest) (held bool, why string) {
-	r, ok := d.rolloutOf(revKey{m.Name, m.Revision}, m.Channels)
+// waveHolds says whether this distributor's own upgrade to agent
+// revision key (of version, on channels) waits for its wave: a
+// distributor is never in a first wave, and upgrades once the rollout
+// opens (or never, if it stopped). A build it runs already is not held.
+func (d *Distributor) waveHolds(key revKey, version string, channels []string) (held bool, why string) {
+	if version == d.cfg.Agent {
+		return false, ""
+	}
+	r, ok := d.rolloutOf(key, channels)
 	switch {
 	case !ok || r.Open:
 		return false, ""

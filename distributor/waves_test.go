@@ -193,7 +193,7 @@ func TestWavesFromTheParent(t *testing.T) {
 	d := newWavesDist(t, &Waves{Canary: "web-*", Soak: time.Hour, StopAfter: 1}, t.TempDir())
 	key := revKey{"app", 5}
 	web1, web2 := &child{name: "web-01", role: "subscriber"}, &child{name: "web-02", role: "subscriber"}
-	m := &distribution.Manifest{Name: "app", Revision: 5, Channels: []string{"web"}}
+	m := &distribution.Manifest{Name: "app", Revision: 5, Version: "2.0.0", Channels: []string{"web"}}
 	if _, _, ok := d.rollouts([]string{"web"}); ok {
 		t.Error("rollouts passed down before the first decision")
 	}
@@ -201,7 +201,7 @@ func TestWavesFromTheParent(t *testing.T) {
 	if d.held(key, m.Channels, web1) || !d.held(key, m.Channels, web2) {
 		t.Errorf("held web-01 %v, web-02 %v: want the parent's first wave, web-01 only", d.held(key, m.Channels, web1), d.held(key, m.Channels, web2))
 	}
-	if held, why := d.WaveHolds(m); !held || !strings.Contains(why, "web-01") {
+	if held, why := d.waveHolds(revKey{m.Name, m.Revision}, m.Version, m.Channels); !held || !strings.Contains(why, "web-01") {
 		t.Errorf("own upgrade held %v (%s): want held until the rollout opens", held, why)
 	}
 	addSub(d, "web-02", transport.RevisionState{Name: "app", Revision: 5, State: "extracted"})
@@ -223,14 +223,14 @@ func TestWavesFromTheParent(t *testing.T) {
 	if d.held(key, m.Channels, web2) {
 		t.Error("held once the parent's rollout opened")
 	}
-	if held, _ := d.WaveHolds(m); held {
+	if held, _ := d.waveHolds(revKey{m.Name, m.Revision}, m.Version, m.Channels); held {
 		t.Error("own upgrade held once the rollout opened")
 	}
 	d.parentWaves(&transport.Waves{Rollouts: []transport.Rollout{{Name: "app", Revision: 5, Canary: "web-01", Stopped: "1 failed", Channels: []string{"web"}}}})
 	if !d.held(key, m.Channels, web1) {
 		t.Error("the first wave not held after the parent's rollout stopped")
 	}
-	if held, why := d.WaveHolds(m); !held || !strings.Contains(why, "1 failed") {
+	if held, why := d.waveHolds(revKey{m.Name, m.Revision}, m.Version, m.Channels); !held || !strings.Contains(why, "1 failed") {
 		t.Errorf("own upgrade held %v (%s) after the stop", held, why)
 	}
 	// Not sent by a parent (one that does not know it: a second parent, a

@@ -21,7 +21,6 @@ import (
 	"ted/distributor"
 	"ted/fleet"
 	"ted/pki"
-	"ted/subscriber"
 	"ted/transport"
 )
 
@@ -132,26 +131,11 @@ func runDistributor(ctx context.Context, opts daemonOptions, stderr io.Writer) e
 			if !slices.Contains(m.Channels, file.Agent.Channel) {
 				return
 			}
-			if held, why := d.WaveHolds(m); held && m.Version != u.version {
-				// Offered again when its rollout opens.
-				log.Info("agent revision", "dist", m.Name, "rev", m.Revision, "version", m.Version, "state", subscriber.StateBlocked, "reason", why)
-				d.Report()
-				return
-			}
 			state, reason := u.offer(ctx, m, parentAgent, func() { offer(m, d.ParentAgent()) })
 			log.Info("agent revision", "dist", m.Name, "rev", m.Revision, "version", m.Version, "state", state, "reason", reason)
 		}
 		cfg.OnAgent = offer
-		cfg.AgentState = func(name string, rev uint64, version string) (string, string) {
-			if s, err := n.store.Signed(name, rev); err == nil {
-				if m, err := s.Manifest(); err == nil {
-					if held, why := d.WaveHolds(m); held && version != u.version {
-						return subscriber.StateBlocked, why
-					}
-				}
-			}
-			return u.state(name, rev, version)
-		}
+		cfg.AgentState = u.state
 	}
 	d, err = distributor.New(cfg, n.store, log)
 	if err != nil {
