@@ -144,7 +144,8 @@ func TestWavesAcrossTheTree(t *testing.T) {
 	})
 	// dist-2 knows it stopped (passed down), and neither it nor the
 	// subscribers outside the first wave took the build.
-	dist2.waitLog("rollout in waves from the parent", "stopped=")
+	// Every such line has a stopped= field: the stop is its reason.
+	dist2.waitLog("rollout in waves from the parent", `stopped="1 failed in the first wave`)
 	for _, name := range []string{"web-02", "web-03"} {
 		if st, err := subs[name].subscriberStatus(); err != nil {
 			t.Fatal(err)
