@@ -18,23 +18,14 @@
 # Results: bench/out/fleet.txt (the table) and bench/out/fleet.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 sizes=${SIZES:-1000,3000,10000}
 idle=${IDLE:-60s}
 mkdir -p bench/out
 
 # QUIC asks for 7 MiB socket buffers; at the kernel's default cap a burst
 # of thousands of handshakes overflows the distributor's socket.
-for k in rmem_max wmem_max; do
-  v=$(cat /proc/sys/net/core/$k)
-  if ((v < 7340032)); then
-    if [[ $(id -u) == 0 ]]; then
-      sysctl -qw net.core.$k=7500000
-      echo "raised net.core.$k from $v to 7500000" >&2
-    else
-      echo "warning: net.core.$k is $v; as root: sysctl -w net.core.$k=7500000" >&2
-    fi
-  fi
-done
+raise_udp_buffers >&2
 # Sockets, pack files, admin connections: more than the default 1024.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || echo "warning: cannot raise the open-file limit above $(ulimit -n)" >&2
 

@@ -29,6 +29,7 @@
 # Results: bench/out/hop.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 size_mib=${SIZE_MIB:-1024}
 small_mib=${SMALL_MIB:-$((size_mib / 4))}
 files=${FILES:-8}
@@ -37,14 +38,7 @@ out=bench/out/hop.txt
 : >"$out"
 say() { echo "$*" | tee -a "$out"; }
 
-if [[ -n ${WORK:-} ]]; then
-  work=$WORK
-  mkdir -p "$work"
-  keep=1
-else
-  work=$(mktemp -d)
-  keep=0
-fi
+bench_work
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -54,17 +48,7 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- UDP buffers: quic-go wants 7 MiB on each socket.
-want=7500000
-for k in net.core.rmem_max net.core.wmem_max; do
-  cur=$(sysctl -n "$k")
-  if ((cur < want)); then
-    if [[ $(id -u) == 0 ]] && sysctl -qw "$k=$want" 2>/dev/null; then
-      echo "raised $k from $cur to $want" | tee -a "$out"
-    else
-      echo "WARNING: could not raise $k (is $cur, want $want): QUIC runs with small UDP buffers" | tee -a "$out"
-    fi
-  fi
-done
+raise_udp_buffers | tee -a "$out"
 
 # ---- binaries
 if [[ ${HEAPPROF:-} == 1 ]]; then

@@ -33,6 +33,7 @@
 # Results: bench/out/upgrade.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 pairs=${PAIRS:-tools gopls gen}
 tools_old=${TOOLS_OLD:-v0.51.0} tools_new=${TOOLS_NEW:-v0.52.0}
 gopls_old=${GOPLS_OLD:-v0.22.0} gopls_new=${GOPLS_NEW:-v0.23.0}
@@ -54,14 +55,7 @@ if ((${#missing[@]} > 0)); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-if [[ -n ${WORK:-} ]]; then
-  work=$WORK
-  mkdir -p "$work"
-  keep=1
-else
-  work=$(mktemp -d)
-  keep=0
-fi
+bench_work
 pids=()
 rules=()
 cleanup() {
@@ -73,9 +67,7 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- UDP buffers: quic-go wants 7 MiB on each socket.
-for k in net.core.rmem_max net.core.wmem_max; do
-  if (($(sysctl -n "$k") < 7500000)); then sysctl -qw "$k=7500000" || true; fi
-done
+raise_udp_buffers >&2
 
 go build -o "$work/ted" ./cmd/ted
 ted=$work/ted
