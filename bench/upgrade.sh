@@ -12,7 +12,8 @@
 #   rsync    rsync -az --checksum --no-whole-file through `rsync --daemon`
 #            on loopback, from a copy of the old tree to the new one: bytes
 #            sent + received (its --stats, TCP payload).
-#   zstd     zstd -19 --long=31 --patch-from=old.tar new.tar: the patch size
+#   zstd     zstd -19 --long=31 --patch-from=old.tar new.tar (tars sorted by
+#            name): the patch size
 #            (-3 for tars over 512 MiB: -19 takes minutes a GiB).
 #   xdelta3  xdelta3 -9 -s old.tar new.tar: the delta size.
 #
@@ -242,8 +243,8 @@ EOF
 delta_pair() { # old new -> zstd_bytes xdelta_bytes
   local dir=$work/delta-$run
   mkdir -p "$dir"
-  tar -C "$1" -cf "$dir/old.tar" .
-  tar -C "$2" -cf "$dir/new.tar" .
+  tar --sort=name -C "$1" -cf "$dir/old.tar" .
+  tar --sort=name -C "$2" -cf "$dir/new.tar" .
   # -19 takes minutes a GiB: past 512 MiB, the default level (the long
   # matches, which find the old bytes, are the same).
   local level=-19
